@@ -1,1 +1,11 @@
-//! placeholder
+#![doc = include_str!("../README.md")]
+
+pub mod codec;
+pub mod db;
+pub mod domain;
+pub mod error;
+pub mod pylit;
+pub mod report;
+pub mod signing;
+
+pub use error::{Error, Result};

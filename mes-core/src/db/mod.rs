@@ -1,0 +1,1 @@
+//! Storage: diesel over PostgreSQL and SQLite through one connection type.
