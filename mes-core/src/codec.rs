@@ -291,9 +291,7 @@ impl Request {
             Topic::RecordType => {
                 Request::RecordType(serde_json::from_value(body_value()?).map_err(field)?)
             }
-            Topic::Record => {
-                Request::Record(serde_json::from_value(body_value()?).map_err(field)?)
-            }
+            Topic::Record => Request::Record(serde_json::from_value(body_value()?).map_err(field)?),
         };
         Ok((head, request))
     }
@@ -370,11 +368,19 @@ pub fn to_python_json<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
 struct PythonFormatter;
 
 impl Formatter for PythonFormatter {
-    fn begin_array_value<W: ?Sized + io::Write>(&mut self, w: &mut W, first: bool) -> io::Result<()> {
+    fn begin_array_value<W: ?Sized + io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> io::Result<()> {
         if first { Ok(()) } else { w.write_all(b", ") }
     }
 
-    fn begin_object_key<W: ?Sized + io::Write>(&mut self, w: &mut W, first: bool) -> io::Result<()> {
+    fn begin_object_key<W: ?Sized + io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> io::Result<()> {
         if first { Ok(()) } else { w.write_all(b", ") }
     }
 
@@ -382,7 +388,11 @@ impl Formatter for PythonFormatter {
         w.write_all(b": ")
     }
 
-    fn write_string_fragment<W: ?Sized + io::Write>(&mut self, w: &mut W, fragment: &str) -> io::Result<()> {
+    fn write_string_fragment<W: ?Sized + io::Write>(
+        &mut self,
+        w: &mut W,
+        fragment: &str,
+    ) -> io::Result<()> {
         let mut start = 0;
         for (i, c) in fragment.char_indices() {
             if c.is_ascii() && c != '\x7f' {
@@ -398,7 +408,11 @@ impl Formatter for PythonFormatter {
         w.write_all(&fragment.as_bytes()[start..])
     }
 
-    fn write_char_escape<W: ?Sized + io::Write>(&mut self, w: &mut W, escape: CharEscape) -> io::Result<()> {
+    fn write_char_escape<W: ?Sized + io::Write>(
+        &mut self,
+        w: &mut W,
+        escape: CharEscape,
+    ) -> io::Result<()> {
         let s: &[u8] = match escape {
             CharEscape::Quote => b"\\\"",
             CharEscape::ReverseSolidus => b"\\\\",
@@ -440,8 +454,8 @@ impl Head {
                 ))),
             }
         };
-        let auth = text("auth")?
-            .ok_or_else(|| DecodeError::Shape("head has no \"auth\" field".into()))?;
+        let auth =
+            text("auth")?.ok_or_else(|| DecodeError::Shape("head has no \"auth\" field".into()))?;
         Ok(Head {
             auth,
             corr: text("corr")?,
@@ -758,8 +772,8 @@ mod tests {
         assert!(matches!(r.body, ReplyBody::Error { .. }));
         let r = decode_reply(br#"[{"auth": "T"}, {"data": [], "error": null}]"#).unwrap();
         assert_eq!(r.body, ReplyBody::Data(vec![]));
-        let r = decode_reply(br#"[{"auth": "T"}, {"error": "x", "code": "already_exists"}]"#)
-            .unwrap();
+        let r =
+            decode_reply(br#"[{"auth": "T"}, {"error": "x", "code": "already_exists"}]"#).unwrap();
         assert_eq!(
             r.body,
             ReplyBody::Error {
@@ -786,7 +800,10 @@ mod tests {
             let e = decode_reply(bad).unwrap_err();
             assert!(matches!(e, DecodeError::Shape(_)), "{e:?}");
         }
-        assert!(matches!(decode_reply(b"\xff\xfe"), Err(DecodeError::NotUtf8 { offset: 0 })));
+        assert!(matches!(
+            decode_reply(b"\xff\xfe"),
+            Err(DecodeError::NotUtf8 { offset: 0 })
+        ));
         assert!(matches!(decode_reply(b""), Err(DecodeError::Syntax(_))));
         assert!(matches!(
             decode_reply_with_limit(b"[1]", 2),
@@ -807,7 +824,10 @@ mod tests {
         let (head, back) = Request::decode(Topic::Record, &bytes).unwrap();
         assert_eq!(back, req);
         assert_eq!(head.corr.as_deref(), Some("c"));
-        let list = Request::ListOrders(Page { start: 20, limit: 5 });
+        let list = Request::ListOrders(Page {
+            start: 20,
+            limit: 5,
+        });
         let (_, back) =
             Request::decode(Topic::OrderList, &list.envelope("T", None).to_bytes()).unwrap();
         assert_eq!(back, list);

@@ -162,9 +162,8 @@ impl AgentKey {
         let mut bytes = [0u8; 33];
         hex::decode_to_slice(&self.0, &mut bytes)
             .map_err(|e| InvalidValue::new("agent key", e.to_string()))?;
-        secp256k1::PublicKey::from_byte_array_compressed(bytes).map_err(|_| {
-            InvalidValue::new("agent key", "not a compressed secp256k1 point")
-        })
+        secp256k1::PublicKey::from_byte_array_compressed(bytes)
+            .map_err(|_| InvalidValue::new("agent key", "not a compressed secp256k1 point"))
     }
 }
 
@@ -362,8 +361,16 @@ mod tests {
     fn request_id_is_32_hex_and_lowercased() {
         let id: RequestId = "9DF8888DEA6DF991F86E0E61B2379E46".parse().unwrap();
         assert_eq!(id.as_str(), "9df8888dea6df991f86e0e61b2379e46");
-        assert!("9df8888dea6df991f86e0e61b2379e4".parse::<RequestId>().is_err());
-        assert!("9df8888dea6df991f86e0e61b2379e4g".parse::<RequestId>().is_err());
+        assert!(
+            "9df8888dea6df991f86e0e61b2379e4"
+                .parse::<RequestId>()
+                .is_err()
+        );
+        assert!(
+            "9df8888dea6df991f86e0e61b2379e4g"
+                .parse::<RequestId>()
+                .is_err()
+        );
         assert!("".parse::<RequestId>().is_err());
         let e = "é".repeat(32).parse::<RequestId>().unwrap_err();
         assert_eq!(e.what, "request id");

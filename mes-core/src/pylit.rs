@@ -413,7 +413,10 @@ impl Parser<'_> {
             self.bump();
         }
         let negative = self.src[start..sign_end].starts_with('-');
-        let body: String = self.src[sign_end..self.pos].chars().filter(|&c| c != '_').collect();
+        let body: String = self.src[sign_end..self.pos]
+            .chars()
+            .filter(|&c| c != '_')
+            .collect();
         let bad = || {
             self.error_at(
                 start,
@@ -427,11 +430,13 @@ impl Parser<'_> {
         {
             return Err(bad());
         }
-        let is_float = !body.starts_with("0x")
-            && !body.starts_with("0X")
-            && body.contains(['.', 'e', 'E']);
+        let is_float =
+            !body.starts_with("0x") && !body.starts_with("0X") && body.contains(['.', 'e', 'E']);
         if is_float {
-            if !body.chars().all(|c| c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '+' | '-')) {
+            if !body
+                .chars()
+                .all(|c| c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '+' | '-'))
+            {
                 return Err(bad());
             }
             let parsed: f64 = body.parse().map_err(|_| bad())?;
@@ -521,7 +526,11 @@ fn write_value(out: &mut String, value: &Value) {
 }
 
 fn write_str(out: &mut String, s: &str) {
-    let quote = if s.contains('\'') && !s.contains('"') { '"' } else { '\'' };
+    let quote = if s.contains('\'') && !s.contains('"') {
+        '"'
+    } else {
+        '\''
+    };
     out.push(quote);
     for c in s.chars() {
         match c {
@@ -582,11 +591,20 @@ mod tests {
 
     #[test]
     fn strings_and_escapes() {
-        assert_eq!(parse(r#""Operator's note""#).unwrap(), json!("Operator's note"));
-        assert_eq!(parse(r"'Operator\'s note'").unwrap(), json!("Operator's note"));
+        assert_eq!(
+            parse(r#""Operator's note""#).unwrap(),
+            json!("Operator's note")
+        );
+        assert_eq!(
+            parse(r"'Operator\'s note'").unwrap(),
+            json!("Operator's note")
+        );
         assert_eq!(parse(r#"'say "hi"'"#).unwrap(), json!("say \"hi\""));
         assert_eq!(parse(r"'a\nb\tc\\d'").unwrap(), json!("a\nb\tc\\d"));
-        assert_eq!(parse(r"'\x41\u00e9\U0001F600\101\0'").unwrap(), json!("Aé😀A\0"));
+        assert_eq!(
+            parse(r"'\x41\u00e9\U0001F600\101\0'").unwrap(),
+            json!("Aé😀A\0")
+        );
         assert_eq!(parse(r"'\d'").unwrap(), json!("\\d"));
         assert_eq!(parse(r"r'\n'").unwrap(), json!("\\n"));
         assert_eq!(parse("u'caf\u{e9}'").unwrap(), json!("café"));
@@ -629,9 +647,18 @@ mod tests {
         assert_eq!(kind("[1] 2"), SyntaxErrorKind::TrailingCharacters);
         assert_eq!(kind("{[1]: 2}"), SyntaxErrorKind::InvalidKey);
         assert!(matches!(kind("'\\x4'"), SyntaxErrorKind::InvalidEscape(_)));
-        assert!(matches!(kind("'\\ud800'"), SyntaxErrorKind::InvalidEscape(_)));
-        assert!(matches!(kind("'\\U00110000'"), SyntaxErrorKind::InvalidEscape(_)));
-        assert!(matches!(kind("99999999999999999999"), SyntaxErrorKind::InvalidNumber(_)));
+        assert!(matches!(
+            kind("'\\ud800'"),
+            SyntaxErrorKind::InvalidEscape(_)
+        ));
+        assert!(matches!(
+            kind("'\\U00110000'"),
+            SyntaxErrorKind::InvalidEscape(_)
+        ));
+        assert!(matches!(
+            kind("99999999999999999999"),
+            SyntaxErrorKind::InvalidNumber(_)
+        ));
         assert!(matches!(kind("010"), SyntaxErrorKind::InvalidNumber(_)));
         assert!(matches!(kind("1__0"), SyntaxErrorKind::InvalidNumber(_)));
         assert!(matches!(kind("1.2.3"), SyntaxErrorKind::InvalidNumber(_)));

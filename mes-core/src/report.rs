@@ -268,7 +268,9 @@ impl Kpis {
             }
             _ => None,
         };
-        let apt = i.actual_production_time_s.filter(|t| t.is_finite() && *t >= 0.0);
+        let apt = i
+            .actual_production_time_s
+            .filter(|t| t.is_finite() && *t >= 0.0);
         let availability = ratio(apt, i.planned_busy_time_s);
         let planned_work = match (i.planned_unit_time_s, i.produced_quantity) {
             (Some(pri), Some(pq)) => Some(pri * pq),
@@ -324,7 +326,10 @@ mod tests {
             id.record_id(Shift::A, Indicator::Availability),
             "001_21_01_02_PT10_101"
         );
-        assert_eq!(id.record_id(Shift::Day, Indicator::Oee), "001_21_01_02_PT10_404");
+        assert_eq!(
+            id.record_id(Shift::Day, Indicator::Oee),
+            "001_21_01_02_PT10_404"
+        );
         assert_eq!(
             id.record_id(Shift::C, Indicator::ProductionTime),
             "001_21_01_02_PT10_307"
@@ -334,7 +339,10 @@ mod tests {
     #[test]
     fn iso_week_edges() {
         // Sunday 2021-01-03 is in ISO week 53 of 2020.
-        assert_eq!(FlowId::new(date(2021, 1, 3), "U").unwrap().as_str(), "001_20_07_53_U");
+        assert_eq!(
+            FlowId::new(date(2021, 1, 3), "U").unwrap().as_str(),
+            "001_20_07_53_U"
+        );
         // Monday 2024-12-30 is in ISO week 1 of 2025, and must not collide with
         // Monday 2024-01-01 (ISO week 1 of 2024).
         let late = FlowId::new(date(2024, 12, 30), "U").unwrap();
@@ -342,9 +350,18 @@ mod tests {
         assert_eq!(late.as_str(), "001_25_01_01_U");
         assert_eq!(early.as_str(), "001_24_01_01_U");
         // Thursday 2026-12-31 is in week 53 of 2026; Friday 2027-01-01 too.
-        assert_eq!(FlowId::new(date(2026, 12, 31), "U").unwrap().as_str(), "001_26_04_53_U");
-        assert_eq!(FlowId::new(date(2027, 1, 1), "U").unwrap().as_str(), "001_26_05_53_U");
-        assert_eq!(FlowId::new(date(2000, 3, 5), "U").unwrap().as_str(), "001_00_07_09_U");
+        assert_eq!(
+            FlowId::new(date(2026, 12, 31), "U").unwrap().as_str(),
+            "001_26_04_53_U"
+        );
+        assert_eq!(
+            FlowId::new(date(2027, 1, 1), "U").unwrap().as_str(),
+            "001_26_05_53_U"
+        );
+        assert_eq!(
+            FlowId::new(date(2000, 3, 5), "U").unwrap().as_str(),
+            "001_00_07_09_U"
+        );
     }
 
     #[test]
@@ -353,7 +370,10 @@ mod tests {
         // Unique within a century of ISO years (YY has two digits).
         let mut d = date(2000, 1, 3);
         while d.iso_week().year() < 2100 {
-            assert!(seen.insert(FlowId::new(d, "U").unwrap()), "duplicate id for {d}");
+            assert!(
+                seen.insert(FlowId::new(d, "U").unwrap()),
+                "duplicate id for {d}"
+            );
             d = d.succ_opt().unwrap();
         }
         // 100 ISO years are 5218 whole weeks.

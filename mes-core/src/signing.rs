@@ -72,7 +72,9 @@ impl SigningKey {
         let text = text.trim();
         let mut bytes = [0u8; 32];
         if text.len() != 64 {
-            return Err(SignatureError::InvalidSecretKey("expected 64 hex characters"));
+            return Err(SignatureError::InvalidSecretKey(
+                "expected 64 hex characters",
+            ));
         }
         hex::decode_to_slice(text, &mut bytes)
             .map_err(|_| SignatureError::InvalidSecretKey("not hex"))?;
@@ -138,7 +140,9 @@ pub fn verify_envelope(
         (Some(Err(())) | None, _) => return Err(SignatureError::MalformedSigner),
         (_, Some(Err(())) | None) => return Err(SignatureError::MalformedSignature),
     };
-    let signer: AgentKey = signer.parse().map_err(|_| SignatureError::MalformedSigner)?;
+    let signer: AgentKey = signer
+        .parse()
+        .map_err(|_| SignatureError::MalformedSigner)?;
     if let Some(expected) = expected
         && *expected != signer
     {
@@ -243,7 +247,10 @@ mod tests {
         key.sign_envelope(&mut env);
         let mut changed = env.clone();
         changed.head.insert("limit".into(), json!(11));
-        assert_eq!(verify_envelope(&changed, None), Err(SignatureError::Invalid));
+        assert_eq!(
+            verify_envelope(&changed, None),
+            Err(SignatureError::Invalid)
+        );
         let other = SigningKey::generate();
         assert!(matches!(
             verify_envelope(&env, Some(&other.agent_key())),
@@ -252,12 +259,21 @@ mod tests {
         let mut unsigned = env.clone();
         unsigned.head.remove("signer");
         unsigned.head.remove("sig");
-        assert_eq!(verify_envelope(&unsigned, None), Err(SignatureError::Unsigned));
+        assert_eq!(
+            verify_envelope(&unsigned, None),
+            Err(SignatureError::Unsigned)
+        );
         let mut bad = env.clone();
         bad.head.insert("sig".into(), json!("zz"));
-        assert_eq!(verify_envelope(&bad, None), Err(SignatureError::MalformedSignature));
+        assert_eq!(
+            verify_envelope(&bad, None),
+            Err(SignatureError::MalformedSignature)
+        );
         bad.head.insert("signer".into(), json!(5));
-        assert_eq!(verify_envelope(&bad, None), Err(SignatureError::MalformedSigner));
+        assert_eq!(
+            verify_envelope(&bad, None),
+            Err(SignatureError::MalformedSigner)
+        );
     }
 
     #[test]
