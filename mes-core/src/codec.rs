@@ -214,6 +214,56 @@ pub enum RecordAction {
     },
 }
 
+/// The record types the MES defines on the chain (docs/protocol.md §4).
+pub mod record_types {
+    use super::{DataType, PropertySchema, RecordTypeAction};
+    use crate::report::{Indicator, Shift};
+
+    /// Name of the production-unit record type.
+    pub const PRODUCTION_UNIT: &str = "ProductionUnit";
+    /// Name of the day-report record type.
+    pub const DAY_REPORT: &str = "DayReport";
+
+    fn prop(name: &str, data_type: DataType, required: bool) -> PropertySchema {
+        PropertySchema {
+            name: name.to_owned(),
+            data_type,
+            required,
+            enum_options: Vec::new(),
+        }
+    }
+
+    /// `ProductionUnit`: `name`, `status`, `process_name`; record id = unit code.
+    pub fn production_unit() -> RecordTypeAction {
+        RecordTypeAction::CreateRecordType {
+            name: PRODUCTION_UNIT.to_owned(),
+            properties: vec![
+                prop("name", DataType::String, true),
+                prop("status", DataType::String, true),
+                prop("process_name", DataType::String, false),
+            ],
+        }
+    }
+
+    /// `DayReport`: one indicator value of one shift of one unit's day.
+    pub fn day_report() -> RecordTypeAction {
+        let mut shift = prop("shift", DataType::Enum, true);
+        shift.enum_options = Shift::ALL.iter().map(|s| s.label().to_owned()).collect();
+        let mut indicator = prop("indicator", DataType::Enum, true);
+        indicator.enum_options = Indicator::ALL.iter().map(|i| i.name().to_owned()).collect();
+        RecordTypeAction::CreateRecordType {
+            name: DAY_REPORT.to_owned(),
+            properties: vec![
+                prop("unit", DataType::String, true),
+                prop("date", DataType::String, true),
+                shift,
+                indicator,
+                prop("value", DataType::Number, false),
+            ],
+        }
+    }
+}
+
 /// Every request the MES sends, one variant per topic.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Request {
@@ -479,6 +529,35 @@ pub enum ReplyBody {
         /// Our extension, e.g. `already_exists`; `None` from legacy gateways.
         code: Option<String>,
     },
+}
+
+impl ReplyBody {
+    /// Whether this is an `already_exists` error (docs/protocol.md §6): by its `code`,
+    /// or, from a legacy gateway, by the words "already exists" in the text. The MES
+    /// counts it as success when creating record types, records, reporters, reports.
+    pub fn is_already_exists(&self) -> bool {
+        match self {
+            ReplyBody::Error {
+                code: Some(code), ..
+            } => code == "already_exists",
+            ReplyBody::Error { error, code: None } => error
+                .as_str()
+                .is_some_and(|e| e.to_ascii_lowercase().contains("already exists")),
+            _ => false,
+        }
+    }
+
+    /// The message or error as text (JSON for non-text values), for operators.
+    pub fn text(&self) -> String {
+        let value = match self {
+            ReplyBody::Message(v) | ReplyBody::Error { error: v, .. } => v,
+            ReplyBody::Data(items) => return format!("{} items", items.len()),
+        };
+        match value {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        }
+    }
 }
 
 /// A decoded reply from `BLK_Res`.
@@ -831,6 +910,43 @@ mod tests {
         let (_, back) =
             Request::decode(Topic::OrderList, &list.envelope("T", None).to_bytes()).unwrap();
         assert_eq!(back, list);
+    }
+
+    #[test]
+    fn already_exists_by_code_or_legacy_text() {
+        let err = |error: &str, code: Option<&str>| ReplyBody::Error {
+            error: json!(error),
+            code: code.map(str::to_owned),
+        };
+        assert!(err("whatever", Some("already_exists")).is_already_exists());
+        assert!(err("Record type ProductionUnit Already Exists", None).is_already_exists());
+        assert!(
+            !err(
+                "Record type ProductionUnit already exists",
+                Some("invalid_property")
+            )
+            .is_already_exists()
+        );
+        assert!(!err("not open", None).is_already_exists());
+        assert!(!ReplyBody::Message(json!("already exists")).is_already_exists());
+        assert_eq!(err("boom", None).text(), "boom");
+        assert_eq!(ReplyBody::Message(json!({"a": 1})).text(), r#"{"a":1}"#);
+    }
+
+    #[test]
+    fn record_types_follow_the_protocol() {
+        let v = serde_json::to_value(record_types::day_report()).unwrap();
+        assert_eq!(v["action"], "create_record_type");
+        assert_eq!(v["name"], "DayReport");
+        assert_eq!(
+            v["properties"][2]["enum_options"],
+            json!(["A", "B", "C", "DAY"])
+        );
+        let v = serde_json::to_value(record_types::production_unit()).unwrap();
+        assert_eq!(
+            v["properties"][1],
+            json!({"name": "status", "data_type": "STRING", "required": true})
+        );
     }
 
     #[test]

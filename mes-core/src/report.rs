@@ -308,6 +308,33 @@ impl Kpis {
     }
 }
 
+/// Builds the `create_day_report` body (docs/protocol.md §4) of one unit's day from
+/// each shift's indicators; shifts without a row are left out.
+pub fn day_report_action(
+    date: NaiveDate,
+    unit: &str,
+    shifts: &[(Shift, Kpis)],
+) -> Result<crate::codec::RecordAction, InvalidValue> {
+    let flow = FlowId::new(date, unit)?;
+    let mut records = Vec::with_capacity(shifts.len() * Indicator::ALL.len());
+    for (shift, kpis) in shifts {
+        for indicator in Indicator::ALL {
+            records.push(crate::codec::DayReportRecord {
+                record_id: flow.record_id(*shift, indicator),
+                shift: shift.label().to_owned(),
+                indicator: indicator.name().to_owned(),
+                value: kpis.get(indicator),
+            });
+        }
+    }
+    Ok(crate::codec::RecordAction::CreateDayReport {
+        report_id: flow.to_string(),
+        unit: unit.to_owned(),
+        date: date.format("%Y-%m-%d").to_string(),
+        records,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -378,6 +405,31 @@ mod tests {
         }
         // 100 ISO years are 5218 whole weeks.
         assert_eq!(seen.len(), 5218 * 7);
+    }
+
+    #[test]
+    fn day_report_body() {
+        let kpis = Kpis {
+            availability: Some(0.5),
+            ..Kpis::default()
+        };
+        let action = day_report_action(
+            date(2021, 1, 11),
+            "PT10",
+            &[(Shift::A, kpis), (Shift::Day, kpis)],
+        )
+        .unwrap();
+        let v = serde_json::to_value(&action).unwrap();
+        assert_eq!(v["action"], "create_day_report");
+        assert_eq!(v["report_id"], "001_21_01_02_PT10");
+        assert_eq!(v["date"], "2021-01-11");
+        assert_eq!(v["records"].as_array().unwrap().len(), 14);
+        assert_eq!(
+            v["records"][0],
+            serde_json::json!({"record_id": "001_21_01_02_PT10_101", "shift": "A", "indicator": "availability", "value": 0.5})
+        );
+        assert_eq!(v["records"][8]["record_id"], "001_21_01_02_PT10_402");
+        assert_eq!(v["records"][8]["value"], serde_json::Value::Null);
     }
 
     #[test]
