@@ -16,4 +16,3 @@ pub enum DbConnection {
     /// A bundled SQLite connection: the embedded default.
     Sqlite(SqliteConnection),
 }
-

@@ -6,10 +6,10 @@
 //! locks) match on the variant and run the same diesel query on the inner connection.
 
 use chrono::{NaiveDateTime, SubsecRound, Utc};
+use diesel::connection::SimpleConnection;
 use diesel::migration::MigrationSource;
 use diesel::prelude::*;
 use diesel::r2d2::{ManageConnection, R2D2Connection};
-use diesel::connection::SimpleConnection;
 use diesel::{Connection, ConnectionError, ConnectionResult, PgConnection, SqliteConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
