@@ -133,8 +133,8 @@ backend_tests! {
         assert_eq!(updated.status, "running");
         assert_eq!(updated.process_name.as_deref(), Some("drilling"));
         assert!(updated.updated_at >= created.updated_at);
-        assert_eq!(units::find(conn, created.id).unwrap(), updated);
-        assert_eq!(units::find_by_code(conn, "PT10").unwrap(), updated);
+        assert_eq!(units::get(conn, created.id).unwrap().as_ref(), Some(&updated));
+        assert_eq!(units::get_by_code(conn, "PT10").unwrap(), Some(updated));
 
         let cleared = units::update_status_and_process(conn, created.id, "idle", None).unwrap();
         assert_eq!(cleared.process_name, None);
@@ -143,7 +143,8 @@ backend_tests! {
     fn unit_update_of_a_missing_unit_is_not_found(conn: &mut DbConnection) {
         let result = units::update_status_and_process(conn, 4242, "running", None);
         assert!(matches!(result, Err(DieselError::NotFound)), "{result:?}");
-        assert!(matches!(units::find(conn, 4242), Err(DieselError::NotFound)));
+        assert_eq!(units::get(conn, 4242).unwrap(), None);
+        assert_eq!(units::get_by_code(conn, "NOPE").unwrap(), None);
     }
 
     fn unit_codes_are_unique_and_listed_in_order(conn: &mut DbConnection) {
@@ -275,7 +276,7 @@ backend_tests! {
             Ok(())
         })
         .unwrap();
-        assert!(units::find_by_code(conn, "PT10").is_ok());
+        assert!(units::get_by_code(conn, "PT10").unwrap().is_some());
 
         // A rolled-back transaction takes its messages with it.
         let rolled_back = conn.transaction::<(), DieselError, _>(|conn| {
@@ -488,7 +489,7 @@ backend_tests! {
         .unwrap();
         assert_eq!(second, first, "a repeated order changes nothing");
         assert_eq!(first.description, "100 brackets");
-        assert_eq!(orders::list(conn, 10, 0).unwrap(), [first.clone()]);
+        assert_eq!(orders::list(conn, 10, 0).unwrap(), std::slice::from_ref(&first));
         assert_eq!(orders::get_by_chain_id(conn, new.chain_order_id).unwrap(), Some(first));
         assert_eq!(orders::get_by_chain_id(conn, "other").unwrap(), None);
 
@@ -550,11 +551,7 @@ fn postgres_concurrent_relays_never_claim_the_same_row() {
     assert_eq!(seen.len(), ROWS, "together the relays claim every row");
     let depth = outbox::depth(&mut setup).unwrap();
     assert_eq!(depth.in_flight, ROWS as i64);
-    eprintln!(
-        "relay claims: {} + {}",
-        claims[0].len(),
-        claims[1].len()
-    );
+    eprintln!("relay claims: {} + {}", claims[0].len(), claims[1].len());
 }
 
 /// A PostgreSQL URL that cannot connect must say why, not "invalid URL".
@@ -566,7 +563,10 @@ fn postgres_connection_errors_are_reported_as_postgres_errors() {
     };
     assert!(matches!(err, mes_core::Error::Connection(_)), "{err:?}");
     let shown = err.to_string();
-    assert!(shown.contains("127.0.0.1") || shown.contains("refused"), "{shown}");
+    assert!(
+        shown.contains("127.0.0.1") || shown.contains("refused"),
+        "{shown}"
+    );
 }
 
 #[test]
@@ -593,7 +593,11 @@ fn sqlite_pool_serves_migrated_connections() {
         .into_iter()
         .map(|row| row.foreign_keys)
         .collect();
-    assert_eq!(foreign_keys, [1], "every pooled SQLite connection enforces foreign keys");
+    assert_eq!(
+        foreign_keys,
+        [1],
+        "every pooled SQLite connection enforces foreign keys"
+    );
 }
 
 #[derive(QueryableByName)]

@@ -64,20 +64,22 @@ pub fn create(conn: &mut DbConnection, new: &NewProductionUnit<'_>) -> QueryResu
         .get_result(conn)
 }
 
-/// The unit with this id, or `NotFound`.
-pub fn find(conn: &mut DbConnection, id: i64) -> QueryResult<ProductionUnit> {
+/// The unit with this id, if any.
+pub fn get(conn: &mut DbConnection, id: i64) -> QueryResult<Option<ProductionUnit>> {
     production_units::table
         .find(id)
         .select(ProductionUnit::as_select())
         .first(conn)
+        .optional()
 }
 
-/// The unit with this code, or `NotFound`.
-pub fn find_by_code(conn: &mut DbConnection, code: &str) -> QueryResult<ProductionUnit> {
+/// The unit with this code (the key the chain and day reports use), if any.
+pub fn get_by_code(conn: &mut DbConnection, code: &str) -> QueryResult<Option<ProductionUnit>> {
     production_units::table
         .filter(production_units::code.eq(code))
         .select(ProductionUnit::as_select())
         .first(conn)
+        .optional()
 }
 
 /// All units, ordered by code.
