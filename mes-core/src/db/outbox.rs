@@ -1,0 +1,311 @@
+//! `chain_outbox`: the transactional outbox of messages to the chain.
+//!
+//! A change and the message announcing it are committed together ([`enqueue`] inside the
+//! caller's transaction); a relay then [`claim_due`]s rows, publishes them and settles
+//! each with [`mark_done`], [`retry_later`] or [`mark_failed`]. Nothing is lost while
+//! Kafka or the server is down, a crashed relay's rows come back when their lease ends,
+//! and rows sharing an ordering key are delivered one at a time, in id order.
+
+use chrono::{Duration, NaiveDateTime};
+use diesel::connection::{AnsiTransactionManager, TransactionManager};
+use diesel::dsl::count_star;
+use diesel::prelude::*;
+use diesel::sql_types::Bool;
+
+use super::schema::chain_outbox;
+use super::{DbConnection, now, returning};
+
+/// Waiting for its first or next attempt.
+pub const PENDING: &str = "pending";
+/// Claimed by a relay until `locked_until`.
+pub const IN_FLIGHT: &str = "in_flight";
+/// Delivered; the chain's answer is in `chain_message`.
+pub const DONE: &str = "done";
+/// The chain answered with an error: retrying would not help.
+pub const FAILED: &str = "failed";
+
+/// A stored outbox message.
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Identifiable)]
+#[diesel(table_name = chain_outbox)]
+pub struct OutboxRow {
+    /// Database id; also the delivery order within an ordering key.
+    pub id: i64,
+    /// Kafka topic to publish to (e.g. `BLK_Rec`).
+    pub topic: String,
+    /// Identifies the message across retries and restarts: enqueuing it again is a no-op.
+    pub dedup_key: String,
+    /// Rows sharing it are delivered one at a time, in id order (e.g. one unit's updates).
+    pub ordering_key: String,
+    /// JSON of the envelope body.
+    pub payload: String,
+    /// One of [`PENDING`], [`IN_FLIGHT`], [`DONE`], [`FAILED`].
+    pub status: String,
+    /// How many times a relay has claimed the row.
+    pub attempts: i32,
+    /// A pending row is not claimed before this time (UTC).
+    pub next_attempt_at: NaiveDateTime,
+    /// An in-flight row is someone's until this time (UTC), then claimable again.
+    pub locked_until: Option<NaiveDateTime>,
+    /// Why the last attempt did not succeed.
+    pub last_error: Option<String>,
+    /// The chain's answer once delivered.
+    pub chain_message: Option<String>,
+    /// When the row was enqueued (UTC).
+    pub created_at: NaiveDateTime,
+    /// When the row last changed (UTC).
+    pub updated_at: NaiveDateTime,
+    /// When the chain acknowledged the message (UTC).
+    pub delivered_at: Option<NaiveDateTime>,
+}
+
+/// A message to [`enqueue`]; it becomes due at once.
+#[derive(Debug, Clone, Copy, Insertable)]
+#[diesel(table_name = chain_outbox)]
+pub struct NewOutboxRow<'a> {
+    /// See [`OutboxRow::topic`].
+    pub topic: &'a str,
+    /// See [`OutboxRow::dedup_key`].
+    pub dedup_key: &'a str,
+    /// See [`OutboxRow::ordering_key`].
+    pub ordering_key: &'a str,
+    /// See [`OutboxRow::payload`].
+    pub payload: &'a str,
+}
+
+/// Rows per status, for metrics and the console.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutboxDepth {
+    /// Rows waiting for an attempt.
+    pub pending: i64,
+    /// Rows claimed by a relay.
+    pub in_flight: i64,
+    /// Delivered rows.
+    pub done: i64,
+    /// Rows the chain refused.
+    pub failed: i64,
+}
+
+/// Adds `new` unless a row with its `dedup_key` exists; returns whether it inserted.
+///
+/// `ON CONFLICT DO NOTHING` raises no error, so this is safe inside the caller's
+/// transaction on PostgreSQL (a failed insert would abort it).
+pub fn enqueue(conn: &mut DbConnection, new: &NewOutboxRow<'_>) -> QueryResult<bool> {
+    let at = now();
+    let statement = diesel::insert_into(chain_outbox::table)
+        .values((
+            new,
+            chain_outbox::status.eq(PENDING),
+            chain_outbox::attempts.eq(0),
+            chain_outbox::next_attempt_at.eq(at),
+            chain_outbox::created_at.eq(at),
+            chain_outbox::updated_at.eq(at),
+        ))
+        .on_conflict(chain_outbox::dedup_key)
+        .do_nothing();
+    per_backend!(conn, |c| statement.execute(c)).map(|inserted| inserted > 0)
+}
+
+/// True for a row that no earlier unsettled row of its ordering key holds back.
+const HEAD_OF_ORDERING_KEY: &str = "NOT EXISTS (SELECT 1 FROM chain_outbox AS earlier \
+     WHERE earlier.ordering_key = chain_outbox.ordering_key \
+     AND earlier.id < chain_outbox.id \
+     AND earlier.status IN ('pending', 'in_flight'))";
+
+/// Ids of the rows [`claim_due`] may take at `$now`, oldest first.
+macro_rules! due_ids {
+    ($now:expr, $limit:expr) => {
+        chain_outbox::table
+            .filter(
+                chain_outbox::status
+                    .eq(PENDING)
+                    .and(chain_outbox::next_attempt_at.le($now))
+                    .nullable()
+                    .or(chain_outbox::status
+                        .eq(IN_FLIGHT)
+                        .nullable()
+                        .and(chain_outbox::locked_until.lt($now))),
+            )
+            .filter(diesel::dsl::sql::<Bool>(HEAD_OF_ORDERING_KEY))
+            .order(chain_outbox::id)
+            .limit($limit)
+            .select(chain_outbox::id)
+    };
+}
+
+/// Marks the rows `$ids` in flight until `$until` and returns them.
+macro_rules! take {
+    ($conn:expr, $ids:expr, $until:expr) => {
+        diesel::update(chain_outbox::table.filter(chain_outbox::id.eq_any($ids)))
+            .set((
+                chain_outbox::status.eq(IN_FLIGHT),
+                chain_outbox::locked_until.eq(Some($until)),
+                chain_outbox::attempts.eq(chain_outbox::attempts + 1),
+                chain_outbox::updated_at.eq(now()),
+            ))
+            .returning(chain_outbox::all_columns)
+            .get_results::<OutboxRow>($conn)
+    };
+}
+
+/// Atomically claims up to `limit` due rows for `lease`, oldest first.
+///
+/// A row is due when it is pending with `next_attempt_at <= now`, or in flight with a
+/// lease that ended before `now` (its relay crashed), and no earlier pending or
+/// in-flight row shares its ordering key. Claimed rows are in flight until
+/// `now + lease`, with `attempts` incremented.
+///
+/// PostgreSQL locks the chosen rows with `FOR UPDATE SKIP LOCKED`, so relays sharing a
+/// database never claim the same row; SQLite takes the write lock up front
+/// (`BEGIN IMMEDIATE`) since it has no row locks.
+pub fn claim_due(
+    conn: &mut DbConnection,
+    now: NaiveDateTime,
+    limit: i64,
+    lease: Duration,
+) -> QueryResult<Vec<OutboxRow>> {
+    let until = now + lease;
+    let mut rows = match conn {
+        DbConnection::Pg(pg) => pg.transaction(|pg| {
+            let ids: Vec<i64> = due_ids!(now, limit).for_update().skip_locked().load(pg)?;
+            if ids.is_empty() {
+                return Ok(Vec::new());
+            }
+            take!(pg, &ids, until)
+        }),
+        DbConnection::Sqlite(lite) => {
+            let claim = |lite: &mut SqliteConnection| {
+                let ids: Vec<i64> = due_ids!(now, limit).load(lite)?;
+                if ids.is_empty() {
+                    return Ok(Vec::new());
+                }
+                take!(lite, &ids, until)
+            };
+            // BEGIN IMMEDIATE is only valid outside a transaction; inside the caller's
+            // transaction a savepoint is all there is.
+            let nested = AnsiTransactionManager::transaction_manager_status_mut(lite)
+                .transaction_depth()?
+                .is_some();
+            if nested {
+                lite.transaction(claim)
+            } else {
+                lite.immediate_transaction(claim)
+            }
+        }
+    }?;
+    rows.sort_by_key(|row| row.id);
+    Ok(rows)
+}
+
+/// Records a delivery and the chain's answer; the row is never claimed again.
+pub fn mark_done(
+    conn: &mut DbConnection,
+    id: i64,
+    chain_message: Option<&str>,
+) -> QueryResult<OutboxRow> {
+    let at = now();
+    diesel::update(chain_outbox::table.find(id))
+        .set((
+            chain_outbox::status.eq(DONE),
+            chain_outbox::chain_message.eq(chain_message),
+            chain_outbox::locked_until.eq(None::<NaiveDateTime>),
+            chain_outbox::delivered_at.eq(Some(at)),
+            chain_outbox::updated_at.eq(at),
+        ))
+        .returning(returning::<OutboxRow>())
+        .get_result(conn)
+}
+
+/// Gives up on an in-flight row because the chain answered with an error.
+///
+/// `NotFound` if the row is not in flight (missing, or settled by someone else).
+pub fn mark_failed(conn: &mut DbConnection, id: i64, error: &str) -> QueryResult<OutboxRow> {
+    diesel::update(
+        chain_outbox::table
+            .find(id)
+            .filter(chain_outbox::status.eq(IN_FLIGHT)),
+    )
+    .set((
+        chain_outbox::status.eq(FAILED),
+        chain_outbox::last_error.eq(Some(error)),
+        chain_outbox::locked_until.eq(None::<NaiveDateTime>),
+        chain_outbox::updated_at.eq(now()),
+    ))
+    .returning(returning::<OutboxRow>())
+    .get_result(conn)
+}
+
+/// Returns an in-flight row to pending after a transient failure; it is not claimed
+/// before `next_attempt_at`.
+///
+/// `NotFound` if the row is not in flight (missing, or settled by someone else).
+pub fn retry_later(
+    conn: &mut DbConnection,
+    id: i64,
+    next_attempt_at: NaiveDateTime,
+    error: &str,
+) -> QueryResult<OutboxRow> {
+    diesel::update(
+        chain_outbox::table
+            .find(id)
+            .filter(chain_outbox::status.eq(IN_FLIGHT)),
+    )
+    .set((
+        chain_outbox::status.eq(PENDING),
+        chain_outbox::next_attempt_at.eq(next_attempt_at),
+        chain_outbox::last_error.eq(Some(error)),
+        chain_outbox::locked_until.eq(None::<NaiveDateTime>),
+        chain_outbox::updated_at.eq(now()),
+    ))
+    .returning(returning::<OutboxRow>())
+    .get_result(conn)
+}
+
+/// How many rows are in each status.
+pub fn depth(conn: &mut DbConnection) -> QueryResult<OutboxDepth> {
+    let counts: Vec<(String, i64)> = chain_outbox::table
+        .group_by(chain_outbox::status)
+        .select((chain_outbox::status, count_star()))
+        .load(conn)?;
+    let mut depth = OutboxDepth::default();
+    for (status, count) in counts {
+        match status.as_str() {
+            PENDING => depth.pending = count,
+            IN_FLIGHT => depth.in_flight = count,
+            DONE => depth.done = count,
+            FAILED => depth.failed = count,
+            _ => {}
+        }
+    }
+    Ok(depth)
+}
+
+/// A page of rows, newest first, optionally only those in `status`.
+pub fn list(
+    conn: &mut DbConnection,
+    status: Option<&str>,
+    limit: i64,
+    offset: i64,
+) -> QueryResult<Vec<OutboxRow>> {
+    let mut query = chain_outbox::table
+        .select(OutboxRow::as_select())
+        .order(chain_outbox::id.desc())
+        .limit(limit)
+        .offset(offset)
+        .into_boxed();
+    if let Some(status) = status {
+        query = query.filter(chain_outbox::status.eq(status));
+    }
+    query.load(conn)
+}
+
+/// The row enqueued under `dedup_key`, if any.
+pub fn get_by_dedup_key(
+    conn: &mut DbConnection,
+    dedup_key: &str,
+) -> QueryResult<Option<OutboxRow>> {
+    chain_outbox::table
+        .filter(chain_outbox::dedup_key.eq(dedup_key))
+        .select(OutboxRow::as_select())
+        .first(conn)
+        .optional()
+}

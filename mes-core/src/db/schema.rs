@@ -1,0 +1,125 @@
+// In `diesel print-schema` shape (see `diesel.toml`), restricted to the SQL types that
+// PostgreSQL and SQLite share, so that one schema serves both backends.
+//
+// `table!` does not document the items it generates.
+#![allow(missing_docs)]
+
+diesel::table! {
+    /// Chain messages waiting for, or done with, delivery by the outbox relay.
+    chain_outbox (id) {
+        id -> BigInt,
+        topic -> Text,
+        dedup_key -> Text,
+        ordering_key -> Text,
+        payload -> Text,
+        status -> Text,
+        attempts -> Integer,
+        next_attempt_at -> Timestamp,
+        locked_until -> Nullable<Timestamp>,
+        last_error -> Nullable<Text>,
+        chain_message -> Nullable<Text>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+        delivered_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    /// Daily KPIs of a production unit, one row per unit, date and shift.
+    day_reports (id) {
+        id -> BigInt,
+        unit_code -> Text,
+        report_date -> Date,
+        shift -> Integer,
+        planned_busy_time_s -> Nullable<Double>,
+        actual_production_time_s -> Nullable<Double>,
+        planned_unit_time_s -> Nullable<Double>,
+        produced_quantity -> Nullable<Double>,
+        good_quantity -> Nullable<Double>,
+        failure_count -> Nullable<Integer>,
+        repair_time_s -> Nullable<Double>,
+        availability -> Nullable<Double>,
+        performance -> Nullable<Double>,
+        quality -> Nullable<Double>,
+        oee -> Nullable<Double>,
+        mtbf_s -> Nullable<Double>,
+        mttr_s -> Nullable<Double>,
+        production_time_s -> Nullable<Double>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    /// Operators' accept/reject decisions and what the chain answered.
+    decisions (id) {
+        id -> BigInt,
+        kind -> Text,
+        request_id -> Text,
+        response -> Integer,
+        operator -> Text,
+        correlation_id -> Nullable<Text>,
+        outcome -> Text,
+        chain_message -> Nullable<Text>,
+        chain_error -> Nullable<Text>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    /// The MES's identity on the chain; the `Master` row holds the request token.
+    kafka_tokens (id) {
+        id -> BigInt,
+        instance_type -> Text,
+        token -> Text,
+        public_key -> Nullable<Text>,
+        password -> Nullable<Text>,
+        record_id -> Nullable<Text>,
+        topic -> Nullable<Text>,
+        name -> Nullable<Text>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    /// Orders accepted from the chain, to be produced.
+    production_orders (id) {
+        id -> BigInt,
+        chain_order_id -> Text,
+        issuing_agent -> Text,
+        order_type -> Text,
+        description -> Text,
+        metadata -> Text,
+        chain_timestamp -> BigInt,
+        decision_id -> Nullable<BigInt>,
+        status -> Text,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    /// The MES's production units, mirrored on the chain as records.
+    production_units (id) {
+        id -> BigInt,
+        code -> Text,
+        name -> Text,
+        status -> Text,
+        process_name -> Nullable<Text>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::joinable!(production_orders -> decisions (decision_id));
+
+diesel::allow_tables_to_appear_in_same_query!(
+    chain_outbox,
+    day_reports,
+    decisions,
+    kafka_tokens,
+    production_orders,
+    production_units,
+);

@@ -1,0 +1,607 @@
+//! Storage tests: each is written once and runs on PostgreSQL and on SQLite.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Barrier};
+
+use chrono::{Duration, NaiveDate};
+use diesel::prelude::*;
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use mes_core::db::{
+    self, DbConnection, day_reports, decisions, orders, outbox, schema, tokens, units,
+};
+
+use common::backend_tests;
+
+fn master(token: &str) -> tokens::NewKafkaToken<'_> {
+    tokens::NewKafkaToken {
+        instance_type: tokens::MASTER,
+        token,
+        ..Default::default()
+    }
+}
+
+fn message<'a>(dedup_key: &'a str, ordering_key: &'a str) -> outbox::NewOutboxRow<'a> {
+    outbox::NewOutboxRow {
+        topic: "BLK_Rec",
+        dedup_key,
+        ordering_key,
+        payload: r#"{"record":"PT10"}"#,
+    }
+}
+
+fn unit(code: &str) -> units::NewProductionUnit<'_> {
+    units::NewProductionUnit {
+        code,
+        name: "Press",
+        status: "idle",
+        process_name: None,
+    }
+}
+
+fn day(d: u32) -> NaiveDate {
+    NaiveDate::from_ymd_opt(2021, 1, d).unwrap()
+}
+
+fn is_violation(result: &QueryResult<impl std::fmt::Debug>, kind: DatabaseErrorKind) -> bool {
+    matches!(result, Err(DieselError::DatabaseError(k, _)) if std::mem::discriminant(k) == std::mem::discriminant(&kind))
+}
+
+fn claimed_ids(rows: &[outbox::OutboxRow]) -> Vec<i64> {
+    rows.iter().map(|row| row.id).collect()
+}
+
+backend_tests! {
+    fn master_token_put_twice_replaces_the_master(conn: &mut DbConnection) {
+        let first = tokens::put(
+            conn,
+            &tokens::NewKafkaToken {
+                password: Some("pw1"),
+                name: Some("MES 1"),
+                ..master("T1")
+            },
+        )
+        .unwrap();
+        let second = tokens::put(conn, &master("T2")).unwrap();
+
+        assert_eq!(second.id, first.id, "the master row is updated in place");
+        assert_eq!(second.token, "T2");
+        assert_eq!(second.password, None, "a put replaces every field");
+        assert_eq!(second.name, None);
+        assert_eq!(second.created_at, first.created_at);
+        assert_eq!(tokens::master(conn).unwrap(), Some(second));
+        assert_eq!(tokens::list(conn).unwrap().len(), 1);
+    }
+
+    fn only_one_master_row_can_exist(conn: &mut DbConnection) {
+        tokens::put(conn, &master("T1")).unwrap();
+        let now = db::now();
+        let raw = diesel::insert_into(schema::kafka_tokens::table)
+            .values((
+                schema::kafka_tokens::instance_type.eq(tokens::MASTER),
+                schema::kafka_tokens::token.eq("T2"),
+                schema::kafka_tokens::created_at.eq(now),
+                schema::kafka_tokens::updated_at.eq(now),
+            ))
+            .execute(conn);
+        assert!(is_violation(&raw, DatabaseErrorKind::UniqueViolation), "{raw:?}");
+
+        // Other instance types are not limited.
+        let other = tokens::NewKafkaToken {
+            instance_type: "Reporter",
+            token: "R",
+            ..Default::default()
+        };
+        tokens::put(conn, &other).unwrap();
+        tokens::put(conn, &other).unwrap();
+        let all = tokens::list(conn).unwrap();
+        assert_eq!(all.len(), 3);
+        assert_eq!(tokens::master(conn).unwrap().unwrap().token, "T1");
+    }
+
+    fn token_debug_redacts_secrets(conn: &mut DbConnection) {
+        let new = tokens::NewKafkaToken {
+            password: Some("hunter2-password"),
+            public_key: Some("02abc"),
+            ..master("s3cret-token")
+        };
+        let stored = tokens::put(conn, &new).unwrap();
+        for shown in [format!("{stored:?}"), format!("{stored:#?}"), format!("{new:?}")] {
+            assert!(!shown.contains("s3cret-token"), "{shown}");
+            assert!(!shown.contains("hunter2-password"), "{shown}");
+            assert!(shown.contains("<redacted>"), "{shown}");
+            assert!(shown.contains("02abc"), "non-secret fields stay visible: {shown}");
+        }
+    }
+
+    fn deleting_the_master_leaves_none(conn: &mut DbConnection) {
+        let stored = tokens::put(conn, &master("T1")).unwrap();
+        assert!(tokens::delete(conn, stored.id).unwrap());
+        assert!(!tokens::delete(conn, stored.id).unwrap());
+        assert_eq!(tokens::master(conn).unwrap(), None);
+        // The index allows a new master once the old one is gone.
+        assert_eq!(tokens::put(conn, &master("T3")).unwrap().token, "T3");
+    }
+
+    fn unit_update_returns_the_new_row(conn: &mut DbConnection) {
+        let created = units::create(conn, &unit("PT10")).unwrap();
+        let updated =
+            units::update_status_and_process(conn, created.id, "running", Some("drilling")).unwrap();
+        assert_eq!(updated.id, created.id);
+        assert_eq!(updated.status, "running");
+        assert_eq!(updated.process_name.as_deref(), Some("drilling"));
+        assert!(updated.updated_at >= created.updated_at);
+        assert_eq!(units::get(conn, created.id).unwrap().as_ref(), Some(&updated));
+        assert_eq!(units::get_by_code(conn, "PT10").unwrap(), Some(updated));
+
+        let cleared = units::update_status_and_process(conn, created.id, "idle", None).unwrap();
+        assert_eq!(cleared.process_name, None);
+    }
+
+    fn unit_update_of_a_missing_unit_is_not_found(conn: &mut DbConnection) {
+        let result = units::update_status_and_process(conn, 4242, "running", None);
+        assert!(matches!(result, Err(DieselError::NotFound)), "{result:?}");
+        assert_eq!(units::get(conn, 4242).unwrap(), None);
+        assert_eq!(units::get_by_code(conn, "NOPE").unwrap(), None);
+    }
+
+    fn unit_codes_are_unique_and_listed_in_order(conn: &mut DbConnection) {
+        units::create(conn, &unit("PT20")).unwrap();
+        units::create(conn, &unit("PT10")).unwrap();
+        let again = units::create(conn, &unit("PT10"));
+        assert!(is_violation(&again, DatabaseErrorKind::UniqueViolation), "{again:?}");
+        let codes: Vec<_> = units::list(conn).unwrap().into_iter().map(|u| u.code).collect();
+        assert_eq!(codes, ["PT10", "PT20"]);
+    }
+
+    fn day_report_upsert_replaces_the_values(conn: &mut DbConnection) {
+        units::create(conn, &unit("PT10")).unwrap();
+        let first = day_reports::upsert(
+            conn,
+            &day_reports::NewDayReport {
+                unit_code: "PT10",
+                report_date: day(11),
+                shift: day_reports::SHIFT_A,
+                availability: Some(0.9),
+                oee: Some(0.5),
+                failure_count: Some(2),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let second = day_reports::upsert(
+            conn,
+            &day_reports::NewDayReport {
+                unit_code: "PT10",
+                report_date: day(11),
+                shift: day_reports::SHIFT_A,
+                oee: Some(0.7),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+
+        assert_eq!(second.id, first.id);
+        assert_eq!(second.oee, Some(0.7));
+        assert_eq!(second.availability, None, "a recomputed day keeps no stale value");
+        assert_eq!(second.failure_count, None);
+        assert_eq!(second.created_at, first.created_at);
+        assert_eq!(day_reports::for_unit_and_date(conn, "PT10", day(11)).unwrap(), [second]);
+    }
+
+    fn day_reports_are_found_by_unit_and_date(conn: &mut DbConnection) {
+        units::create(conn, &unit("PT10")).unwrap();
+        units::create(conn, &unit("PT20")).unwrap();
+        for (code, date, shift) in [
+            ("PT20", day(11), day_reports::DAY_AVERAGE),
+            ("PT10", day(11), day_reports::SHIFT_B),
+            ("PT10", day(11), day_reports::SHIFT_A),
+            ("PT10", day(12), day_reports::SHIFT_A),
+        ] {
+            let new = day_reports::NewDayReport {
+                unit_code: code,
+                report_date: date,
+                shift,
+                ..Default::default()
+            };
+            day_reports::upsert(conn, &new).unwrap();
+        }
+        let shifts: Vec<_> = day_reports::for_unit_and_date(conn, "PT10", day(11))
+            .unwrap()
+            .into_iter()
+            .map(|r| r.shift)
+            .collect();
+        assert_eq!(shifts, [1, 2]);
+        let keys: Vec<_> = day_reports::for_date(conn, day(11))
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.unit_code, r.shift))
+            .collect();
+        assert_eq!(keys, [("PT10".into(), 1), ("PT10".into(), 2), ("PT20".into(), 4)]);
+        assert_eq!(day_reports::units_with_reports_on(conn, day(11)).unwrap(), ["PT10", "PT20"]);
+        assert_eq!(day_reports::units_with_reports_on(conn, day(12)).unwrap(), ["PT10"]);
+        assert!(day_reports::units_with_reports_on(conn, day(13)).unwrap().is_empty());
+    }
+
+    fn day_reports_need_a_known_unit_and_a_valid_shift(conn: &mut DbConnection) {
+        let orphan = day_reports::upsert(
+            conn,
+            &day_reports::NewDayReport {
+                unit_code: "NOPE",
+                report_date: day(11),
+                shift: 1,
+                ..Default::default()
+            },
+        );
+        assert!(is_violation(&orphan, DatabaseErrorKind::ForeignKeyViolation), "{orphan:?}");
+
+        units::create(conn, &unit("PT10")).unwrap();
+        let bad_shift = day_reports::upsert(
+            conn,
+            &day_reports::NewDayReport {
+                unit_code: "PT10",
+                report_date: day(11),
+                shift: 5,
+                ..Default::default()
+            },
+        );
+        assert!(bad_shift.is_err(), "{bad_shift:?}");
+    }
+
+    fn outbox_enqueue_is_idempotent(conn: &mut DbConnection) {
+        assert!(outbox::enqueue(conn, &message("unit-PT10-1", "unit-PT10")).unwrap());
+        let again = outbox::NewOutboxRow {
+            payload: "{}",
+            ..message("unit-PT10-1", "unit-PT10")
+        };
+        assert!(!outbox::enqueue(conn, &again).unwrap());
+
+        let row = outbox::get_by_dedup_key(conn, "unit-PT10-1").unwrap().unwrap();
+        assert_eq!(row.payload, r#"{"record":"PT10"}"#, "the first enqueue wins");
+        assert_eq!(row.status, outbox::PENDING);
+        assert_eq!(row.attempts, 0);
+        assert_eq!(outbox::get_by_dedup_key(conn, "other").unwrap(), None);
+        assert_eq!(outbox::depth(conn).unwrap(), outbox::OutboxDepth { pending: 1, ..Default::default() });
+    }
+
+    fn outbox_enqueue_joins_the_callers_transaction(conn: &mut DbConnection) {
+        outbox::enqueue(conn, &message("m1", "k")).unwrap();
+        // A duplicate inside a transaction must not abort it (PostgreSQL would).
+        conn.transaction::<_, DieselError, _>(|conn| {
+            units::create(conn, &unit("PT10"))?;
+            assert!(!outbox::enqueue(conn, &message("m1", "k"))?);
+            assert!(outbox::enqueue(conn, &message("m2", "k"))?);
+            Ok(())
+        })
+        .unwrap();
+        assert!(units::get_by_code(conn, "PT10").unwrap().is_some());
+
+        // A rolled-back transaction takes its messages with it.
+        let rolled_back = conn.transaction::<(), DieselError, _>(|conn| {
+            outbox::enqueue(conn, &message("m3", "k"))?;
+            Err(DieselError::RollbackTransaction)
+        });
+        assert!(rolled_back.is_err());
+        assert_eq!(outbox::get_by_dedup_key(conn, "m3").unwrap(), None);
+        assert_eq!(outbox::depth(conn).unwrap().pending, 2);
+    }
+
+    fn outbox_delivers_one_row_per_ordering_key_at_a_time(conn: &mut DbConnection) {
+        outbox::enqueue(conn, &message("a1", "unit-A")).unwrap();
+        outbox::enqueue(conn, &message("a2", "unit-A")).unwrap();
+        outbox::enqueue(conn, &message("b1", "unit-B")).unwrap();
+        let a1 = outbox::get_by_dedup_key(conn, "a1").unwrap().unwrap().id;
+        let a2 = outbox::get_by_dedup_key(conn, "a2").unwrap().unwrap().id;
+        let b1 = outbox::get_by_dedup_key(conn, "b1").unwrap().unwrap().id;
+        let now = db::now();
+        let lease = Duration::seconds(30);
+
+        let claimed = outbox::claim_due(conn, now, 10, lease).unwrap();
+        assert_eq!(claimed_ids(&claimed), [a1, b1], "a2 waits behind a1");
+        for row in &claimed {
+            assert_eq!(row.status, outbox::IN_FLIGHT);
+            assert_eq!(row.attempts, 1);
+            assert_eq!(row.locked_until, Some(now + lease));
+        }
+        assert!(outbox::claim_due(conn, now, 10, lease).unwrap().is_empty());
+
+        let done = outbox::mark_done(conn, a1, Some("record updated")).unwrap();
+        assert_eq!(done.status, outbox::DONE);
+        assert_eq!(done.chain_message.as_deref(), Some("record updated"));
+        assert!(done.delivered_at.is_some());
+        assert_eq!(done.locked_until, None);
+
+        assert_eq!(claimed_ids(&outbox::claim_due(conn, now, 10, lease).unwrap()), [a2]);
+        assert_eq!(
+            outbox::depth(conn).unwrap(),
+            outbox::OutboxDepth { pending: 0, in_flight: 2, done: 1, failed: 0 }
+        );
+    }
+
+    fn outbox_claim_takes_the_oldest_up_to_the_limit(conn: &mut DbConnection) {
+        for i in 0..5 {
+            let key = format!("m{i}");
+            outbox::enqueue(conn, &message(&key, &key)).unwrap();
+        }
+        let now = db::now();
+        let first = outbox::claim_due(conn, now, 2, Duration::seconds(30)).unwrap();
+        let second = outbox::claim_due(conn, now, 10, Duration::seconds(30)).unwrap();
+        assert_eq!(first.len(), 2);
+        assert_eq!(second.len(), 3);
+        assert!(first.iter().all(|a| second.iter().all(|b| a.id < b.id)));
+
+        let in_flight = outbox::list(conn, Some(outbox::IN_FLIGHT), 3, 0).unwrap();
+        assert_eq!(claimed_ids(&in_flight), [second[2].id, second[1].id, second[0].id]);
+        let page = outbox::list(conn, None, 10, 3).unwrap();
+        assert_eq!(claimed_ids(&page), [first[1].id, first[0].id]);
+        assert!(outbox::list(conn, Some(outbox::DONE), 10, 0).unwrap().is_empty());
+    }
+
+    fn outbox_expired_lease_makes_a_row_claimable_again(conn: &mut DbConnection) {
+        outbox::enqueue(conn, &message("m1", "k")).unwrap();
+        let t0 = db::now();
+        let lease = Duration::seconds(30);
+        let first = outbox::claim_due(conn, t0, 10, lease).unwrap();
+        assert_eq!(first.len(), 1);
+
+        let during = t0 + Duration::seconds(29);
+        assert!(outbox::claim_due(conn, during, 10, lease).unwrap().is_empty());
+
+        let after = t0 + Duration::seconds(31);
+        let again = outbox::claim_due(conn, after, 10, lease).unwrap();
+        assert_eq!(claimed_ids(&again), claimed_ids(&first));
+        assert_eq!(again[0].attempts, 2);
+        assert_eq!(again[0].locked_until, Some(after + lease));
+    }
+
+    fn outbox_retry_later_waits_for_next_attempt_at(conn: &mut DbConnection) {
+        outbox::enqueue(conn, &message("m1", "k")).unwrap();
+        outbox::enqueue(conn, &message("m2", "k")).unwrap();
+        let t0 = db::now();
+        let lease = Duration::seconds(30);
+        let id = outbox::claim_due(conn, t0, 10, lease).unwrap()[0].id;
+
+        let retry_at = t0 + Duration::seconds(60);
+        let row = outbox::retry_later(conn, id, retry_at, "broker unavailable").unwrap();
+        assert_eq!(row.status, outbox::PENDING);
+        assert_eq!(row.next_attempt_at, retry_at);
+        assert_eq!(row.last_error.as_deref(), Some("broker unavailable"));
+        assert_eq!(row.locked_until, None);
+
+        // Neither m1 (not yet due) nor m2 (behind m1) can go before retry_at.
+        let early = t0 + Duration::seconds(59);
+        assert!(outbox::claim_due(conn, early, 10, lease).unwrap().is_empty());
+        let due = outbox::claim_due(conn, retry_at, 10, lease).unwrap();
+        assert_eq!(claimed_ids(&due), [id]);
+        assert_eq!(due[0].attempts, 2);
+
+        // Only an in-flight row can be sent back.
+        let m2 = outbox::get_by_dedup_key(conn, "m2").unwrap().unwrap();
+        let not_in_flight = outbox::retry_later(conn, m2.id, retry_at, "x");
+        assert!(matches!(not_in_flight, Err(DieselError::NotFound)), "{not_in_flight:?}");
+    }
+
+    fn outbox_mark_failed_is_permanent(conn: &mut DbConnection) {
+        outbox::enqueue(conn, &message("m1", "k")).unwrap();
+        outbox::enqueue(conn, &message("m2", "k")).unwrap();
+        let t0 = db::now();
+        let lease = Duration::seconds(30);
+        let id = outbox::claim_due(conn, t0, 10, lease).unwrap()[0].id;
+
+        let failed = outbox::mark_failed(conn, id, "record type unknown").unwrap();
+        assert_eq!(failed.status, outbox::FAILED);
+        assert_eq!(failed.last_error.as_deref(), Some("record type unknown"));
+
+        // The failed row never comes back, even long after its lease; it no longer
+        // holds back the rest of its ordering key.
+        let later = t0 + Duration::days(1);
+        let next = outbox::claim_due(conn, later, 10, lease).unwrap();
+        assert_eq!(next.len(), 1);
+        assert_ne!(next[0].id, id);
+        let much_later = later + Duration::days(1);
+        let rest = outbox::claim_due(conn, much_later, 10, lease).unwrap();
+        assert_eq!(claimed_ids(&rest), [next[0].id], "only the expired m2 lease comes back");
+        assert_eq!(outbox::depth(conn).unwrap().failed, 1);
+        assert!(matches!(outbox::mark_failed(conn, id, "again"), Err(DieselError::NotFound)));
+    }
+
+    fn decisions_are_recorded_then_completed(conn: &mut DbConnection) {
+        let new = decisions::NewDecision {
+            kind: decisions::KIND_PARTNER,
+            request_id: "0123456789abcdef0123456789abcdef",
+            response: decisions::ACCEPT,
+            operator: "alice",
+            correlation_id: Some("6f1c"),
+        };
+        let first = decisions::record(conn, &new).unwrap();
+        assert_eq!(first.outcome, decisions::OUTCOME_PENDING);
+        assert_eq!(first.operator, "alice");
+
+        let completed = decisions::complete(
+            conn,
+            first.id,
+            decisions::OUTCOME_CHAIN_ERROR,
+            None,
+            Some("unknown partner"),
+        )
+        .unwrap();
+        assert_eq!(completed.id, first.id);
+        assert_eq!(completed.outcome, decisions::OUTCOME_CHAIN_ERROR);
+        assert_eq!(completed.chain_error.as_deref(), Some("unknown partner"));
+        assert_eq!(completed.created_at, first.created_at);
+
+        let retry = decisions::record(conn, &new).unwrap();
+        let other = decisions::record(
+            conn,
+            &decisions::NewDecision {
+                kind: decisions::KIND_ORDER,
+                request_id: "ffffffffffffffffffffffffffffffff",
+                response: decisions::REJECT,
+                correlation_id: None,
+                ..new
+            },
+        )
+        .unwrap();
+
+        let newest_first: Vec<_> = decisions::list(conn, 10, 0).unwrap().iter().map(|d| d.id).collect();
+        assert_eq!(newest_first, [other.id, retry.id, first.id]);
+        let second_page: Vec<_> = decisions::list(conn, 2, 2).unwrap().iter().map(|d| d.id).collect();
+        assert_eq!(second_page, [first.id]);
+        let history = decisions::for_request(conn, new.request_id).unwrap();
+        assert_eq!(history, [completed, retry]);
+
+        let missing = decisions::complete(conn, 4242, decisions::OUTCOME_OK, None, None);
+        assert!(matches!(missing, Err(DieselError::NotFound)), "{missing:?}");
+    }
+
+    fn production_order_creation_is_idempotent(conn: &mut DbConnection) {
+        let decision = decisions::record(
+            conn,
+            &decisions::NewDecision {
+                kind: decisions::KIND_ORDER,
+                request_id: "0123456789abcdef0123456789abcdef",
+                response: decisions::ACCEPT,
+                operator: "alice",
+                correlation_id: None,
+            },
+        )
+        .unwrap();
+        let new = orders::NewProductionOrder {
+            chain_order_id: "0123456789abcdef0123456789abcdef",
+            issuing_agent: "02c0ffee",
+            order_type: "production",
+            description: "100 brackets",
+            metadata: r#"{"quantity":100}"#,
+            chain_timestamp: 1_610_000_000,
+            decision_id: Some(decision.id),
+            status: orders::STATUS_PLANNED,
+        };
+        let first = orders::create_from_chain(conn, &new).unwrap();
+        let second = orders::create_from_chain(
+            conn,
+            &orders::NewProductionOrder {
+                description: "changed",
+                ..new
+            },
+        )
+        .unwrap();
+        assert_eq!(second, first, "a repeated order changes nothing");
+        assert_eq!(first.description, "100 brackets");
+        assert_eq!(orders::list(conn, 10, 0).unwrap(), std::slice::from_ref(&first));
+        assert_eq!(orders::get_by_chain_id(conn, new.chain_order_id).unwrap(), Some(first));
+        assert_eq!(orders::get_by_chain_id(conn, "other").unwrap(), None);
+
+        let dangling = orders::create_from_chain(
+            conn,
+            &orders::NewProductionOrder {
+                chain_order_id: "another",
+                decision_id: Some(4242),
+                ..new
+            },
+        );
+        assert!(is_violation(&dangling, DatabaseErrorKind::ForeignKeyViolation), "{dangling:?}");
+    }
+
+    fn migrations_are_idempotent(conn: &mut DbConnection) {
+        tokens::put(conn, &master("T1")).unwrap();
+        db::run_migrations(conn).unwrap();
+        assert_eq!(tokens::master(conn).unwrap().unwrap().token, "T1");
+    }
+}
+
+/// Two relays on one PostgreSQL database never claim the same row and together claim
+/// everything: the `FOR UPDATE SKIP LOCKED` path.
+#[test]
+fn postgres_concurrent_relays_never_claim_the_same_row() {
+    const ROWS: usize = 200;
+    let schema = common::PgSchema::create();
+    let mut setup = db::connect(schema.url()).unwrap();
+    for i in 0..ROWS {
+        let key = format!("m{i}");
+        outbox::enqueue(&mut setup, &message(&key, &key)).unwrap();
+    }
+    let now = db::now();
+    let start = Arc::new(Barrier::new(2));
+    let relays: Vec<_> = (0..2)
+        .map(|_| {
+            let url = schema.url().to_owned();
+            let start = Arc::clone(&start);
+            std::thread::spawn(move || {
+                let mut conn = db::establish(&url).unwrap();
+                let mut claimed = Vec::new();
+                start.wait();
+                loop {
+                    let rows = outbox::claim_due(&mut conn, now, 7, Duration::minutes(5)).unwrap();
+                    if rows.is_empty() {
+                        break claimed;
+                    }
+                    claimed.extend(claimed_ids(&rows));
+                }
+            })
+        })
+        .collect();
+    let claims: Vec<Vec<i64>> = relays.into_iter().map(|r| r.join().unwrap()).collect();
+
+    let mut seen = HashSet::new();
+    for id in claims.iter().flatten() {
+        assert!(seen.insert(*id), "row {id} was claimed twice");
+    }
+    assert_eq!(seen.len(), ROWS, "together the relays claim every row");
+    let depth = outbox::depth(&mut setup).unwrap();
+    assert_eq!(depth.in_flight, ROWS as i64);
+    eprintln!("relay claims: {} + {}", claims[0].len(), claims[1].len());
+}
+
+/// A PostgreSQL URL that cannot connect must say why, not "invalid URL".
+#[test]
+fn postgres_connection_errors_are_reported_as_postgres_errors() {
+    let err = match db::connect("postgres://postgres@127.0.0.1:1/postgres") {
+        Ok(_) => panic!("nothing listens on port 1"),
+        Err(err) => err,
+    };
+    assert!(matches!(err, mes_core::Error::Connection(_)), "{err:?}");
+    let shown = err.to_string();
+    assert!(
+        shown.contains("127.0.0.1") || shown.contains("refused"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn postgres_pool_serves_migrated_connections() {
+    let schema = common::PgSchema::create();
+    let pool = db::pool(schema.url(), 2).unwrap();
+    let mut a = pool.get().unwrap();
+    let mut b = pool.get().unwrap();
+    tokens::put(&mut a, &master("T1")).unwrap();
+    assert_eq!(tokens::master(&mut b).unwrap().unwrap().token, "T1");
+}
+
+#[test]
+fn sqlite_pool_serves_migrated_connections() {
+    let file = common::SqliteFile::create();
+    let pool = db::pool(&file.url(), 2).unwrap();
+    let mut a = pool.get().unwrap();
+    let mut b = pool.get().unwrap();
+    tokens::put(&mut a, &master("T1")).unwrap();
+    assert_eq!(tokens::master(&mut b).unwrap().unwrap().token, "T1");
+    let foreign_keys: Vec<i32> = diesel::sql_query("PRAGMA foreign_keys")
+        .load::<ForeignKeys>(&mut *b)
+        .unwrap()
+        .into_iter()
+        .map(|row| row.foreign_keys)
+        .collect();
+    assert_eq!(
+        foreign_keys,
+        [1],
+        "every pooled SQLite connection enforces foreign keys"
+    );
+}
+
+#[derive(QueryableByName)]
+struct ForeignKeys {
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    foreign_keys: i32,
+}
