@@ -376,6 +376,15 @@ impl Envelope {
         })
     }
 
+    /// Adds the idempotency key (docs/protocol.md §2, extension `idem`): a gateway
+    /// that already applied a request with this key answers it again unchanged.
+    /// Call before signing.
+    pub fn with_idem(mut self, key: &str) -> Envelope {
+        self.head
+            .insert("idem".into(), Value::String(key.to_owned()));
+        self
+    }
+
     /// The envelope as one JSON value.
     pub fn to_value(&self) -> Value {
         let mut items = vec![Value::Object(self.head.clone())];
@@ -486,6 +495,8 @@ pub struct Head {
     pub auth: String,
     /// Our correlation id, echoed by gateways that support it.
     pub corr: Option<String>,
+    /// Idempotency key of `BLK_Rty`/`BLK_Rec` requests.
+    pub idem: Option<String>,
     /// Hex compressed public key of the signer, when signed.
     pub signer: Option<String>,
     /// Hex compact signature, when signed.
@@ -509,6 +520,7 @@ impl Head {
         Ok(Head {
             auth,
             corr: text("corr")?,
+            idem: text("idem")?,
             signer: text("signer")?,
             sig: text("sig")?,
         })
@@ -597,6 +609,7 @@ impl Reply {
             head: Head {
                 auth: auth.to_owned(),
                 corr: corr.map(str::to_owned),
+                idem: None,
                 signer: None,
                 sig: None,
             },
@@ -903,6 +916,15 @@ mod tests {
         let (head, back) = Request::decode(Topic::Record, &bytes).unwrap();
         assert_eq!(back, req);
         assert_eq!(head.corr.as_deref(), Some("c"));
+        assert_eq!(head.idem, None);
+        let env = req.envelope("T", Some("c")).with_idem("unit:PT10:1");
+        let text = String::from_utf8(env.to_bytes()).unwrap();
+        assert!(
+            text.starts_with(r#"[{"auth": "T", "corr": "c", "idem": "unit:PT10:1"}"#),
+            "{text}"
+        );
+        let (head, _) = Request::decode(Topic::Record, text.as_bytes()).unwrap();
+        assert_eq!(head.idem.as_deref(), Some("unit:PT10:1"));
         let list = Request::ListOrders(Page {
             start: 20,
             limit: 5,
