@@ -1,7 +1,9 @@
-//! Helpers shared by the end-to-end tests of mes-bridge.
+#![doc = include_str!("../README.md")]
 //!
-//! The end-to-end tests run against real services: a Kafka-protocol broker (tansu) and
-//! PostgreSQL. `./scripts/test` installs and starts them and tells the tests where they
+//! # Helpers
+//!
+//! This library holds what every end-to-end test needs. The tests run against real
+//! services: a Kafka-protocol broker (tansu) and PostgreSQL. `./scripts/test` installs and starts them and tells the tests where they
 //! are through the environment ([`KAFKA_BROKERS_ENV`], [`DATABASE_URL_ENV`]). Without
 //! those variables the helpers panic, so a test run without the services fails loudly
 //! instead of passing without having checked anything.
