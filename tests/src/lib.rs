@@ -1,1 +1,227 @@
-//! placeholder
+#![doc = include_str!("../README.md")]
+//!
+//! # Helpers
+//!
+//! This library holds what every end-to-end test needs. The tests run against real
+//! services: a Kafka-protocol broker (tansu) and PostgreSQL. `./scripts/test` installs and starts them and tells the tests where they
+//! are through the environment ([`KAFKA_BROKERS_ENV`], [`DATABASE_URL_ENV`]). Without
+//! those variables the helpers panic, so a test run without the services fails loudly
+//! instead of passing without having checked anything.
+//!
+//! Nothing here assumes that a topic exists: tansu does not create topics on first use
+//! (and many production clusters forbid it), so a test creates its topics with
+//! [`create_topics`], under names from [`unique_topic`] so that tests never share one.
+
+use std::{collections::HashMap, time::Duration};
+
+use anyhow::{Context as _, bail};
+use rdkafka::{
+    ClientConfig, TopicPartitionList,
+    admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
+    client::DefaultClientContext,
+    consumer::{Consumer, ConsumerContext},
+    types::RDKafkaErrorCode,
+};
+use tokio::time::{Instant, sleep};
+
+/// Environment variable holding the bootstrap servers of the test broker (`host:port`).
+pub const KAFKA_BROKERS_ENV: &str = "MES_TEST_KAFKA_BROKERS";
+
+/// Environment variable holding the URL of the test PostgreSQL database.
+pub const DATABASE_URL_ENV: &str = "MES_TEST_DATABASE_URL";
+
+/// Upper bound for any single wait on the broker in the helpers (topic creation, metadata,
+/// partition assignment). A broken broker makes a test fail after this long, never hang.
+pub const BROKER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Bootstrap servers of the test broker, from [`KAFKA_BROKERS_ENV`].
+///
+/// # Panics
+///
+/// When the variable is unset or empty: the test suite must be run through
+/// `./scripts/test`, which starts a broker and sets it.
+pub fn kafka_brokers() -> String {
+    required_env(KAFKA_BROKERS_ENV, "a Kafka-protocol broker")
+}
+
+/// URL of the test PostgreSQL database, from [`DATABASE_URL_ENV`].
+///
+/// # Panics
+///
+/// When the variable is unset or empty: the test suite must be run through
+/// `./scripts/test`, which starts PostgreSQL and sets it.
+pub fn database_url() -> String {
+    required_env(DATABASE_URL_ENV, "a PostgreSQL database")
+}
+
+#[expect(
+    clippy::panic,
+    reason = "a missing service must fail the test, and the message must say how to fix it"
+)]
+fn required_env(name: &str, what: &str) -> String {
+    match std::env::var(name) {
+        Ok(value) if !value.trim().is_empty() => value,
+        _ => panic!(
+            "{name} is not set: this end-to-end test needs {what}. \
+             Run the tests with `./scripts/test` (it starts the services and sets {name}), \
+             or set {name} yourself; see docs/testing.md"
+        ),
+    }
+}
+
+/// A topic name that no other test (or earlier run against the same broker) uses:
+/// `{prefix}-{32 hex digits}`.
+pub fn unique_topic(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// What [`create_topics`] found for one topic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TopicStatus {
+    /// The broker created the topic.
+    Created,
+    /// The topic existed already; that counts as success.
+    AlreadyExists,
+}
+
+/// A [`ClientConfig`] with `bootstrap.servers` set to `brokers`.
+pub fn client_config(brokers: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", brokers);
+    config
+}
+
+/// Creates `names` on `brokers`, each with `partitions` partitions and replication
+/// factor 1, and waits until the broker's metadata lists every partition with a leader.
+///
+/// Returns one [`TopicStatus`] per name, in the order of `names`. A topic that exists
+/// already is reported as [`TopicStatus::AlreadyExists`], not as an error, so callers
+/// may create the topics they need without coordinating with each other.
+///
+/// # Errors
+///
+/// When the broker cannot be reached, refuses a topic for any other reason than its
+/// existence, or does not show the topics in its metadata within [`BROKER_TIMEOUT`].
+pub async fn create_topics(
+    brokers: &str,
+    names: &[&str],
+    partitions: i32,
+) -> anyhow::Result<Vec<TopicStatus>> {
+    let admin: AdminClient<DefaultClientContext> = client_config(brokers)
+        .create()
+        .context("creating the Kafka admin client")?;
+    let new_topics: Vec<NewTopic<'_>> = names
+        .iter()
+        .map(|name| NewTopic::new(name, partitions, TopicReplication::Fixed(1)))
+        .collect();
+    let options = AdminOptions::new()
+        .operation_timeout(Some(BROKER_TIMEOUT))
+        .request_timeout(Some(BROKER_TIMEOUT));
+    let results = tokio::time::timeout(
+        BROKER_TIMEOUT + Duration::from_secs(5),
+        admin.create_topics(&new_topics, &options),
+    )
+    .await
+    .with_context(|| format!("creating topics {names:?} on {brokers}: no answer"))?
+    .with_context(|| format!("creating topics {names:?} on {brokers}"))?;
+
+    let mut outcome: HashMap<String, TopicStatus> = HashMap::new();
+    for result in results {
+        match result {
+            Ok(name) => {
+                outcome.insert(name, TopicStatus::Created);
+            }
+            Err((name, RDKafkaErrorCode::TopicAlreadyExists)) => {
+                outcome.insert(name, TopicStatus::AlreadyExists);
+            }
+            Err((name, code)) => bail!("creating topic {name} on {brokers}: {code}"),
+        }
+    }
+    let statuses = names
+        .iter()
+        .map(|name| {
+            outcome
+                .get(*name)
+                .copied()
+                .with_context(|| format!("the broker did not answer for topic {name}"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+
+    let names: Vec<String> = names.iter().map(|name| (*name).to_owned()).collect();
+    tokio::task::spawn_blocking(move || wait_for_metadata(&admin, &names, partitions))
+        .await
+        .context("waiting for topic metadata")??;
+    Ok(statuses)
+}
+
+/// Blocks until the metadata of each topic in `names` shows `partitions` partitions, each
+/// with a leader: only then will producers and consumers find them.
+fn wait_for_metadata(
+    admin: &AdminClient<DefaultClientContext>,
+    names: &[String],
+    partitions: i32,
+) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + BROKER_TIMEOUT;
+    for name in names {
+        loop {
+            let ready = match admin.inner().fetch_metadata(Some(name), BROKER_TIMEOUT) {
+                Ok(metadata) => metadata.topics().iter().any(|topic| {
+                    topic.name() == name
+                        && topic.error().is_none()
+                        && usize::try_from(partitions)
+                            .is_ok_and(|wanted| topic.partitions().len() == wanted)
+                        && topic.partitions().iter().all(|p| p.leader() >= 0)
+                }),
+                Err(_) => false,
+            };
+            if ready {
+                break;
+            }
+            if std::time::Instant::now() >= deadline {
+                bail!(
+                    "topic {name} has no leader for all {partitions} partitions after {BROKER_TIMEOUT:?}"
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    Ok(())
+}
+
+/// Waits until `consumer` has been assigned at least one partition by its group, and
+/// returns the assignment.
+///
+/// librdkafka serves group rebalances only while the consumer is being polled, so some
+/// other task must be receiving from `consumer` (for a
+/// [`StreamConsumer`](rdkafka::consumer::StreamConsumer): `recv()` or a stream) while
+/// this waits. Note that with `auto.offset.reset=latest` the assignment alone does not
+/// yet mean that the consumer will see the next record: its start offset is looked up
+/// after the assignment. Enable `enable.partition.eof` and wait for the end-of-partition
+/// event to know that the consumer has caught up.
+///
+/// # Errors
+///
+/// When nothing is assigned within `timeout`, or the consumer cannot report its
+/// assignment.
+pub async fn wait_for_assignment<X, C>(
+    consumer: &C,
+    timeout: Duration,
+) -> anyhow::Result<TopicPartitionList>
+where
+    X: ConsumerContext,
+    C: Consumer<X>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        let assignment = consumer
+            .assignment()
+            .context("reading the consumer's assignment")?;
+        if assignment.count() > 0 {
+            return Ok(assignment);
+        }
+        if Instant::now() >= deadline {
+            bail!("the consumer got no partition assignment within {timeout:?}");
+        }
+        sleep(Duration::from_millis(10)).await;
+    }
+}
