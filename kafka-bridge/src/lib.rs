@@ -1,1 +1,9 @@
 #![doc = include_str!("../README.md")]
+
+pub mod bridge;
+pub mod error;
+pub mod kafka;
+pub mod relay;
+pub mod sim;
+
+pub use error::{Error, Result};

@@ -1,0 +1,1 @@
+//! Request/reply over the `BLK_*` topics and `BLK_Res` (being written).

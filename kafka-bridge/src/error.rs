@@ -1,0 +1,39 @@
+//! The crate's error type.
+
+use std::time::Duration;
+
+/// Everything a bridge call can fail with, typed so the server can map each to an
+/// HTTP status (504, 503, 502, …) without parsing text.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The chain did not answer within the deadline (waiting for a slot included).
+    #[error("the chain did not answer within {0:?}")]
+    Timeout(Duration),
+    /// Too many requests in flight; try again later.
+    #[error("too many requests in flight (limit {0})")]
+    Overloaded(usize),
+    /// The broker could not be reached or refused the message.
+    #[error("Kafka broker unavailable: {0}")]
+    BrokerUnavailable(String),
+    /// The chain answered with an error.
+    #[error("the chain answered with an error: {message}")]
+    Chain {
+        /// The chain's error text.
+        message: String,
+        /// Its machine-readable code (docs/protocol.md §6), if the gateway sent one.
+        code: Option<String>,
+    },
+    /// The chain answered, but not with what this request expects (e.g. no `data`).
+    #[error("unexpected answer from the chain: {0}")]
+    UnexpectedReply(String),
+    /// The configuration is invalid (bad librdkafka setting, bad topic name, …).
+    #[error("invalid Kafka configuration: {0}")]
+    Config(String),
+    /// The bridge is shutting down.
+    #[error("the bridge is shutting down")]
+    Shutdown,
+}
+
+/// Result with [`Error`] as the default error type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,159 @@
+//! librdkafka plumbing shared by the bridge, the relay and the simulator: client
+//! configuration with pass-through settings, and topic creation.
+//!
+//! Nothing may assume a topic exists (tansu and many production clusters do not
+//! auto-create topics), so every component creates what it needs with
+//! [`ensure_topics`], where "already exists" counts as success.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::types::RDKafkaErrorCode;
+
+use crate::{Error, Result};
+
+/// Where the broker is and how to talk to it.
+///
+/// `settings` are passed to librdkafka as they are (`security.protocol`,
+/// `sasl.mechanism`, `ssl.ca.location`, …), so any cluster librdkafka can reach is
+/// reachable; they override the bridge's own defaults.
+#[derive(Clone, Default)]
+pub struct KafkaConfig {
+    /// `bootstrap.servers`.
+    pub brokers: String,
+    /// Extra librdkafka settings, applied last.
+    pub settings: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Settings may hold passwords (sasl.password, ssl.key.password): names only.
+        f.debug_struct("KafkaConfig")
+            .field("brokers", &self.brokers)
+            .field("settings", &self.settings.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl KafkaConfig {
+    /// A config for `brokers` with no extra settings.
+    pub fn new(brokers: impl Into<String>) -> KafkaConfig {
+        KafkaConfig {
+            brokers: brokers.into(),
+            settings: BTreeMap::new(),
+        }
+    }
+
+    /// A librdkafka client config: `defaults` first, then the user's settings.
+    pub fn client_config(&self, defaults: &[(&str, &str)]) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.brokers);
+        for (key, value) in defaults {
+            config.set(*key, *value);
+        }
+        for (key, value) in &self.settings {
+            config.set(key, value);
+        }
+        config
+    }
+}
+
+/// What [`ensure_topics`] found for one topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TopicStatus {
+    /// The broker created it.
+    Created,
+    /// It existed already.
+    AlreadyExists,
+}
+
+/// Creates the topics (replication factor 1 unless the cluster's default applies via
+/// `replication`), treating "already exists" as success, then waits until the broker's
+/// metadata shows every partition with a leader, so producers and consumers find them.
+pub async fn ensure_topics(
+    config: &KafkaConfig,
+    names: &[&str],
+    partitions: i32,
+    replication: i32,
+    timeout: Duration,
+) -> Result<Vec<TopicStatus>> {
+    let admin: AdminClient<DefaultClientContext> = config
+        .client_config(&[])
+        .create()
+        .map_err(|e| Error::Config(e.to_string()))?;
+    let new_topics: Vec<NewTopic<'_>> = names
+        .iter()
+        .map(|name| NewTopic::new(name, partitions, TopicReplication::Fixed(replication)))
+        .collect();
+    let options = AdminOptions::new()
+        .operation_timeout(Some(timeout))
+        .request_timeout(Some(timeout));
+    let results = tokio::time::timeout(
+        timeout + Duration::from_secs(1),
+        admin.create_topics(&new_topics, &options),
+    )
+    .await
+    .map_err(|_| Error::BrokerUnavailable(format!("creating topics {names:?}: no answer")))?
+    .map_err(|e| Error::BrokerUnavailable(format!("creating topics {names:?}: {e}")))?;
+    let mut statuses = Vec::with_capacity(names.len());
+    for name in names {
+        let result = results.iter().find(|r| match r {
+            Ok(n) | Err((n, _)) => n == name,
+        });
+        statuses.push(match result {
+            Some(Ok(_)) => TopicStatus::Created,
+            Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) => TopicStatus::AlreadyExists,
+            Some(Err((_, code))) => {
+                return Err(Error::BrokerUnavailable(format!(
+                    "creating topic {name}: {code}"
+                )));
+            }
+            None => {
+                return Err(Error::BrokerUnavailable(format!(
+                    "creating topic {name}: no answer for it"
+                )));
+            }
+        });
+    }
+    let owned: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+    tokio::task::spawn_blocking(move || wait_for_leaders(&admin, &owned, timeout))
+        .await
+        .map_err(|e| Error::BrokerUnavailable(format!("waiting for topic metadata: {e}")))??;
+    Ok(statuses)
+}
+
+fn wait_for_leaders(
+    admin: &AdminClient<DefaultClientContext>,
+    names: &[String],
+    timeout: Duration,
+) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    for name in names {
+        loop {
+            let ready = admin
+                .inner()
+                .fetch_metadata(Some(name), timeout)
+                .is_ok_and(|metadata| {
+                    metadata.topics().iter().any(|topic| {
+                        topic.name() == name
+                            && topic.error().is_none()
+                            && !topic.partitions().is_empty()
+                            && topic.partitions().iter().all(|p| p.leader() >= 0)
+                    })
+                });
+            if ready {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::BrokerUnavailable(format!(
+                    "topic {name} has no leader after {timeout:?}"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,1 @@
+//! The chain gateway simulator (being written).
