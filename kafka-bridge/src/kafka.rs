@@ -13,6 +13,8 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::types::RDKafkaErrorCode;
 
+use mes_core::codec::Topic;
+
 use crate::{Error, Result};
 
 /// Where the broker is and how to talk to it.
@@ -156,4 +158,67 @@ fn wait_for_leaders(
         }
     }
     Ok(())
+}
+
+/// The names of the chain's topics on this cluster; the defaults are the original's.
+///
+/// Configurable so that tests can run on random topic names and a site can follow its
+/// own naming rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicNames {
+    /// `BLK_Part_Lst`.
+    pub partner_list: String,
+    /// `BLK_Part_Ans`.
+    pub partner_answer: String,
+    /// `BLK_Act_Lst`.
+    pub order_list: String,
+    /// `BLK_Act_Ans`.
+    pub order_answer: String,
+    /// `BLK_Rty`.
+    pub record_type: String,
+    /// `BLK_Rec`.
+    pub record: String,
+    /// `BLK_Res`, where every reply arrives.
+    pub reply: String,
+}
+
+impl Default for TopicNames {
+    fn default() -> Self {
+        TopicNames::with_prefix("")
+    }
+}
+
+impl TopicNames {
+    /// The default names with `prefix` in front, e.g. a random one per test.
+    pub fn with_prefix(prefix: &str) -> TopicNames {
+        let name = |topic: Topic| format!("{prefix}{}", topic.name());
+        TopicNames {
+            partner_list: name(Topic::PartnerList),
+            partner_answer: name(Topic::PartnerAnswer),
+            order_list: name(Topic::OrderList),
+            order_answer: name(Topic::OrderAnswer),
+            record_type: name(Topic::RecordType),
+            record: name(Topic::Record),
+            reply: format!("{prefix}{}", mes_core::codec::REPLY_TOPIC),
+        }
+    }
+
+    /// The name of a request topic.
+    pub fn request(&self, topic: Topic) -> &str {
+        match topic {
+            Topic::PartnerList => &self.partner_list,
+            Topic::PartnerAnswer => &self.partner_answer,
+            Topic::OrderList => &self.order_list,
+            Topic::OrderAnswer => &self.order_answer,
+            Topic::RecordType => &self.record_type,
+            Topic::Record => &self.record,
+        }
+    }
+
+    /// Every topic the MES publishes to or reads from.
+    pub fn all(&self) -> Vec<&str> {
+        let mut all: Vec<&str> = Topic::ALL.iter().map(|t| self.request(*t)).collect();
+        all.push(&self.reply);
+        all
+    }
 }
