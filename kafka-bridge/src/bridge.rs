@@ -1,1 +1,0 @@
-//! Request/reply over the `BLK_*` topics and `BLK_Res` (being written).

@@ -1,0 +1,856 @@
+//! Request/reply over the chain's request topics and the shared `BLK_Res`.
+//!
+//! One [`Bridge`] per process holds one idempotent producer and one reply consumer,
+//! both created once by [`Bridge::connect`]. The consumer reads `BLK_Res` by manual
+//! assignment, starting at the end of every partition as measured before `connect`
+//! returns, so no reply to a request sent after that is ever missed, and every
+//! instance sees every reply (a shared reply topic is a broadcast medium).
+//!
+//! Each request carries a correlation id (head field `corr` and header
+//! `correlation_id`). How replies are matched depends on [`CorrelationMode`]; see
+//! `matcher` for the rules, and `docs/ARCHITECTURE.md` for the trade-offs. Every call
+//! has a deadline that covers everything, waiting for a slot included; identical list
+//! requests in flight at the same moment share one chain request.
+
+mod matcher;
+mod metrics;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
+use mes_core::codec::{
+    self, DEFAULT_MAX_REPLY_BYTES, Page, RecordAction, RecordTypeAction, Reply, ReplyBody, Request,
+    Topic,
+};
+use mes_core::domain::{AgentKey, Answer, RequestId};
+use mes_core::signing::{SigningKey, verify_envelope};
+use rdkafka::Offset;
+use rdkafka::TopicPartitionList;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use serde_json::Value;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+pub use matcher::{DropReason, Echo};
+pub use metrics::{
+    Histogram, HistogramSnapshot, LATENCY_BUCKETS_MS, Metrics, MetricsSnapshot, TopicMetrics,
+};
+
+use self::matcher::Matcher;
+use crate::kafka::{KafkaConfig, TopicNames, ensure_topics};
+use crate::{Error, Result};
+
+/// The Kafka header that carries the correlation id beside the head's `corr`.
+pub const CORRELATION_HEADER: &str = "correlation_id";
+
+/// How replies are matched to requests (docs/protocol.md §9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CorrelationMode {
+    /// Start as `Legacy`; run concurrently once the gateway has echoed a `corr`, and
+    /// fall back (with a warning) if it stops. Safe by default, fast when allowed.
+    #[default]
+    Auto,
+    /// The gateway echoes `corr`: every request runs concurrently; replies without
+    /// `corr` are dropped.
+    Id,
+    /// The gateway echoes only `auth`: one request in flight, matched by token.
+    Legacy,
+}
+
+impl FromStr for CorrelationMode {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(CorrelationMode::Auto),
+            "id" => Ok(CorrelationMode::Id),
+            "legacy" => Ok(CorrelationMode::Legacy),
+            _ => Err(Error::Config(format!(
+                "correlation mode must be auto, id or legacy, got {s:?}"
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for CorrelationMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CorrelationMode::Auto => "auto",
+            CorrelationMode::Id => "id",
+            CorrelationMode::Legacy => "legacy",
+        })
+    }
+}
+
+/// Everything a [`Bridge`] needs; [`BridgeConfig::new`] gives defaults that work on
+/// one machine.
+#[derive(Debug, Clone)]
+pub struct BridgeConfig {
+    /// The cluster and librdkafka pass-through settings.
+    pub kafka: KafkaConfig,
+    /// Topic names.
+    pub topics: TopicNames,
+    /// Reply matching.
+    pub correlation: CorrelationMode,
+    /// Deadline of a whole call, waiting for a slot included (default 10 s).
+    pub request_timeout: Duration,
+    /// After a legacy request times out, how long the slot waits for its late reply
+    /// before the next request may go (default: the request timeout).
+    pub late_reply_grace: Duration,
+    /// Most chain requests in flight; more calls get [`Error::Overloaded`] (default 1024).
+    pub max_in_flight: usize,
+    /// librdkafka's `message.timeout.ms`: how soon an unreachable broker is reported as
+    /// [`Error::BrokerUnavailable`] (default 5 s, capped at the request timeout).
+    pub message_timeout: Duration,
+    /// `fetch.wait.max.ms` of the reply consumer; the floor of the round trip
+    /// (default 5 ms).
+    pub reply_fetch_wait: Duration,
+    /// Largest reply decoded; larger ones are dropped as undecodable.
+    pub max_reply_bytes: usize,
+    /// Create missing topics at connect ("already exists" is fine). Turn off where the
+    /// cluster forbids it and the topics are managed elsewhere.
+    pub create_topics: bool,
+    /// Partitions of topics created by the bridge.
+    pub topic_partitions: i32,
+    /// Replication factor of topics created by the bridge.
+    pub topic_replication: i32,
+    /// Signs every request when set.
+    pub signing_key: Option<SigningKey>,
+    /// Accepts only replies signed by this key when set.
+    pub gateway_key: Option<AgentKey>,
+    /// How long `connect` may take (topic creation, metadata, assignment).
+    pub connect_timeout: Duration,
+}
+
+impl BridgeConfig {
+    /// Defaults for `kafka`.
+    pub fn new(kafka: KafkaConfig) -> BridgeConfig {
+        BridgeConfig {
+            kafka,
+            topics: TopicNames::default(),
+            correlation: CorrelationMode::Auto,
+            request_timeout: Duration::from_secs(10),
+            late_reply_grace: Duration::from_secs(10),
+            max_in_flight: 1024,
+            message_timeout: Duration::from_secs(5),
+            reply_fetch_wait: Duration::from_millis(5),
+            max_reply_bytes: DEFAULT_MAX_REPLY_BYTES,
+            create_topics: true,
+            topic_partitions: 1,
+            topic_replication: 1,
+            signing_key: None,
+            gateway_key: None,
+            connect_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Per-call options.
+#[derive(Debug, Clone, Default)]
+pub struct CallOptions {
+    /// Correlation id to use (e.g. one already written to the audit trail); a new
+    /// UUID v4 when `None`. A call with its own `corr` never shares a list request.
+    pub corr: Option<String>,
+    /// Idempotency key (`idem`, for `BLK_Rty`/`BLK_Rec`).
+    pub idem: Option<String>,
+    /// Deadline of this call instead of the configured request timeout.
+    pub timeout: Option<Duration>,
+}
+
+/// A reply with the correlation id its request carried.
+#[derive(Debug, Clone)]
+pub struct Exchange {
+    /// The request's correlation id.
+    pub corr: String,
+    /// The chain's reply.
+    pub reply: Reply,
+}
+
+/// The chain's answer to an accept or reject.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answered {
+    /// The request's correlation id, for the audit trail.
+    pub corr: String,
+    /// The chain's `message`.
+    pub message: Value,
+}
+
+/// The outcome of creating something on the chain, where "already exists" is fine.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Created {
+    /// Created; the chain's message.
+    Created(String),
+    /// It existed (docs/protocol.md §6 `already_exists`); the chain's text.
+    AlreadyExists(String),
+}
+
+type SharedReply = Shared<BoxFuture<'static, Result<Exchange>>>;
+type ListKey = (Topic, String, Page);
+
+struct Inner {
+    config: BridgeConfig,
+    producer: RwLock<Arc<FutureProducer>>,
+    matcher: Arc<Matcher>,
+    legacy_slot: Arc<Semaphore>,
+    in_flight: Arc<Semaphore>,
+    lists: Mutex<HashMap<ListKey, SharedReply>>,
+    metrics: Metrics,
+    shutdown: watch::Sender<bool>,
+    consumer_task: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// The MES side of the chain: typed calls that publish a request and await its reply.
+///
+/// Cheap to clone (an `Arc`); create one per process with [`Bridge::connect`].
+#[derive(Clone)]
+pub struct Bridge {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Bridge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Bridge")
+            .field("brokers", &self.inner.config.kafka.brokers)
+            .field("correlation", &self.inner.config.correlation)
+            .field("pending", &self.inner.matcher.pending())
+            .finish_non_exhaustive()
+    }
+}
+
+fn create_producer(config: &BridgeConfig) -> Result<FutureProducer> {
+    let message_timeout = config
+        .message_timeout
+        .min(config.request_timeout)
+        .as_millis()
+        .max(1);
+    config
+        .kafka
+        .client_config(&[
+            ("enable.idempotence", "true"),
+            ("acks", "all"),
+            ("linger.ms", "0"),
+            ("message.timeout.ms", &message_timeout.to_string()),
+            ("socket.nagle.disable", "true"),
+        ])
+        .create()
+        .map_err(|e| Error::Config(format!("creating the Kafka producer: {e}")))
+}
+
+impl Bridge {
+    /// Creates the producer and the reply consumer, creates missing topics (if
+    /// configured), and returns once the consumer is positioned at the end of every
+    /// partition of the reply topic: from then on no reply is missed.
+    pub async fn connect(config: BridgeConfig) -> Result<Bridge> {
+        if config.max_in_flight == 0 {
+            return Err(Error::Config("max_in_flight must be at least 1".into()));
+        }
+        let deadline = Instant::now() + config.connect_timeout;
+        if config.create_topics {
+            let names = config.topics.all();
+            ensure_topics(
+                &config.kafka,
+                &names,
+                config.topic_partitions,
+                config.topic_replication,
+                config.connect_timeout,
+            )
+            .await?;
+        }
+        let producer = create_producer(&config)?;
+        let consumer: StreamConsumer = config
+            .kafka
+            .client_config(&[
+                ("group.id", &format!("mes-bridge-{}", uuid::Uuid::new_v4())),
+                ("enable.auto.commit", "false"),
+                ("auto.offset.reset", "earliest"),
+                (
+                    "fetch.wait.max.ms",
+                    &config.reply_fetch_wait.as_millis().max(1).to_string(),
+                ),
+                ("fetch.error.backoff.ms", "50"),
+                ("socket.nagle.disable", "true"),
+            ])
+            .create()
+            .map_err(|e| Error::Config(format!("creating the Kafka reply consumer: {e}")))?;
+        let consumer = Arc::new(consumer);
+        let reply_topic = config.topics.reply.clone();
+        let assign_consumer = Arc::clone(&consumer);
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        tokio::task::spawn_blocking(move || {
+            assign_at_end(&assign_consumer, &reply_topic, remaining)
+        })
+        .await
+        .map_err(|e| Error::BrokerUnavailable(e.to_string()))??;
+
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let inner = Arc::new(Inner {
+            matcher: Arc::new(Matcher::new(
+                config.correlation,
+                config.request_timeout,
+                config.late_reply_grace,
+            )),
+            legacy_slot: Arc::new(Semaphore::new(1)),
+            in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
+            producer: RwLock::new(Arc::new(producer)),
+            lists: Mutex::new(HashMap::new()),
+            metrics: Metrics::default(),
+            shutdown,
+            consumer_task: Mutex::new(None),
+            config,
+        });
+        let task = tokio::spawn(consume_replies(
+            Arc::downgrade(&inner),
+            consumer,
+            shutdown_rx,
+        ));
+        *lock(&inner.consumer_task) = Some(task);
+        Ok(Bridge { inner })
+    }
+
+    /// Publishes `request` and waits for its reply (any body: `data`, `message` or
+    /// `error`). List requests without their own `corr` share a chain request with
+    /// identical ones in flight.
+    pub async fn request(
+        &self,
+        auth: &str,
+        request: Request,
+        options: CallOptions,
+    ) -> Result<Exchange> {
+        let timeout = options.timeout.unwrap_or(self.inner.config.request_timeout);
+        let deadline = Instant::now() + timeout;
+        let list_page = match &request {
+            Request::ListPartners(page) | Request::ListOrders(page) => Some(*page),
+            _ => None,
+        };
+        let shared = match list_page {
+            Some(page) if options.corr.is_none() => {
+                self.shared_list(auth, request, page, options.idem, deadline)?
+            }
+            _ => self
+                .spawn_request(auth, request, options.corr, options.idem, deadline, None)?
+                .map(flatten_join)
+                .boxed()
+                .shared(),
+        };
+        match tokio::time::timeout_at(deadline, shared).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::Timeout(timeout)),
+        }
+    }
+
+    fn shared_list(
+        &self,
+        auth: &str,
+        request: Request,
+        page: Page,
+        idem: Option<String>,
+        deadline: Instant,
+    ) -> Result<SharedReply> {
+        let key: ListKey = (request.topic(), auth.to_owned(), page);
+        let mut lists = lock(&self.inner.lists);
+        if let Some(shared) = lists.get(&key) {
+            self.inner
+                .metrics
+                .coalesced
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Ok(shared.clone());
+        }
+        // The request's own task removes the entry when it ends, whoever is waiting.
+        let handle = self.spawn_request(auth, request, None, idem, deadline, Some(key.clone()))?;
+        let shared = handle.map(flatten_join).boxed().shared();
+        lists.insert(key, shared.clone());
+        Ok(shared)
+    }
+
+    fn spawn_request(
+        &self,
+        auth: &str,
+        request: Request,
+        corr: Option<String>,
+        idem: Option<String>,
+        deadline: Instant,
+        list_key: Option<ListKey>,
+    ) -> Result<JoinHandle<Result<Exchange>>> {
+        if *self.inner.shutdown.borrow() {
+            return Err(Error::Shutdown);
+        }
+        let permit = Arc::clone(&self.inner.in_flight)
+            .try_acquire_owned()
+            .map_err(|_| {
+                self.inner
+                    .metrics
+                    .overloaded
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Error::Overloaded(self.inner.config.max_in_flight)
+            })?;
+        let corr = corr.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let mut envelope = request.envelope(auth, Some(&corr));
+        if let Some(idem) = &idem {
+            envelope = envelope.with_idem(idem);
+        }
+        if let Some(key) = &self.inner.config.signing_key {
+            key.sign_envelope(&mut envelope);
+        }
+        let job = Job {
+            topic: request.topic(),
+            payload: envelope.to_bytes(),
+            auth: auth.to_owned(),
+            corr,
+            deadline,
+        };
+        let inner = Arc::clone(&self.inner);
+        Ok(tokio::spawn(async move {
+            let result = execute(&inner, job, permit).await;
+            if let Some(key) = list_key {
+                lock(&inner.lists).remove(&key);
+            }
+            if let Ok(exchange) = &result
+                && matches!(exchange.reply.body, ReplyBody::Error { .. })
+            {
+                inner
+                    .metrics
+                    .chain_errors
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            result
+        }))
+    }
+
+    /// `BLK_Part_Lst`: the chain's `data` list as it sent it.
+    pub async fn list_partners(&self, auth: &str, page: Page) -> Result<Vec<Value>> {
+        let exchange = self
+            .request(auth, Request::ListPartners(page), CallOptions::default())
+            .await?;
+        data_of(exchange.reply)
+    }
+
+    /// `BLK_Act_Lst`: the chain's `data` list as it sent it.
+    pub async fn list_orders(&self, auth: &str, page: Page) -> Result<Vec<Value>> {
+        let exchange = self
+            .request(auth, Request::ListOrders(page), CallOptions::default())
+            .await?;
+        data_of(exchange.reply)
+    }
+
+    /// `BLK_Part_Ans`: accept or reject a partner request.
+    pub async fn answer_partner(
+        &self,
+        auth: &str,
+        id: RequestId,
+        response: Answer,
+        options: CallOptions,
+    ) -> Result<Answered> {
+        let request = Request::AnswerPartner(codec::AnswerBody { id, response });
+        message_of(self.request(auth, request, options).await?)
+    }
+
+    /// `BLK_Act_Ans`: accept or reject an order request.
+    pub async fn answer_order(
+        &self,
+        auth: &str,
+        id: RequestId,
+        response: Answer,
+        options: CallOptions,
+    ) -> Result<Answered> {
+        let request = Request::AnswerOrder(codec::AnswerBody { id, response });
+        message_of(self.request(auth, request, options).await?)
+    }
+
+    /// `BLK_Rty`: create a record type; "already exists" is a success.
+    pub async fn create_record_type(
+        &self,
+        auth: &str,
+        action: RecordTypeAction,
+        options: CallOptions,
+    ) -> Result<Created> {
+        created_of(
+            self.request(auth, Request::RecordType(action), options)
+                .await?,
+        )
+    }
+
+    /// `BLK_Rec`: create a record, add a reporter, update properties or publish a day
+    /// report; "already exists" is a success.
+    pub async fn record(
+        &self,
+        auth: &str,
+        action: RecordAction,
+        options: CallOptions,
+    ) -> Result<Created> {
+        created_of(self.request(auth, Request::Record(action), options).await?)
+    }
+
+    /// A copy of the counters.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.inner.metrics.snapshot()
+    }
+
+    /// What the bridge knows about the gateway's `corr` echo.
+    pub fn echo(&self) -> Echo {
+        self.inner.matcher.echo()
+    }
+
+    /// Requests waiting for a reply now.
+    pub fn pending(&self) -> usize {
+        self.inner.matcher.pending()
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &BridgeConfig {
+        &self.inner.config
+    }
+
+    /// Whether the reply consumer is running (false after [`Bridge::shutdown`]).
+    pub fn is_ready(&self) -> bool {
+        !*self.inner.shutdown.borrow()
+            && lock(&self.inner.consumer_task)
+                .as_ref()
+                .is_some_and(|t| !t.is_finished())
+    }
+
+    /// Stops the reply consumer, fails waiting calls with [`Error::Shutdown`], and
+    /// flushes the producer (bounded by the message timeout).
+    pub async fn shutdown(&self) {
+        let _ = self.inner.shutdown.send(true);
+        self.inner.matcher.close();
+        let task = lock(&self.inner.consumer_task).take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+        let producer = self.inner.producer();
+        let timeout = self.inner.config.message_timeout;
+        let _ = tokio::task::spawn_blocking(move || producer.flush(timeout)).await;
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn flatten_join(joined: Result<Result<Exchange>, tokio::task::JoinError>) -> Result<Exchange> {
+    joined.unwrap_or(Err(Error::Shutdown))
+}
+
+fn data_of(reply: Reply) -> Result<Vec<Value>> {
+    match reply.body {
+        ReplyBody::Data(items) => Ok(items),
+        body @ ReplyBody::Error { .. } => Err(chain_error(&body)),
+        ReplyBody::Message(m) => Err(Error::UnexpectedReply(format!(
+            "expected a data list, got the message {m}"
+        ))),
+    }
+}
+
+fn message_of(exchange: Exchange) -> Result<Answered> {
+    match exchange.reply.body {
+        ReplyBody::Message(message) => Ok(Answered {
+            corr: exchange.corr,
+            message,
+        }),
+        body @ ReplyBody::Error { .. } => Err(chain_error(&body)),
+        ReplyBody::Data(_) => Err(Error::UnexpectedReply(
+            "expected a message, got a data list".into(),
+        )),
+    }
+}
+
+fn created_of(exchange: Exchange) -> Result<Created> {
+    let body = exchange.reply.body;
+    if body.is_already_exists() {
+        return Ok(Created::AlreadyExists(body.text()));
+    }
+    match body {
+        ReplyBody::Message(_) => Ok(Created::Created(body.text())),
+        ReplyBody::Error { .. } => Err(chain_error(&body)),
+        ReplyBody::Data(_) => Err(Error::UnexpectedReply(
+            "expected a message, got a data list".into(),
+        )),
+    }
+}
+
+fn chain_error(body: &ReplyBody) -> Error {
+    let code = match body {
+        ReplyBody::Error { code, .. } => code.clone(),
+        _ => None,
+    };
+    Error::Chain {
+        message: body.text(),
+        code,
+    }
+}
+
+impl Inner {
+    fn producer(&self) -> Arc<FutureProducer> {
+        Arc::clone(&self.producer.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// An idempotent producer that hit a fatal error (e.g. the broker lost its
+    /// producer state in a restart) refuses every later message: replace it.
+    fn replace_producer_if_fatal(&self, failed: &FutureProducer) {
+        if failed.client().fatal_error().is_none() {
+            return;
+        }
+        match create_producer(&self.config) {
+            Ok(fresh) => {
+                tracing::warn!("the Kafka producer hit a fatal error; replaced it with a new one");
+                *self.producer.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(fresh);
+            }
+            Err(e) => tracing::error!("could not replace the failed Kafka producer: {e}"),
+        }
+    }
+}
+
+struct Job {
+    topic: Topic,
+    payload: Vec<u8>,
+    auth: String,
+    corr: String,
+    deadline: Instant,
+}
+
+/// One chain request, from slot to reply. Runs in its own task so that a caller
+/// going away never leaves the legacy slot or the pending map in a half state.
+async fn execute(
+    inner: &Arc<Inner>,
+    job: Job,
+    _in_flight: OwnedSemaphorePermit,
+) -> Result<Exchange> {
+    let timeout = inner.config.request_timeout;
+    let legacy = inner.matcher.uses_legacy();
+    let slot = if legacy {
+        let permit =
+            tokio::time::timeout_at(job.deadline, Arc::clone(&inner.legacy_slot).acquire_owned())
+                .await
+                .map_err(|_| inner.timed_out(timeout))?
+                .map_err(|_| Error::Shutdown)?;
+        if let Some(until) = inner.matcher.legacy_blocked_until() {
+            let until = Instant::from_std(until);
+            if until > Instant::now() {
+                if until > job.deadline {
+                    tokio::time::sleep_until(job.deadline).await;
+                    return Err(inner.timed_out(timeout));
+                }
+                tokio::time::sleep_until(until).await;
+            }
+        }
+        Some(permit)
+    } else {
+        None
+    };
+
+    let mut reply_rx = inner.matcher.register(&job.corr, &job.auth, legacy);
+    let producer = inner.producer();
+    let topic_name = inner.config.topics.request(job.topic);
+    let headers = OwnedHeaders::new().insert(Header {
+        key: CORRELATION_HEADER,
+        value: Some(job.corr.as_bytes()),
+    });
+    let record: FutureRecord<'_, (), [u8]> = FutureRecord::to(topic_name)
+        .payload(job.payload.as_slice())
+        .headers(headers);
+    let started = Instant::now();
+    let delivery = match producer.send_result(record) {
+        Ok(delivery) => delivery,
+        Err((e, _)) => {
+            inner.matcher.abandon(&job.corr);
+            return Err(inner.broker_error(&producer, e.to_string()));
+        }
+    };
+    inner.metrics.sent(job.topic);
+    let mut delivery = std::pin::pin!(delivery);
+    let mut delivered = false;
+    loop {
+        tokio::select! {
+            biased;
+            reply = &mut reply_rx => {
+                return match reply {
+                    Ok(reply) => {
+                        inner.metrics.answered(job.topic, started.elapsed());
+                        Ok(Exchange { corr: job.corr, reply })
+                    }
+                    Err(_) => Err(Error::Shutdown),
+                };
+            }
+            outcome = &mut delivery, if !delivered => match outcome {
+                Ok(Ok(_)) => delivered = true,
+                Ok(Err((e, _))) => {
+                    inner.matcher.abandon(&job.corr);
+                    return Err(inner.broker_error(&producer, e.to_string()));
+                }
+                Err(_) => {
+                    inner.matcher.abandon(&job.corr);
+                    return Err(inner.broker_error(&producer, "the producer was closed".into()));
+                }
+            },
+            () = tokio::time::sleep_until(job.deadline) => {
+                let drain = inner.matcher.timed_out(&job.corr, std::time::Instant::now());
+                if let (Some(drain), Some(slot)) = (drain, slot) {
+                    // Keep the slot until the late reply is seen or the grace ends.
+                    let matcher = Arc::clone(&inner.matcher);
+                    let grace = inner.config.late_reply_grace;
+                    let corr = job.corr.clone();
+                    tokio::spawn(async move {
+                        let _ = tokio::time::timeout(grace, drain).await;
+                        matcher.drained(&corr);
+                        drop(slot);
+                    });
+                }
+                return Err(inner.timed_out(timeout));
+            }
+        }
+    }
+}
+
+impl Inner {
+    fn timed_out(&self, timeout: Duration) -> Error {
+        self.metrics
+            .timeouts
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Error::Timeout(timeout)
+    }
+
+    fn broker_error(&self, producer: &FutureProducer, message: String) -> Error {
+        self.metrics
+            .broker_errors
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.replace_producer_if_fatal(producer);
+        Error::BrokerUnavailable(message)
+    }
+}
+
+/// Assigns every partition of `topic` at its current end (high watermark).
+fn assign_at_end(consumer: &StreamConsumer, topic: &str, timeout: Duration) -> Result<()> {
+    let deadline = std::time::Instant::now() + timeout;
+    let metadata = loop {
+        let remaining = deadline.saturating_duration_since(std::time::Instant::now());
+        match consumer.fetch_metadata(Some(topic), remaining.max(Duration::from_millis(100))) {
+            Ok(m)
+                if m.topics().iter().any(|t| {
+                    t.name() == topic && t.error().is_none() && !t.partitions().is_empty()
+                }) =>
+            {
+                break m;
+            }
+            Ok(_) | Err(_) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Ok(_) => {
+                return Err(Error::BrokerUnavailable(format!(
+                    "the reply topic {topic} does not exist (create it, or enable topic creation)"
+                )));
+            }
+            Err(e) => {
+                return Err(Error::BrokerUnavailable(format!(
+                    "reading metadata of {topic}: {e}"
+                )));
+            }
+        }
+    };
+    let mut assignment = TopicPartitionList::new();
+    for topic_meta in metadata.topics().iter().filter(|t| t.name() == topic) {
+        for partition in topic_meta.partitions() {
+            let remaining = deadline.saturating_duration_since(std::time::Instant::now());
+            let (_, high) = consumer
+                .fetch_watermarks(
+                    topic,
+                    partition.id(),
+                    remaining.max(Duration::from_millis(100)),
+                )
+                .map_err(|e| {
+                    Error::BrokerUnavailable(format!(
+                        "reading the end of {topic}/{}: {e}",
+                        partition.id()
+                    ))
+                })?;
+            assignment
+                .add_partition_offset(topic, partition.id(), Offset::Offset(high))
+                .map_err(|e| Error::Config(e.to_string()))?;
+        }
+    }
+    consumer
+        .assign(&assignment)
+        .map_err(|e| Error::BrokerUnavailable(format!("assigning {topic}: {e}")))
+}
+
+/// The reply consumer: decodes, verifies and dispatches every record of `BLK_Res`
+/// until shutdown. Nothing it reads can stop it.
+async fn consume_replies(
+    inner: std::sync::Weak<Inner>,
+    consumer: Arc<StreamConsumer>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut last_error_log: Option<Instant> = None;
+    loop {
+        let received = tokio::select! {
+            _ = shutdown.changed() => break,
+            received = consumer.recv() => received,
+        };
+        let Some(inner) = inner.upgrade() else { break };
+        match received {
+            Ok(message) => {
+                let header_corr = message.headers().and_then(|headers| {
+                    headers
+                        .iter()
+                        .find(|h| h.key == CORRELATION_HEADER)
+                        .and_then(|h| h.value)
+                        .and_then(|v| std::str::from_utf8(v).ok())
+                        .map(str::to_owned)
+                });
+                inner.on_record(message.payload().unwrap_or_default(), header_corr);
+            }
+            Err(e) => {
+                inner
+                    .metrics
+                    .consumer_errors
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if last_error_log.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                    tracing::warn!("reply consumer: {e}");
+                    last_error_log = Some(Instant::now());
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+impl Inner {
+    fn on_record(&self, payload: &[u8], header_corr: Option<String>) {
+        let mut reply = match codec::decode_reply_with_limit(payload, self.config.max_reply_bytes) {
+            Ok(reply) => reply,
+            Err(e) => {
+                tracing::debug!("dropped an undecodable reply: {e}");
+                self.metrics.dropped(DropReason::Undecodable);
+                return;
+            }
+        };
+        if let Some(gateway) = &self.config.gateway_key
+            && let Err(e) = verify_envelope(reply.envelope(), Some(gateway))
+        {
+            tracing::warn!("dropped a reply that is not signed by the gateway: {e}");
+            self.metrics.dropped(DropReason::BadSignature);
+            return;
+        }
+        if reply.head.corr.is_none() {
+            reply.head.corr = header_corr;
+        }
+        match self.matcher.dispatch(reply, std::time::Instant::now()) {
+            Ok(()) => {
+                self.metrics
+                    .delivered
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            Err(reason) => {
+                tracing::debug!("dropped a reply: {}", reason.label());
+                self.metrics.dropped(reason);
+            }
+        }
+    }
+}
