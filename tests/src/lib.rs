@@ -12,17 +12,18 @@
 //! (and many production clusters forbid it), so a test creates its topics with
 //! [`create_topics`], under names from [`unique_topic`] so that tests never share one.
 
-use std::{collections::HashMap, time::Duration};
+mod broker;
+
+use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use rdkafka::{
     ClientConfig, TopicPartitionList,
-    admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
-    client::DefaultClientContext,
     consumer::{Consumer, ConsumerContext},
-    types::RDKafkaErrorCode,
 };
 use tokio::time::{Instant, sleep};
+
+pub use broker::{PrivateBroker, TANSU_BIN_ENV};
 
 /// Environment variable holding the bootstrap servers of the test broker (`host:port`).
 pub const KAFKA_BROKERS_ENV: &str = "MES_TEST_KAFKA_BROKERS";
@@ -75,14 +76,7 @@ pub fn unique_topic(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
 }
 
-/// What [`create_topics`] found for one topic.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TopicStatus {
-    /// The broker created the topic.
-    Created,
-    /// The topic existed already; that counts as success.
-    AlreadyExists,
-}
+pub use kafka_bridge::kafka::TopicStatus;
 
 /// A [`ClientConfig`] with `bootstrap.servers` set to `brokers`.
 pub fn client_config(brokers: &str) -> ClientConfig {
@@ -91,101 +85,29 @@ pub fn client_config(brokers: &str) -> ClientConfig {
     config
 }
 
-/// Creates `names` on `brokers`, each with `partitions` partitions and replication
-/// factor 1, and waits until the broker's metadata lists every partition with a leader.
-///
-/// Returns one [`TopicStatus`] per name, in the order of `names`. A topic that exists
-/// already is reported as [`TopicStatus::AlreadyExists`], not as an error, so callers
-/// may create the topics they need without coordinating with each other.
+/// Creates `names` on `brokers` with `partitions` partitions each and waits until every
+/// partition has a leader; a topic that exists already counts as success
+/// ([`TopicStatus::AlreadyExists`]). The same code path as the bridge's own topic
+/// creation ([`kafka_bridge::kafka::ensure_topics`]).
 ///
 /// # Errors
 ///
-/// When the broker cannot be reached, refuses a topic for any other reason than its
-/// existence, or does not show the topics in its metadata within [`BROKER_TIMEOUT`].
+/// When the broker cannot be reached or refuses a topic for another reason than its
+/// existence, within [`BROKER_TIMEOUT`].
 pub async fn create_topics(
     brokers: &str,
     names: &[&str],
     partitions: i32,
 ) -> anyhow::Result<Vec<TopicStatus>> {
-    let admin: AdminClient<DefaultClientContext> = client_config(brokers)
-        .create()
-        .context("creating the Kafka admin client")?;
-    let new_topics: Vec<NewTopic<'_>> = names
-        .iter()
-        .map(|name| NewTopic::new(name, partitions, TopicReplication::Fixed(1)))
-        .collect();
-    let options = AdminOptions::new()
-        .operation_timeout(Some(BROKER_TIMEOUT))
-        .request_timeout(Some(BROKER_TIMEOUT));
-    let results = tokio::time::timeout(
-        BROKER_TIMEOUT + Duration::from_secs(5),
-        admin.create_topics(&new_topics, &options),
+    kafka_bridge::kafka::ensure_topics(
+        &kafka_bridge::kafka::KafkaConfig::new(brokers),
+        names,
+        partitions,
+        1,
+        BROKER_TIMEOUT,
     )
     .await
-    .with_context(|| format!("creating topics {names:?} on {brokers}: no answer"))?
-    .with_context(|| format!("creating topics {names:?} on {brokers}"))?;
-
-    let mut outcome: HashMap<String, TopicStatus> = HashMap::new();
-    for result in results {
-        match result {
-            Ok(name) => {
-                outcome.insert(name, TopicStatus::Created);
-            }
-            Err((name, RDKafkaErrorCode::TopicAlreadyExists)) => {
-                outcome.insert(name, TopicStatus::AlreadyExists);
-            }
-            Err((name, code)) => bail!("creating topic {name} on {brokers}: {code}"),
-        }
-    }
-    let statuses = names
-        .iter()
-        .map(|name| {
-            outcome
-                .get(*name)
-                .copied()
-                .with_context(|| format!("the broker did not answer for topic {name}"))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-
-    let names: Vec<String> = names.iter().map(|name| (*name).to_owned()).collect();
-    tokio::task::spawn_blocking(move || wait_for_metadata(&admin, &names, partitions))
-        .await
-        .context("waiting for topic metadata")??;
-    Ok(statuses)
-}
-
-/// Blocks until the metadata of each topic in `names` shows `partitions` partitions, each
-/// with a leader: only then will producers and consumers find them.
-fn wait_for_metadata(
-    admin: &AdminClient<DefaultClientContext>,
-    names: &[String],
-    partitions: i32,
-) -> anyhow::Result<()> {
-    let deadline = std::time::Instant::now() + BROKER_TIMEOUT;
-    for name in names {
-        loop {
-            let ready = match admin.inner().fetch_metadata(Some(name), BROKER_TIMEOUT) {
-                Ok(metadata) => metadata.topics().iter().any(|topic| {
-                    topic.name() == name
-                        && topic.error().is_none()
-                        && usize::try_from(partitions)
-                            .is_ok_and(|wanted| topic.partitions().len() == wanted)
-                        && topic.partitions().iter().all(|p| p.leader() >= 0)
-                }),
-                Err(_) => false,
-            };
-            if ready {
-                break;
-            }
-            if std::time::Instant::now() >= deadline {
-                bail!(
-                    "topic {name} has no leader for all {partitions} partitions after {BROKER_TIMEOUT:?}"
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-    Ok(())
+    .with_context(|| format!("creating topics {names:?} on {brokers}"))
 }
 
 /// Waits until `consumer` has been assigned at least one partition by its group, and

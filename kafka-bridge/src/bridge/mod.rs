@@ -203,6 +203,9 @@ struct Inner {
     in_flight: Arc<Semaphore>,
     lists: Mutex<HashMap<ListKey, SharedReply>>,
     metrics: Metrics,
+    producer_replaced: Mutex<Option<Instant>>,
+    /// The last broker error, until a message is delivered again.
+    broker_down: Mutex<Option<String>>,
     shutdown: watch::Sender<bool>,
     consumer_task: Mutex<Option<JoinHandle<()>>>,
 }
@@ -300,6 +303,8 @@ impl Bridge {
             legacy_slot: Arc::new(Semaphore::new(1)),
             in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
             producer: RwLock::new(Arc::new(producer)),
+            producer_replaced: Mutex::new(None),
+            broker_down: Mutex::new(None),
             lists: Mutex::new(HashMap::new()),
             metrics: Metrics::default(),
             shutdown,
@@ -592,16 +597,32 @@ impl Inner {
         Arc::clone(&self.producer.read().unwrap_or_else(|e| e.into_inner()))
     }
 
-    /// An idempotent producer that hit a fatal error (e.g. the broker lost its
-    /// producer state in a restart) refuses every later message: replace it.
-    fn replace_producer_if_fatal(&self, failed: &FutureProducer) {
-        if failed.client().fatal_error().is_none() {
+    /// Replaces the producer after a delivery failure.
+    ///
+    /// An idempotent producer can be left unusable by a broker that lost its state (a
+    /// restarted broker forgets producer ids; librdkafka then times out every message
+    /// without always raising a fatal error). A fresh producer costs one connection
+    /// and a producer-id round trip, so it is replaced at most once per message
+    /// timeout, and at once when librdkafka reports a fatal error.
+    fn replace_producer_after_failure(&self, failed: &FutureProducer) {
+        let fatal = failed.client().fatal_error().is_some();
+        let mut last = lock(&self.producer_replaced);
+        let due = last.is_none_or(|t| t.elapsed() >= self.config.message_timeout);
+        if !fatal && !due {
             return;
+        }
+        let mut current = self.producer.write().unwrap_or_else(|e| e.into_inner());
+        if !std::ptr::eq(Arc::as_ptr(&current), failed) {
+            return; // another request replaced it already
         }
         match create_producer(&self.config) {
             Ok(fresh) => {
-                tracing::warn!("the Kafka producer hit a fatal error; replaced it with a new one");
-                *self.producer.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(fresh);
+                tracing::warn!(
+                    fatal,
+                    "replaced the Kafka producer after a delivery failure"
+                );
+                *current = Arc::new(fresh);
+                *last = Some(Instant::now());
             }
             Err(e) => tracing::error!("could not replace the failed Kafka producer: {e}"),
         }
@@ -626,22 +647,7 @@ async fn execute(
     let timeout = inner.config.request_timeout;
     let legacy = inner.matcher.uses_legacy();
     let slot = if legacy {
-        let permit =
-            tokio::time::timeout_at(job.deadline, Arc::clone(&inner.legacy_slot).acquire_owned())
-                .await
-                .map_err(|_| inner.timed_out(timeout))?
-                .map_err(|_| Error::Shutdown)?;
-        if let Some(until) = inner.matcher.legacy_blocked_until() {
-            let until = Instant::from_std(until);
-            if until > Instant::now() {
-                if until > job.deadline {
-                    tokio::time::sleep_until(job.deadline).await;
-                    return Err(inner.timed_out(timeout));
-                }
-                tokio::time::sleep_until(until).await;
-            }
-        }
-        Some(permit)
+        Some(acquire_legacy_slot(inner, job.deadline).await?)
     } else {
         None
     };
@@ -660,53 +666,98 @@ async fn execute(
     let delivery = match producer.send_result(record) {
         Ok(delivery) => delivery,
         Err((e, _)) => {
+            // Refused before it was queued: certainly not sent.
             inner.matcher.abandon(&job.corr);
             return Err(inner.broker_error(&producer, e.to_string()));
         }
     };
     inner.metrics.sent(job.topic);
+    // librdkafka's own message timeout should fire first; this bounds the wait for an
+    // acknowledgement even when it does not (seen with an idempotent producer that
+    // has no producer id because the broker is gone).
+    let ack_deadline = started + inner.config.message_timeout + Duration::from_secs(1);
     let mut delivery = std::pin::pin!(delivery);
     let mut delivered = false;
-    loop {
+    let failure = loop {
         tokio::select! {
             biased;
             reply = &mut reply_rx => {
                 return match reply {
                     Ok(reply) => {
                         inner.metrics.answered(job.topic, started.elapsed());
+                        inner.broker_up();
                         Ok(Exchange { corr: job.corr, reply })
                     }
                     Err(_) => Err(Error::Shutdown),
                 };
             }
             outcome = &mut delivery, if !delivered => match outcome {
-                Ok(Ok(_)) => delivered = true,
-                Ok(Err((e, _))) => {
-                    inner.matcher.abandon(&job.corr);
-                    return Err(inner.broker_error(&producer, e.to_string()));
+                Ok(Ok(_)) => {
+                    delivered = true;
+                    inner.broker_up();
                 }
-                Err(_) => {
-                    inner.matcher.abandon(&job.corr);
-                    return Err(inner.broker_error(&producer, "the producer was closed".into()));
-                }
+                Ok(Err((e, _))) => break inner.broker_error(&producer, e.to_string()),
+                Err(_) => break inner.broker_error(&producer, "the producer was closed".into()),
             },
-            () = tokio::time::sleep_until(job.deadline) => {
-                let drain = inner.matcher.timed_out(&job.corr, std::time::Instant::now());
-                if let (Some(drain), Some(slot)) = (drain, slot) {
-                    // Keep the slot until the late reply is seen or the grace ends.
-                    let matcher = Arc::clone(&inner.matcher);
-                    let grace = inner.config.late_reply_grace;
-                    let corr = job.corr.clone();
-                    tokio::spawn(async move {
-                        let _ = tokio::time::timeout(grace, drain).await;
-                        matcher.drained(&corr);
-                        drop(slot);
-                    });
-                }
-                return Err(inner.timed_out(timeout));
+            () = tokio::time::sleep_until(ack_deadline), if !delivered && ack_deadline < job.deadline => {
+                break inner.broker_error(
+                    &producer,
+                    format!("no acknowledgement within {:?}", inner.config.message_timeout),
+                );
             }
+            () = tokio::time::sleep_until(job.deadline) => break inner.timed_out(timeout),
+        }
+    };
+    // Timed out, or the delivery failed after the message was queued: it may still
+    // reach the chain and be answered. Remember it as late; a legacy slot drains.
+    let drain = inner
+        .matcher
+        .timed_out(&job.corr, std::time::Instant::now());
+    if let (Some(drain), Some(slot)) = (drain, slot) {
+        let matcher = Arc::clone(&inner.matcher);
+        let grace = inner.config.late_reply_grace;
+        let corr = job.corr;
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(grace, drain).await;
+            matcher.drained(&corr);
+            drop(slot);
+        });
+    }
+    Err(failure)
+}
+
+/// Waits for the legacy slot within the deadline. While the broker is known to be
+/// down, a caller that would have to wait gets [`Error::BrokerUnavailable`] at once
+/// instead of a timeout: the slot is held by a request that could not be delivered.
+async fn acquire_legacy_slot(
+    inner: &Arc<Inner>,
+    deadline: Instant,
+) -> Result<OwnedSemaphorePermit> {
+    let slot = Arc::clone(&inner.legacy_slot);
+    let permit = match Arc::clone(&slot).try_acquire_owned() {
+        Ok(permit) => permit,
+        Err(tokio::sync::TryAcquireError::Closed) => return Err(Error::Shutdown),
+        Err(tokio::sync::TryAcquireError::NoPermits) => {
+            if let Some(error) = inner.broker_down() {
+                return Err(Error::BrokerUnavailable(error));
+            }
+            tokio::time::timeout_at(deadline, slot.acquire_owned())
+                .await
+                .map_err(|_| inner.timed_out(inner.config.request_timeout))?
+                .map_err(|_| Error::Shutdown)?
+        }
+    };
+    if let Some(until) = inner.matcher.legacy_blocked_until() {
+        let until = Instant::from_std(until);
+        if until > Instant::now() {
+            if until > deadline {
+                tokio::time::sleep_until(deadline).await;
+                return Err(inner.timed_out(inner.config.request_timeout));
+            }
+            tokio::time::sleep_until(until).await;
         }
     }
+    Ok(permit)
 }
 
 impl Inner {
@@ -717,11 +768,24 @@ impl Inner {
         Error::Timeout(timeout)
     }
 
+    fn broker_up(&self) {
+        let mut down = lock(&self.broker_down);
+        if down.is_some() {
+            tracing::info!("the Kafka broker is reachable again");
+            *down = None;
+        }
+    }
+
+    fn broker_down(&self) -> Option<String> {
+        lock(&self.broker_down).clone()
+    }
+
     fn broker_error(&self, producer: &FutureProducer, message: String) -> Error {
+        *lock(&self.broker_down) = Some(message.clone());
         self.metrics
             .broker_errors
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.replace_producer_if_fatal(producer);
+        self.replace_producer_after_failure(producer);
         Error::BrokerUnavailable(message)
     }
 }
