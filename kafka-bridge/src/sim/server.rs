@@ -13,9 +13,9 @@ use mes_core::signing::SigningKey;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
-use tokio::time::Instant;
 
 use super::config::{SimConfig, SimTopics, derived_mes_agent};
 use super::demo;
@@ -44,9 +44,10 @@ pub struct SimHandle {
 }
 
 impl Simulator {
-    /// Creates the simulator's topics, joins its consumer group and returns once the
-    /// consumer holds its partitions, so a request sent right after `start` returns is
-    /// answered (the group reads from the earliest offset when it has none committed).
+    /// Creates the simulator's topics, assigns every partition of its input topics to
+    /// its consumer and returns: a request sent right after `start` returns is answered
+    /// (each partition is read from its committed offset, or from the beginning when
+    /// the group has none).
     pub async fn start(config: SimConfig) -> Result<SimHandle> {
         let key = config.key.clone().unwrap_or_else(SigningKey::generate);
         let mes_agent = config
@@ -79,13 +80,21 @@ impl Simulator {
                 ("auto.offset.reset", "earliest"),
                 ("fetch.wait.max.ms", "5"),
                 ("enable.auto.commit", "true"),
+                ("auto.commit.interval.ms", "1000"),
             ])
             .create()
             .map_err(|e| Error::Config(format!("request consumer: {e}")))?;
-        consumer
-            .subscribe(&topics.inputs())
-            .map_err(|e| Error::BrokerUnavailable(format!("subscribing: {e}")))?;
         let consumer = Arc::new(consumer);
+        // Every partition, assigned by hand: one ledger must see every request, and a
+        // simulator restarted after a crash must not wait for its dead predecessor to
+        // leave a consumer group (tansu 0.6 kept such a group stuck for more than 30 s).
+        // The group id still keeps the committed offsets, so a restart resumes.
+        let assigned = Arc::clone(&consumer);
+        let inputs: Vec<String> = topics.inputs().iter().map(|t| (*t).to_owned()).collect();
+        let timeout = config.start_timeout;
+        tokio::task::spawn_blocking(move || assign_all(&assigned, &inputs, timeout))
+            .await
+            .map_err(|e| Error::BrokerUnavailable(format!("assigning partitions: {e}")))??;
 
         let (stop, stopped) = watch::channel(false);
         let (changed, changes) = watch::channel(0u64);
@@ -107,11 +116,6 @@ impl Simulator {
             changes,
             task,
         };
-        if let Err(e) = wait_for_assignment(&consumer, &handle.topics, config.start_timeout).await {
-            drop(consumer);
-            let _ = handle.shutdown().await;
-            return Err(e);
-        }
         tracing::info!(
             public_key = %handle.public_key,
             mes_agent = %handle.mes_agent,
@@ -169,29 +173,34 @@ impl SimHandle {
     }
 }
 
-async fn wait_for_assignment(
-    consumer: &StreamConsumer,
-    topics: &SimTopics,
-    timeout: Duration,
-) -> Result<()> {
-    let deadline = Instant::now() + timeout;
-    let wanted = topics.inputs();
-    loop {
-        let assigned = consumer.assignment().is_ok_and(|list| {
-            wanted
-                .iter()
-                .all(|topic| list.elements().iter().any(|e| e.topic() == *topic))
-        });
-        if assigned {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
+/// Assigns every partition of `topics`, each at its committed offset (or the earliest
+/// one, for a new group). Records produced after this returns are read: the start
+/// offset, whenever librdkafka resolves it, is never past them.
+fn assign_all(consumer: &StreamConsumer, topics: &[String], timeout: Duration) -> Result<()> {
+    let mut list = TopicPartitionList::new();
+    for topic in topics {
+        let metadata = consumer
+            .fetch_metadata(Some(topic), timeout)
+            .map_err(|e| Error::BrokerUnavailable(format!("metadata of {topic}: {e}")))?;
+        let partitions: Vec<i32> = metadata
+            .topics()
+            .iter()
+            .filter(|t| t.name() == topic && t.error().is_none())
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .collect();
+        if partitions.is_empty() {
             return Err(Error::BrokerUnavailable(format!(
-                "the simulator's consumer got no partitions of {wanted:?} within {timeout:?}"
+                "topic {topic} has no partitions"
             )));
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        for partition in partitions {
+            list.add_partition_offset(topic, partition, Offset::Stored)
+                .map_err(|e| Error::Config(e.to_string()))?;
+        }
     }
+    consumer
+        .assign(&list)
+        .map_err(|e| Error::BrokerUnavailable(format!("assigning partitions: {e}")))
 }
 
 struct Worker {
