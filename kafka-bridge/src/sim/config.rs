@@ -1,0 +1,273 @@
+//! What a simulator is told at start: broker, topic names, tokens, keys and the
+//! behaviours of gateways the MES must cope with (Python-literal replies, no
+//! correlation echo, slow commits).
+
+use std::time::Duration;
+
+use mes_core::codec::{REPLY_TOPIC, Topic};
+use mes_core::domain::AgentKey;
+use mes_core::signing::SigningKey;
+
+use super::erp::{ERP_ORDER_TOPIC, ERP_PARTNER_TOPIC};
+use crate::kafka::KafkaConfig;
+
+/// The example master token of docs/protocol.md, the simulator's token when none is
+/// configured, so a newcomer's MES and simulator agree without setup.
+pub const DEFAULT_TOKEN: &str = "4f1c2a9e7b";
+
+/// The consumer group of a simulator unless configured otherwise.
+pub const DEFAULT_GROUP: &str = "chain-sim";
+
+/// The topic names a simulator uses; the defaults are the protocol's, and tests give
+/// each simulator its own (e.g. with [`SimTopics::with_suffix`]) to share a broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimTopics {
+    /// `BLK_Part_Lst`.
+    pub partner_list: String,
+    /// `BLK_Part_Ans`.
+    pub partner_answer: String,
+    /// `BLK_Act_Lst`.
+    pub order_list: String,
+    /// `BLK_Act_Ans`.
+    pub order_answer: String,
+    /// `BLK_Rty`.
+    pub record_type: String,
+    /// `BLK_Rec`.
+    pub record: String,
+    /// `BLK_Res`: where every reply goes.
+    pub reply: String,
+    /// `SIM_Erp_Part`.
+    pub erp_partner: String,
+    /// `SIM_Erp_Act`.
+    pub erp_order: String,
+}
+
+impl Default for SimTopics {
+    fn default() -> Self {
+        SimTopics {
+            partner_list: Topic::PartnerList.name().to_owned(),
+            partner_answer: Topic::PartnerAnswer.name().to_owned(),
+            order_list: Topic::OrderList.name().to_owned(),
+            order_answer: Topic::OrderAnswer.name().to_owned(),
+            record_type: Topic::RecordType.name().to_owned(),
+            record: Topic::Record.name().to_owned(),
+            reply: REPLY_TOPIC.to_owned(),
+            erp_partner: ERP_PARTNER_TOPIC.to_owned(),
+            erp_order: ERP_ORDER_TOPIC.to_owned(),
+        }
+    }
+}
+
+/// Where a message read by the simulator goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// A request topic of the chain.
+    Chain(Topic),
+    /// `SIM_Erp_Part`.
+    ErpPartner,
+    /// `SIM_Erp_Act`.
+    ErpOrder,
+}
+
+impl Route {
+    /// The default name of the route's topic, the key of the request counters.
+    pub fn default_name(self) -> &'static str {
+        match self {
+            Route::Chain(topic) => topic.name(),
+            Route::ErpPartner => ERP_PARTNER_TOPIC,
+            Route::ErpOrder => ERP_ORDER_TOPIC,
+        }
+    }
+}
+
+impl SimTopics {
+    /// The protocol's names with `suffix` appended to each, e.g. `BLK_Rec-<uuid>`.
+    pub fn with_suffix(suffix: &str) -> SimTopics {
+        let mut topics = SimTopics::default();
+        for name in topics.names_mut() {
+            name.push_str(suffix);
+        }
+        topics
+    }
+
+    /// The name of a request topic.
+    pub fn request(&self, topic: Topic) -> &str {
+        match topic {
+            Topic::PartnerList => &self.partner_list,
+            Topic::PartnerAnswer => &self.partner_answer,
+            Topic::OrderList => &self.order_list,
+            Topic::OrderAnswer => &self.order_answer,
+            Topic::RecordType => &self.record_type,
+            Topic::Record => &self.record,
+        }
+    }
+
+    /// Sets the name of the topic whose default name is `default` (one of the six
+    /// request topics, `BLK_Res`, `SIM_Erp_Part`, `SIM_Erp_Act`); false if there is none.
+    pub fn set(&mut self, default: &str, name: &str) -> bool {
+        let slot = match default {
+            REPLY_TOPIC => &mut self.reply,
+            ERP_PARTNER_TOPIC => &mut self.erp_partner,
+            ERP_ORDER_TOPIC => &mut self.erp_order,
+            other => match Topic::from_name(other) {
+                Some(Topic::PartnerList) => &mut self.partner_list,
+                Some(Topic::PartnerAnswer) => &mut self.partner_answer,
+                Some(Topic::OrderList) => &mut self.order_list,
+                Some(Topic::OrderAnswer) => &mut self.order_answer,
+                Some(Topic::RecordType) => &mut self.record_type,
+                Some(Topic::Record) => &mut self.record,
+                None => return false,
+            },
+        };
+        name.clone_into(slot);
+        true
+    }
+
+    /// The topics the simulator reads: six request topics and two ERP topics.
+    pub fn inputs(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = Topic::ALL.iter().map(|t| self.request(*t)).collect();
+        names.push(&self.erp_partner);
+        names.push(&self.erp_order);
+        names
+    }
+
+    /// Every topic: the inputs and the reply topic.
+    pub fn all(&self) -> Vec<&str> {
+        let mut names = self.inputs();
+        names.push(&self.reply);
+        names
+    }
+
+    /// Where a message read from topic `name` goes.
+    pub fn route(&self, name: &str) -> Option<Route> {
+        if name == self.erp_partner {
+            return Some(Route::ErpPartner);
+        }
+        if name == self.erp_order {
+            return Some(Route::ErpOrder);
+        }
+        Topic::ALL
+            .into_iter()
+            .find(|t| self.request(*t) == name)
+            .map(Route::Chain)
+    }
+
+    fn names_mut(&mut self) -> [&mut String; 9] {
+        [
+            &mut self.partner_list,
+            &mut self.partner_answer,
+            &mut self.order_list,
+            &mut self.order_answer,
+            &mut self.record_type,
+            &mut self.record,
+            &mut self.reply,
+            &mut self.erp_partner,
+            &mut self.erp_order,
+        ]
+    }
+}
+
+/// How the simulated gateway answers: the switches that reproduce gateways the MES
+/// must cope with.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GatewayOptions {
+    /// Write replies as Python literals, as the original gateway did.
+    pub python_literal: bool,
+    /// Do not echo `corr` (head) nor the `correlation_id` header, as the original.
+    pub no_echo: bool,
+    /// Refuse requests without a valid `signer`/`sig` (`unauthorized`).
+    pub require_signed: bool,
+    /// Sign replies with the simulator's key.
+    pub sign_replies: bool,
+}
+
+/// Everything [`crate::sim::Simulator::start`] needs. `SimConfig::new(brokers)` gives
+/// working defaults.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// The broker.
+    pub kafka: KafkaConfig,
+    /// Topic names.
+    pub topics: SimTopics,
+    /// Consumer group of the request consumer; give each simulator on one broker its own.
+    pub group_id: String,
+    /// Master tokens the chain knows; requests with another token are `unauthorized`.
+    pub tokens: Vec<String>,
+    /// The MES's agent key (`receiving_agent`); by default derived from `key`.
+    pub mes_agent: Option<AgentKey>,
+    /// The simulator's key (transaction ids, signed replies); by default a new one.
+    pub key: Option<SigningKey>,
+    /// Reply behaviour.
+    pub gateway: GatewayOptions,
+    /// Publish each reply this long after applying its request (a chain waiting for
+    /// its commit); requests are not serialised by it.
+    pub delay: Duration,
+    /// Seed this many partner requests and as many orders (`--demo N`).
+    pub demo: usize,
+    /// Partitions of the topics the simulator creates.
+    pub partitions: i32,
+    /// Bound on creating topics and joining the group at start.
+    pub start_timeout: Duration,
+}
+
+impl SimConfig {
+    /// Defaults for a simulator on `brokers`: protocol topic names, group `chain-sim`,
+    /// the example token, a fresh key, strict JSON replies with echo, no delay.
+    pub fn new(brokers: impl Into<String>) -> SimConfig {
+        SimConfig {
+            kafka: KafkaConfig::new(brokers),
+            topics: SimTopics::default(),
+            group_id: DEFAULT_GROUP.to_owned(),
+            tokens: vec![DEFAULT_TOKEN.to_owned()],
+            mes_agent: None,
+            key: None,
+            gateway: GatewayOptions::default(),
+            delay: Duration::ZERO,
+            demo: 0,
+            partitions: 1,
+            start_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The MES agent key a simulator uses when none is configured: derived from the
+/// simulator's key (a deterministic signature of a fixed text, used as a secret), so a
+/// simulator started with the same key file always names the same MES.
+pub fn derived_mes_agent(key: &SigningKey) -> AgentKey {
+    let seed = key.sign_bytes(b"chain-sim: the MES agent");
+    seed.get(..64)
+        .and_then(|hex| SigningKey::from_hex(hex).ok())
+        .unwrap_or_else(SigningKey::generate)
+        .agent_key()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn topics_route_and_rename() {
+        let mut t = SimTopics::with_suffix("-x");
+        assert_eq!(t.record, "BLK_Rec-x");
+        assert_eq!(t.reply, "BLK_Res-x");
+        assert_eq!(t.route("BLK_Rec-x"), Some(Route::Chain(Topic::Record)));
+        assert_eq!(t.route("SIM_Erp_Act-x"), Some(Route::ErpOrder));
+        assert_eq!(t.route("BLK_Res-x"), None);
+        assert!(t.set("BLK_Res", "replies"));
+        assert!(t.set("SIM_Erp_Part", "erp"));
+        assert!(!t.set("nope", "x"));
+        assert_eq!(t.reply, "replies");
+        assert_eq!(t.route("erp"), Some(Route::ErpPartner));
+        assert_eq!(t.inputs().len(), 8);
+        assert_eq!(t.all().len(), 9);
+    }
+
+    #[test]
+    fn mes_agent_is_derived_from_the_key() {
+        let key = SigningKey::generate();
+        assert_eq!(derived_mes_agent(&key), derived_mes_agent(&key));
+        assert_ne!(derived_mes_agent(&key), key.agent_key());
+    }
+}

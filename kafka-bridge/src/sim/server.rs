@@ -1,0 +1,312 @@
+//! The simulator on Kafka: one consumer group reading every request topic, one
+//! long-lived producer writing every reply to the reply topic.
+//!
+//! Requests are applied to the ledger in arrival order, at once; with a delay, each
+//! reply is published after its own delay by its own task, so a slow "commit" never
+//! serialises the requests behind it.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use mes_core::domain::AgentKey;
+use mes_core::signing::SigningKey;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::watch;
+use tokio::task::{JoinHandle, JoinSet};
+
+use super::config::{SimConfig, SimTopics, derived_mes_agent};
+use super::demo;
+use super::gateway::{Gateway, Outgoing, lock};
+use super::ledger::{Counters, Ledger, LedgerState};
+use crate::kafka::ensure_topics;
+use crate::{Error, Result};
+
+/// The Kafka header that carries the correlation id (docs/protocol.md §2).
+pub const CORRELATION_HEADER: &str = "correlation_id";
+
+/// The chain gateway simulator; see [`Simulator::start`].
+#[derive(Debug)]
+pub struct Simulator;
+
+/// A running simulator: read its ledger, stop it.
+#[derive(Debug)]
+pub struct SimHandle {
+    ledger: Arc<Mutex<Ledger>>,
+    public_key: AgentKey,
+    mes_agent: AgentKey,
+    topics: SimTopics,
+    stop: watch::Sender<bool>,
+    changes: watch::Receiver<u64>,
+    task: JoinHandle<()>,
+}
+
+impl Simulator {
+    /// Creates the simulator's topics, assigns every partition of its input topics to
+    /// its consumer and returns: a request sent right after `start` returns is answered
+    /// (each partition is read from its committed offset, or from the beginning when
+    /// the group has none).
+    pub async fn start(config: SimConfig) -> Result<SimHandle> {
+        let key = config.key.clone().unwrap_or_else(SigningKey::generate);
+        let mes_agent = config
+            .mes_agent
+            .clone()
+            .unwrap_or_else(|| derived_mes_agent(&key));
+        let mut ledger = Ledger::new(key.clone(), mes_agent.clone(), config.tokens.clone());
+        demo::seed(&mut ledger, config.demo, chrono::Utc::now().timestamp());
+        let ledger = Arc::new(Mutex::new(ledger));
+
+        let topics = config.topics.clone();
+        ensure_topics(
+            &config.kafka,
+            &topics.all(),
+            config.partitions,
+            1,
+            config.start_timeout,
+        )
+        .await?;
+
+        let producer: FutureProducer = config
+            .kafka
+            .client_config(&[("linger.ms", "0"), ("message.timeout.ms", "30000")])
+            .create()
+            .map_err(|e| Error::Config(format!("reply producer: {e}")))?;
+        let consumer: StreamConsumer = config
+            .kafka
+            .client_config(&[
+                ("group.id", config.group_id.as_str()),
+                ("auto.offset.reset", "earliest"),
+                ("fetch.wait.max.ms", "5"),
+                ("enable.auto.commit", "true"),
+                ("auto.commit.interval.ms", "1000"),
+            ])
+            .create()
+            .map_err(|e| Error::Config(format!("request consumer: {e}")))?;
+        let consumer = Arc::new(consumer);
+        // Every partition, assigned by hand: one ledger must see every request, and a
+        // simulator restarted after a crash must not wait for its dead predecessor to
+        // leave a consumer group (tansu 0.6 kept such a group stuck for more than 30 s).
+        // The group id still keeps the committed offsets, so a restart resumes.
+        let assigned = Arc::clone(&consumer);
+        let inputs: Vec<String> = topics.inputs().iter().map(|t| (*t).to_owned()).collect();
+        let timeout = config.start_timeout;
+        tokio::task::spawn_blocking(move || assign_all(&assigned, &inputs, timeout))
+            .await
+            .map_err(|e| Error::BrokerUnavailable(format!("assigning partitions: {e}")))??;
+
+        let (stop, stopped) = watch::channel(false);
+        let (changed, changes) = watch::channel(0u64);
+        let worker = Worker {
+            consumer: Arc::clone(&consumer),
+            producer,
+            gateway: Gateway::new(Arc::clone(&ledger), key.clone(), config.gateway.clone()),
+            topics: topics.clone(),
+            delay: config.delay,
+            changed,
+        };
+        let task = tokio::spawn(worker.run(stopped));
+        let handle = SimHandle {
+            ledger,
+            public_key: key.agent_key(),
+            mes_agent,
+            topics,
+            stop,
+            changes,
+            task,
+        };
+        tracing::info!(
+            public_key = %handle.public_key,
+            mes_agent = %handle.mes_agent,
+            "chain simulator ready"
+        );
+        Ok(handle)
+    }
+}
+
+impl SimHandle {
+    /// The simulator's public key: transaction ids and signed replies verify with it.
+    pub fn public_key(&self) -> &AgentKey {
+        &self.public_key
+    }
+
+    /// The MES's agent key, the `receiving_agent` of every partner request and order.
+    pub fn mes_agent(&self) -> &AgentKey {
+        &self.mes_agent
+    }
+
+    /// The topic names in use.
+    pub fn topics(&self) -> &SimTopics {
+        &self.topics
+    }
+
+    /// A copy of the ledger's state.
+    pub fn ledger_snapshot(&self) -> LedgerState {
+        lock(&self.ledger).snapshot()
+    }
+
+    /// Reads (or, for tests and demos, changes) the ledger under its lock. Keep `f`
+    /// short: requests wait while it runs.
+    pub fn with_ledger<R>(&self, f: impl FnOnce(&mut Ledger) -> R) -> R {
+        f(&mut lock(&self.ledger))
+    }
+
+    /// The request counters.
+    pub fn counters(&self) -> Counters {
+        lock(&self.ledger).counters().clone()
+    }
+
+    /// A receiver whose value grows after every handled message, to act on changes
+    /// (e.g. dump the ledger) without polling.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.clone()
+    }
+
+    /// Stops consuming, publishes the replies still waiting for their delay, flushes
+    /// the producer and leaves the consumer group.
+    pub async fn shutdown(self) -> Result<()> {
+        let _ = self.stop.send(true);
+        self.task
+            .await
+            .map_err(|e| Error::BrokerUnavailable(format!("simulator task: {e}")))
+    }
+}
+
+/// Assigns every partition of `topics`, each at its committed offset (or the earliest
+/// one, for a new group). Records produced after this returns are read: the start
+/// offset, whenever librdkafka resolves it, is never past them.
+fn assign_all(consumer: &StreamConsumer, topics: &[String], timeout: Duration) -> Result<()> {
+    let mut list = TopicPartitionList::new();
+    for topic in topics {
+        let metadata = consumer
+            .fetch_metadata(Some(topic), timeout)
+            .map_err(|e| Error::BrokerUnavailable(format!("metadata of {topic}: {e}")))?;
+        let partitions: Vec<i32> = metadata
+            .topics()
+            .iter()
+            .filter(|t| t.name() == topic && t.error().is_none())
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .collect();
+        if partitions.is_empty() {
+            return Err(Error::BrokerUnavailable(format!(
+                "topic {topic} has no partitions"
+            )));
+        }
+        for partition in partitions {
+            list.add_partition_offset(topic, partition, Offset::Stored)
+                .map_err(|e| Error::Config(e.to_string()))?;
+        }
+    }
+    consumer
+        .assign(&list)
+        .map_err(|e| Error::BrokerUnavailable(format!("assigning partitions: {e}")))
+}
+
+struct Worker {
+    consumer: Arc<StreamConsumer>,
+    producer: FutureProducer,
+    gateway: Gateway,
+    topics: SimTopics,
+    delay: Duration,
+    changed: watch::Sender<u64>,
+}
+
+impl Worker {
+    async fn run(self, mut stopped: watch::Receiver<bool>) {
+        let mut pending: JoinSet<()> = JoinSet::new();
+        loop {
+            tokio::select! {
+                biased;
+                _ = stopped.changed() => break,
+                Some(_) = pending.join_next(), if !pending.is_empty() => {}
+                message = self.consumer.recv() => match message {
+                    Ok(message) => {
+                        let header_corr = message.headers().and_then(|headers| {
+                            headers
+                                .iter()
+                                .find(|h| h.key == CORRELATION_HEADER)
+                                .and_then(|h| h.value)
+                                .and_then(|v| std::str::from_utf8(v).ok())
+                                .map(str::to_owned)
+                        });
+                        let Some(route) = self.topics.route(message.topic()) else {
+                            continue;
+                        };
+                        let payload = message.payload().unwrap_or_default();
+                        let outgoing = self.gateway.handle(route, payload, header_corr.as_deref());
+                        self.changed.send_modify(|n| *n += 1);
+                        if let Some(outgoing) = outgoing {
+                            self.publish(outgoing, &mut pending);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!("reading requests: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+            }
+        }
+        let grace = self.delay + Duration::from_secs(10);
+        if tokio::time::timeout(grace, async {
+            while pending.join_next().await.is_some() {}
+        })
+        .await
+        .is_err()
+        {
+            tracing::warn!("replies still unpublished after {grace:?}; dropping them");
+        }
+        let Worker {
+            consumer, producer, ..
+        } = self;
+        // Flushing and leaving the group block; keep them off the runtime's threads.
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Err(e) = producer.flush(Duration::from_secs(10)) {
+                tracing::warn!("flushing replies: {e}");
+            }
+            drop(consumer);
+        })
+        .await;
+    }
+
+    /// Enqueues a reply now (keeping arrival order) or after the delay, on its own task.
+    fn publish(&self, outgoing: Outgoing, pending: &mut JoinSet<()>) {
+        let producer = self.producer.clone();
+        let topic = self.topics.reply.clone();
+        if self.delay.is_zero() {
+            let record = reply_record(&topic, &outgoing);
+            match producer.send_result(record) {
+                Ok(delivery) => {
+                    pending.spawn(async move {
+                        match delivery.await {
+                            Ok(Ok(_)) => {}
+                            Ok(Err((e, _))) => tracing::warn!("publishing a reply: {e}"),
+                            Err(_) => tracing::warn!("publishing a reply: producer gone"),
+                        }
+                    });
+                    return;
+                }
+                Err((e, _)) => tracing::debug!("reply queue full ({e}); retrying on a task"),
+            }
+        }
+        let delay = self.delay;
+        pending.spawn(async move {
+            tokio::time::sleep(delay).await;
+            let record = reply_record(&topic, &outgoing);
+            if let Err((e, _)) = producer.send(record, Duration::from_secs(10)).await {
+                tracing::warn!("publishing a reply: {e}");
+            }
+        });
+    }
+}
+
+fn reply_record<'a>(topic: &'a str, outgoing: &'a Outgoing) -> FutureRecord<'a, (), Vec<u8>> {
+    let record = FutureRecord::to(topic).payload(&outgoing.payload);
+    match &outgoing.corr {
+        Some(corr) => record.headers(OwnedHeaders::new().insert(Header {
+            key: CORRELATION_HEADER,
+            value: Some(corr.as_bytes()),
+        })),
+        None => record,
+    }
+}

@@ -1,0 +1,492 @@
+//! The simulator against the real test broker (tansu via `./scripts/test`): requests
+//! built with the codec, published with a raw producer, replies read from the reply
+//! topic with a raw consumer.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::BufRead as _;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Client, TOKEN, code, start};
+use kafka_bridge::sim::{ErpOrder, ErpPartner, ErpRequest, LedgerState, send_erp};
+use mes_core::codec::{AnswerBody, Page, RecordAction, ReplyBody, Request, Topic, record_types};
+use mes_core::domain::{Answer, RequestId, Status};
+use mes_core::signing::{SigningKey, verify_envelope};
+use serde_json::json;
+
+fn corr() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+fn list_partners() -> Request {
+    Request::ListPartners(Page::default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corr_is_echoed_in_the_head_and_the_header() {
+    let started = Instant::now();
+    let (sim, client) = start(|c| c.demo = 3).await;
+    eprintln!("Simulator::start took {:?}", started.elapsed());
+    let topic = sim.topics().partner_list.clone();
+    // The first request right after start: the simulator must already be listening.
+    let c = corr();
+    client
+        .send(
+            &topic,
+            &list_partners().envelope(TOKEN, Some(&c)).to_bytes(),
+            Some(&c),
+        )
+        .await;
+    let got = client.next().await;
+    assert_eq!(got.reply.head.corr.as_deref(), Some(c.as_str()));
+    assert_eq!(got.header_corr.as_deref(), Some(c.as_str()));
+    let partners = got.reply.partners().unwrap();
+    assert_eq!(partners.len(), 3);
+    assert!(
+        partners
+            .iter()
+            .all(|p| &p.receiving_agent == sim.mes_agent())
+    );
+
+    // Header only: echoed in both places.
+    let c = corr();
+    client
+        .send(
+            &topic,
+            &list_partners().envelope(TOKEN, None).to_bytes(),
+            Some(&c),
+        )
+        .await;
+    let got = client.next().await;
+    assert_eq!(got.reply.head.corr.as_deref(), Some(c.as_str()));
+    assert_eq!(got.header_corr.as_deref(), Some(c.as_str()));
+
+    // Round trips one at a time: the latency an MES sees through this broker.
+    let mut times = Vec::new();
+    for _ in 0..10 {
+        let c = corr();
+        let t0 = Instant::now();
+        client
+            .send(
+                &topic,
+                &list_partners().envelope(TOKEN, Some(&c)).to_bytes(),
+                Some(&c),
+            )
+            .await;
+        let got = client.next().await;
+        times.push(t0.elapsed());
+        assert_eq!(got.reply.head.corr.as_deref(), Some(c.as_str()));
+    }
+    times.sort();
+    eprintln!(
+        "request → reply through the broker: min {:?}, median {:?}, max {:?}",
+        times[0], times[5], times[9]
+    );
+    assert_eq!(sim.counters().by_topic["BLK_Part_Lst"], 12);
+    let stopping = Instant::now();
+    sim.shutdown().await.unwrap();
+    eprintln!("SimHandle::shutdown took {:?}", stopping.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_echo_omits_corr_and_header() {
+    let (sim, client) = start(|c| c.gateway.no_echo = true).await;
+    let c = corr();
+    client
+        .send(
+            &sim.topics().order_list,
+            &Request::ListOrders(Page::default())
+                .envelope(TOKEN, Some(&c))
+                .to_bytes(),
+            Some(&c),
+        )
+        .await;
+    let got = client.next().await;
+    assert_eq!(got.reply.head.corr, None);
+    assert_eq!(got.header_corr, None);
+    assert_eq!(got.reply.head.auth, TOKEN);
+    assert_eq!(
+        String::from_utf8(got.payload).unwrap(),
+        format!(r#"[{{"auth": "{TOKEN}"}}, {{"data": []}}]"#)
+    );
+    sim.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_literal_replies_decode_with_the_codec() {
+    let (sim, client) = start(|c| {
+        c.demo = 6;
+        c.gateway.python_literal = true;
+    })
+    .await;
+    let c = corr();
+    client
+        .send(
+            &sim.topics().order_list,
+            &Request::ListOrders(Page::default())
+                .envelope(TOKEN, Some(&c))
+                .to_bytes(),
+            None,
+        )
+        .await;
+    let got = client.next().await;
+    let text = String::from_utf8(got.payload.clone()).unwrap();
+    assert!(text.starts_with("[{'auth': '4f1c2a9e7b'"), "{text}");
+    assert!(text.contains("True") && text.contains("None"), "{text}");
+    assert!(text.contains(r#""Operator's note""#), "{text}");
+    assert!(serde_json::from_str::<serde_json::Value>(&text).is_err());
+    let orders = got.reply.orders().unwrap();
+    assert_eq!(orders.len(), 6);
+    assert_eq!(got.reply.head.corr.as_deref(), Some(c.as_str()));
+    let notes = orders
+        .iter()
+        .filter(|o| o.metadata["Special_Parameters"] == json!(["Operator's note"]))
+        .count();
+    assert!(notes > 0);
+    sim.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delay_does_not_serialise_requests() {
+    let delay = Duration::from_millis(500);
+    let (sim, client) = start(|c| c.delay = delay).await;
+    let mut sent = BTreeSet::new();
+    let t0 = Instant::now();
+    for start in 0..20 {
+        let c = corr();
+        let request = Request::ListPartners(Page { start, limit: 10 });
+        client
+            .send(
+                &sim.topics().partner_list,
+                &request.envelope(TOKEN, Some(&c)).to_bytes(),
+                None,
+            )
+            .await;
+        sent.insert(c);
+    }
+    let mut answered = BTreeSet::new();
+    let mut first = None;
+    while answered.len() < 20 {
+        let got = client.next().await;
+        first.get_or_insert(t0.elapsed());
+        answered.insert(got.reply.head.corr.unwrap());
+    }
+    let elapsed = t0.elapsed();
+    assert_eq!(answered, sent);
+    assert!(
+        first.unwrap() >= delay,
+        "the first reply came before the delay: {first:?}"
+    );
+    // Serialised, 20 replies would take 10 s.
+    assert!(
+        elapsed < Duration::from_secs(5),
+        "20 replies took {elapsed:?}"
+    );
+    eprintln!("20 requests with a 500 ms delay answered in {elapsed:?}");
+    sim.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_idem_is_applied_once() {
+    let (sim, client) = start(|_| {}).await;
+    let request = Request::RecordType(record_types::production_unit());
+    let mut replies = Vec::new();
+    for _ in 0..2 {
+        let c = corr();
+        let bytes = request
+            .envelope(TOKEN, Some(&c))
+            .with_idem("rty:ProductionUnit")
+            .to_bytes();
+        client.send(&sim.topics().record_type, &bytes, None).await;
+        let got = client.next().await;
+        assert_eq!(got.reply.head.corr.as_deref(), Some(c.as_str()));
+        replies.push(got.reply.body);
+    }
+    assert_eq!(replies[0], replies[1]);
+    assert_eq!(replies[0].text(), "Record type ProductionUnit created");
+    let counters = sim.counters();
+    assert_eq!(counters.by_topic["BLK_Rty"], 2);
+    assert_eq!((counters.applied, counters.replays), (1, 1));
+    assert_eq!(sim.ledger_snapshot().record_types.len(), 1);
+
+    // The record then created through BLK_Rec is owned by the MES.
+    let create = Request::Record(RecordAction::CreateRecord {
+        record_id: "PT10".into(),
+        record_type: "ProductionUnit".into(),
+        properties: vec![
+            mes_core::codec::PropertyValue {
+                name: "name".into(),
+                value: json!("Press 10"),
+            },
+            mes_core::codec::PropertyValue {
+                name: "status".into(),
+                value: json!("RUNNING"),
+            },
+        ],
+    });
+    client
+        .send(
+            &sim.topics().record,
+            &create.envelope(TOKEN, None).to_bytes(),
+            None,
+        )
+        .await;
+    let got = client.next().await;
+    assert_eq!(got.reply.body.text(), "Record PT10 created");
+    let owner = sim.with_ledger(|l| l.record("PT10").map(|r| r.owner.clone()));
+    assert_eq!(owner.as_ref(), Some(sim.mes_agent()));
+    sim.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erp_injects_partner_requests_and_orders() {
+    let (sim, client) = start(|_| {}).await;
+    let kafka = kafka_bridge::kafka::KafkaConfig::new(common::brokers());
+    let erp = SigningKey::generate().agent_key();
+    let order = ErpRequest::Order(ErpOrder {
+        issuing_agent: erp.clone(),
+        order_type: "dummy_action".into(),
+        description: "Operator's order".into(),
+        metadata: json!({"Part": "steering wheel", "Size": 3}),
+        files: vec![],
+    });
+
+    let refused = send_erp(&kafka, sim.topics(), TOKEN, &order, common::WAIT)
+        .await
+        .unwrap();
+    assert_eq!(code(&refused), Some("not_a_partner"));
+
+    let partner = ErpRequest::Partner(ErpPartner {
+        issuing_agent: erp.clone(),
+    });
+    let reply = send_erp(&kafka, sim.topics(), TOKEN, &partner, common::WAIT)
+        .await
+        .unwrap();
+    let id: RequestId = reply
+        .body
+        .text()
+        .split(' ')
+        .nth(2)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let state = sim.ledger_snapshot();
+    assert_eq!(state.partners.len(), 1);
+    assert_eq!(state.partners[0].status, Status::Open);
+    assert_eq!(state.partners[0].issuing_agent, erp);
+
+    // The MES accepts through the chain's topic; the order is then accepted too.
+    let accept = Request::AnswerPartner(AnswerBody {
+        id: id.clone(),
+        response: Answer::Accept,
+    });
+    client
+        .send(
+            &sim.topics().partner_answer,
+            &accept.envelope(TOKEN, None).to_bytes(),
+            None,
+        )
+        .await;
+    // The reader sees every reply, the ERP's included: skip to the MES's.
+    let accepted = loop {
+        let got = client.next().await;
+        if got.reply.head.corr.is_none() {
+            break got;
+        }
+    };
+    assert_eq!(accepted.reply.body.text(), format!("Request {id} accepted"));
+
+    let reply = send_erp(&kafka, sim.topics(), TOKEN, &order, common::WAIT)
+        .await
+        .unwrap();
+    assert_eq!(code(&reply), None, "{:?}", reply.body);
+    let orders = sim.ledger_snapshot().orders;
+    assert_eq!(orders.len(), 1);
+    assert_eq!(orders[0].description, "Operator's order");
+    assert_eq!(orders[0].status, Status::Open);
+    let c = sim.counters();
+    assert_eq!(c.by_topic["SIM_Erp_Act"], 2);
+    assert_eq!(c.by_topic["SIM_Erp_Part"], 1);
+    sim.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_does_not_kill_the_simulator() {
+    let (sim, client) = start(|_| {}).await;
+    let answers = sim.topics().partner_answer.clone();
+    client.send(&answers, b"\xff\xfe not even text", None).await;
+    client.send(&answers, b"", None).await;
+    client
+        .send(
+            &answers,
+            br#"[{"auth": "4f1c2a9e7b", "corr": "c-bad"}, {"id": 5}]"#,
+            None,
+        )
+        .await;
+    let got = client.next().await;
+    assert_eq!(got.reply.head.corr.as_deref(), Some("c-bad"));
+    assert_eq!(code(&got.reply), Some("bad_request"));
+
+    let c = corr();
+    client
+        .send(
+            &sim.topics().partner_list,
+            &list_partners().envelope(TOKEN, Some(&c)).to_bytes(),
+            None,
+        )
+        .await;
+    let got = client.next().await;
+    assert_eq!(got.reply.head.corr.as_deref(), Some(c.as_str()));
+    assert_eq!(got.reply.body, ReplyBody::Data(vec![]));
+    let counters = sim.counters();
+    assert_eq!(counters.undecodable, 3);
+    assert_eq!(counters.by_topic["BLK_Part_Ans"], 3);
+    sim.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signatures_are_required_and_replies_signed() {
+    let (sim, client) = start(|c| {
+        c.gateway.require_signed = true;
+        c.gateway.sign_replies = true;
+    })
+    .await;
+    let topic = sim.topics().partner_list.clone();
+    client
+        .send(
+            &topic,
+            &list_partners().envelope(TOKEN, Some("unsigned")).to_bytes(),
+            None,
+        )
+        .await;
+    let got = client.next().await;
+    assert_eq!(code(&got.reply), Some("unauthorized"));
+
+    let mes = SigningKey::generate();
+    let mut envelope = list_partners().envelope(TOKEN, Some("signed"));
+    mes.sign_envelope(&mut envelope);
+    client.send(&topic, &envelope.to_bytes(), None).await;
+    let got = client.next().await;
+    assert_eq!(got.reply.head.corr.as_deref(), Some("signed"));
+    assert_eq!(got.reply.body, ReplyBody::Data(vec![]));
+    assert_eq!(
+        verify_envelope(got.reply.envelope(), Some(sim.public_key())).unwrap(),
+        *sim.public_key()
+    );
+    sim.shutdown().await.unwrap();
+}
+
+/// Kills the process on drop, so a failing test leaves nothing behind.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_dumps_its_ledger_and_stops_on_sigterm() {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let dir = std::env::temp_dir().join(format!("chain-sim-test-{id}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let dump = dir.join("ledger.json");
+    let suffix = format!("-{id}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_chain-sim"))
+        .args(["--brokers", &common::brokers()])
+        .args(["--token", TOKEN, "--demo", "2"])
+        .args(["--topic-suffix", &suffix])
+        .args(["--group-id", &format!("chain-sim-test-{id}")])
+        .arg("--ledger-dump")
+        .arg(&dump)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut process = Running(child);
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut printed = Vec::new();
+    loop {
+        let line = lines_rx
+            .recv_timeout(common::WAIT)
+            .unwrap_or_else(|_| panic!("chain-sim did not get ready; it printed {printed:?}"));
+        if line == "ready" {
+            break;
+        }
+        printed.push(line);
+    }
+    assert!(
+        printed[0].starts_with("chain-sim public key: 0"),
+        "{printed:?}"
+    );
+    assert!(
+        printed
+            .iter()
+            .any(|l| l == &format!("replies: BLK_Res{suffix}"))
+    );
+
+    let topics = kafka_bridge::sim::SimTopics::with_suffix(&suffix);
+    let client = Client::new(&topics).await;
+    let request = Request::RecordType(record_types::day_report());
+    client
+        .send(
+            &topics.record_type,
+            &request.envelope(TOKEN, Some("bin")).to_bytes(),
+            None,
+        )
+        .await;
+    let got = client.next().await;
+    assert_eq!(got.reply.head.corr.as_deref(), Some("bin"));
+    assert_eq!(got.reply.body.text(), "Record type DayReport created");
+
+    let read =
+        || -> Option<LedgerState> { serde_json::from_slice(&std::fs::read(&dump).ok()?).ok() };
+    let deadline = Instant::now() + common::WAIT;
+    loop {
+        if read().is_some_and(|s| s.record_types.contains_key("DayReport")) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the dump never showed the record type"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let status = Command::new("kill")
+        .args(["-TERM", &process.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + common::WAIT;
+    let exit = loop {
+        if let Some(exit) = process.0.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "chain-sim did not stop on SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(exit.success(), "{exit:?}");
+    let state = read().unwrap();
+    assert_eq!(state.partners.len(), 2);
+    assert_eq!(state.counters.applied, 1);
+    assert_eq!(state.counters.by_topic[Topic::RecordType.name()], 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
