@@ -203,6 +203,52 @@ impl TopicNames {
         }
     }
 
+    /// The default names with `suffix` after each, e.g. `BLK_Rec-<uuid>`.
+    pub fn with_suffix(suffix: &str) -> TopicNames {
+        let mut names = TopicNames::default();
+        for name in names.names_mut() {
+            name.push_str(suffix);
+        }
+        names
+    }
+
+    /// Renames the topic whose default name is `default` (`BLK_Part_Lst` … `BLK_Res`);
+    /// false if no topic has that default name.
+    pub fn set(&mut self, default: &str, name: &str) -> bool {
+        let slot = if default == mes_core::codec::REPLY_TOPIC {
+            &mut self.reply
+        } else {
+            match Topic::from_name(default) {
+                Some(Topic::PartnerList) => &mut self.partner_list,
+                Some(Topic::PartnerAnswer) => &mut self.partner_answer,
+                Some(Topic::OrderList) => &mut self.order_list,
+                Some(Topic::OrderAnswer) => &mut self.order_answer,
+                Some(Topic::RecordType) => &mut self.record_type,
+                Some(Topic::Record) => &mut self.record,
+                None => return false,
+            }
+        };
+        name.clone_into(slot);
+        true
+    }
+
+    fn names_mut(&mut self) -> [&mut String; 7] {
+        [
+            &mut self.partner_list,
+            &mut self.partner_answer,
+            &mut self.order_list,
+            &mut self.order_answer,
+            &mut self.record_type,
+            &mut self.record,
+            &mut self.reply,
+        ]
+    }
+
+    /// The request topic called `name`, if any.
+    pub fn topic_of(&self, name: &str) -> Option<Topic> {
+        Topic::ALL.into_iter().find(|t| self.request(*t) == name)
+    }
+
     /// The name of a request topic.
     pub fn request(&self, topic: Topic) -> &str {
         match topic {

@@ -31,7 +31,7 @@ async fn corr_is_echoed_in_the_head_and_the_header() {
     let started = Instant::now();
     let (sim, client) = start(|c| c.demo = 3).await;
     eprintln!("Simulator::start took {:?}", started.elapsed());
-    let topic = sim.topics().partner_list.clone();
+    let topic = sim.topics().chain.partner_list.clone();
     // The first request right after start: the simulator must already be listening.
     let c = corr();
     client
@@ -98,7 +98,7 @@ async fn no_echo_omits_corr_and_header() {
     let c = corr();
     client
         .send(
-            &sim.topics().order_list,
+            &sim.topics().chain.order_list,
             &Request::ListOrders(Page::default())
                 .envelope(TOKEN, Some(&c))
                 .to_bytes(),
@@ -126,7 +126,7 @@ async fn python_literal_replies_decode_with_the_codec() {
     let c = corr();
     client
         .send(
-            &sim.topics().order_list,
+            &sim.topics().chain.order_list,
             &Request::ListOrders(Page::default())
                 .envelope(TOKEN, Some(&c))
                 .to_bytes(),
@@ -161,7 +161,7 @@ async fn a_delay_does_not_serialise_requests() {
         let request = Request::ListPartners(Page { start, limit: 10 });
         client
             .send(
-                &sim.topics().partner_list,
+                &sim.topics().chain.partner_list,
                 &request.envelope(TOKEN, Some(&c)).to_bytes(),
                 None,
             )
@@ -201,7 +201,9 @@ async fn a_repeated_idem_is_applied_once() {
             .envelope(TOKEN, Some(&c))
             .with_idem("rty:ProductionUnit")
             .to_bytes();
-        client.send(&sim.topics().record_type, &bytes, None).await;
+        client
+            .send(&sim.topics().chain.record_type, &bytes, None)
+            .await;
         let got = client.next().await;
         assert_eq!(got.reply.head.corr.as_deref(), Some(c.as_str()));
         replies.push(got.reply.body);
@@ -230,7 +232,7 @@ async fn a_repeated_idem_is_applied_once() {
     });
     client
         .send(
-            &sim.topics().record,
+            &sim.topics().chain.record,
             &create.envelope(TOKEN, None).to_bytes(),
             None,
         )
@@ -286,7 +288,7 @@ async fn an_erp_injects_partner_requests_and_orders() {
     });
     client
         .send(
-            &sim.topics().partner_answer,
+            &sim.topics().chain.partner_answer,
             &accept.envelope(TOKEN, None).to_bytes(),
             None,
         )
@@ -317,7 +319,7 @@ async fn an_erp_injects_partner_requests_and_orders() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_does_not_kill_the_simulator() {
     let (sim, client) = start(|_| {}).await;
-    let answers = sim.topics().partner_answer.clone();
+    let answers = sim.topics().chain.partner_answer.clone();
     client.send(&answers, b"\xff\xfe not even text", None).await;
     client.send(&answers, b"", None).await;
     client
@@ -334,7 +336,7 @@ async fn garbage_does_not_kill_the_simulator() {
     let c = corr();
     client
         .send(
-            &sim.topics().partner_list,
+            &sim.topics().chain.partner_list,
             &list_partners().envelope(TOKEN, Some(&c)).to_bytes(),
             None,
         )
@@ -355,7 +357,7 @@ async fn signatures_are_required_and_replies_signed() {
         c.gateway.sign_replies = true;
     })
     .await;
-    let topic = sim.topics().partner_list.clone();
+    let topic = sim.topics().chain.partner_list.clone();
     client
         .send(
             &topic,
@@ -444,7 +446,7 @@ async fn the_binary_dumps_its_ledger_and_stops_on_sigterm() {
     let request = Request::RecordType(record_types::day_report());
     client
         .send(
-            &topics.record_type,
+            &topics.chain.record_type,
             &request.envelope(TOKEN, Some("bin")).to_bytes(),
             None,
         )

@@ -239,9 +239,14 @@ async fn run(
     writeln!(
         out,
         "requests: {} {} {} {} {} {}",
-        t.partner_list, t.partner_answer, t.order_list, t.order_answer, t.record_type, t.record
+        t.chain.partner_list,
+        t.chain.partner_answer,
+        t.chain.order_list,
+        t.chain.order_answer,
+        t.chain.record_type,
+        t.chain.record
     )?;
-    writeln!(out, "replies: {}", t.reply)?;
+    writeln!(out, "replies: {}", t.chain.reply)?;
     writeln!(out, "erp: {} {}", t.erp_partner, t.erp_order)?;
     writeln!(out, "ready")?;
     out.flush()?;

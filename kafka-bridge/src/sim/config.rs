@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use mes_core::codec::{REPLY_TOPIC, Topic};
+use mes_core::codec::Topic;
+
+use crate::kafka::TopicNames;
 use mes_core::domain::AgentKey;
 use mes_core::signing::SigningKey;
 
@@ -18,24 +20,13 @@ pub const DEFAULT_TOKEN: &str = "4f1c2a9e7b";
 /// The consumer group of a simulator unless configured otherwise.
 pub const DEFAULT_GROUP: &str = "chain-sim";
 
-/// The topic names a simulator uses; the defaults are the protocol's, and tests give
-/// each simulator its own (e.g. with [`SimTopics::with_suffix`]) to share a broker.
+/// The topic names a simulator uses: the chain's ([`TopicNames`], shared with the
+/// bridge so both sides agree) and the simulator-only ERP topics. Tests give each
+/// simulator its own (e.g. with [`SimTopics::with_suffix`]) to share a broker.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SimTopics {
-    /// `BLK_Part_Lst`.
-    pub partner_list: String,
-    /// `BLK_Part_Ans`.
-    pub partner_answer: String,
-    /// `BLK_Act_Lst`.
-    pub order_list: String,
-    /// `BLK_Act_Ans`.
-    pub order_answer: String,
-    /// `BLK_Rty`.
-    pub record_type: String,
-    /// `BLK_Rec`.
-    pub record: String,
-    /// `BLK_Res`: where every reply goes.
-    pub reply: String,
+    /// The request topics and `BLK_Res`.
+    pub chain: TopicNames,
     /// `SIM_Erp_Part`.
     pub erp_partner: String,
     /// `SIM_Erp_Act`.
@@ -44,17 +35,7 @@ pub struct SimTopics {
 
 impl Default for SimTopics {
     fn default() -> Self {
-        SimTopics {
-            partner_list: Topic::PartnerList.name().to_owned(),
-            partner_answer: Topic::PartnerAnswer.name().to_owned(),
-            order_list: Topic::OrderList.name().to_owned(),
-            order_answer: Topic::OrderAnswer.name().to_owned(),
-            record_type: Topic::RecordType.name().to_owned(),
-            record: Topic::Record.name().to_owned(),
-            reply: REPLY_TOPIC.to_owned(),
-            erp_partner: ERP_PARTNER_TOPIC.to_owned(),
-            erp_order: ERP_ORDER_TOPIC.to_owned(),
-        }
+        SimTopics::with_suffix("")
     }
 }
 
@@ -83,43 +64,26 @@ impl Route {
 impl SimTopics {
     /// The protocol's names with `suffix` appended to each, e.g. `BLK_Rec-<uuid>`.
     pub fn with_suffix(suffix: &str) -> SimTopics {
-        let mut topics = SimTopics::default();
-        for name in topics.names_mut() {
-            name.push_str(suffix);
+        SimTopics {
+            chain: TopicNames::with_suffix(suffix),
+            erp_partner: format!("{ERP_PARTNER_TOPIC}{suffix}"),
+            erp_order: format!("{ERP_ORDER_TOPIC}{suffix}"),
         }
-        topics
     }
 
     /// The name of a request topic.
     pub fn request(&self, topic: Topic) -> &str {
-        match topic {
-            Topic::PartnerList => &self.partner_list,
-            Topic::PartnerAnswer => &self.partner_answer,
-            Topic::OrderList => &self.order_list,
-            Topic::OrderAnswer => &self.order_answer,
-            Topic::RecordType => &self.record_type,
-            Topic::Record => &self.record,
-        }
+        self.chain.request(topic)
     }
 
     /// Sets the name of the topic whose default name is `default` (one of the six
     /// request topics, `BLK_Res`, `SIM_Erp_Part`, `SIM_Erp_Act`); false if there is none.
     pub fn set(&mut self, default: &str, name: &str) -> bool {
-        let slot = match default {
-            REPLY_TOPIC => &mut self.reply,
-            ERP_PARTNER_TOPIC => &mut self.erp_partner,
-            ERP_ORDER_TOPIC => &mut self.erp_order,
-            other => match Topic::from_name(other) {
-                Some(Topic::PartnerList) => &mut self.partner_list,
-                Some(Topic::PartnerAnswer) => &mut self.partner_answer,
-                Some(Topic::OrderList) => &mut self.order_list,
-                Some(Topic::OrderAnswer) => &mut self.order_answer,
-                Some(Topic::RecordType) => &mut self.record_type,
-                Some(Topic::Record) => &mut self.record,
-                None => return false,
-            },
-        };
-        name.clone_into(slot);
+        match default {
+            ERP_PARTNER_TOPIC => name.clone_into(&mut self.erp_partner),
+            ERP_ORDER_TOPIC => name.clone_into(&mut self.erp_order),
+            other => return self.chain.set(other, name),
+        }
         true
     }
 
@@ -134,7 +98,7 @@ impl SimTopics {
     /// Every topic: the inputs and the reply topic.
     pub fn all(&self) -> Vec<&str> {
         let mut names = self.inputs();
-        names.push(&self.reply);
+        names.push(&self.chain.reply);
         names
     }
 
@@ -146,24 +110,7 @@ impl SimTopics {
         if name == self.erp_order {
             return Some(Route::ErpOrder);
         }
-        Topic::ALL
-            .into_iter()
-            .find(|t| self.request(*t) == name)
-            .map(Route::Chain)
-    }
-
-    fn names_mut(&mut self) -> [&mut String; 9] {
-        [
-            &mut self.partner_list,
-            &mut self.partner_answer,
-            &mut self.order_list,
-            &mut self.order_answer,
-            &mut self.record_type,
-            &mut self.record,
-            &mut self.reply,
-            &mut self.erp_partner,
-            &mut self.erp_order,
-        ]
+        self.chain.topic_of(name).map(Route::Chain)
     }
 }
 
@@ -250,15 +197,15 @@ mod tests {
     #[test]
     fn topics_route_and_rename() {
         let mut t = SimTopics::with_suffix("-x");
-        assert_eq!(t.record, "BLK_Rec-x");
-        assert_eq!(t.reply, "BLK_Res-x");
+        assert_eq!(t.chain.record, "BLK_Rec-x");
+        assert_eq!(t.chain.reply, "BLK_Res-x");
         assert_eq!(t.route("BLK_Rec-x"), Some(Route::Chain(Topic::Record)));
         assert_eq!(t.route("SIM_Erp_Act-x"), Some(Route::ErpOrder));
         assert_eq!(t.route("BLK_Res-x"), None);
         assert!(t.set("BLK_Res", "replies"));
         assert!(t.set("SIM_Erp_Part", "erp"));
         assert!(!t.set("nope", "x"));
-        assert_eq!(t.reply, "replies");
+        assert_eq!(t.chain.reply, "replies");
         assert_eq!(t.route("erp"), Some(Route::ErpPartner));
         assert_eq!(t.inputs().len(), 8);
         assert_eq!(t.all().len(), 9);

@@ -134,7 +134,7 @@ pub async fn send_erp(
         .map_err(|e| Error::Config(e.to_string()))?;
     let consumer = Arc::new(consumer);
     // Positioned at the current end before publishing, so the reply cannot be missed.
-    let reply_topic = topics.reply.clone();
+    let reply_topic = topics.chain.reply.clone();
     let positioned = Arc::clone(&consumer);
     tokio::task::spawn_blocking(move || position_at_end(&positioned, &reply_topic, timeout))
         .await

@@ -272,7 +272,7 @@ impl Worker {
     /// Enqueues a reply now (keeping arrival order) or after the delay, on its own task.
     fn publish(&self, outgoing: Outgoing, pending: &mut JoinSet<()>) {
         let producer = self.producer.clone();
-        let topic = self.topics.reply.clone();
+        let topic = self.topics.chain.reply.clone();
         if self.delay.is_zero() {
             let record = reply_record(&topic, &outgoing);
             match producer.send_result(record) {

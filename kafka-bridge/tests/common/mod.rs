@@ -89,7 +89,7 @@ impl Client {
             .create()
             .unwrap();
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(&topics.reply, 0, Offset::Beginning)
+        tpl.add_partition_offset(&topics.chain.reply, 0, Offset::Beginning)
             .unwrap();
         consumer.assign(&tpl).unwrap();
         Client {
