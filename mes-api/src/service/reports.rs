@@ -1,0 +1,514 @@
+//! The daily report: store a unit's day, publish every unit's day once.
+//!
+//! - [`store_day_report`] (`POST /api/DayReport`) validates and stores a unit's day:
+//!   per shift A, B, C and the day, the seven indicators or the inputs they are
+//!   computed from ([`Kpis::compute`], ISO 22400-2).
+//! - [`daily_run`] enqueues the report of every unit for one date in `chain_outbox`
+//!   (`create_day_report`, with the flow id and record ids of docs/protocol.md §7).
+//!   The dedup key `day-report:{unit}:{date}` makes it exactly-once per unit and day,
+//!   however many servers run it and however often.
+//! - [`catch_up`] runs [`daily_run`] for each of the last days, for a server that
+//!   was down when they were due.
+//!
+//! **A unit without a stored report for the date is skipped**: nothing is enqueued
+//! and nothing is marked, so a later run for that date (the start-up catch-up, or an
+//! on-demand run) publishes the report once it has been stored. A report stored or
+//! changed *after* its day was enqueued does not reach the chain: a day report on the
+//! chain is written once (`already_exists`); [`StoredDayReport::enqueued`] says so.
+
+use chrono::{Datelike, Days, NaiveDate, Utc};
+use diesel::Connection;
+use diesel::result::Error as DieselError;
+use mes_core::db::day_reports::{self as repo, DayReport, NewDayReport};
+use mes_core::db::{DbConnection, outbox, units};
+use mes_core::report::{KpiInputs, Kpis, Shift};
+use serde::{Deserialize, Serialize};
+
+use super::chain;
+
+/// Longest catch-up accepted, in days.
+pub const MAX_LOOKBACK_DAYS: u32 = 366;
+
+/// Default catch-up, in days (`MES_REPORT_LOOKBACK_DAYS`).
+pub const DEFAULT_LOOKBACK_DAYS: u32 = 7;
+
+/// Longest time a shift or day can account for, in seconds (a day).
+pub const MAX_SECONDS: f64 = 86_400.0;
+
+/// Why a report operation failed; each variant maps to one HTTP status.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReportError {
+    /// The report names a unit that does not exist.
+    #[error("production unit {0} does not exist")]
+    UnknownUnit(String),
+    /// The date is not `YYYY-MM-DD` or is in the future.
+    #[error("bad date {date:?}: {reason}")]
+    BadDate {
+        /// The date as given.
+        date: String,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// A value is negative, not finite, or beyond what a day can hold.
+    #[error("{field} of shift {} is out of range ({value}): {reason}", shift.label())]
+    OutOfRange {
+        /// The shift it was given for.
+        shift: Shift,
+        /// The field, as the body names it.
+        field: &'static str,
+        /// The value given.
+        value: f64,
+        /// The accepted range.
+        reason: &'static str,
+    },
+    /// The body is well formed JSON but says nothing usable (e.g. no shift).
+    #[error("invalid report: {0}")]
+    Invalid(String),
+    /// A catch-up longer than [`MAX_LOOKBACK_DAYS`].
+    #[error("look-back of {days} days is longer than the maximum of {max}")]
+    LookbackTooLong {
+        /// Days asked for.
+        days: u32,
+        /// [`MAX_LOOKBACK_DAYS`].
+        max: u32,
+    },
+    /// The database failed.
+    #[error("database error: {0}")]
+    Database(#[from] DieselError),
+}
+
+/// One shift's (or the day's) values in a [`DayReportInput`]: the measured inputs,
+/// the indicators, or both. Times in seconds.
+///
+/// An indicator given is stored and published as given; one not given is computed
+/// from the inputs (`null` when they do not suffice).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShiftInput {
+    /// PBT, planned busy time.
+    pub planned_busy_time_s: Option<f64>,
+    /// APT, actual production time (at most PBT).
+    pub actual_production_time_s: Option<f64>,
+    /// PRI, planned run time per item.
+    pub planned_unit_time_s: Option<f64>,
+    /// PQ, produced quantity.
+    pub produced_quantity: Option<f64>,
+    /// GQ, good quantity (at most PQ).
+    pub good_quantity: Option<f64>,
+    /// FE, failure events.
+    pub failure_count: Option<i32>,
+    /// ΣTTR, total time to repair.
+    pub repair_time_s: Option<f64>,
+    /// Indicator 01, 0–1.
+    pub availability: Option<f64>,
+    /// Indicator 02, ≥ 0 (above 1 when faster than planned).
+    pub performance: Option<f64>,
+    /// Indicator 03, 0–1.
+    pub quality: Option<f64>,
+    /// Indicator 04, ≥ 0.
+    pub oee: Option<f64>,
+    /// Indicator 05, seconds.
+    pub mtbf_s: Option<f64>,
+    /// Indicator 06, seconds.
+    pub mttr_s: Option<f64>,
+    /// Indicator 07, seconds.
+    pub production_time_s: Option<f64>,
+}
+
+impl ShiftInput {
+    fn inputs(&self) -> KpiInputs {
+        KpiInputs {
+            planned_busy_time_s: self.planned_busy_time_s,
+            actual_production_time_s: self.actual_production_time_s,
+            planned_unit_time_s: self.planned_unit_time_s,
+            produced_quantity: self.produced_quantity,
+            good_quantity: self.good_quantity,
+            failure_count: self.failure_count,
+            repair_time_s: self.repair_time_s,
+        }
+    }
+
+    fn has_inputs(&self) -> bool {
+        self.inputs() != KpiInputs::default()
+    }
+
+    /// Given indicators win over computed ones.
+    fn kpis(&self) -> Kpis {
+        let computed = Kpis::compute(&self.inputs());
+        Kpis {
+            availability: self.availability.or(computed.availability),
+            performance: self.performance.or(computed.performance),
+            quality: self.quality.or(computed.quality),
+            oee: self.oee.or(computed.oee),
+            mtbf_s: self.mtbf_s.or(computed.mtbf_s),
+            mttr_s: self.mttr_s.or(computed.mttr_s),
+            production_time_s: self.production_time_s.or(computed.production_time_s),
+        }
+    }
+
+    fn check(&self, shift: Shift) -> Result<(), ReportError> {
+        let out = |field, value, reason| ReportError::OutOfRange {
+            shift,
+            field,
+            value,
+            reason,
+        };
+        let seconds: [(&'static str, Option<f64>); 7] = [
+            ("planned_busy_time_s", self.planned_busy_time_s),
+            ("actual_production_time_s", self.actual_production_time_s),
+            ("planned_unit_time_s", self.planned_unit_time_s),
+            ("repair_time_s", self.repair_time_s),
+            ("mtbf_s", self.mtbf_s),
+            ("mttr_s", self.mttr_s),
+            ("production_time_s", self.production_time_s),
+        ];
+        for (field, value) in seconds {
+            if let Some(v) = value
+                && !(v.is_finite() && (0.0..=MAX_SECONDS).contains(&v))
+            {
+                return Err(out(field, v, "seconds from 0 to 86400"));
+            }
+        }
+        let fractions = [
+            ("availability", self.availability),
+            ("quality", self.quality),
+        ];
+        for (field, value) in fractions {
+            if let Some(v) = value
+                && !(v.is_finite() && (0.0..=1.0).contains(&v))
+            {
+                return Err(out(field, v, "a fraction from 0 to 1"));
+            }
+        }
+        let non_negative = [
+            ("performance", self.performance),
+            ("oee", self.oee),
+            ("produced_quantity", self.produced_quantity),
+            ("good_quantity", self.good_quantity),
+        ];
+        for (field, value) in non_negative {
+            if let Some(v) = value
+                && !(v.is_finite() && v >= 0.0)
+            {
+                return Err(out(field, v, "a finite number, 0 or more"));
+            }
+        }
+        if let Some(n) = self.failure_count
+            && n < 0
+        {
+            return Err(out("failure_count", f64::from(n), "0 or more"));
+        }
+        if let (Some(apt), Some(pbt)) = (self.actual_production_time_s, self.planned_busy_time_s)
+            && apt > pbt
+        {
+            return Err(out(
+                "actual_production_time_s",
+                apt,
+                "at most planned_busy_time_s",
+            ));
+        }
+        if let (Some(gq), Some(pq)) = (self.good_quantity, self.produced_quantity)
+            && gq > pq
+        {
+            return Err(out("good_quantity", gq, "at most produced_quantity"));
+        }
+        Ok(())
+    }
+}
+
+/// The shifts of a [`DayReportInput`]; at least one must be given.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShiftsInput {
+    /// Shift A (record-id shift digit 1).
+    #[serde(rename = "A", default, skip_serializing_if = "Option::is_none")]
+    pub a: Option<ShiftInput>,
+    /// Shift B (2).
+    #[serde(rename = "B", default, skip_serializing_if = "Option::is_none")]
+    pub b: Option<ShiftInput>,
+    /// Shift C (3).
+    #[serde(rename = "C", default, skip_serializing_if = "Option::is_none")]
+    pub c: Option<ShiftInput>,
+    /// The whole day (4). When absent it is computed from the shifts' inputs, as
+    /// totals (docs/protocol.md §7); without any inputs the day is left out.
+    #[serde(rename = "DAY", default, skip_serializing_if = "Option::is_none")]
+    pub day: Option<ShiftInput>,
+}
+
+impl ShiftsInput {
+    fn given(&self) -> Vec<(Shift, &ShiftInput)> {
+        [
+            (Shift::A, &self.a),
+            (Shift::B, &self.b),
+            (Shift::C, &self.c),
+            (Shift::Day, &self.day),
+        ]
+        .into_iter()
+        .filter_map(|(shift, input)| input.as_ref().map(|i| (shift, i)))
+        .collect()
+    }
+}
+
+/// Body of `POST /api/DayReport`: one unit's day.
+///
+/// ```json
+/// {"unit": "PT10", "date": "2021-01-11",
+///  "shifts": {"A": {"planned_busy_time_s": 28800, "actual_production_time_s": 25200},
+///             "DAY": {"oee": 0.71}}}
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DayReportInput {
+    /// The production unit's code.
+    pub unit: String,
+    /// The day reported on, `YYYY-MM-DD`; not after tomorrow (UTC), which leaves
+    /// room for every time zone's today.
+    pub date: String,
+    /// Values per shift.
+    pub shifts: ShiftsInput,
+}
+
+/// One stored shift of a [`StoredDayReport`].
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct StoredShift {
+    /// Which shift.
+    pub shift: Shift,
+    /// The measured inputs, as stored.
+    pub inputs: KpiInputs,
+    /// The indicators that will be published.
+    pub kpis: Kpis,
+}
+
+/// A unit's day as stored, returned by [`store_day_report`] and [`get_day_report`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredDayReport {
+    /// The unit's code.
+    pub unit: String,
+    /// The day.
+    pub date: NaiveDate,
+    /// The flow id the report is published under.
+    pub report_id: String,
+    /// Stored shifts, in order A, B, C, DAY.
+    pub shifts: Vec<StoredShift>,
+    /// Whether this day was already enqueued for the chain: if so, changes stored now
+    /// will not be published (a day report is written once on the chain).
+    pub enqueued: bool,
+}
+
+fn stored_shift(row: &DayReport) -> Option<StoredShift> {
+    Some(StoredShift {
+        shift: Shift::from_code(i64::from(row.shift)).ok()?,
+        inputs: KpiInputs {
+            planned_busy_time_s: row.planned_busy_time_s,
+            actual_production_time_s: row.actual_production_time_s,
+            planned_unit_time_s: row.planned_unit_time_s,
+            produced_quantity: row.produced_quantity,
+            good_quantity: row.good_quantity,
+            failure_count: row.failure_count,
+            repair_time_s: row.repair_time_s,
+        },
+        kpis: Kpis {
+            availability: row.availability,
+            performance: row.performance,
+            quality: row.quality,
+            oee: row.oee,
+            mtbf_s: row.mtbf_s,
+            mttr_s: row.mttr_s,
+            production_time_s: row.production_time_s,
+        },
+    })
+}
+
+fn parse_date(date: &str) -> Result<NaiveDate, ReportError> {
+    let bad = |reason: &str| ReportError::BadDate {
+        date: date.chars().take(40).collect(),
+        reason: reason.to_owned(),
+    };
+    let parsed = NaiveDate::parse_from_str(date, "%Y-%m-%d")
+        .map_err(|_| bad("expected a calendar date as YYYY-MM-DD"))?;
+    let tomorrow = Utc::now()
+        .date_naive()
+        .checked_add_days(Days::new(1))
+        .unwrap_or(NaiveDate::MAX);
+    if parsed > tomorrow {
+        return Err(bad("the day has not begun yet"));
+    }
+    // Flow ids carry a two-digit ISO year, unique within a century.
+    if parsed.year() < 2000 {
+        return Err(bad("before 2000"));
+    }
+    Ok(parsed)
+}
+
+/// Validates and stores a unit's day, replacing the shifts it gives (others stay as
+/// stored), in one transaction.
+pub fn store_day_report(
+    conn: &mut DbConnection,
+    input: &DayReportInput,
+) -> Result<StoredDayReport, ReportError> {
+    let date = parse_date(&input.date)?;
+    let given = input.shifts.given();
+    if given.is_empty() {
+        return Err(ReportError::Invalid(
+            "no shift given: expected at least one of A, B, C, DAY".into(),
+        ));
+    }
+    for (shift, values) in &given {
+        values.check(*shift)?;
+    }
+    let mut rows: Vec<(Shift, KpiInputs, Kpis)> = given
+        .iter()
+        .map(|(shift, values)| (*shift, values.inputs(), values.kpis()))
+        .collect();
+    if input.shifts.day.is_none() {
+        let with_inputs: Vec<KpiInputs> = given
+            .iter()
+            .filter(|(_, values)| values.has_inputs())
+            .map(|(_, values)| values.inputs())
+            .collect();
+        if !with_inputs.is_empty() {
+            let day = KpiInputs::sum(&with_inputs);
+            rows.push((Shift::Day, day, Kpis::compute(&day)));
+        }
+    }
+    conn.transaction(|conn| {
+        if units::get_by_code(conn, &input.unit)?.is_none() {
+            return Err(ReportError::UnknownUnit(input.unit.clone()));
+        }
+        for (shift, inputs, kpis) in &rows {
+            repo::upsert(
+                conn,
+                &NewDayReport {
+                    unit_code: &input.unit,
+                    report_date: date,
+                    shift: i32::from(shift.code()),
+                    planned_busy_time_s: inputs.planned_busy_time_s,
+                    actual_production_time_s: inputs.actual_production_time_s,
+                    planned_unit_time_s: inputs.planned_unit_time_s,
+                    produced_quantity: inputs.produced_quantity,
+                    good_quantity: inputs.good_quantity,
+                    failure_count: inputs.failure_count,
+                    repair_time_s: inputs.repair_time_s,
+                    availability: kpis.availability,
+                    performance: kpis.performance,
+                    quality: kpis.quality,
+                    oee: kpis.oee,
+                    mtbf_s: kpis.mtbf_s,
+                    mttr_s: kpis.mttr_s,
+                    production_time_s: kpis.production_time_s,
+                },
+            )?;
+        }
+        get_day_report(conn, &input.unit, date)?
+            .ok_or_else(|| ReportError::UnknownUnit(input.unit.clone()))
+    })
+}
+
+/// A unit's stored day, if any shift of it is stored.
+pub fn get_day_report(
+    conn: &mut DbConnection,
+    unit: &str,
+    date: NaiveDate,
+) -> Result<Option<StoredDayReport>, ReportError> {
+    let rows = repo::for_unit_and_date(conn, unit, date)?;
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let report_id = mes_core::report::FlowId::new(date, unit)
+        .map_err(|e| ReportError::Invalid(e.to_string()))?
+        .to_string();
+    let enqueued =
+        outbox::get_by_dedup_key(conn, &chain::day_report_dedup_key(unit, date))?.is_some();
+    Ok(Some(StoredDayReport {
+        unit: unit.to_owned(),
+        date,
+        report_id,
+        shifts: rows.iter().filter_map(stored_shift).collect(),
+        enqueued,
+    }))
+}
+
+/// What one [`daily_run`] did, unit by unit (codes sorted).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DailyRun {
+    /// The reported day.
+    pub date: NaiveDate,
+    /// Units whose report this run enqueued.
+    pub enqueued: Vec<String>,
+    /// Units whose report for the day was enqueued before (by another server, an
+    /// earlier run, or before a restart): nothing done.
+    pub already_enqueued: Vec<String>,
+    /// Units without a stored report for the day: skipped, to be published by a
+    /// later run once stored.
+    pub no_report: Vec<String>,
+    /// Units whose code cannot form a flow id (created outside this API): skipped.
+    pub invalid_code: Vec<String>,
+}
+
+/// Enqueues every unit's report for `date`: the `DayReport` record type (once per
+/// unit ever) and the `create_day_report` body, in one transaction per unit, under
+/// the dedup key `day-report:{unit}:{date}`. Running it again, on any server, adds
+/// nothing.
+///
+/// The scheduler calls it with yesterday's date in its time zone.
+pub fn daily_run(conn: &mut DbConnection, date: NaiveDate) -> Result<DailyRun, ReportError> {
+    let mut run = DailyRun {
+        date,
+        ..DailyRun::default()
+    };
+    for unit in units::list(conn)? {
+        let code = unit.code;
+        let rows = repo::for_unit_and_date(conn, &code, date)?;
+        let shifts: Vec<(Shift, Kpis)> = rows
+            .iter()
+            .filter_map(stored_shift)
+            .map(|s| (s.shift, s.kpis))
+            .collect();
+        if shifts.is_empty() {
+            run.no_report.push(code);
+            continue;
+        }
+        let Ok(report) = chain::day_report(date, &code, &shifts) else {
+            tracing::warn!(unit = %code, "unit code cannot form a day-report id; report skipped");
+            run.invalid_code.push(code);
+            continue;
+        };
+        let inserted = conn.transaction(|conn| {
+            chain::day_report_record_type(&code).enqueue(conn)?;
+            report.enqueue(conn)
+        })?;
+        if inserted {
+            run.enqueued.push(code);
+        } else {
+            run.already_enqueued.push(code);
+        }
+    }
+    Ok(run)
+}
+
+/// Runs [`daily_run`] for the `lookback_days` days before `today`, oldest first
+/// (`today` itself is not reported: its day is not over). Days already enqueued
+/// cost one lookup per unit.
+///
+/// `today` is the day of the most recent scheduled run that is due, in the
+/// schedule's time zone ([`super::schedule::ReportSchedule::catch_up_today`]).
+pub fn catch_up(
+    conn: &mut DbConnection,
+    today: NaiveDate,
+    lookback_days: u32,
+) -> Result<Vec<DailyRun>, ReportError> {
+    if lookback_days > MAX_LOOKBACK_DAYS {
+        return Err(ReportError::LookbackTooLong {
+            days: lookback_days,
+            max: MAX_LOOKBACK_DAYS,
+        });
+    }
+    let mut runs = Vec::with_capacity(lookback_days as usize);
+    for back in (1..=lookback_days).rev() {
+        if let Some(date) = today.checked_sub_days(Days::new(u64::from(back))) {
+            runs.push(daily_run(conn, date)?);
+        }
+    }
+    Ok(runs)
+}
