@@ -363,14 +363,19 @@ impl Relay {
             let pause = match pass {
                 Ok(batch) => {
                     failures = 0;
-                    if batch.claimed >= usize::try_from(config.batch_size).unwrap_or(usize::MAX) {
-                        continue; // more may be due
+                    let full =
+                        batch.claimed >= usize::try_from(config.batch_size).unwrap_or(usize::MAX);
+                    // More may be due; but a batch that only put rows back (broker down)
+                    // waits, or the relay would spin on rows it cannot deliver.
+                    if full && batch.done + batch.failed > 0 {
+                        continue;
                     }
                     config.poll_interval
                 }
                 Err(e) => {
                     failures = failures.saturating_add(1);
-                    if failures == 1 || failures.is_power_of_two() {
+                    // Logged at the first failure, then less and less often.
+                    if failures.is_power_of_two() {
                         tracing::error!(relay = %config.name, failures, "outbox relay: {e}");
                     }
                     (config.poll_interval * failures).min(config.backoff_max)
@@ -399,7 +404,7 @@ impl Relay {
         let token = match token {
             Ok(token) => token,
             Err(e) => {
-                inner.database_error(&e);
+                inner.count_database_error(&e);
                 return Err(e);
             }
         };
@@ -433,7 +438,7 @@ impl Relay {
         let rows = match rows {
             Ok(rows) => rows,
             Err(e) => {
-                inner.database_error(&e);
+                inner.count_database_error(&e);
                 return Err(e);
             }
         };
@@ -586,7 +591,9 @@ impl Inner {
                 return None;
             }
             Err(e) => {
-                self.database_error(&e);
+                // The row stays in flight and comes back when its lease ends.
+                tracing::warn!(relay = %name, id, "{e}");
+                self.count_database_error(&e);
                 return None;
             }
         }
@@ -617,10 +624,9 @@ impl Inner {
         *lock(&self.stats.last_error) = Some(error.to_owned());
     }
 
-    fn database_error(&self, error: &Error) {
+    fn count_database_error(&self, error: &Error) {
         self.stats.database_errors.fetch_add(1, Ordering::Relaxed);
         self.last_error(&error.to_string());
-        tracing::warn!(relay = %self.config.name, "{error}");
     }
 }
 
