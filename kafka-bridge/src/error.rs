@@ -30,6 +30,9 @@ pub enum Error {
     /// The configuration is invalid (bad librdkafka setting, bad topic name, …).
     #[error("invalid Kafka configuration: {0}")]
     Config(String),
+    /// The database failed (the outbox relay claims and settles rows there).
+    #[error("database error: {0}")]
+    Database(String),
     /// The bridge is shutting down.
     #[error("the bridge is shutting down")]
     Shutdown,

@@ -1,1 +1,852 @@
-//! The outbox relay (being written).
+//! The outbox relay: delivers `chain_outbox` rows to the chain through a [`Bridge`].
+//!
+//! A change and the message announcing it are committed together
+//! ([`mes_core::db::outbox::enqueue`], or [`enqueue`] here, inside the caller's
+//! transaction). The relay claims due rows for a lease, sends each with its dedup key as
+//! the idempotency key (`idem`, docs/protocol.md §2), and settles it by the chain's
+//! answer:
+//!
+//! | answer | row |
+//! |---|---|
+//! | `message`, or an `already_exists` error | done, with the chain's text |
+//! | any other `error` | failed for good, with the chain's text |
+//! | no answer: timeout, broker down, overloaded | pending again after an exponential backoff with jitter |
+//! | not a request (unknown topic, bad payload) | failed, nothing sent |
+//!
+//! Sends are at least once (a relay that dies after sending and before settling leaves
+//! the row in flight; it is claimed again when its lease ends) and the chain applies a
+//! key once, answering a repeat with its first answer: together, each row takes effect
+//! on the chain once. `docs/ARCHITECTURE.md` walks through every crash point.
+//!
+//! Ordering: the store hands out only the oldest unsettled row of each ordering key, so
+//! one batch holds at most one row per key; rows of different keys are sent
+//! concurrently (at most [`RelayConfig::concurrency`], one at a time while the gateway
+//! needs legacy matching, where the bridge serialises requests anyway).
+//!
+//! Database calls are blocking diesel calls and run on tokio's blocking pool.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use diesel::result::Error as DieselError;
+use futures::StreamExt;
+use mes_core::codec::{ReplyBody, Request, Topic};
+use mes_core::db::outbox::{self, NewOutboxRow, OutboxRow};
+use mes_core::db::{DbConnection, Pool, tokens};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::bridge::{Bridge, CallOptions, CorrelationMode, Echo, Exchange};
+use crate::{Error, Result};
+
+/// Longest error text stored in a row or kept in the status: a chain or librdkafka
+/// message is short, but nothing should let one row's error grow without bound.
+const MAX_ERROR_CHARS: usize = 1000;
+
+/// Shown instead of the master token should an error text ever contain it.
+const REDACTED: &str = "<redacted>";
+
+/// How a [`Relay`] works; [`RelayConfig::default`] suits one server on one machine.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// Name in the logs, e.g. to tell two relays of one process apart.
+    pub name: String,
+    /// Most rows claimed at once (default 32).
+    pub batch_size: u32,
+    /// Most rows of one batch sent at the same time (default 8). Rows of one ordering
+    /// key never are: a batch holds at most one of them.
+    pub concurrency: usize,
+    /// How long claimed rows belong to this relay (default 60 s). A row not settled by
+    /// then is claimed again by whichever relay comes first: this is how the rows of a
+    /// crashed relay come back. Must exceed [`RelayConfig::send_timeout`].
+    pub lease: Duration,
+    /// How often the relay looks for due rows when nobody calls [`Relay::notify`]
+    /// (default 1 s).
+    pub poll_interval: Duration,
+    /// Wait before the second attempt of a row the chain did not answer (default 1 s);
+    /// doubled after every further attempt, up to [`RelayConfig::backoff_max`], each
+    /// wait drawn at random from its upper half so that rows failed together do not
+    /// come back together.
+    pub backoff_base: Duration,
+    /// Longest wait between attempts (default 5 min).
+    pub backoff_max: Duration,
+    /// Deadline of one send, from publishing to the chain's answer (default 10 s).
+    pub send_timeout: Duration,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        RelayConfig {
+            name: "outbox-relay".to_owned(),
+            batch_size: 32,
+            concurrency: 8,
+            lease: Duration::from_secs(60),
+            poll_interval: Duration::from_secs(1),
+            backoff_base: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(300),
+            send_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl RelayConfig {
+    fn validate(&self) -> Result<()> {
+        let fail = |why: &str| Err(Error::Config(format!("relay {}: {why}", self.name)));
+        if self.batch_size == 0 || self.concurrency == 0 {
+            return fail("batch_size and concurrency must be at least 1");
+        }
+        if self.lease <= self.send_timeout + LEASE_MARGIN_MIN {
+            return fail("the lease must exceed the send timeout by at least one second");
+        }
+        if self.lease > MAX_LEASE || self.send_timeout.is_zero() {
+            return fail("the lease must be at most a day and the send timeout positive");
+        }
+        if self.poll_interval.is_zero() || self.backoff_base.is_zero() {
+            return fail("poll_interval and backoff_base must be positive");
+        }
+        if self.backoff_max < self.backoff_base {
+            return fail("backoff_max must not be below backoff_base");
+        }
+        Ok(())
+    }
+
+    /// Time kept free at the end of a lease for settling the row.
+    fn lease_margin(&self) -> Duration {
+        (self.lease / 10).max(LEASE_MARGIN_MIN)
+    }
+}
+
+/// The longest lease accepted: a crashed relay's rows would wait that long.
+const MAX_LEASE: Duration = Duration::from_secs(24 * 3600);
+
+/// The least time kept free at the end of a lease to settle a row.
+const LEASE_MARGIN_MIN: Duration = Duration::from_secs(1);
+
+type TokenFn = dyn Fn() -> std::result::Result<Option<String>, String> + Send + Sync;
+
+/// Where the relay gets the master token (docs/protocol.md §2 `auth`), asked before
+/// every batch so that a token set or changed at runtime is used at once.
+///
+/// It is called on the blocking pool, so it may read the database. Its value is never
+/// logged.
+#[derive(Clone)]
+pub struct TokenSource(Arc<TokenFn>);
+
+impl fmt::Debug for TokenSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TokenSource(..)")
+    }
+}
+
+impl TokenSource {
+    /// Always this token.
+    pub fn fixed(token: impl Into<String>) -> TokenSource {
+        let token = token.into();
+        TokenSource(Arc::new(move || Ok(Some(token.clone()))))
+    }
+
+    /// Whatever `token` returns; `None` (or an empty string) means "not configured yet".
+    pub fn from_fn(token: impl Fn() -> Option<String> + Send + Sync + 'static) -> TokenSource {
+        TokenSource(Arc::new(move || Ok(token())))
+    }
+
+    /// The `token` of the master row of `kafka_tokens`, read from `pool` before every
+    /// batch: what the server uses, so that an operator who sets the token starts the
+    /// relay without a restart.
+    pub fn master_token(pool: Pool) -> TokenSource {
+        TokenSource(Arc::new(move || {
+            let mut conn = pool.get().map_err(|e| format!("database pool: {e}"))?;
+            tokens::master(&mut conn)
+                .map(|row| row.map(|row| row.token))
+                .map_err(|e| format!("reading the master token: {e}"))
+        }))
+    }
+
+    fn get(&self) -> std::result::Result<Option<String>, String> {
+        (self.0)().map(|token| token.filter(|t| !t.is_empty()))
+    }
+}
+
+/// Enqueues `request` as an outbox row with the given keys, in the caller's transaction
+/// if there is one; returns false if a row with `dedup_key` exists (nothing changes).
+///
+/// The row holds the request's body ([`Request::body`]) and its topic's default name,
+/// never a token: the relay adds the current token when it sends.
+pub fn enqueue(
+    conn: &mut DbConnection,
+    request: &Request,
+    dedup_key: &str,
+    ordering_key: &str,
+) -> diesel::QueryResult<bool> {
+    let payload = request.body().to_string();
+    outbox::enqueue(
+        conn,
+        &NewOutboxRow {
+            topic: request.topic().name(),
+            dedup_key,
+            ordering_key,
+            payload: &payload,
+        },
+    )
+}
+
+/// Counters and the last error of a relay, for `/metrics` and the console.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RelayStatus {
+    /// Rows handed to the bridge (every attempt counts).
+    pub sent: u64,
+    /// Rows marked done.
+    pub done: u64,
+    /// Rows marked failed (chain error or not a request).
+    pub failed: u64,
+    /// Rows put back for a later attempt (no answer, or the relay stopping).
+    pub retried: u64,
+    /// Database errors (claiming, settling, reading the token).
+    pub database_errors: u64,
+    /// Batches run, empty ones included: a relay whose count stands still is stuck.
+    pub passes: u64,
+    /// The last thing that went wrong: an unanswered send, a chain error, a database
+    /// error. Never contains the token.
+    pub last_error: Option<String>,
+    /// No master token is configured: the relay claims nothing until there is one.
+    pub waiting_for_token: bool,
+}
+
+/// What one [`Relay::run_once`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Batch {
+    /// Rows claimed.
+    pub claimed: usize,
+    /// Rows marked done.
+    pub done: usize,
+    /// Rows marked failed.
+    pub failed: usize,
+    /// Rows put back for a later attempt.
+    pub retried: usize,
+    /// Nothing was claimed because there is no master token.
+    pub waiting_for_token: bool,
+}
+
+#[derive(Default)]
+struct Stats {
+    sent: AtomicU64,
+    done: AtomicU64,
+    failed: AtomicU64,
+    retried: AtomicU64,
+    database_errors: AtomicU64,
+    passes: AtomicU64,
+    last_error: Mutex<Option<String>>,
+    waiting_for_token: AtomicBool,
+}
+
+struct Inner {
+    pool: Pool,
+    bridge: Bridge,
+    token: TokenSource,
+    config: RelayConfig,
+    wake: Notify,
+    stopping: AtomicBool,
+    stats: Stats,
+}
+
+/// Delivers the outbox to the chain; see the module documentation.
+///
+/// Cheap to clone (an `Arc`): keep a clone to call [`Relay::notify`] after enqueuing
+/// and [`Relay::status`] for metrics while another runs [`Relay::run`]. Several relays,
+/// in one process or many, may share a database: a row is claimed by one at a time.
+#[derive(Clone)]
+pub struct Relay {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Relay {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Relay")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How one row ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Verdict {
+    /// Delivered: the chain's message (or its "already exists").
+    Done(String),
+    /// The chain refused it, or it is no request: never retried.
+    Failed(String),
+    /// No answer: try again after a backoff.
+    Retry(String),
+    /// Not sent, through no fault of the row (relay stopping, lease over): due again now.
+    Release(String),
+}
+
+impl Relay {
+    /// A relay delivering the outbox of `pool` through `bridge`, authenticating with
+    /// `token`. Nothing runs until [`Relay::run`] or [`Relay::run_once`].
+    pub fn new(
+        pool: Pool,
+        bridge: Bridge,
+        token: TokenSource,
+        config: RelayConfig,
+    ) -> Result<Relay> {
+        config.validate()?;
+        Ok(Relay {
+            inner: Arc::new(Inner {
+                pool,
+                bridge,
+                token,
+                config,
+                wake: Notify::new(),
+                stopping: AtomicBool::new(false),
+                stats: Stats::default(),
+            }),
+        })
+    }
+
+    /// Wakes the relay now instead of at its next poll, e.g. right after enqueuing. A
+    /// wake-up while a batch is running starts the next batch at once.
+    pub fn notify(&self) {
+        self.inner.wake.notify_one();
+    }
+
+    /// A copy of the counters.
+    pub fn status(&self) -> RelayStatus {
+        let s = &self.inner.stats;
+        RelayStatus {
+            sent: s.sent.load(Ordering::Relaxed),
+            done: s.done.load(Ordering::Relaxed),
+            failed: s.failed.load(Ordering::Relaxed),
+            retried: s.retried.load(Ordering::Relaxed),
+            database_errors: s.database_errors.load(Ordering::Relaxed),
+            passes: s.passes.load(Ordering::Relaxed),
+            last_error: lock(&s.last_error).clone(),
+            waiting_for_token: s.waiting_for_token.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &RelayConfig {
+        &self.inner.config
+    }
+
+    /// Runs until `shutdown` completes: a batch whenever rows may be due (at once after
+    /// a full batch, else at the next poll or [`Relay::notify`]).
+    ///
+    /// On shutdown the batch in progress stops sending; rows it has not sent go back to
+    /// pending at once, rows being sent are settled when their answer comes (within the
+    /// send timeout). Database errors are logged and retried after a growing pause;
+    /// nothing ends the loop but `shutdown`.
+    pub async fn run(&self, shutdown: impl Future<Output = ()>) {
+        let config = &self.inner.config;
+        tracing::info!(relay = %config.name, "outbox relay started");
+        let mut shutdown = std::pin::pin!(shutdown);
+        let mut stopping = false;
+        let mut failures: u32 = 0;
+        while !stopping {
+            let pass = {
+                let mut batch = std::pin::pin!(self.run_once());
+                tokio::select! {
+                    pass = &mut batch => pass,
+                    () = &mut shutdown => {
+                        stopping = true;
+                        self.inner.stopping.store(true, Ordering::Relaxed);
+                        batch.await
+                    }
+                }
+            };
+            if stopping {
+                break;
+            }
+            let pause = match pass {
+                Ok(batch) => {
+                    failures = 0;
+                    let full =
+                        batch.claimed >= usize::try_from(config.batch_size).unwrap_or(usize::MAX);
+                    // More may be due; but a batch that only put rows back (broker down)
+                    // waits, or the relay would spin on rows it cannot deliver.
+                    if full && batch.done + batch.failed > 0 {
+                        continue;
+                    }
+                    config.poll_interval
+                }
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    // Logged at the first failure, then less and less often.
+                    if failures.is_power_of_two() {
+                        tracing::error!(relay = %config.name, failures, "outbox relay: {e}");
+                    }
+                    (config.poll_interval * failures).min(config.backoff_max)
+                }
+            };
+            tokio::select! {
+                () = &mut shutdown => stopping = true,
+                () = self.inner.wake.notified() => {}
+                () = tokio::time::sleep(pause) => {}
+            }
+        }
+        self.inner.stopping.store(false, Ordering::Relaxed);
+        tracing::info!(relay = %config.name, "outbox relay stopped");
+    }
+
+    /// One batch: reads the token, claims due rows, sends them and settles each.
+    ///
+    /// Without a token it claims nothing (and logs that once). An error means the batch
+    /// could not be claimed (database down); errors of single rows are settled on the
+    /// rows and counted in [`Relay::status`].
+    pub async fn run_once(&self) -> Result<Batch> {
+        let inner = &self.inner;
+        inner.stats.passes.fetch_add(1, Ordering::Relaxed);
+        let token_source = inner.token.clone();
+        let token = blocking(move || token_source.get().map_err(Error::Database)).await;
+        let token = match token {
+            Ok(token) => token,
+            Err(e) => {
+                inner.count_database_error(&e);
+                return Err(e);
+            }
+        };
+        let Some(token) = token else {
+            if !inner.stats.waiting_for_token.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    relay = %inner.config.name,
+                    "no master token is configured: the outbox waits until there is one"
+                );
+            }
+            return Ok(Batch {
+                waiting_for_token: true,
+                ..Batch::default()
+            });
+        };
+        if inner.stats.waiting_for_token.swap(false, Ordering::Relaxed) {
+            tracing::info!(relay = %inner.config.name, "master token found: delivering the outbox");
+        }
+
+        let claimed_at = Instant::now();
+        let pool = inner.pool.clone();
+        let limit = i64::from(inner.config.batch_size);
+        let lease = chrono::Duration::from_std(inner.config.lease)
+            .map_err(|e| Error::Config(format!("lease: {e}")))?;
+        let rows = blocking(move || {
+            let mut conn = pool.get().map_err(|e| Error::Database(e.to_string()))?;
+            outbox::claim_due(&mut conn, mes_core::db::now(), limit, lease)
+                .map_err(|e| Error::Database(format!("claiming due rows: {e}")))
+        })
+        .await;
+        let rows = match rows {
+            Ok(rows) => rows,
+            Err(e) => {
+                inner.count_database_error(&e);
+                return Err(e);
+            }
+        };
+        let mut batch = Batch {
+            claimed: rows.len(),
+            ..Batch::default()
+        };
+        if rows.is_empty() {
+            return Ok(batch);
+        }
+        let deadline = claimed_at + inner.config.lease - inner.config.lease_margin();
+        let parallel = inner.parallel_sends();
+        tracing::debug!(relay = %inner.config.name, rows = rows.len(), parallel, "claimed");
+        let token = Arc::new(token);
+        let mut settled = futures::stream::iter(rows)
+            .map(|row| {
+                let token = Arc::clone(&token);
+                async move { inner.deliver(row, &token, deadline).await }
+            })
+            .buffer_unordered(parallel);
+        while let Some(verdict) = settled.next().await {
+            match verdict {
+                Some(Verdict::Done(_)) => batch.done += 1,
+                Some(Verdict::Failed(_)) => batch.failed += 1,
+                Some(Verdict::Retry(_) | Verdict::Release(_)) => batch.retried += 1,
+                None => {}
+            }
+        }
+        Ok(batch)
+    }
+}
+
+impl Inner {
+    /// How many rows of a batch may be sent at once: one while replies are matched by
+    /// token (the bridge sends one request at a time then, and the others would spend
+    /// their deadline waiting for the slot).
+    fn parallel_sends(&self) -> usize {
+        let serial = match self.bridge.config().correlation {
+            CorrelationMode::Legacy => true,
+            CorrelationMode::Id => false,
+            CorrelationMode::Auto => self.bridge.echo() != Echo::Echoes,
+        };
+        if serial { 1 } else { self.config.concurrency }
+    }
+
+    /// Sends one row and settles it; `None` if it could not be settled (the database
+    /// failed: the row comes back when its lease ends).
+    async fn deliver(&self, row: OutboxRow, token: &str, deadline: Instant) -> Option<Verdict> {
+        let verdict = match self.decode(&row) {
+            Err(why) => Verdict::Failed(why),
+            Ok(_) if self.stopping.load(Ordering::Relaxed) => {
+                Verdict::Release("not sent: the relay was stopping".to_owned())
+            }
+            Ok(request) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left < Duration::from_millis(100) {
+                    Verdict::Release("not sent: its lease ran out while it waited".to_owned())
+                } else {
+                    let options = CallOptions {
+                        corr: None,
+                        idem: Some(row.dedup_key.clone()),
+                        timeout: Some(self.config.send_timeout.min(left)),
+                    };
+                    self.stats.sent.fetch_add(1, Ordering::Relaxed);
+                    verdict(self.bridge.request(token, request, options).await)
+                }
+            }
+        };
+        self.settle(&row, verdict, token).await
+    }
+
+    /// The request a row stands for, or why it is none.
+    fn decode(&self, row: &OutboxRow) -> std::result::Result<Request, String> {
+        let topic = Topic::from_name(&row.topic)
+            .or_else(|| self.bridge.config().topics.topic_of(&row.topic))
+            .ok_or_else(|| {
+                format!(
+                    "not a request: {:?} is not a request topic",
+                    truncate(&row.topic, 100)
+                )
+            })?;
+        if matches!(topic, Topic::PartnerList | Topic::OrderList) {
+            return Err(format!(
+                "not a request: {} is a list (a read), which has no place in the outbox",
+                topic.name()
+            ));
+        }
+        let body = serde_json::from_str(&row.payload)
+            .map_err(|e| format!("not a request: the payload is not JSON ({e})"))?;
+        Request::from_body(topic, body).map_err(|e| {
+            format!(
+                "not a request: the payload does not fit {}: {e}",
+                topic.name()
+            )
+        })
+    }
+
+    async fn settle(&self, row: &OutboxRow, verdict: Verdict, token: &str) -> Option<Verdict> {
+        let id = row.id;
+        let verdict = match verdict {
+            Verdict::Done(text) => Verdict::Done(truncate(&redact(&text, token), MAX_ERROR_CHARS)),
+            Verdict::Failed(text) => {
+                Verdict::Failed(truncate(&redact(&text, token), MAX_ERROR_CHARS))
+            }
+            Verdict::Retry(text) => {
+                Verdict::Retry(truncate(&redact(&text, token), MAX_ERROR_CHARS))
+            }
+            Verdict::Release(text) => Verdict::Release(text),
+        };
+        let next_attempt = match &verdict {
+            Verdict::Retry(_) => {
+                let wait = backoff(
+                    row.attempts,
+                    self.config.backoff_base,
+                    self.config.backoff_max,
+                    random_fraction(),
+                );
+                let now = mes_core::db::now();
+                chrono::Duration::from_std(wait)
+                    .ok()
+                    .and_then(|wait| now.checked_add_signed(wait))
+                    .unwrap_or(chrono::NaiveDateTime::MAX)
+            }
+            _ => mes_core::db::now(),
+        };
+        let pool = self.pool.clone();
+        let write = verdict.clone();
+        let written = blocking(move || {
+            let mut conn = pool.get().map_err(|e| Error::Database(e.to_string()))?;
+            let result = match &write {
+                Verdict::Done(message) => outbox::mark_done(&mut conn, id, Some(message)),
+                Verdict::Failed(error) => outbox::mark_failed(&mut conn, id, error),
+                Verdict::Retry(error) | Verdict::Release(error) => {
+                    outbox::retry_later(&mut conn, id, next_attempt, error)
+                }
+            };
+            match result {
+                Ok(_) => Ok(true),
+                // Its lease ran out and another relay settled it meanwhile.
+                Err(DieselError::NotFound) => Ok(false),
+                Err(e) => Err(Error::Database(format!("settling outbox row {id}: {e}"))),
+            }
+        })
+        .await;
+        let name = &self.config.name;
+        match written {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::info!(relay = %name, id, "outbox row was settled by another relay");
+                return None;
+            }
+            Err(e) => {
+                // The row stays in flight and comes back when its lease ends.
+                tracing::warn!(relay = %name, id, "{e}");
+                self.count_database_error(&e);
+                return None;
+            }
+        }
+        let stats = &self.stats;
+        match &verdict {
+            Verdict::Done(_) => {
+                stats.done.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(relay = %name, id, "outbox row delivered");
+            }
+            Verdict::Failed(error) => {
+                stats.failed.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(relay = %name, id, dedup_key = %row.dedup_key, "outbox row failed: {error}");
+                self.last_error(error);
+            }
+            Verdict::Retry(error) => {
+                stats.retried.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(relay = %name, id, attempts = row.attempts, "outbox row retried later: {error}");
+                self.last_error(error);
+            }
+            Verdict::Release(_) => {
+                stats.retried.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Some(verdict)
+    }
+
+    fn last_error(&self, error: &str) {
+        *lock(&self.stats.last_error) = Some(error.to_owned());
+    }
+
+    fn count_database_error(&self, error: &Error) {
+        self.stats.database_errors.fetch_add(1, Ordering::Relaxed);
+        self.last_error(&error.to_string());
+    }
+}
+
+/// The verdict on a row from the bridge's answer.
+fn verdict(result: Result<Exchange>) -> Verdict {
+    match result {
+        Ok(exchange) => {
+            let body = exchange.reply.body;
+            if body.is_already_exists() {
+                return Verdict::Done(body.text());
+            }
+            match body {
+                ReplyBody::Message(_) => Verdict::Done(body.text()),
+                ReplyBody::Error { .. } => Verdict::Failed(body.text()),
+                ReplyBody::Data(_) => Verdict::Failed(format!(
+                    "unexpected answer from the chain: {} instead of a message",
+                    body.text()
+                )),
+            }
+        }
+        Err(Error::Shutdown) => Verdict::Release("not answered: the bridge shut down".to_owned()),
+        // Timeout, BrokerUnavailable, Overloaded, and anything else that is not the
+        // chain's answer: the row may or may not have arrived, so it is sent again (the
+        // idempotency key makes that harmless).
+        Err(e) => Verdict::Retry(e.to_string()),
+    }
+}
+
+/// The wait before the attempt after attempt number `attempts` (1 for the first):
+/// `base · 2^(attempts-1)`, at most `max`, of which the upper half is kept and the
+/// lower half scaled by `fraction` (0..1, random): "equal jitter".
+fn backoff(attempts: i32, base: Duration, max: Duration, fraction: f64) -> Duration {
+    let doublings = u32::try_from(attempts.saturating_sub(1))
+        .unwrap_or(0)
+        .min(31);
+    let full = base.saturating_mul(1u32 << doublings).min(max);
+    let half = full / 2;
+    half + half.mul_f64(fraction.clamp(0.0, 1.0))
+}
+
+/// A random number in `0..1` from the UUID generator's randomness (no extra crate).
+fn random_fraction() -> f64 {
+    let bits = uuid::Uuid::new_v4().as_u128() >> 75; // 53 random bits
+    bits as f64 / (1u64 << 53) as f64
+}
+
+fn redact(text: &str, token: &str) -> String {
+    if token.is_empty() {
+        text.to_owned()
+    } else {
+        text.replace(token, REDACTED)
+    }
+}
+
+fn truncate(text: &str, max_chars: usize) -> String {
+    match text.char_indices().nth(max_chars) {
+        None => text.to_owned(),
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Runs blocking `f` (diesel, r2d2) on the blocking pool.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(Error::Database(format!("database task failed: {e}"))))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use mes_core::codec::{Reply, ReplyBody};
+    use serde_json::json;
+
+    use super::*;
+
+    fn answered(body: ReplyBody) -> Result<Exchange> {
+        Ok(Exchange {
+            corr: "c".into(),
+            reply: Reply::new("T", Some("c"), body),
+        })
+    }
+
+    fn error(text: &str, code: Option<&str>) -> ReplyBody {
+        ReplyBody::Error {
+            error: json!(text),
+            code: code.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn the_chains_answer_decides_the_rows_fate() {
+        assert_eq!(
+            verdict(answered(ReplyBody::Message(json!(
+                "Record PT10 updated: status"
+            )))),
+            Verdict::Done("Record PT10 updated: status".into())
+        );
+        assert_eq!(
+            verdict(answered(error(
+                "Record PT10 already exists",
+                Some("already_exists")
+            ))),
+            Verdict::Done("Record PT10 already exists".into())
+        );
+        // A legacy gateway says it only in words.
+        assert_eq!(
+            verdict(answered(error("Day report X Already Exists", None))),
+            Verdict::Done("Day report X Already Exists".into())
+        );
+        assert_eq!(
+            verdict(answered(error(
+                "record PT10 does not exist",
+                Some("unknown_record")
+            ))),
+            Verdict::Failed("record PT10 does not exist".into())
+        );
+        assert!(matches!(
+            verdict(answered(ReplyBody::Data(vec![json!(1)]))),
+            Verdict::Failed(why) if why.contains("1 items")
+        ));
+    }
+
+    #[test]
+    fn no_answer_means_later_and_shutdown_means_now() {
+        for e in [
+            Error::Timeout(Duration::from_secs(10)),
+            Error::BrokerUnavailable("Local: Message timed out".into()),
+            Error::Overloaded(1024),
+        ] {
+            let text = e.to_string();
+            assert_eq!(verdict(Err(e)), Verdict::Retry(text));
+        }
+        assert!(matches!(verdict(Err(Error::Shutdown)), Verdict::Release(_)));
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_with_jitter_in_the_upper_half() {
+        let base = Duration::from_secs(1);
+        let max = Duration::from_secs(60);
+        let at = |attempts, fraction| backoff(attempts, base, max, fraction);
+        assert_eq!(at(1, 0.0), Duration::from_millis(500));
+        assert_eq!(at(1, 1.0), Duration::from_secs(1));
+        assert_eq!(at(2, 1.0), Duration::from_secs(2));
+        assert_eq!(at(4, 0.5), Duration::from_secs(6));
+        assert_eq!(at(7, 1.0), max);
+        assert_eq!(at(i32::MAX, 1.0), max);
+        assert_eq!(at(0, 1.0), base);
+        assert_eq!(at(-3, 1.0), base);
+        for _ in 0..1000 {
+            let f = random_fraction();
+            assert!((0.0..1.0).contains(&f), "{f}");
+        }
+        // Two draws are (almost surely) different: jitter spreads rows out.
+        let draws: std::collections::BTreeSet<u64> =
+            (0..20).map(|_| random_fraction().to_bits()).collect();
+        assert!(draws.len() > 1);
+    }
+
+    #[test]
+    fn errors_never_carry_the_token_nor_grow_without_bound() {
+        assert_eq!(
+            redact("unknown token s3cr3t", "s3cr3t"),
+            "unknown token <redacted>"
+        );
+        assert_eq!(truncate("ação", 2), "aç…");
+        assert_eq!(truncate("ação", 4), "ação");
+        assert_eq!(
+            truncate(&"x".repeat(5000), MAX_ERROR_CHARS).chars().count(),
+            MAX_ERROR_CHARS + 1
+        );
+    }
+
+    #[test]
+    fn configs_that_cannot_work_are_refused() {
+        assert!(RelayConfig::default().validate().is_ok());
+        let bad = [
+            RelayConfig {
+                batch_size: 0,
+                ..RelayConfig::default()
+            },
+            RelayConfig {
+                concurrency: 0,
+                ..RelayConfig::default()
+            },
+            RelayConfig {
+                lease: Duration::from_secs(10),
+                send_timeout: Duration::from_secs(10),
+                ..RelayConfig::default()
+            },
+            RelayConfig {
+                poll_interval: Duration::ZERO,
+                ..RelayConfig::default()
+            },
+            RelayConfig {
+                backoff_max: Duration::from_millis(10),
+                ..RelayConfig::default()
+            },
+        ];
+        for config in bad {
+            assert!(
+                matches!(config.validate(), Err(Error::Config(_))),
+                "{config:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn token_sources_treat_empty_as_missing() {
+        assert_eq!(TokenSource::fixed("T").get(), Ok(Some("T".into())));
+        assert_eq!(TokenSource::fixed("").get(), Ok(None));
+        assert_eq!(TokenSource::from_fn(|| None).get(), Ok(None));
+        assert_eq!(
+            format!("{:?}", TokenSource::fixed("secret")),
+            "TokenSource(..)"
+        );
+    }
+}

@@ -8,7 +8,7 @@
 //!
 //! Each request carries a correlation id (head field `corr` and header
 //! `correlation_id`). How replies are matched depends on [`CorrelationMode`]; see
-//! `matcher` for the rules, and `docs/ARCHITECTURE.md` for the trade-offs. Every call
+//! `matcher` for the rules, and the crate documentation for the trade-offs. Every call
 //! has a deadline that covers everything, waiting for a slot included; identical list
 //! requests in flight at the same moment share one chain request.
 

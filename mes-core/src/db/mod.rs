@@ -33,6 +33,8 @@ pub mod decisions;
 pub mod orders;
 pub mod outbox;
 pub mod schema;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod tokens;
 pub mod units;
 

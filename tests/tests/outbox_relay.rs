@@ -1,0 +1,863 @@
+//! The outbox relay against `chain-sim` on the real broker and a real database: rows of
+//! many ordering keys delivered in order, chain errors and "already exists", a relay
+//! process killed mid-batch and restarted, two relays on one database, a silent chain, a
+//! broker that goes away, no token, wake-up and shutdown.
+//!
+//! The simulator's ledger is the witness of what reached the chain: a property's history
+//! holds every update the chain applied, in the order applied, and the request counters
+//! say how often each topic was sent to and how many requests were answered from the
+//! idempotency store.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::os::unix::process::ExitStatusExt as _;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kafka_bridge::bridge::{Bridge, BridgeConfig};
+use kafka_bridge::kafka::{KafkaConfig, TopicNames};
+use kafka_bridge::relay::{self, Relay, RelayConfig, TokenSource};
+use kafka_bridge::sim::{DEFAULT_TOKEN, LedgerState, SimConfig, SimHandle, SimTopics, Simulator};
+use mes_core::codec::{Head, PropertyValue, RecordAction, Request, Topic, record_types};
+use mes_core::db::testing::{PgSchema, SqliteFile};
+use mes_core::db::{self, DbConnection, Pool, outbox, tokens};
+use mes_e2e::{PrivateBroker, database_url, kafka_brokers};
+use serde_json::json;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A database of the test's own.
+enum TestDb {
+    Postgres(PgSchema),
+    Sqlite(SqliteFile),
+}
+
+impl TestDb {
+    fn postgres() -> TestDb {
+        TestDb::Postgres(PgSchema::create_in(&database_url()))
+    }
+
+    fn sqlite() -> TestDb {
+        TestDb::Sqlite(SqliteFile::create())
+    }
+
+    fn url(&self) -> String {
+        match self {
+            TestDb::Postgres(schema) => schema.url().to_owned(),
+            TestDb::Sqlite(file) => file.url(),
+        }
+    }
+
+    fn pool(&self) -> Pool {
+        db::pool(&self.url(), 4).unwrap()
+    }
+}
+
+/// Runs a blocking database call off the runtime's threads.
+async fn with_db<T: Send + 'static>(
+    pool: &Pool,
+    f: impl FnOnce(&mut DbConnection) -> T + Send + 'static,
+) -> T {
+    let pool = pool.clone();
+    tokio::task::spawn_blocking(move || f(&mut pool.get().unwrap()))
+        .await
+        .unwrap()
+}
+
+/// A simulated chain with topics of its own (`suffix`), and the `ProductionUnit`
+/// record type already defined.
+async fn chain(delay: Duration) -> (SimHandle, String) {
+    let suffix = format!("-{}", uuid::Uuid::new_v4().simple());
+    let mut config = SimConfig::new(kafka_brokers());
+    config.topics = SimTopics::with_suffix(&suffix);
+    config.group_id = format!("chain-sim{suffix}");
+    config.delay = delay;
+    let sim = Simulator::start(config).await.unwrap();
+    let head = Head {
+        auth: DEFAULT_TOKEN.to_owned(),
+        ..Head::default()
+    };
+    let created = sim.with_ledger(|ledger| {
+        ledger.apply(
+            Topic::RecordType,
+            &head,
+            &Request::RecordType(record_types::production_unit()),
+        )
+    });
+    assert!(matches!(created, mes_core::codec::ReplyBody::Message(_)));
+    (sim, suffix)
+}
+
+async fn bridge(
+    brokers: &str,
+    topics: &TopicNames,
+    configure: impl FnOnce(&mut BridgeConfig),
+) -> Bridge {
+    let mut config = BridgeConfig::new(KafkaConfig::new(brokers));
+    config.topics = topics.clone();
+    configure(&mut config);
+    Bridge::connect(config).await.unwrap()
+}
+
+fn quick(name: &str) -> RelayConfig {
+    RelayConfig {
+        name: name.to_owned(),
+        poll_interval: Duration::from_millis(20),
+        send_timeout: Duration::from_secs(5),
+        lease: Duration::from_secs(30),
+        ..RelayConfig::default()
+    }
+}
+
+/// A relay started with [`Relay::run`] on a task, and the means to stop it.
+struct Running {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+fn start(relay: &Relay) -> Running {
+    let (stop, stopped) = oneshot::channel::<()>();
+    let relay = relay.clone();
+    let task = tokio::spawn(async move {
+        relay
+            .run(async {
+                let _ = stopped.await;
+            })
+            .await;
+    });
+    Running { stop, task }
+}
+
+impl Running {
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        tokio::time::timeout(Duration::from_secs(20), self.task)
+            .await
+            .expect("the relay did not stop within 20 s of its shutdown")
+            .unwrap();
+    }
+}
+
+/// Waits until `done` holds, at most `limit`; fails the test with `what` otherwise.
+async fn eventually(what: &str, limit: Duration, mut done: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done().await {
+        assert!(Instant::now() < deadline, "not within {limit:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Unit `code`: its `create_record`, then `updates` status changes `S1`, `S2`, … as
+/// (request, dedup key); every row of a unit has the ordering key `unit:{code}`.
+fn unit_rows(code: &str, updates: usize) -> Vec<(Request, String)> {
+    let value = |name: &str, value: &str| PropertyValue {
+        name: name.to_owned(),
+        value: json!(value),
+    };
+    let mut rows = vec![(
+        Request::Record(RecordAction::CreateRecord {
+            record_id: code.to_owned(),
+            record_type: record_types::PRODUCTION_UNIT.to_owned(),
+            properties: vec![value("name", code), value("status", "NEW")],
+        }),
+        format!("unit:{code}:create"),
+    )];
+    rows.extend((1..=updates).map(|i| {
+        (
+            Request::Record(RecordAction::UpdateProperties {
+                record_id: code.to_owned(),
+                properties: vec![value("status", &format!("S{i}"))],
+            }),
+            format!("unit:{code}:status:{i}"),
+        )
+    }));
+    rows
+}
+
+/// Enqueues `units` units of `updates` updates each, interleaved across units as a
+/// busy plant would; returns the unit codes.
+async fn enqueue_units(pool: &Pool, units: usize, updates: usize) -> Vec<String> {
+    let codes: Vec<String> = (0..units).map(|i| format!("PT{i}")).collect();
+    let per_unit: Vec<Vec<(Request, String)>> =
+        codes.iter().map(|c| unit_rows(c, updates)).collect();
+    let codes_for_db = codes.clone();
+    with_db(pool, move |conn| {
+        for step in 0..=updates {
+            for (code, rows) in codes_for_db.iter().zip(&per_unit) {
+                let (request, dedup) = &rows[step];
+                assert!(relay::enqueue(conn, request, dedup, &format!("unit:{code}")).unwrap());
+            }
+        }
+    })
+    .await;
+    codes
+}
+
+/// The values of a record's `status` history, oldest first.
+fn status_history(state: &LedgerState, code: &str) -> Vec<String> {
+    let Some(record) = state.records.get(code) else {
+        return Vec::new();
+    };
+    record
+        .properties
+        .get("status")
+        .into_iter()
+        .flatten()
+        .map(|entry| entry.value.as_str().unwrap_or("<not text>").to_owned())
+        .collect()
+}
+
+fn expected_history(updates: usize) -> Vec<String> {
+    std::iter::once("NEW".to_owned())
+        .chain((1..=updates).map(|i| format!("S{i}")))
+        .collect()
+}
+
+/// Every unit's history is its updates, each once, in enqueue order.
+fn assert_each_update_applied_once_in_order(state: &LedgerState, codes: &[String], updates: usize) {
+    let expected = expected_history(updates);
+    for code in codes {
+        let history = status_history(state, code);
+        assert_eq!(history, expected, "status history of {code}");
+    }
+}
+
+async fn depth(pool: &Pool) -> outbox::OutboxDepth {
+    with_db(pool, |conn| outbox::depth(conn).unwrap()).await
+}
+
+async fn row(pool: &Pool, dedup_key: &str) -> outbox::OutboxRow {
+    let key = dedup_key.to_owned();
+    with_db(pool, move |conn| {
+        outbox::get_by_dedup_key(conn, &key).unwrap()
+    })
+    .await
+    .unwrap_or_else(|| panic!("no outbox row {dedup_key}"))
+}
+
+fn sent_to(sim: &SimHandle, topic: Topic) -> u64 {
+    sim.counters()
+        .by_topic
+        .get(topic.name())
+        .copied()
+        .unwrap_or(0)
+}
+
+// ---------------------------------------------------------------------------------
+
+async fn several_ordering_keys_are_all_delivered_in_order(db: TestDb) {
+    const UNITS: usize = 6;
+    const UPDATES: usize = 4;
+    let (sim, _) = chain(Duration::ZERO).await;
+    let pool = db.pool();
+    let codes = enqueue_units(&pool, UNITS, UPDATES).await;
+    let rows = UNITS * (UPDATES + 1);
+    let bridge = bridge(&kafka_brokers(), &sim.topics().chain, |_| {}).await;
+    let relay = Relay::new(
+        pool.clone(),
+        bridge.clone(),
+        TokenSource::fixed(DEFAULT_TOKEN),
+        quick("r"),
+    )
+    .unwrap();
+    let running = start(&relay);
+    eventually("every row is done", Duration::from_secs(60), async || {
+        depth(&pool).await.done == rows as i64
+    })
+    .await;
+    running.stop().await;
+
+    let d = depth(&pool).await;
+    assert_eq!((d.pending, d.in_flight, d.failed), (0, 0, 0));
+    let state = sim.ledger_snapshot();
+    assert_each_update_applied_once_in_order(&state, &codes, UPDATES);
+    assert_eq!(state.counters.replays, 0);
+    assert_eq!(
+        sent_to(&sim, Topic::Record),
+        rows as u64,
+        "each row was sent once"
+    );
+    let done = row(&pool, "unit:PT0:status:2").await;
+    assert_eq!(
+        done.chain_message.as_deref(),
+        Some("Record PT0 updated: status")
+    );
+    assert!(done.delivered_at.is_some());
+    let status = relay.status();
+    assert_eq!(
+        (status.sent, status.done, status.failed, status.retried),
+        (rows as u64, rows as u64, 0, 0)
+    );
+    bridge.shutdown().await;
+    sim.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_rows_of_several_ordering_keys_are_all_delivered_in_order() {
+    several_ordering_keys_are_all_delivered_in_order(TestDb::postgres()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_rows_of_several_ordering_keys_are_all_delivered_in_order() {
+    several_ordering_keys_are_all_delivered_in_order(TestDb::sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chain_errors_fail_the_row_with_the_chains_text_and_already_exists_counts_as_done() {
+    let (sim, _) = chain(Duration::ZERO).await;
+    let db = TestDb::postgres();
+    let pool = db.pool();
+    let ghost = Request::Record(RecordAction::UpdateProperties {
+        record_id: "GHOST".into(),
+        properties: vec![PropertyValue {
+            name: "status".into(),
+            value: json!("RUNNING"),
+        }],
+    });
+    let create = unit_rows("PT1", 0).remove(0).0;
+    with_db(&pool, move |conn| {
+        relay::enqueue(conn, &ghost, "ghost", "unit:GHOST").unwrap();
+        // The type exists already (the simulator defined it).
+        relay::enqueue(
+            conn,
+            &Request::RecordType(record_types::production_unit()),
+            "type",
+            "types",
+        )
+        .unwrap();
+        // The same record twice, e.g. enqueued by two instances under different keys.
+        relay::enqueue(conn, &create, "pt1:a", "unit:PT1").unwrap();
+        relay::enqueue(conn, &create, "pt1:b", "unit:PT1").unwrap();
+        // Rows that are no request: nothing may be sent for them.
+        for (key, topic, payload) in [
+            ("not-json", "BLK_Rec", "{\"action\": "),
+            ("bad-action", "BLK_Rec", r#"{"action": "drop_table"}"#),
+            ("bad-topic", "BLK_Nope", r#"{"action": "create_record"}"#),
+            ("a-list", "BLK_Part_Lst", r#"{"start": 0, "limit": 10}"#),
+        ] {
+            outbox::enqueue(
+                conn,
+                &outbox::NewOutboxRow {
+                    topic,
+                    dedup_key: key,
+                    ordering_key: key,
+                    payload,
+                },
+            )
+            .unwrap();
+        }
+    })
+    .await;
+    let bridge = bridge(&kafka_brokers(), &sim.topics().chain, |_| {}).await;
+    let relay = Relay::new(
+        pool.clone(),
+        bridge.clone(),
+        TokenSource::fixed(DEFAULT_TOKEN),
+        quick("r"),
+    )
+    .unwrap();
+    for _ in 0..10 {
+        if relay.run_once().await.unwrap().claimed == 0 {
+            break;
+        }
+    }
+
+    let ghost = row(&pool, "ghost").await;
+    assert_eq!(ghost.status, outbox::FAILED);
+    assert_eq!(
+        ghost.last_error.as_deref(),
+        Some("record GHOST does not exist")
+    );
+    assert_eq!(ghost.chain_message, None);
+    let existing = row(&pool, "type").await;
+    assert_eq!(existing.status, outbox::DONE);
+    assert_eq!(
+        existing.chain_message.as_deref(),
+        Some("Record type ProductionUnit already exists")
+    );
+    assert_eq!(
+        row(&pool, "pt1:a").await.chain_message.as_deref(),
+        Some("Record PT1 created")
+    );
+    let again = row(&pool, "pt1:b").await;
+    assert_eq!(again.status, outbox::DONE);
+    assert_eq!(
+        again.chain_message.as_deref(),
+        Some("Record PT1 already exists")
+    );
+    for key in ["not-json", "bad-action", "bad-topic", "a-list"] {
+        let bad = row(&pool, key).await;
+        assert_eq!(bad.status, outbox::FAILED, "{key}");
+        let error = bad.last_error.unwrap_or_default();
+        assert!(error.starts_with("not a request: "), "{key}: {error}");
+    }
+    assert!(
+        row(&pool, "bad-action")
+            .await
+            .last_error
+            .unwrap()
+            .contains("drop_table")
+    );
+    assert!(
+        row(&pool, "bad-topic")
+            .await
+            .last_error
+            .unwrap()
+            .contains("BLK_Nope")
+    );
+
+    // The chain saw the four requests and nothing of the rows that are none.
+    let counters = sim.counters();
+    assert_eq!(sent_to(&sim, Topic::Record), 3, "{counters:?}");
+    assert_eq!(
+        sent_to(&sim, Topic::RecordType),
+        2,
+        "the simulator's own and the row"
+    );
+    assert_eq!(sent_to(&sim, Topic::PartnerList), 0);
+    assert!(sim.ledger_snapshot().records.contains_key("PT1"));
+    let status = relay.status();
+    assert_eq!(
+        (status.sent, status.done, status.failed, status.retried),
+        (4, 3, 5, 0)
+    );
+    bridge.shutdown().await;
+    sim.shutdown().await.unwrap();
+}
+
+// ---------------------------------------------------------------------------------
+
+/// A `relay-worker` process; killed if the test ends before it is stopped.
+struct Worker(Option<Child>);
+
+impl Worker {
+    fn spawn(db_url: &str, suffix: &str, name: &str) -> Worker {
+        let child = Command::new(env!("CARGO_BIN_EXE_relay-worker"))
+            .args(["--database-url", db_url])
+            .args(["--brokers", &kafka_brokers()])
+            .arg(format!("--topic-suffix={suffix}"))
+            .args(["--token", DEFAULT_TOKEN])
+            .args(["--name", name])
+            .args(["--lease-ms", "4000", "--send-timeout-ms", "1500"])
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting relay-worker");
+        Worker(Some(child))
+    }
+
+    /// Fails the test if the worker has exited (e.g. refused its arguments).
+    fn assert_running(&mut self) {
+        if let Some(child) = self.0.as_mut()
+            && let Some(status) = child.try_wait().unwrap()
+        {
+            panic!("relay-worker exited early: {status}");
+        }
+    }
+
+    /// SIGKILL: no clean-up, like a crash or a power cut.
+    fn kill(&mut self) -> std::process::ExitStatus {
+        let mut child = self.0.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap()
+    }
+
+    /// Closes its standard input (the clean stop) and waits for it to exit.
+    async fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.0.take().unwrap();
+        drop(child.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("relay-worker did not stop within 20 s");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+async fn killed_mid_batch_and_restarted(db: TestDb) {
+    const UNITS: usize = 8;
+    const UPDATES: usize = 6;
+    // Replies come 300 ms after the chain applied a request: a relay killed right after
+    // the chain applied something is sure to die before it could mark that row done.
+    let (sim, suffix) = chain(Duration::from_millis(300)).await;
+    let pool = db.pool();
+    let codes = enqueue_units(&pool, UNITS, UPDATES).await;
+    let rows = (UNITS * (UPDATES + 1)) as i64;
+    let before = sim.counters().changes;
+
+    let mut first = Worker::spawn(&db.url(), &suffix, "first");
+    // Kill it once the chain applied the creates and a round of updates, while more
+    // requests are in flight.
+    let kill_at = before + (UNITS + UNITS) as u64;
+    eventually(
+        "the first relay delivered some rows",
+        Duration::from_secs(60),
+        async || {
+            first.assert_running();
+            sim.counters().changes >= kill_at
+        },
+    )
+    .await;
+    let status = first.kill();
+    assert_eq!(
+        status.signal(),
+        Some(9),
+        "the first relay was killed, not stopped: {status}"
+    );
+    let applied_at_kill = sim.counters().changes - before;
+    let d = depth(&pool).await;
+    assert!(
+        d.done < rows,
+        "the first relay finished before it was killed"
+    );
+    assert!(
+        d.in_flight > 0,
+        "nothing was in flight when the relay was killed: {d:?}"
+    );
+
+    let mut second = Worker::spawn(&db.url(), &suffix, "second");
+    eventually(
+        "the second relay delivered every row",
+        Duration::from_secs(90),
+        async || {
+            second.assert_running();
+            depth(&pool).await.done == rows
+        },
+    )
+    .await;
+    assert!(second.stop().await.success());
+
+    let d = depth(&pool).await;
+    assert_eq!((d.pending, d.in_flight, d.failed), (0, 0, 0));
+    let state = sim.ledger_snapshot();
+    assert_each_update_applied_once_in_order(&state, &codes, UPDATES);
+    assert_eq!(
+        state.counters.changes - before,
+        rows as u64,
+        "every row changed the chain exactly once"
+    );
+    // Rows the chain had applied but the dead relay never marked done were sent again
+    // and answered from the chain's idempotency store: the case this test is about.
+    assert!(
+        state.counters.replays >= 1,
+        "no row was sent twice: the crash did not hit a row in flight \
+         ({applied_at_kill} applied at the kill)"
+    );
+    let resent = with_db(&pool, |conn| {
+        outbox::list(conn, Some(outbox::DONE), 1000, 0)
+            .unwrap()
+            .into_iter()
+            .filter(|row| row.attempts > 1)
+            .count()
+    })
+    .await;
+    assert!(resent >= 1);
+    eprintln!(
+        "{applied_at_kill} rows applied before the kill, {} replays, {resent} rows claimed twice",
+        state.counters.replays
+    );
+    sim.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_relay_killed_mid_batch_and_restarted_delivers_every_row_exactly_once() {
+    killed_mid_batch_and_restarted(TestDb::postgres()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_relay_killed_mid_batch_and_restarted_delivers_every_row_exactly_once() {
+    killed_mid_batch_and_restarted(TestDb::sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_relays_on_one_postgres_database_never_send_the_same_row_twice() {
+    const UNITS: usize = 30;
+    const UPDATES: usize = 2;
+    let (sim, _) = chain(Duration::ZERO).await;
+    let db = TestDb::postgres();
+    let pool = db.pool();
+    let codes = enqueue_units(&pool, UNITS, UPDATES).await;
+    let rows = UNITS * (UPDATES + 1);
+    let mut relays = Vec::new();
+    for name in ["a", "b"] {
+        // Each its own pool and bridge, as two server instances would have.
+        let bridge = bridge(&kafka_brokers(), &sim.topics().chain, |_| {}).await;
+        let config = RelayConfig {
+            batch_size: 4,
+            concurrency: 4,
+            ..quick(name)
+        };
+        let relay = Relay::new(
+            db.pool(),
+            bridge.clone(),
+            TokenSource::fixed(DEFAULT_TOKEN),
+            config,
+        )
+        .unwrap();
+        relays.push((relay, bridge));
+    }
+    let running: Vec<Running> = relays.iter().map(|(relay, _)| start(relay)).collect();
+    eventually("every row is done", Duration::from_secs(60), async || {
+        depth(&pool).await.done == rows as i64
+    })
+    .await;
+    for r in running {
+        r.stop().await;
+    }
+
+    let state = sim.ledger_snapshot();
+    assert_each_update_applied_once_in_order(&state, &codes, UPDATES);
+    assert_eq!(
+        sent_to(&sim, Topic::Record),
+        rows as u64,
+        "a row was sent twice"
+    );
+    assert_eq!(state.counters.replays, 0);
+    let sent: Vec<u64> = relays
+        .iter()
+        .map(|(relay, _)| relay.status().sent)
+        .collect();
+    assert_eq!(sent.iter().sum::<u64>(), rows as u64);
+    assert!(
+        sent.iter().all(|&n| n > 0),
+        "one relay did all the work: {sent:?}"
+    );
+    eprintln!("rows sent by each relay: {sent:?}");
+    for (_, bridge) in relays {
+        bridge.shutdown().await;
+    }
+    sim.shutdown().await.unwrap();
+}
+
+// ---------------------------------------------------------------------------------
+
+/// One `update_properties` row, enqueued.
+async fn one_row(pool: &Pool) -> &'static str {
+    let request = unit_rows("PT9", 1).remove(1).0;
+    with_db(pool, move |conn| {
+        relay::enqueue(conn, &request, "only", "unit:PT9").unwrap()
+    })
+    .await;
+    "only"
+}
+
+fn later_config() -> RelayConfig {
+    RelayConfig {
+        send_timeout: Duration::from_millis(500),
+        lease: Duration::from_secs(5),
+        backoff_base: Duration::from_secs(20),
+        backoff_max: Duration::from_secs(60),
+        ..quick("r")
+    }
+}
+
+/// The row is pending again after one attempt, not before half the backoff base, with
+/// `error` recorded, and a second pass does not touch it.
+async fn assert_retried_later(
+    relay: &Relay,
+    pool: &Pool,
+    key: &str,
+    started: chrono::NaiveDateTime,
+    error: &str,
+) {
+    let again = row(pool, key).await;
+    assert_eq!(again.status, outbox::PENDING);
+    assert_eq!(again.attempts, 1);
+    assert_eq!(again.locked_until, None);
+    let wait = again.next_attempt_at - started;
+    assert!(
+        wait >= chrono::Duration::seconds(10) && wait <= chrono::Duration::seconds(30),
+        "next attempt {wait} after the start, expected 10..=20 s (+ the attempt)"
+    );
+    assert!(
+        again
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.starts_with(error)),
+        "{:?}",
+        again.last_error
+    );
+    let status = relay.status();
+    assert_eq!(
+        (status.sent, status.retried, status.done, status.failed),
+        (1, 1, 0, 0)
+    );
+    assert!(status.last_error.is_some_and(|e| e.starts_with(error)));
+    assert_eq!(
+        relay.run_once().await.unwrap().claimed,
+        0,
+        "claimed before its next attempt"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_chain_puts_the_row_back_for_a_later_attempt() {
+    // Topics exist (the bridge creates them) but no chain reads them.
+    let topics = TopicNames::with_suffix(&format!("-{}", uuid::Uuid::new_v4().simple()));
+    let db = TestDb::postgres();
+    let pool = db.pool();
+    let key = one_row(&pool).await;
+    let bridge = bridge(&kafka_brokers(), &topics, |_| {}).await;
+    let relay = Relay::new(
+        pool.clone(),
+        bridge.clone(),
+        TokenSource::fixed("silent-token"),
+        later_config(),
+    )
+    .unwrap();
+    let started = db::now();
+    let batch = relay.run_once().await.unwrap();
+    assert_eq!((batch.claimed, batch.retried), (1, 1));
+    // (The bridge names its configured request timeout here, not the call's 500 ms.)
+    assert_retried_later(
+        &relay,
+        &pool,
+        key,
+        started,
+        "the chain did not answer within",
+    )
+    .await;
+    bridge.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_that_went_away_puts_the_row_back_for_a_later_attempt() {
+    let mut broker = PrivateBroker::start().unwrap();
+    let topics = TopicNames::with_suffix("-down");
+    let db = TestDb::postgres();
+    let pool = db.pool();
+    let key = one_row(&pool).await;
+    let bridge = bridge(&broker.brokers(), &topics, |config| {
+        config.message_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let config = RelayConfig {
+        send_timeout: Duration::from_secs(3),
+        ..later_config()
+    };
+    let relay = Relay::new(
+        pool.clone(),
+        bridge.clone(),
+        TokenSource::fixed("down-token"),
+        config,
+    )
+    .unwrap();
+    broker.stop();
+    let started = db::now();
+    let batch = relay.run_once().await.unwrap();
+    assert_eq!((batch.claimed, batch.retried), (1, 1));
+    assert_retried_later(&relay, &pool, key, started, "Kafka broker unavailable").await;
+    let error = row(&pool, key).await.last_error.unwrap();
+    assert!(!error.contains("down-token"));
+    bridge.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_master_token_the_relay_waits_and_spends_no_attempt() {
+    let (sim, _) = chain(Duration::ZERO).await;
+    let db = TestDb::postgres();
+    let pool = db.pool();
+    let codes = enqueue_units(&pool, 1, 1).await;
+    let bridge = bridge(&kafka_brokers(), &sim.topics().chain, |_| {}).await;
+    let relay = Relay::new(
+        pool.clone(),
+        bridge.clone(),
+        TokenSource::master_token(pool.clone()),
+        quick("r"),
+    )
+    .unwrap();
+    for _ in 0..3 {
+        let batch = relay.run_once().await.unwrap();
+        assert!(batch.waiting_for_token);
+        assert_eq!(batch.claimed, 0);
+    }
+    assert!(relay.status().waiting_for_token);
+    let waiting = row(&pool, "unit:PT0:create").await;
+    assert_eq!(
+        (waiting.status.as_str(), waiting.attempts),
+        (outbox::PENDING, 0)
+    );
+    assert_eq!(sent_to(&sim, Topic::Record), 0);
+
+    // An operator sets the token: the next batch uses it, no restart needed.
+    with_db(&pool, |conn| {
+        tokens::put(
+            conn,
+            &tokens::NewKafkaToken {
+                instance_type: tokens::MASTER,
+                token: DEFAULT_TOKEN,
+                ..Default::default()
+            },
+        )
+        .unwrap()
+    })
+    .await;
+    let running = start(&relay);
+    eventually("both rows are done", Duration::from_secs(30), async || {
+        depth(&pool).await.done == 2
+    })
+    .await;
+    running.stop().await;
+    assert!(!relay.status().waiting_for_token);
+    assert_each_update_applied_once_in_order(&sim.ledger_snapshot(), &codes, 1);
+    bridge.shutdown().await;
+    sim.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notify_wakes_a_sleeping_relay_and_shutdown_stops_it() {
+    let (sim, _) = chain(Duration::ZERO).await;
+    let db = TestDb::postgres();
+    let pool = db.pool();
+    let bridge = bridge(&kafka_brokers(), &sim.topics().chain, |_| {}).await;
+    let config = RelayConfig {
+        poll_interval: Duration::from_secs(3600),
+        ..quick("sleepy")
+    };
+    let relay = Relay::new(
+        pool.clone(),
+        bridge.clone(),
+        TokenSource::fixed(DEFAULT_TOKEN),
+        config,
+    )
+    .unwrap();
+    let running = start(&relay);
+    // Let it find nothing and go to sleep for an hour.
+    eventually(
+        "the relay looked once",
+        Duration::from_secs(10),
+        async || relay.status().passes == 1,
+    )
+    .await;
+    let codes = enqueue_units(&pool, 1, 0).await;
+    relay.notify();
+    eventually(
+        "the woken relay delivered the row",
+        Duration::from_secs(30),
+        async || depth(&pool).await.done == 1,
+    )
+    .await;
+    assert_eq!(relay.status().passes, 2, "woken once, by the notification");
+    running.stop().await;
+    let state = sim.ledger_snapshot();
+    assert_eq!(status_history(&state, &codes[0]), vec!["NEW".to_owned()]);
+    bridge.shutdown().await;
+    sim.shutdown().await.unwrap();
+}
