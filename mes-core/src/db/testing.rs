@@ -120,3 +120,54 @@ impl Drop for SqliteFile {
         }
     }
 }
+
+/// Runs `test` on a migrated connection to a new PostgreSQL schema; the schema is
+/// dropped afterwards.
+pub fn with_postgres(test: impl FnOnce(&mut super::DbConnection)) {
+    let schema = PgSchema::create();
+    let mut conn = super::connect(schema.url())
+        .unwrap_or_else(|e| panic!("cannot connect to test schema {}: {e}", schema.name()));
+    assert!(matches!(conn, super::DbConnection::Pg(_)));
+    test(&mut conn);
+}
+
+/// Runs `test` on a migrated connection to a new SQLite file; the file is removed
+/// afterwards.
+pub fn with_sqlite(test: impl FnOnce(&mut super::DbConnection)) {
+    let file = SqliteFile::create();
+    let mut conn = super::connect(&file.url())
+        .unwrap_or_else(|e| panic!("cannot open SQLite file {}: {e}", file.url()));
+    assert!(matches!(conn, super::DbConnection::Sqlite(_)));
+    test(&mut conn);
+}
+
+/// Writes each storage test once and runs it on both backends, as `postgres::name`
+/// and `sqlite::name`, so no repository is tested on one backend only.
+#[macro_export]
+macro_rules! backend_tests {
+    ($( $(#[$meta:meta])* fn $name:ident($conn:ident: &mut DbConnection) $body:block )*) => {
+        mod postgres {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                $(#[$meta])*
+                #[test]
+                fn $name() {
+                    $crate::db::testing::with_postgres(|$conn: &mut DbConnection| $body)
+                }
+            )*
+        }
+
+        mod sqlite {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                $(#[$meta])*
+                #[test]
+                fn $name() {
+                    $crate::db::testing::with_sqlite(|$conn: &mut DbConnection| $body)
+                }
+            )*
+        }
+    };
+}
