@@ -116,7 +116,13 @@ pub fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("mes-api: error: {e}");
+            // One line, whatever the error's source wrote (libpq's are multi-line).
+            let line = e
+                .to_string()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ");
+            eprintln!("mes-api: error: {line}");
             ExitCode::from(2)
         }
     }

@@ -70,3 +70,52 @@ pub fn routes() -> Vec<Route> {
         ops::openapi,
     ]
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    /// `/api/partners/<id>/answer?<q..>` → `/api/partners/{id}/answer`.
+    fn openapi_path(route: &Route) -> String {
+        route
+            .uri
+            .path()
+            .split('/')
+            .map(|segment| match segment.strip_prefix('<') {
+                Some(name) => format!("{{{}}}", name.trim_end_matches('>')),
+                None => segment.to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join("/")
+    }
+
+    #[test]
+    fn every_mounted_route_is_in_the_openapi_document_and_nothing_else() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let paths = doc["paths"].as_object().unwrap();
+        let mut documented = 0;
+        for (path, item) in paths {
+            documented += item.as_object().unwrap().len();
+            assert!(path.starts_with('/'), "{path}");
+        }
+        let mounted = routes();
+        for route in &mounted {
+            let path = openapi_path(route);
+            let method = route.method.as_str().to_ascii_lowercase();
+            assert!(
+                paths.get(&path).and_then(|p| p.get(&method)).is_some(),
+                "{} {path} is mounted but not documented",
+                route.method
+            );
+        }
+        assert_eq!(
+            documented,
+            mounted.len(),
+            "documented operations that are not mounted"
+        );
+        assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+        assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+    }
+}
