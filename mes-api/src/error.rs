@@ -3,7 +3,7 @@
 //!
 //! Request guards cannot hand a value to a catcher in Rocket 0.5, so a guard that
 //! fails [`stash`]es its [`ApiError`] in the request's local cache and the catchers
-//! ([`catchers`]) answer with it; Rocket's own failures (no route, unparsable body)
+//! ([`catchers()`]) answer with it; Rocket's own failures (no route, unparsable body)
 //! get a generic error with the same shape.
 
 use std::sync::Mutex;

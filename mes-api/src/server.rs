@@ -1,6 +1,6 @@
 //! Putting the server together: database, (embedded) broker and chain, bridge,
 //! Rocket. [`prepare`] does everything that can fail for a reason the user must fix
-//! and reports it as one [`ConfigError`] naming the setting; [`rocket`] only wires.
+//! and reports it as one [`ConfigError`] naming the setting; [`rocket()`] only wires.
 
 use std::path::Path;
 
@@ -21,7 +21,7 @@ pub const DEMO_OPERATOR: &str = "demo";
 /// A server ready to launch, and what the embedded demo made for the user.
 #[derive(Debug)]
 pub struct Prepared {
-    /// The state to [`rocket`].
+    /// The state to [`rocket()`].
     pub app: App,
     /// The demo operator's key (embedded mode only): shown once, at start-up.
     pub demo_key: Option<String>,

@@ -157,7 +157,7 @@ impl Server {
             .client
             .post(uri.to_owned())
             .header(ContentType::JSON)
-            .body(body.to_owned());
+            .body(body);
         if let Some(key) = key {
             request = request.header(Header::new("Authorization", format!("Bearer {key}")));
         }

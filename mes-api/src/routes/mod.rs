@@ -1,6 +1,6 @@
 //! Every HTTP route, and the OpenAPI document generated from their annotations.
 //!
-//! [`routes`] is what the server mounts and [`ApiDoc`] what `/api/openapi.json`
+//! [`routes()`] is what the server mounts and [`ApiDoc`] what `/api/openapi.json`
 //! serves; a test checks that the two name the same routes.
 
 pub mod admin;
