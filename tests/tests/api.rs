@@ -12,7 +12,7 @@ use mes_api::server;
 use mes_core::db::{self, decisions, operators, tokens};
 use mes_core::domain::Status as ChainStatus;
 use mes_e2e::db::{PgSchema, TempDir};
-use mes_e2e::kafka_brokers;
+use mes_e2e::{PrivateBroker, kafka_brokers};
 use rocket::http::{ContentType, Header, Status};
 use rocket::local::asynchronous::{Client, LocalResponse};
 use serde_json::{Value, json};
@@ -31,6 +31,8 @@ struct Options {
     timeout_ms: u64,
     /// SQLite instead of PostgreSQL.
     sqlite: bool,
+    /// Another broker than the shared test broker.
+    brokers: Option<String>,
 }
 
 impl Default for Options {
@@ -41,6 +43,7 @@ impl Default for Options {
             master: true,
             timeout_ms: 10_000,
             sqlite: false,
+            brokers: None,
         }
     }
 }
@@ -63,15 +66,9 @@ async fn server(options: Options) -> Server {
     let suffix = format!("-{}", uuid::Uuid::new_v4().simple());
     let token = format!("{TOKEN_PREFIX}{suffix}");
     let topics = SimTopics::with_suffix(&suffix);
+    let brokers = options.brokers.clone().unwrap_or_else(kafka_brokers);
     let sim = if options.chain {
-        let mut config = SimConfig::new(kafka_brokers());
-        config.topics = topics.clone();
-        config.group_id = format!("chain-sim{suffix}");
-        config.tokens = vec![token.clone()];
-        config.demo = 12;
-        config.gateway.python_literal = options.legacy_gateway;
-        config.gateway.no_echo = options.legacy_gateway;
-        Some(Simulator::start(config).await.unwrap())
+        Some(start_sim(&brokers, &topics, &token, options.legacy_gateway).await)
     } else {
         None
     };
@@ -85,7 +82,7 @@ async fn server(options: Options) -> Server {
             Database::Pg(schema) => schema.url().to_owned(),
             Database::Sqlite(dir) => dir.path().join("mes.db").display().to_string(),
         }),
-        kafka_brokers: kafka_brokers(),
+        kafka_brokers: brokers,
         request_timeout_ms: options.timeout_ms,
         database_pool_size: 4,
         ..Settings::default()
@@ -141,6 +138,17 @@ async fn server(options: Options) -> Server {
         viewer,
         _db: database,
     }
+}
+
+async fn start_sim(brokers: &str, topics: &SimTopics, token: &str, legacy: bool) -> SimHandle {
+    let mut config = SimConfig::new(brokers);
+    config.topics = topics.clone();
+    config.group_id = format!("chain-sim-{}", uuid::Uuid::new_v4().simple());
+    config.tokens = vec![token.to_owned()];
+    config.demo = 12;
+    config.gateway.python_literal = legacy;
+    config.gateway.no_echo = legacy;
+    Simulator::start(config).await.unwrap()
 }
 
 impl Server {
@@ -625,6 +633,57 @@ async fn a_silent_chain_is_a_504_and_the_decision_says_timeout() {
         metrics.lines().any(|l| l == "mes_chain_timeouts_total 2"),
         "timeouts counted"
     );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_down_is_a_503_and_the_server_recovers_without_a_restart() {
+    let mut broker = PrivateBroker::start().unwrap();
+    let mut s = server(Options {
+        brokers: Some(broker.brokers()),
+        timeout_ms: 8_000,
+        ..Options::default()
+    })
+    .await;
+    let key = Some(s.operator.clone());
+    let key = key.as_deref();
+    let (status, _) = s.get("/api/KafkaPartner/LIST", key).await;
+    assert_eq!(status, Status::Ok);
+    let topics = s.sim().topics().clone();
+
+    broker.stop();
+    let down = s.get("/api/KafkaPartner/LIST?limit=3", key).await;
+    assert_error(&down, Status::ServiceUnavailable, "broker_unavailable");
+
+    // A restarted tansu (memory storage) has forgotten its topics; a real cluster
+    // would have kept them, so the harness makes them again, and a new chain.
+    broker.restart().unwrap();
+    mes_e2e::create_topics(&broker.brokers(), &topics.all(), 1)
+        .await
+        .unwrap();
+    if let Some(old) = s.sim.take() {
+        let _ = tokio::time::timeout(Duration::from_secs(15), old.shutdown()).await;
+    }
+    s.sim = Some(start_sim(&broker.brokers(), &topics, &s.token, false).await);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, body) = s.get("/api/KafkaPartner/LIST?limit=3", key).await;
+        if status == Status::Ok {
+            assert_eq!(body.as_array().unwrap().len(), 3);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no recovery within 60 s: {status} {}",
+            short(&body)
+        );
+        assert!(
+            [Status::ServiceUnavailable, Status::GatewayTimeout].contains(&status),
+            "{status} {}",
+            short(&body)
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     s.stop().await;
 }
 
