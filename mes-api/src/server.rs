@@ -19,12 +19,21 @@ use crate::embedded::Embedded;
 pub const DEMO_OPERATOR: &str = "demo";
 
 /// A server ready to launch, and what the embedded demo made for the user.
-#[derive(Debug)]
 pub struct Prepared {
     /// The state to [`rocket()`].
     pub app: App,
     /// The demo operator's key (embedded mode only): shown once, at start-up.
     pub demo_key: Option<String>,
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The demo key is a secret once printed: never in logs.
+        f.debug_struct("Prepared")
+            .field("app", &self.app)
+            .field("demo_key", &self.demo_key.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 fn database_error(e: impl std::fmt::Display) -> ConfigError {
