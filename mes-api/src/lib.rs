@@ -1,7 +1,13 @@
-//! mes-api: the server side of mes-bridge as a library.
-//!
-//! [`service`] holds what the HTTP routes and jobs call: production units with their
-//! chain hooks, the daily report and its scheduler. It is plain library code over
-//! [`mes_core::db::DbConnection`], so an integrator can embed it without the server.
+#![doc = include_str!("../README.md")]
 
+pub mod app;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod embedded;
+pub mod error;
+pub mod metrics;
+pub mod routes;
+pub mod server;
 pub mod service;

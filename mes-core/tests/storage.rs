@@ -10,7 +10,7 @@ use chrono::{Duration, NaiveDate};
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use mes_core::db::{
-    self, DbConnection, day_reports, decisions, orders, outbox, schema, tokens, units,
+    self, DbConnection, day_reports, decisions, operators, orders, outbox, schema, tokens, units,
 };
 
 use common::backend_tests;
@@ -502,6 +502,55 @@ backend_tests! {
             },
         );
         assert!(is_violation(&dangling, DatabaseErrorKind::ForeignKeyViolation), "{dangling:?}");
+    }
+
+    fn operators_are_found_by_the_hash_of_their_key_only(conn: &mut DbConnection) {
+        let key = operators::new_key();
+        assert!(key.starts_with(operators::KEY_PREFIX));
+        assert_ne!(key, operators::new_key(), "keys are random");
+        let hash = operators::hash_key(&key);
+        assert_eq!(hash.len(), 64);
+        let stored = operators::create(
+            conn,
+            &operators::NewOperator { name: "alice", role: operators::ROLE_OPERATOR, key_hash: &hash },
+        )
+        .unwrap();
+        assert_eq!(stored.name, "alice");
+        assert!(!format!("{stored:?}").contains(&hash), "Debug leaves the hash out");
+        assert_eq!(operators::by_key_hash(conn, &hash).unwrap(), Some(stored.clone()));
+        assert_eq!(operators::by_key_hash(conn, &key).unwrap(), None, "the key itself is not stored");
+        assert_eq!(operators::by_name(conn, "alice").unwrap(), Some(stored.clone()));
+
+        let again = operators::create(
+            conn,
+            &operators::NewOperator { name: "alice", role: operators::ROLE_VIEWER, key_hash: "other" },
+        );
+        assert!(is_violation(&again, DatabaseErrorKind::UniqueViolation), "{again:?}");
+        let bad_role = operators::create(
+            conn,
+            &operators::NewOperator { name: "bob", role: "admin", key_hash: "h2" },
+        );
+        assert!(is_violation(&bad_role, DatabaseErrorKind::CheckViolation), "{bad_role:?}");
+    }
+
+    fn putting_an_operator_again_replaces_its_key_and_role(conn: &mut DbConnection) {
+        let first = operators::put(
+            conn,
+            &operators::NewOperator { name: "demo", role: operators::ROLE_VIEWER, key_hash: "h1" },
+        )
+        .unwrap();
+        let second = operators::put(
+            conn,
+            &operators::NewOperator { name: "demo", role: operators::ROLE_OPERATOR, key_hash: "h2" },
+        )
+        .unwrap();
+        assert_eq!(second.id, first.id);
+        assert_eq!(second.role, operators::ROLE_OPERATOR);
+        assert_eq!(operators::by_key_hash(conn, "h1").unwrap(), None, "the old key stops working");
+        assert_eq!(operators::list(conn).unwrap(), vec![second.clone()]);
+        assert!(operators::delete(conn, second.id).unwrap());
+        assert!(!operators::delete(conn, second.id).unwrap());
+        assert!(operators::list(conn).unwrap().is_empty());
     }
 
     fn migrations_are_idempotent(conn: &mut DbConnection) {

@@ -13,6 +13,7 @@
 //! [`create_topics`], under names from [`unique_topic`] so that tests never share one.
 
 mod broker;
+pub mod db;
 
 use std::time::Duration;
 

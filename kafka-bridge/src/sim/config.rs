@@ -153,6 +153,9 @@ pub struct SimConfig {
     pub demo: usize,
     /// Partitions of the topics the simulator creates.
     pub partitions: i32,
+    /// Create missing topics at start through the admin API. Off where topics are
+    /// made otherwise, e.g. librdkafka's mock cluster (no admin API) in the embedded demo.
+    pub create_topics: bool,
     /// Bound on creating topics and joining the group at start.
     pub start_timeout: Duration,
 }
@@ -172,6 +175,7 @@ impl SimConfig {
             delay: Duration::ZERO,
             demo: 0,
             partitions: 1,
+            create_topics: true,
             start_timeout: Duration::from_secs(30),
         }
     }

@@ -59,14 +59,16 @@ impl Simulator {
         let ledger = Arc::new(Mutex::new(ledger));
 
         let topics = config.topics.clone();
-        ensure_topics(
-            &config.kafka,
-            &topics.all(),
-            config.partitions,
-            1,
-            config.start_timeout,
-        )
-        .await?;
+        if config.create_topics {
+            ensure_topics(
+                &config.kafka,
+                &topics.all(),
+                config.partitions,
+                1,
+                config.start_timeout,
+            )
+            .await?;
+        }
 
         let producer: FutureProducer = config
             .kafka

@@ -30,6 +30,7 @@ macro_rules! per_backend {
 
 pub mod day_reports;
 pub mod decisions;
+pub mod operators;
 pub mod orders;
 pub mod outbox;
 pub mod schema;

@@ -84,6 +84,18 @@ diesel::table! {
 }
 
 diesel::table! {
+    /// People and programs allowed to use the HTTP API, with the hash of their key.
+    operators (id) {
+        id -> BigInt,
+        name -> Text,
+        role -> Text,
+        key_hash -> Text,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
     /// Orders accepted from the chain, to be produced.
     production_orders (id) {
         id -> BigInt,
@@ -120,6 +132,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     day_reports,
     decisions,
     kafka_tokens,
+    operators,
     production_orders,
     production_units,
 );

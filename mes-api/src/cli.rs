@@ -1,0 +1,350 @@
+//! The `mes-api` command line: the server (`serve`, the default) and the
+//! administration commands. Every command reads the same settings as the server and
+//! applies pending migrations first, so `mes-api token put` works on a new database.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use mes_core::db::{operators, tokens};
+use mes_core::signing::SigningKey;
+
+use crate::config::{self, ConfigError, Settings};
+use crate::server;
+
+/// The MES side of mes-bridge: HTTP API, jobs and administration.
+#[derive(Debug, Parser)]
+#[command(name = "mes-api", version, about)]
+pub struct Cli {
+    /// What to do; `serve` when omitted.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Runs the HTTP server (the default). With no configuration: the embedded demo.
+    Serve,
+    /// The MES's identity on the chain (`kafka_tokens`).
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// People and programs allowed to use the API.
+    #[command(subcommand)]
+    Operator(OperatorCommand),
+    /// Writes a new secp256k1 key for signing requests and prints its public key.
+    Keygen {
+        /// Where to write it; default `MES_SIGNING_KEY_FILE`, else `{data dir}/signing.key`.
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+        /// Replace an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// `mes-api token …`.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Stores a token; `--instance-type Master` replaces the master token.
+    Put {
+        /// `Master` for the token every request carries.
+        #[arg(long)]
+        instance_type: String,
+        /// The token.
+        #[arg(long)]
+        token: String,
+        /// The MES's public key on the chain.
+        #[arg(long)]
+        public_key: Option<String>,
+        /// A password that goes with the identity.
+        #[arg(long)]
+        password: Option<String>,
+        /// The chain record that stands for this MES.
+        #[arg(long)]
+        record_id: Option<String>,
+        /// Topic of the identity.
+        #[arg(long)]
+        topic: Option<String>,
+        /// Display name.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Lists the tokens, secrets redacted.
+    List,
+}
+
+/// `mes-api operator …`.
+#[derive(Debug, Subcommand)]
+pub enum OperatorCommand {
+    /// Adds an operator and prints its key, once.
+    Add {
+        /// Unique name, recorded with each decision.
+        name: String,
+        /// What the operator may do.
+        #[arg(long, value_enum, default_value_t = RoleArg::Operator)]
+        role: RoleArg,
+    },
+    /// Lists the operators (never their keys).
+    List,
+}
+
+/// `--role`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum RoleArg {
+    /// Lists, answers and administers.
+    Operator,
+    /// Lists and reads only.
+    Viewer,
+}
+
+impl RoleArg {
+    fn as_str(self) -> &'static str {
+        match self {
+            RoleArg::Operator => operators::ROLE_OPERATOR,
+            RoleArg::Viewer => operators::ROLE_VIEWER,
+        }
+    }
+}
+
+/// Runs the command line; the process's exit code. Errors are one line on stderr.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let result = config::load().and_then(|settings| run(cli, settings));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line, whatever the error's source wrote (libpq's are multi-line).
+            let line = e
+                .to_string()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ");
+            eprintln!("mes-api: error: {line}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn run(cli: Cli, settings: Settings) -> Result<(), ConfigError> {
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(settings),
+        Command::Token(command) => token(command, &settings),
+        Command::Operator(command) => operator(command, &settings),
+        Command::Keygen { out, force } => keygen(&settings, out, force),
+    }
+}
+
+fn io_error(e: std::io::Error) -> ConfigError {
+    ConfigError::new("stdout", e.to_string())
+}
+
+fn db_error(e: diesel::result::Error) -> ConfigError {
+    ConfigError::new("MES_DATABASE_URL", e.to_string())
+}
+
+fn serve(settings: Settings) -> Result<(), ConfigError> {
+    rocket::execute(async move {
+        let figment = config::figment();
+        let embedded = settings.is_embedded();
+        let prepared = server::prepare(settings).await?;
+        let rocket = server::rocket(figment, prepared.app);
+        let rocket = rocket
+            .ignite()
+            .await
+            .map_err(|e| ConfigError::new("ROCKET_ADDRESS/ROCKET_PORT", e.to_string()))?;
+        let config = rocket.config();
+        let url = format!("http://{}:{}", config.address, config.port);
+        banner(&url, embedded, prepared.demo_key.as_deref())?;
+        rocket
+            .launch()
+            .await
+            .map(|_| ())
+            .map_err(|e| ConfigError::new("ROCKET_ADDRESS/ROCKET_PORT", e.to_string()))
+    })
+}
+
+/// What `serve` prints before launching: the URL and, in the demo, the operator key.
+fn banner(url: &str, embedded: bool, demo_key: Option<&str>) -> Result<(), ConfigError> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "mes-api {} on {url}", env!("CARGO_PKG_VERSION")).map_err(io_error)?;
+    if embedded {
+        writeln!(
+            out,
+            "Embedded demo: SQLite, in-process Kafka (mock cluster) and simulated chain with demo partners and orders."
+        )
+        .map_err(io_error)?;
+    }
+    if let Some(key) = demo_key {
+        writeln!(
+            out,
+            "Demo operator key (shown once, valid until the next start):\n  {key}\nTry:\n  curl -H 'Authorization: Bearer {key}' {url}/api/KafkaPartner/LIST\n  curl {url}/api/openapi.json"
+        )
+        .map_err(io_error)?;
+    }
+    out.flush().map_err(io_error)?;
+    Ok(())
+}
+
+fn token(command: TokenCommand, settings: &Settings) -> Result<(), ConfigError> {
+    let mut conn = server::connect_db(settings)?;
+    let mut out = std::io::stdout().lock();
+    match command {
+        TokenCommand::Put {
+            instance_type,
+            token,
+            public_key,
+            password,
+            record_id,
+            topic,
+            name,
+        } => {
+            if instance_type.trim().is_empty() || token.trim().is_empty() {
+                return Err(ConfigError::new(
+                    "--instance-type/--token",
+                    "must not be empty",
+                ));
+            }
+            let stored = tokens::put(
+                &mut conn,
+                &tokens::NewKafkaToken {
+                    instance_type: &instance_type,
+                    token: &token,
+                    public_key: public_key.as_deref(),
+                    password: password.as_deref(),
+                    record_id: record_id.as_deref(),
+                    topic: topic.as_deref(),
+                    name: name.as_deref(),
+                },
+            )
+            .map_err(db_error)?;
+            writeln!(
+                out,
+                "stored {} token (id {})",
+                stored.instance_type, stored.id
+            )
+            .map_err(io_error)?;
+        }
+        TokenCommand::List => {
+            let rows = tokens::list(&mut conn).map_err(db_error)?;
+            if rows.is_empty() {
+                writeln!(
+                    out,
+                    "no tokens (add one: mes-api token put --instance-type Master --token …)"
+                )
+                .map_err(io_error)?;
+            }
+            for t in rows {
+                writeln!(
+                    out,
+                    "{}\t{}\ttoken=<redacted>\tpassword={}\tpublic_key={}\trecord_id={}\ttopic={}\tname={}",
+                    t.id,
+                    t.instance_type,
+                    if t.password.is_some() { "<redacted>" } else { "-" },
+                    t.public_key.as_deref().unwrap_or("-"),
+                    t.record_id.as_deref().unwrap_or("-"),
+                    t.topic.as_deref().unwrap_or("-"),
+                    t.name.as_deref().unwrap_or("-"),
+                )
+                .map_err(io_error)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn operator(command: OperatorCommand, settings: &Settings) -> Result<(), ConfigError> {
+    let mut conn = server::connect_db(settings)?;
+    let mut out = std::io::stdout().lock();
+    match command {
+        OperatorCommand::Add { name, role } => {
+            let name = name.trim();
+            if name.is_empty() {
+                return Err(ConfigError::new("NAME", "must not be empty"));
+            }
+            if operators::by_name(&mut conn, name)
+                .map_err(db_error)?
+                .is_some()
+            {
+                return Err(ConfigError::new(
+                    "NAME",
+                    format!("an operator called {name:?} exists already"),
+                ));
+            }
+            let key = operators::new_key();
+            let stored = operators::create(
+                &mut conn,
+                &operators::NewOperator {
+                    name,
+                    role: role.as_str(),
+                    key_hash: &operators::hash_key(&key),
+                },
+            )
+            .map_err(db_error)?;
+            writeln!(
+                out,
+                "added {} {} (id {}). Its key, shown only now:\n{key}",
+                stored.role, stored.name, stored.id
+            )
+            .map_err(io_error)?;
+        }
+        OperatorCommand::List => {
+            for op in operators::list(&mut conn).map_err(db_error)? {
+                writeln!(out, "{}\t{}\t{}", op.id, op.name, op.role).map_err(io_error)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn keygen(settings: &Settings, out: Option<PathBuf>, force: bool) -> Result<(), ConfigError> {
+    // Like every command: the database is migrated even if this one does not use it.
+    drop(server::connect_db(settings)?);
+    let path = out
+        .or_else(|| settings.signing_key_file.clone())
+        .unwrap_or_else(|| settings.data_dir.join("signing.key"));
+    let key = SigningKey::generate();
+    write_key(&path, &key.to_hex(), force)
+        .map_err(|e| ConfigError::new("--out", format!("{}: {e}", path.display())))?;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(
+        stdout,
+        "wrote a new signing key to {}\npublic key (give it to the chain): {}\nuse it: MES_SIGNING_KEY_FILE={}",
+        path.display(),
+        key.agent_key(),
+        path.display()
+    )
+    .map_err(io_error)
+}
+
+/// Writes `hex` to `path`, readable by the owner only, refusing to overwrite unless
+/// `force`.
+pub fn write_key(path: &Path, hex: &str, force: bool) -> std::io::Result<()> {
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true);
+    if force {
+        options.create(true).truncate(true);
+    } else {
+        options.create_new(true);
+    }
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    writeln!(file, "{hex}")
+}

@@ -1,0 +1,470 @@
+//! Settings: `Rocket.toml` profiles, then `MES_*` environment variables on top.
+//!
+//! Every setting has a default that works on one machine (the embedded demo), so
+//! `cargo run -p mes-api` needs no configuration. `example.env` lists them all.
+//! A problem is reported as one [`ConfigError`] naming the setting, never a panic.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use kafka_bridge::bridge::{BridgeConfig, CorrelationMode};
+use kafka_bridge::kafka::{KafkaConfig, TopicNames};
+use mes_core::domain::AgentKey;
+use mes_core::signing::SigningKey;
+use rocket::figment::Figment;
+use rocket::figment::providers::Serialized;
+use rocket::figment::value::{Dict, Value};
+use serde::{Deserialize, Serialize};
+
+/// `MES_KAFKA_BROKERS` value that starts an in-process broker and chain simulator.
+pub const EMBEDDED: &str = "embedded";
+
+/// Prefix of the environment variables read as settings.
+pub const ENV_PREFIX: &str = "MES_";
+
+/// Prefix of the environment variables passed to librdkafka (`MES_KAFKA_SASL_PASSWORD`
+/// → `sasl.password`); `MES_KAFKA_BROKERS` is the one exception.
+pub const KAFKA_ENV_PREFIX: &str = "MES_KAFKA_";
+
+/// A setting that cannot be used, named as the user wrote it (the environment
+/// variable), so the one line printed at start-up says what to fix.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{setting}: {message}")]
+pub struct ConfigError {
+    /// The environment variable (or `Rocket.toml` key) at fault, e.g. `MES_DATABASE_URL`.
+    pub setting: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl ConfigError {
+    /// An error about `setting`.
+    pub fn new(setting: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            setting: setting.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Every setting of the server and the CLI. Field `x` is read from `MES_X` (or `x` in
+/// the active `Rocket.toml` profile).
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    /// Where local files live (the default SQLite database, the demo's key file).
+    pub data_dir: PathBuf,
+    /// A PostgreSQL URL (`postgres://…`) or a SQLite path; default `{data_dir}/mes.db`.
+    pub database_url: Option<String>,
+    /// Largest number of pooled database connections.
+    pub database_pool_size: u32,
+    /// `bootstrap.servers`, or [`EMBEDDED`] for the in-process broker and chain.
+    pub kafka_brokers: String,
+    /// Extra librdkafka settings (`MES_KAFKA_*` and `[kafka]` in `Rocket.toml`).
+    pub kafka: BTreeMap<String, String>,
+    /// Deadline of one chain request, in milliseconds.
+    pub request_timeout_ms: u64,
+    /// `auto`, `id` or `legacy` (docs/protocol.md §9).
+    pub correlation: String,
+    /// Most chain requests in flight before calls are refused with 503.
+    pub max_in_flight: usize,
+    /// Create missing topics at start-up (turn off where the cluster forbids it).
+    pub create_topics: bool,
+    /// Name of `BLK_Part_Lst`.
+    pub topic_partner_list: String,
+    /// Name of `BLK_Part_Ans`.
+    pub topic_partner_answer: String,
+    /// Name of `BLK_Act_Lst`.
+    pub topic_order_list: String,
+    /// Name of `BLK_Act_Ans`.
+    pub topic_order_answer: String,
+    /// Name of `BLK_Rty`.
+    pub topic_record_type: String,
+    /// Name of `BLK_Rec`.
+    pub topic_record: String,
+    /// Name of `BLK_Res`.
+    pub topic_reply: String,
+    /// File with the MES's secp256k1 secret key (64 hex digits, `mes-api keygen`); when
+    /// set, every request is signed.
+    pub signing_key_file: Option<PathBuf>,
+    /// File with the gateway's public key (66 hex digits); when set, only replies
+    /// signed by it are accepted.
+    pub gateway_key_file: Option<PathBuf>,
+    /// Cron expression (with seconds) of the daily report job.
+    pub report_cron: String,
+    /// Time zone of [`Settings::report_cron`] (IANA name, e.g. `Europe/Lisbon`).
+    pub report_tz: String,
+    /// How many missed days the report job catches up at start-up.
+    pub report_lookback_days: u32,
+    /// Partner requests and orders the embedded chain starts with.
+    pub demo_size: usize,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // A database URL may hold a password; librdkafka settings too: never shown.
+        f.debug_struct("Settings")
+            .field("data_dir", &self.data_dir)
+            .field("database", &self.database_kind())
+            .field("kafka_brokers", &self.kafka_brokers)
+            .field("kafka", &self.kafka.keys().collect::<Vec<_>>())
+            .field("request_timeout_ms", &self.request_timeout_ms)
+            .field("correlation", &self.correlation)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        let topics = TopicNames::default();
+        Settings {
+            data_dir: PathBuf::from("mes-data"),
+            database_url: None,
+            database_pool_size: 16,
+            kafka_brokers: EMBEDDED.to_owned(),
+            kafka: BTreeMap::new(),
+            request_timeout_ms: 10_000,
+            correlation: "auto".to_owned(),
+            max_in_flight: 1024,
+            create_topics: true,
+            topic_partner_list: topics.partner_list,
+            topic_partner_answer: topics.partner_answer,
+            topic_order_list: topics.order_list,
+            topic_order_answer: topics.order_answer,
+            topic_record_type: topics.record_type,
+            topic_record: topics.record,
+            topic_reply: topics.reply,
+            signing_key_file: None,
+            gateway_key_file: None,
+            report_cron: "0 30 9 * * *".to_owned(),
+            report_tz: "UTC".to_owned(),
+            report_lookback_days: 7,
+            demo_size: 12,
+        }
+    }
+}
+
+/// The Rocket figment (`Rocket.toml`, `ROCKET_*`) with our settings' defaults under it
+/// and `MES_*` over it.
+pub fn figment() -> Figment {
+    figment_from(rocket::Config::figment(), std::env::vars())
+}
+
+/// [`figment`] over `base` and the given environment, for tests.
+pub fn figment_from(base: Figment, env: impl IntoIterator<Item = (String, String)>) -> Figment {
+    let mut kafka = BTreeMap::new();
+    let mut figment = Figment::from(Serialized::defaults(Settings::default())).merge(base);
+    for (name, value) in env {
+        let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        match rest.strip_prefix("KAFKA_") {
+            Some(setting) if setting != "BROKERS" && !setting.is_empty() => {
+                kafka.insert(setting.to_ascii_lowercase().replace('_', "."), value);
+            }
+            _ if !rest.is_empty() => {
+                // As figment's own `Env` does: "10" is a number, "true" a boolean.
+                let parsed: Value = value.parse().unwrap_or_else(|e| match e {});
+                figment = figment.merge(Serialized::global(&rest.to_ascii_lowercase(), parsed));
+            }
+            _ => {}
+        }
+    }
+    if !kafka.is_empty() {
+        figment = figment.merge(Serialized::global("kafka", kafka));
+    }
+    figment
+}
+
+/// Reads the settings from `figment`, naming the setting at fault on error.
+pub fn extract(figment: &Figment) -> Result<Settings, ConfigError> {
+    // Rocket's own keys (port, address, …) share the profile: keep only ours.
+    let mut value: Dict = figment.extract().map_err(|e| {
+        ConfigError::new(
+            "Rocket.toml",
+            e.to_string().lines().next().unwrap_or_default().to_owned(),
+        )
+    })?;
+    let ours = Settings::known_keys();
+    value.retain(|k, _| ours.contains(&k.as_str()));
+    let settings: Settings = Figment::from(Serialized::defaults(value))
+        .extract()
+        .map_err(|e| {
+            let key = e.path.first().cloned().unwrap_or_default();
+            ConfigError::new(env_name(&key), e.kind.to_string())
+        })?;
+    settings.validate()?;
+    Ok(settings)
+}
+
+/// Reads the settings from the environment and `Rocket.toml`.
+pub fn load() -> Result<Settings, ConfigError> {
+    extract(&figment())
+}
+
+/// The environment variable of a settings key (`database_url` → `MES_DATABASE_URL`).
+pub fn env_name(key: &str) -> String {
+    if key.is_empty() {
+        return "settings".to_owned();
+    }
+    format!("{ENV_PREFIX}{}", key.to_ascii_uppercase())
+}
+
+impl Settings {
+    fn known_keys() -> Vec<&'static str> {
+        vec![
+            "data_dir",
+            "database_url",
+            "database_pool_size",
+            "kafka_brokers",
+            "kafka",
+            "request_timeout_ms",
+            "correlation",
+            "max_in_flight",
+            "create_topics",
+            "topic_partner_list",
+            "topic_partner_answer",
+            "topic_order_list",
+            "topic_order_answer",
+            "topic_record_type",
+            "topic_record",
+            "topic_reply",
+            "signing_key_file",
+            "gateway_key_file",
+            "report_cron",
+            "report_tz",
+            "report_lookback_days",
+            "demo_size",
+        ]
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.request_timeout_ms == 0 {
+            return Err(ConfigError::new(
+                "MES_REQUEST_TIMEOUT_MS",
+                "must be at least 1 (milliseconds)",
+            ));
+        }
+        self.correlation_mode()?;
+        if self.kafka_brokers.trim().is_empty() {
+            return Err(ConfigError::new(
+                "MES_KAFKA_BROKERS",
+                "is empty; give host:port[,host:port…] or `embedded`",
+            ));
+        }
+        if self.database_pool_size == 0 {
+            return Err(ConfigError::new(
+                "MES_DATABASE_POOL_SIZE",
+                "must be at least 1",
+            ));
+        }
+        if self.max_in_flight == 0 {
+            return Err(ConfigError::new("MES_MAX_IN_FLIGHT", "must be at least 1"));
+        }
+        for (key, name) in self.topic_settings() {
+            if name.is_empty() || name.len() > 249 {
+                return Err(ConfigError::new(
+                    env_name(key),
+                    "a topic name must have 1 to 249 characters",
+                ));
+            }
+        }
+        if let Some(url) = &self.database_url
+            && url.trim().is_empty()
+        {
+            return Err(ConfigError::new(
+                "MES_DATABASE_URL",
+                "is empty; give a postgres:// URL or a SQLite file path",
+            ));
+        }
+        Ok(())
+    }
+
+    fn topic_settings(&self) -> [(&'static str, &str); 7] {
+        [
+            ("topic_partner_list", &self.topic_partner_list),
+            ("topic_partner_answer", &self.topic_partner_answer),
+            ("topic_order_list", &self.topic_order_list),
+            ("topic_order_answer", &self.topic_order_answer),
+            ("topic_record_type", &self.topic_record_type),
+            ("topic_record", &self.topic_record),
+            ("topic_reply", &self.topic_reply),
+        ]
+    }
+
+    /// Whether the broker and the chain run in-process (the demo).
+    pub fn is_embedded(&self) -> bool {
+        self.kafka_brokers.trim().eq_ignore_ascii_case(EMBEDDED)
+    }
+
+    /// The database URL in use: the configured one, or the SQLite file in the data dir.
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => self.data_dir.join("mes.db").display().to_string(),
+        }
+    }
+
+    /// `postgresql` or `sqlite`, for logs (the URL itself may hold a password).
+    pub fn database_kind(&self) -> &'static str {
+        let url = self.database_url();
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            "postgresql"
+        } else {
+            "sqlite"
+        }
+    }
+
+    /// The request deadline.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+
+    /// The parsed correlation mode.
+    pub fn correlation_mode(&self) -> Result<CorrelationMode, ConfigError> {
+        self.correlation
+            .parse()
+            .map_err(|_| ConfigError::new("MES_CORRELATION", "must be auto, id or legacy"))
+    }
+
+    /// The topic names.
+    pub fn topics(&self) -> TopicNames {
+        TopicNames {
+            partner_list: self.topic_partner_list.clone(),
+            partner_answer: self.topic_partner_answer.clone(),
+            order_list: self.topic_order_list.clone(),
+            order_answer: self.topic_order_answer.clone(),
+            record_type: self.topic_record_type.clone(),
+            record: self.topic_record.clone(),
+            reply: self.topic_reply.clone(),
+        }
+    }
+
+    /// Sets every topic name from `names` (tests use unique names per run).
+    pub fn set_topics(&mut self, names: &TopicNames) {
+        self.topic_partner_list.clone_from(&names.partner_list);
+        self.topic_partner_answer.clone_from(&names.partner_answer);
+        self.topic_order_list.clone_from(&names.order_list);
+        self.topic_order_answer.clone_from(&names.order_answer);
+        self.topic_record_type.clone_from(&names.record_type);
+        self.topic_record.clone_from(&names.record);
+        self.topic_reply.clone_from(&names.reply);
+    }
+
+    /// The MES's signing key, if a key file is configured.
+    pub fn signing_key(&self) -> Result<Option<SigningKey>, ConfigError> {
+        let Some(path) = &self.signing_key_file else {
+            return Ok(None);
+        };
+        let text = read_key_file(path, "MES_SIGNING_KEY_FILE")?;
+        SigningKey::from_hex(&text).map(Some).map_err(|e| {
+            ConfigError::new(
+                "MES_SIGNING_KEY_FILE",
+                format!("{} is not a secp256k1 secret key: {e}", path.display()),
+            )
+        })
+    }
+
+    /// The gateway's public key, if a key file is configured.
+    pub fn gateway_key(&self) -> Result<Option<AgentKey>, ConfigError> {
+        let Some(path) = &self.gateway_key_file else {
+            return Ok(None);
+        };
+        let text = read_key_file(path, "MES_GATEWAY_KEY_FILE")?;
+        AgentKey::try_from(text.trim().to_owned())
+            .map(Some)
+            .map_err(|e| {
+                ConfigError::new(
+                    "MES_GATEWAY_KEY_FILE",
+                    format!("{} does not hold a public key: {e}", path.display()),
+                )
+            })
+    }
+
+    /// The bridge configuration for `brokers` (the configured ones, or the embedded
+    /// broker's address).
+    pub fn bridge_config(&self, brokers: &str) -> Result<BridgeConfig, ConfigError> {
+        let mut kafka = KafkaConfig::new(brokers);
+        kafka.settings = self.kafka.clone();
+        let mut config = BridgeConfig::new(kafka);
+        config.topics = self.topics();
+        config.correlation = self.correlation_mode()?;
+        config.request_timeout = self.request_timeout();
+        config.late_reply_grace = self.request_timeout();
+        config.max_in_flight = self.max_in_flight;
+        config.create_topics = self.create_topics;
+        config.signing_key = self.signing_key()?;
+        config.gateway_key = self.gateway_key()?;
+        Ok(config)
+    }
+}
+
+fn read_key_file(path: &Path, setting: &str) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::new(setting, format!("cannot read {}: {e}", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn from(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        extract(&figment_from(Figment::new(), env(pairs)))
+    }
+
+    #[test]
+    fn defaults_are_the_embedded_demo() {
+        let s = from(&[]).unwrap();
+        assert!(s.is_embedded());
+        assert_eq!(s.database_url(), "mes-data/mes.db");
+        assert_eq!(s.database_kind(), "sqlite");
+        assert_eq!(s.topics(), TopicNames::default());
+        assert_eq!(s.report_cron, "0 30 9 * * *");
+        assert_eq!(s.report_tz, "UTC");
+        assert_eq!(s.report_lookback_days, 7);
+        assert_eq!(s.correlation_mode().unwrap(), CorrelationMode::Auto);
+    }
+
+    #[test]
+    fn kafka_settings_pass_through_and_secrets_stay_out_of_debug() {
+        let s = from(&[
+            ("MES_KAFKA_BROKERS", "k1:9092"),
+            ("MES_KAFKA_SECURITY_PROTOCOL", "SASL_SSL"),
+            ("MES_KAFKA_SASL_PASSWORD", "hunter2"),
+            ("MES_DATABASE_URL", "postgres://u:pw-secret@db/mes"),
+        ])
+        .unwrap();
+        assert_eq!(s.kafka_brokers, "k1:9092");
+        assert_eq!(s.kafka["security.protocol"], "SASL_SSL");
+        assert_eq!(s.kafka["sasl.password"], "hunter2");
+        let shown = format!("{s:?}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("pw-secret"),
+            "{shown}"
+        );
+        assert_eq!(s.database_kind(), "postgresql");
+    }
+
+    #[test]
+    fn a_bad_value_names_its_environment_variable() {
+        let e = from(&[("MES_REQUEST_TIMEOUT_MS", "soon")]).unwrap_err();
+        assert_eq!(e.setting, "MES_REQUEST_TIMEOUT_MS", "{e}");
+        let e = from(&[("MES_CORRELATION", "sometimes")]).unwrap_err();
+        assert_eq!(e.setting, "MES_CORRELATION");
+        let e = from(&[("MES_REQUEST_TIMEOUT_MS", "0")]).unwrap_err();
+        assert_eq!(e.setting, "MES_REQUEST_TIMEOUT_MS");
+        let s = from(&[("MES_SIGNING_KEY_FILE", "/nonexistent/key")]).unwrap();
+        let e = s.bridge_config("x:1").unwrap_err();
+        assert_eq!(e.setting, "MES_SIGNING_KEY_FILE");
+    }
+}

@@ -1,0 +1,70 @@
+//! The database as the server sees it: a pool, and [`Db::run`] to use a connection
+//! off the async workers (diesel is blocking).
+
+use mes_core::db::{DbConnection, Pool};
+use rocket::http::Status;
+
+use crate::error::{ApiError, code};
+
+/// A cheap-to-clone handle on the connection pool, kept in Rocket's state.
+#[derive(Clone)]
+pub struct Db {
+    pool: Pool,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db").finish_non_exhaustive()
+    }
+}
+
+impl Db {
+    /// Wraps a pool built (and migrated) by [`mes_core::db::pool`].
+    pub fn new(pool: Pool) -> Db {
+        Db { pool }
+    }
+
+    /// The pool, for library users that run their own queries.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// Runs `f` with a pooled connection on the blocking thread pool. A pool that
+    /// cannot hand out a connection is a 503; a failing query is mapped by `f`'s
+    /// caller through `From<diesel::result::Error>` (503 as well, details logged).
+    pub async fn run<T, F>(&self, f: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut DbConnection) -> Result<T, ApiError> + Send + 'static,
+    {
+        let pool = self.pool.clone();
+        rocket::tokio::task::spawn_blocking(move || {
+            let mut conn = pool.get().map_err(ApiError::database)?;
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                Status::InternalServerError,
+                code::INTERNAL,
+                format!("database task failed: {e}"),
+            )
+        })?
+    }
+
+    /// Whether a connection can be had and answers a trivial query.
+    pub async fn ping(&self) -> bool {
+        self.run(|conn| {
+            use diesel::connection::SimpleConnection;
+            conn.batch_execute("SELECT 1").map_err(ApiError::database)
+        })
+        .await
+        .is_ok()
+    }
+}
+
+impl From<diesel::result::Error> for ApiError {
+    fn from(e: diesel::result::Error) -> ApiError {
+        ApiError::database(e)
+    }
+}

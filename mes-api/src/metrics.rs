@@ -1,0 +1,234 @@
+//! `/metrics` in Prometheus text format: HTTP requests per endpoint (counts and
+//! latency histograms, from a fairing), the bridge's per-topic figures, timeouts,
+//! dropped replies by reason, and the outbox depth.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use kafka_bridge::bridge::{Histogram, HistogramSnapshot, LATENCY_BUCKETS_MS, MetricsSnapshot};
+use mes_core::db::outbox::OutboxDepth;
+use rocket::fairing::{Fairing, Info, Kind};
+use rocket::{Data, Request, Response};
+
+/// Per-endpoint HTTP figures; the fairing that fills them is [`HttpMetrics::fairing`].
+#[derive(Debug, Default)]
+pub struct HttpMetrics {
+    /// Requests by (method, route, status).
+    counts: Mutex<BTreeMap<(String, String, u16), u64>>,
+    /// Latency by (method, route).
+    latency: Mutex<BTreeMap<(String, String), Arc<Histogram>>>,
+}
+
+struct Started(Instant);
+
+/// The fairing that times every request.
+#[derive(Debug)]
+pub struct MetricsFairing(pub Arc<HttpMetrics>);
+
+impl HttpMetrics {
+    /// A fairing that records into `self`.
+    pub fn fairing(self: &Arc<Self>) -> MetricsFairing {
+        MetricsFairing(Arc::clone(self))
+    }
+
+    fn record(&self, method: &str, route: &str, status: u16, started: Instant) {
+        if let Ok(mut counts) = self.counts.lock() {
+            *counts
+                .entry((method.to_owned(), route.to_owned(), status))
+                .or_default() += 1;
+        }
+        let histogram = self.latency.lock().ok().map(|mut latency| {
+            Arc::clone(
+                latency
+                    .entry((method.to_owned(), route.to_owned()))
+                    .or_default(),
+            )
+        });
+        if let Some(histogram) = histogram {
+            histogram.observe(started.elapsed());
+        }
+    }
+}
+
+#[rocket::async_trait]
+impl Fairing for MetricsFairing {
+    fn info(&self) -> Info {
+        Info {
+            name: "HTTP metrics",
+            kind: Kind::Request | Kind::Response,
+        }
+    }
+
+    async fn on_request(&self, request: &mut Request<'_>, _: &mut Data<'_>) {
+        request.local_cache(|| Started(Instant::now()));
+    }
+
+    async fn on_response<'r>(&self, request: &'r Request<'_>, response: &mut Response<'r>) {
+        let started = request.local_cache(|| Started(Instant::now())).0;
+        // The route's pattern, not the path: ids must not explode the label space.
+        let route = request
+            .route()
+            .map_or_else(|| "unmatched".to_owned(), |r| r.uri.path().to_string());
+        self.0.record(
+            request.method().as_str(),
+            &route,
+            response.status().code,
+            started,
+        );
+    }
+}
+
+/// Escapes a Prometheus label value.
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn histogram(out: &mut String, name: &str, labels: &str, h: &HistogramSnapshot) {
+    let sep = if labels.is_empty() { "" } else { "," };
+    for (le, count) in LATENCY_BUCKETS_MS.iter().zip(&h.cumulative) {
+        let le = *le as f64 / 1000.0;
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {count}");
+    }
+    let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}", h.count);
+    let _ = writeln!(
+        out,
+        "{name}_sum{{{labels}}} {}",
+        h.sum_us as f64 / 1_000_000.0
+    );
+    let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.count);
+}
+
+/// Everything `/metrics` shows, as Prometheus text (format 0.0.4).
+pub fn render(
+    http: &HttpMetrics,
+    bridge: &MetricsSnapshot,
+    outbox: Option<OutboxDepth>,
+    pending: usize,
+) -> String {
+    let mut out = String::new();
+    out.push_str("# HELP mes_http_requests_total HTTP requests by method, route and status.\n");
+    out.push_str("# TYPE mes_http_requests_total counter\n");
+    if let Ok(counts) = http.counts.lock() {
+        for ((method, route, status), n) in counts.iter() {
+            let _ = writeln!(
+                out,
+                "mes_http_requests_total{{method=\"{method}\",route=\"{}\",status=\"{status}\"}} {n}",
+                label(route)
+            );
+        }
+    }
+    out.push_str(
+        "# HELP mes_http_request_duration_seconds Time from request to response, by route.\n",
+    );
+    out.push_str("# TYPE mes_http_request_duration_seconds histogram\n");
+    let latencies: Vec<((String, String), Arc<Histogram>)> = http
+        .latency
+        .lock()
+        .map(|l| l.iter().map(|(k, v)| (k.clone(), Arc::clone(v))).collect())
+        .unwrap_or_default();
+    for ((method, route), h) in latencies {
+        let labels = format!("method=\"{method}\",route=\"{}\"", label(&route));
+        histogram(
+            &mut out,
+            "mes_http_request_duration_seconds",
+            &labels,
+            &h.snapshot(),
+        );
+    }
+
+    out.push_str("# HELP mes_chain_requests_total Requests published to each chain topic.\n");
+    out.push_str("# TYPE mes_chain_requests_total counter\n");
+    for t in &bridge.per_topic {
+        let _ = writeln!(
+            out,
+            "mes_chain_requests_total{{topic=\"{}\"}} {}",
+            t.topic.name(),
+            t.requests
+        );
+    }
+    out.push_str(
+        "# HELP mes_chain_request_duration_seconds Time from publishing a request to its reply.\n",
+    );
+    out.push_str("# TYPE mes_chain_request_duration_seconds histogram\n");
+    for t in &bridge.per_topic {
+        let labels = format!("topic=\"{}\"", t.topic.name());
+        histogram(
+            &mut out,
+            "mes_chain_request_duration_seconds",
+            &labels,
+            &t.latency,
+        );
+    }
+    let counters: [(&str, &str, u64); 7] = [
+        (
+            "mes_chain_timeouts_total",
+            "Chain requests that got no reply in time.",
+            bridge.timeouts,
+        ),
+        (
+            "mes_chain_overloaded_total",
+            "Calls refused because too many requests were in flight.",
+            bridge.overloaded,
+        ),
+        (
+            "mes_chain_broker_errors_total",
+            "Requests the broker did not take.",
+            bridge.broker_errors,
+        ),
+        (
+            "mes_chain_errors_total",
+            "Replies that carried an error.",
+            bridge.chain_errors,
+        ),
+        (
+            "mes_chain_replies_delivered_total",
+            "Replies handed to a waiting request.",
+            bridge.delivered,
+        ),
+        (
+            "mes_chain_coalesced_total",
+            "List calls that joined an identical request in flight.",
+            bridge.coalesced,
+        ),
+        (
+            "mes_chain_consumer_errors_total",
+            "Errors reported by the reply consumer.",
+            bridge.consumer_errors,
+        ),
+    ];
+    for (name, help, value) in counters {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+        );
+    }
+    out.push_str("# HELP mes_chain_replies_dropped_total Replies dropped, by reason.\n");
+    out.push_str("# TYPE mes_chain_replies_dropped_total counter\n");
+    for (reason, n) in &bridge.dropped {
+        let _ = writeln!(
+            out,
+            "mes_chain_replies_dropped_total{{reason=\"{reason}\"}} {n}"
+        );
+    }
+    out.push_str("# HELP mes_chain_pending Requests waiting for a reply now.\n");
+    out.push_str("# TYPE mes_chain_pending gauge\n");
+    let _ = writeln!(out, "mes_chain_pending {pending}");
+    if let Some(depth) = outbox {
+        out.push_str("# HELP mes_outbox_rows Outbox rows by status.\n");
+        out.push_str("# TYPE mes_outbox_rows gauge\n");
+        for (status, n) in [
+            ("pending", depth.pending),
+            ("in_flight", depth.in_flight),
+            ("done", depth.done),
+            ("failed", depth.failed),
+        ] {
+            let _ = writeln!(out, "mes_outbox_rows{{status=\"{status}\"}} {n}");
+        }
+    }
+    out
+}

@@ -1,0 +1,317 @@
+//! Partner and order requests: the original's four endpoints (APIs 37–40 of the
+//! reference) and the proper `POST …/answer` beside them.
+
+use mes_core::codec::Page;
+use mes_core::db::orders::ProductionOrder;
+use mes_core::domain::{Answer, RequestId};
+use rocket::serde::json::Json;
+use rocket::{FromForm, State, get, post};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use crate::app::{App, Kind};
+use crate::auth::{Reader, Writer};
+use crate::error::{ApiError, ApiResult, ErrorBody, code};
+use crate::routes::records::ProductionOrderView;
+
+/// Most items one list call may ask for.
+pub const MAX_LIMIT: u32 = 100;
+
+/// Query of the list endpoints; every field optional, checked by hand so that each
+/// problem gets its own 400.
+#[derive(Debug, FromForm)]
+pub struct ListQuery {
+    start: Option<String>,
+    limit: Option<String>,
+    status: Option<String>,
+}
+
+impl ListQuery {
+    fn parse(&self) -> ApiResult<(Page, Option<&str>)> {
+        let mut page = Page::default();
+        if let Some(start) = &self.start {
+            page.start = start
+                .trim()
+                .parse()
+                .map_err(|_| ApiError::invalid("start", "must be a whole number ≥ 0"))?;
+        }
+        if let Some(limit) = &self.limit {
+            page.limit = limit
+                .trim()
+                .parse()
+                .ok()
+                .filter(|l| (1..=MAX_LIMIT).contains(l))
+                .ok_or_else(|| ApiError::invalid("limit", "must be between 1 and 100"))?;
+        }
+        let status = match self.status.as_deref().map(str::trim) {
+            Some("") => return Err(ApiError::invalid("status", "must not be empty")),
+            other => other,
+        };
+        Ok((page, status))
+    }
+}
+
+/// Query of the original's answer endpoints: `ID` and `Response` (0 or 1).
+#[derive(Debug, FromForm)]
+pub struct AnsQuery {
+    #[field(name = "ID")]
+    id: Option<String>,
+    #[field(name = "Response")]
+    response: Option<String>,
+}
+
+impl AnsQuery {
+    fn parse(&self) -> ApiResult<(RequestId, Answer)> {
+        let id = self.id.as_deref().ok_or_else(|| ApiError::missing("ID"))?;
+        let id = parse_id("ID", id)?;
+        let answer = match self.response.as_deref().map(str::trim) {
+            None => return Err(ApiError::missing("Response")),
+            Some("1") => Answer::Accept,
+            Some("0") => Answer::Reject,
+            Some(_) => {
+                return Err(ApiError::invalid(
+                    "Response",
+                    "must be 0 (reject) or 1 (accept)",
+                ));
+            }
+        };
+        Ok((id, answer))
+    }
+}
+
+fn parse_id(name: &str, id: &str) -> ApiResult<RequestId> {
+    id.trim()
+        .parse()
+        .map_err(|e| ApiError::invalid(name, format!("not a request id (32 hex digits): {e}")))
+}
+
+/// `GET /api/KafkaPartner/LIST`: the chain's partner requests.
+#[utoipa::path(get, path = "/api/KafkaPartner/LIST", tag = "partners",
+    params(
+        ("start" = Option<u32>, Query, description = "Index of the first item (default 0)"),
+        ("limit" = Option<u32>, Query, description = "Most items, 1–100 (default 10)"),
+        ("status" = Option<String>, Query, description = "Only items with this status (OPEN, ACCEPTED, REJECTED)"),
+    ),
+    responses(
+        (status = 200, description = "The chain's `data` list, as it sent it", body = Vec<Object>),
+        (status = 400, description = "Bad parameter", body = ErrorBody),
+        (status = 401, description = "No or unknown key", body = ErrorBody),
+        (status = 409, description = "No master token", body = ErrorBody),
+        (status = 502, description = "The chain answered an error", body = ErrorBody),
+        (status = 503, description = "Broker unavailable or overloaded", body = ErrorBody),
+        (status = 504, description = "The chain did not answer in time", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+#[get("/api/KafkaPartner/LIST?<query..>")]
+pub async fn partner_list(
+    app: &State<App>,
+    _caller: Reader,
+    query: ListQuery,
+) -> ApiResult<Json<Vec<Value>>> {
+    let (page, status) = query.parse()?;
+    Ok(Json(app.list(Kind::Partner, page, status).await?))
+}
+
+/// `GET /api/KafkaOrder/LIST`: the chain's order requests.
+#[utoipa::path(get, path = "/api/KafkaOrder/LIST", tag = "orders",
+    params(
+        ("start" = Option<u32>, Query, description = "Index of the first item (default 0)"),
+        ("limit" = Option<u32>, Query, description = "Most items, 1–100 (default 10)"),
+        ("status" = Option<String>, Query, description = "Only items with this status"),
+    ),
+    responses(
+        (status = 200, description = "The chain's `data` list, as it sent it", body = Vec<Object>),
+        (status = 400, description = "Bad parameter", body = ErrorBody),
+        (status = 401, description = "No or unknown key", body = ErrorBody),
+        (status = 409, description = "No master token", body = ErrorBody),
+        (status = 502, description = "The chain answered an error", body = ErrorBody),
+        (status = 503, description = "Broker unavailable or overloaded", body = ErrorBody),
+        (status = 504, description = "The chain did not answer in time", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+#[get("/api/KafkaOrder/LIST?<query..>")]
+pub async fn order_list(
+    app: &State<App>,
+    _caller: Reader,
+    query: ListQuery,
+) -> ApiResult<Json<Vec<Value>>> {
+    let (page, status) = query.parse()?;
+    Ok(Json(app.list(Kind::Order, page, status).await?))
+}
+
+/// `GET /api/KafkaPartner/ANS?ID=…&Response=0|1`: the chain's `message`.
+#[utoipa::path(get, path = "/api/KafkaPartner/ANS", tag = "partners",
+    params(
+        ("ID" = String, Query, description = "The partner request id (32 hex digits)"),
+        ("Response" = u8, Query, description = "0 rejects, 1 accepts"),
+    ),
+    responses(
+        (status = 200, description = "The chain's `message`", body = Object),
+        (status = 400, description = "Missing or malformed ID or Response", body = ErrorBody),
+        (status = 401, description = "No or unknown key", body = ErrorBody),
+        (status = 403, description = "A viewer may not answer", body = ErrorBody),
+        (status = 409, description = "No master token", body = ErrorBody),
+        (status = 502, description = "The chain answered an error", body = ErrorBody),
+        (status = 503, description = "Broker unavailable or overloaded", body = ErrorBody),
+        (status = 504, description = "The chain did not answer in time", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+#[get("/api/KafkaPartner/ANS?<query..>")]
+pub async fn partner_ans(
+    app: &State<App>,
+    caller: Writer,
+    query: AnsQuery,
+) -> ApiResult<Json<Value>> {
+    let (id, answer) = query.parse()?;
+    let outcome = app.answer(Kind::Partner, id, answer, &caller.0).await?;
+    Ok(Json(outcome.message))
+}
+
+/// `GET /api/KafkaOrder/ANS?ID=…&Response=0|1`: the chain's `message`.
+#[utoipa::path(get, path = "/api/KafkaOrder/ANS", tag = "orders",
+    params(
+        ("ID" = String, Query, description = "The order id, `abs_action_id` (32 hex digits)"),
+        ("Response" = u8, Query, description = "0 rejects, 1 accepts"),
+    ),
+    responses(
+        (status = 200, description = "The chain's `message`", body = Object),
+        (status = 400, description = "Missing or malformed ID or Response", body = ErrorBody),
+        (status = 401, description = "No or unknown key", body = ErrorBody),
+        (status = 403, description = "A viewer may not answer", body = ErrorBody),
+        (status = 409, description = "No master token", body = ErrorBody),
+        (status = 502, description = "The chain answered an error", body = ErrorBody),
+        (status = 503, description = "Broker unavailable or overloaded", body = ErrorBody),
+        (status = 504, description = "The chain did not answer in time", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+#[get("/api/KafkaOrder/ANS?<query..>")]
+pub async fn order_ans(
+    app: &State<App>,
+    caller: Writer,
+    query: AnsQuery,
+) -> ApiResult<Json<Value>> {
+    let (id, answer) = query.parse()?;
+    let outcome = app.answer(Kind::Order, id, answer, &caller.0).await?;
+    Ok(Json(outcome.message))
+}
+
+/// Body of `POST /api/{partners,orders}/<id>/answer`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct AnswerRequest {
+    /// `"accept"` or `"reject"`, or `1` or `0`.
+    #[schema(value_type = Object, example = "accept")]
+    pub response: Value,
+}
+
+impl AnswerRequest {
+    fn answer(&self) -> ApiResult<Answer> {
+        match &self.response {
+            Value::String(s) if s.eq_ignore_ascii_case("accept") => Ok(Answer::Accept),
+            Value::String(s) if s.eq_ignore_ascii_case("reject") => Ok(Answer::Reject),
+            Value::Number(n) if n.as_u64() == Some(1) => Ok(Answer::Accept),
+            Value::Number(n) if n.as_u64() == Some(0) => Ok(Answer::Reject),
+            _ => Err(ApiError::invalid(
+                "response",
+                "must be \"accept\", \"reject\", 1 or 0",
+            )),
+        }
+    }
+}
+
+/// What `POST …/answer` returns.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AnswerResponse {
+    /// The chain's `message`.
+    #[schema(value_type = Object)]
+    pub message: Value,
+    /// The id of the recorded decision.
+    pub decision_id: i64,
+    /// The correlation id the request carried.
+    pub correlation_id: Option<String>,
+    /// The production order an accepted order became.
+    pub production_order: Option<ProductionOrderView>,
+}
+
+fn body_error(e: &rocket::serde::json::Error<'_>) -> ApiError {
+    ApiError::new(
+        rocket::http::Status::BadRequest,
+        code::INVALID_BODY,
+        match e {
+            rocket::serde::json::Error::Io(_) => "the body could not be read".to_owned(),
+            rocket::serde::json::Error::Parse(_, e) => {
+                format!("expected {{\"response\": \"accept\"|\"reject\"}}: {e}")
+            }
+        },
+    )
+}
+
+async fn answer_route(
+    app: &State<App>,
+    caller: Writer,
+    kind: Kind,
+    id: &str,
+    body: Result<Json<AnswerRequest>, rocket::serde::json::Error<'_>>,
+) -> ApiResult<Json<AnswerResponse>> {
+    let id = parse_id("id", id)?;
+    let body = body.map_err(|e| body_error(&e))?;
+    let answer = body.answer()?;
+    let outcome = app.answer(kind, id, answer, &caller.0).await?;
+    Ok(Json(AnswerResponse {
+        message: outcome.message,
+        decision_id: outcome.decision.id,
+        correlation_id: outcome.decision.correlation_id,
+        production_order: outcome.production_order.map(|o: ProductionOrder| o.into()),
+    }))
+}
+
+/// `POST /api/partners/<id>/answer`: accept or reject a partner request.
+#[utoipa::path(post, path = "/api/partners/{id}/answer", tag = "partners",
+    params(("id" = String, Path, description = "The partner request id (32 hex digits)")),
+    request_body = AnswerRequest,
+    responses(
+        (status = 200, description = "The chain accepted the answer", body = AnswerResponse),
+        (status = 400, description = "Malformed id or body", body = ErrorBody),
+        (status = 401, description = "No or unknown key", body = ErrorBody),
+        (status = 403, description = "A viewer may not answer", body = ErrorBody),
+        (status = 409, description = "No master token", body = ErrorBody),
+        (status = 502, description = "The chain answered an error", body = ErrorBody),
+        (status = 503, description = "Broker unavailable or overloaded", body = ErrorBody),
+        (status = 504, description = "The chain did not answer in time", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+#[post("/api/partners/<id>/answer", data = "<body>")]
+pub async fn partner_answer(
+    app: &State<App>,
+    caller: Writer,
+    id: &str,
+    body: Result<Json<AnswerRequest>, rocket::serde::json::Error<'_>>,
+) -> ApiResult<Json<AnswerResponse>> {
+    answer_route(app, caller, Kind::Partner, id, body).await
+}
+
+/// `POST /api/orders/<id>/answer`: accept or reject an order request; an accepted
+/// order becomes a production order.
+#[utoipa::path(post, path = "/api/orders/{id}/answer", tag = "orders",
+    params(("id" = String, Path, description = "The order id, `abs_action_id` (32 hex digits)")),
+    request_body = AnswerRequest,
+    responses(
+        (status = 200, description = "The chain accepted the answer", body = AnswerResponse),
+        (status = 400, description = "Malformed id or body", body = ErrorBody),
+        (status = 401, description = "No or unknown key", body = ErrorBody),
+        (status = 403, description = "A viewer may not answer", body = ErrorBody),
+        (status = 409, description = "No master token", body = ErrorBody),
+        (status = 502, description = "The chain answered an error", body = ErrorBody),
+        (status = 503, description = "Broker unavailable or overloaded", body = ErrorBody),
+        (status = 504, description = "The chain did not answer in time", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+#[post("/api/orders/<id>/answer", data = "<body>")]
+pub async fn order_answer(
+    app: &State<App>,
+    caller: Writer,
+    id: &str,
+    body: Result<Json<AnswerRequest>, rocket::serde::json::Error<'_>>,
+) -> ApiResult<Json<AnswerResponse>> {
+    answer_route(app, caller, Kind::Order, id, body).await
+}

@@ -1,0 +1,121 @@
+//! Every HTTP route, and the OpenAPI document generated from their annotations.
+//!
+//! [`routes()`] is what the server mounts and [`ApiDoc`] what `/api/openapi.json`
+//! serves; a test checks that the two name the same routes.
+
+pub mod admin;
+pub mod chain;
+pub mod ops;
+pub mod records;
+
+use rocket::{Route, routes};
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+/// The OpenAPI 3 document of the server.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "mes-bridge API", description = "MES ↔ supply-chain blockchain over Kafka"),
+    paths(
+        chain::partner_list,
+        chain::partner_ans,
+        chain::order_list,
+        chain::order_ans,
+        chain::partner_answer,
+        chain::order_answer,
+        records::decision_list,
+        records::production_order_list,
+        admin::token_list,
+        admin::token_put,
+        admin::token_delete,
+        ops::live,
+        ops::ready,
+        ops::metrics,
+        ops::openapi,
+    ),
+    modifiers(&BearerAuth),
+)]
+pub struct ApiDoc;
+
+/// Adds the `bearer` security scheme the routes refer to.
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+    }
+}
+
+/// Every route of the core server.
+pub fn routes() -> Vec<Route> {
+    routes![
+        chain::partner_list,
+        chain::partner_ans,
+        chain::order_list,
+        chain::order_ans,
+        chain::partner_answer,
+        chain::order_answer,
+        records::decision_list,
+        records::production_order_list,
+        admin::token_list,
+        admin::token_put,
+        admin::token_delete,
+        ops::live,
+        ops::ready,
+        ops::metrics,
+        ops::openapi,
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    /// `/api/partners/<id>/answer?<q..>` → `/api/partners/{id}/answer`.
+    fn openapi_path(route: &Route) -> String {
+        route
+            .uri
+            .path()
+            .split('/')
+            .map(|segment| match segment.strip_prefix('<') {
+                Some(name) => format!("{{{}}}", name.trim_end_matches('>')),
+                None => segment.to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join("/")
+    }
+
+    #[test]
+    fn every_mounted_route_is_in_the_openapi_document_and_nothing_else() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let paths = doc["paths"].as_object().unwrap();
+        let mut documented = 0;
+        for (path, item) in paths {
+            documented += item.as_object().unwrap().len();
+            assert!(path.starts_with('/'), "{path}");
+        }
+        let mounted = routes();
+        for route in &mounted {
+            let path = openapi_path(route);
+            let method = route.method.as_str().to_ascii_lowercase();
+            assert!(
+                paths.get(&path).and_then(|p| p.get(&method)).is_some(),
+                "{} {path} is mounted but not documented",
+                route.method
+            );
+        }
+        assert_eq!(
+            documented,
+            mounted.len(),
+            "documented operations that are not mounted"
+        );
+        assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+        assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+    }
+}

@@ -1,0 +1,200 @@
+//! What the MES itself stores about the chain: the audit trail of decisions and the
+//! production orders taken over from accepted orders.
+
+use mes_core::db::decisions::{self, Decision};
+use mes_core::db::orders::{self, ProductionOrder};
+use rocket::serde::json::Json;
+use rocket::{FromForm, State, get};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use crate::app::App;
+use crate::auth::Reader;
+use crate::error::{ApiError, ApiResult, ErrorBody};
+
+/// Most rows one page may hold.
+pub const MAX_PAGE: i64 = 500;
+
+/// `limit` and `offset` of the local lists.
+#[derive(Debug, FromForm)]
+pub struct PageQuery {
+    limit: Option<String>,
+    offset: Option<String>,
+}
+
+impl PageQuery {
+    fn parse(&self) -> ApiResult<(i64, i64)> {
+        let limit = match &self.limit {
+            None => 50,
+            Some(l) => l
+                .trim()
+                .parse()
+                .ok()
+                .filter(|l| (1..=MAX_PAGE).contains(l))
+                .ok_or_else(|| ApiError::invalid("limit", "must be between 1 and 500"))?,
+        };
+        let offset = match &self.offset {
+            None => 0,
+            Some(o) => o
+                .trim()
+                .parse()
+                .ok()
+                .filter(|o| *o >= 0)
+                .ok_or_else(|| ApiError::invalid("offset", "must be a whole number ≥ 0"))?,
+        };
+        Ok((limit, offset))
+    }
+}
+
+fn timestamp(t: chrono::NaiveDateTime) -> String {
+    t.and_utc().to_rfc3339()
+}
+
+/// A decision as the API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DecisionView {
+    /// Id.
+    pub id: i64,
+    /// `partner` or `order`.
+    pub kind: String,
+    /// The chain's request id.
+    pub request_id: String,
+    /// `accept` or `reject`.
+    pub response: String,
+    /// Who decided.
+    pub operator: String,
+    /// The Kafka request's correlation id.
+    pub correlation_id: Option<String>,
+    /// `pending`, `ok`, `chain_error`, `timeout`, `broker_unavailable`, `overloaded`, `failed`.
+    pub outcome: String,
+    /// The chain's message.
+    pub chain_message: Option<String>,
+    /// The chain's error (or why no answer came).
+    pub chain_error: Option<String>,
+    /// When the operator decided (RFC 3339, UTC).
+    pub created_at: String,
+    /// When the outcome was written.
+    pub updated_at: String,
+}
+
+impl From<Decision> for DecisionView {
+    fn from(d: Decision) -> Self {
+        DecisionView {
+            id: d.id,
+            kind: d.kind,
+            request_id: d.request_id,
+            response: if d.response == decisions::ACCEPT {
+                "accept"
+            } else {
+                "reject"
+            }
+            .to_owned(),
+            operator: d.operator,
+            correlation_id: d.correlation_id,
+            outcome: d.outcome,
+            chain_message: d.chain_message,
+            chain_error: d.chain_error,
+            created_at: timestamp(d.created_at),
+            updated_at: timestamp(d.updated_at),
+        }
+    }
+}
+
+/// A production order as the API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProductionOrderView {
+    /// Id.
+    pub id: i64,
+    /// The chain's `abs_action_id`.
+    pub chain_order_id: String,
+    /// The ERP that ordered.
+    pub issuing_agent: String,
+    /// The order's `type`.
+    pub order_type: String,
+    /// The order's description.
+    pub description: String,
+    /// The order's metadata, as the chain sent it.
+    #[schema(value_type = Object)]
+    pub metadata: Value,
+    /// The chain's timestamp of the order.
+    pub chain_timestamp: i64,
+    /// The decision that accepted it.
+    pub decision_id: Option<i64>,
+    /// Production status (`planned` first).
+    pub status: String,
+    /// When it was taken over (RFC 3339, UTC).
+    pub created_at: String,
+    /// When it last changed.
+    pub updated_at: String,
+}
+
+impl From<ProductionOrder> for ProductionOrderView {
+    fn from(o: ProductionOrder) -> Self {
+        ProductionOrderView {
+            id: o.id,
+            metadata: serde_json::from_str(&o.metadata).unwrap_or(Value::String(o.metadata)),
+            chain_order_id: o.chain_order_id,
+            issuing_agent: o.issuing_agent,
+            order_type: o.order_type,
+            description: o.description,
+            chain_timestamp: o.chain_timestamp,
+            decision_id: o.decision_id,
+            status: o.status,
+            created_at: timestamp(o.created_at),
+            updated_at: timestamp(o.updated_at),
+        }
+    }
+}
+
+/// `GET /api/decisions`: every accept/reject, newest first.
+#[utoipa::path(get, path = "/api/decisions", tag = "audit",
+    params(
+        ("limit" = Option<i64>, Query, description = "Rows per page, 1–500 (default 50)"),
+        ("offset" = Option<i64>, Query, description = "Rows to skip (default 0)"),
+    ),
+    responses(
+        (status = 200, description = "Decisions, newest first", body = Vec<DecisionView>),
+        (status = 400, description = "Bad paging", body = ErrorBody),
+        (status = 401, description = "No or unknown key", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+#[get("/api/decisions?<query..>")]
+pub async fn decision_list(
+    app: &State<App>,
+    _caller: Reader,
+    query: PageQuery,
+) -> ApiResult<Json<Vec<DecisionView>>> {
+    let (limit, offset) = query.parse()?;
+    let rows = app
+        .db
+        .run(move |conn| Ok(decisions::list(conn, limit, offset)?))
+        .await?;
+    Ok(Json(rows.into_iter().map(Into::into).collect()))
+}
+
+/// `GET /api/production-orders`: orders taken over from the chain, newest first.
+#[utoipa::path(get, path = "/api/production-orders", tag = "orders",
+    params(
+        ("limit" = Option<i64>, Query, description = "Rows per page, 1–500 (default 50)"),
+        ("offset" = Option<i64>, Query, description = "Rows to skip (default 0)"),
+    ),
+    responses(
+        (status = 200, description = "Production orders, newest first", body = Vec<ProductionOrderView>),
+        (status = 400, description = "Bad paging", body = ErrorBody),
+        (status = 401, description = "No or unknown key", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+#[get("/api/production-orders?<query..>")]
+pub async fn production_order_list(
+    app: &State<App>,
+    _caller: Reader,
+    query: PageQuery,
+) -> ApiResult<Json<Vec<ProductionOrderView>>> {
+    let (limit, offset) = query.parse()?;
+    let rows = app
+        .db
+        .run(move |conn| Ok(orders::list(conn, limit, offset)?))
+        .await?;
+    Ok(Json(rows.into_iter().map(Into::into).collect()))
+}

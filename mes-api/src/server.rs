@@ -1,0 +1,163 @@
+//! Putting the server together: database, (embedded) broker and chain, bridge,
+//! Rocket. [`prepare`] does everything that can fail for a reason the user must fix
+//! and reports it as one [`ConfigError`] naming the setting; [`rocket()`] only wires.
+
+use std::path::Path;
+
+use kafka_bridge::bridge::Bridge;
+use mes_core::db::{self, operators, tokens};
+use rocket::fairing::AdHoc;
+use rocket::figment::Figment;
+use rocket::{Build, Rocket};
+
+use crate::app::App;
+use crate::config::{ConfigError, Settings};
+use crate::db::Db;
+use crate::embedded::Embedded;
+
+/// Name of the operator the embedded demo creates (with a new key at every start).
+pub const DEMO_OPERATOR: &str = "demo";
+
+/// A server ready to launch, and what the embedded demo made for the user.
+pub struct Prepared {
+    /// The state to [`rocket()`].
+    pub app: App,
+    /// The demo operator's key (embedded mode only): shown once, at start-up.
+    pub demo_key: Option<String>,
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The demo key is a secret once printed: never in logs.
+        f.debug_struct("Prepared")
+            .field("app", &self.app)
+            .field("demo_key", &self.demo_key.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+fn database_error(e: impl std::fmt::Display) -> ConfigError {
+    ConfigError::new("MES_DATABASE_URL", e.to_string())
+}
+
+/// Opens (creating the SQLite file and its directory if needed) and migrates the
+/// database, then pools connections to it.
+pub async fn open_db(settings: &Settings) -> Result<Db, ConfigError> {
+    let url = settings.database_url();
+    if settings.database_kind() == "sqlite" {
+        let path = url.strip_prefix("sqlite://").unwrap_or(&url);
+        if let Some(dir) = Path::new(path).parent()
+            && !dir.as_os_str().is_empty()
+            && !path.starts_with("file:")
+            && path != ":memory:"
+        {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                database_error(format!(
+                    "cannot create the directory {}: {e}",
+                    dir.display()
+                ))
+            })?;
+        }
+    }
+    let size = settings.database_pool_size;
+    let pool = rocket::tokio::task::spawn_blocking(move || db::pool(&url, size))
+        .await
+        .map_err(database_error)?
+        .map_err(database_error)?;
+    Ok(Db::new(pool))
+}
+
+/// Opens one migrated connection, for the CLI's commands.
+pub fn connect_db(settings: &Settings) -> Result<db::DbConnection, ConfigError> {
+    let url = settings.database_url();
+    if settings.database_kind() == "sqlite"
+        && let Some(dir) = Path::new(&url).parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            database_error(format!(
+                "cannot create the directory {}: {e}",
+                dir.display()
+            ))
+        })?;
+    }
+    db::connect(&url).map_err(database_error)
+}
+
+/// Connects everything the server needs. In embedded mode it also starts the mock
+/// broker and the simulated chain, stores a master token if there is none, and gives
+/// the demo operator a new key.
+pub async fn prepare(settings: Settings) -> Result<Prepared, ConfigError> {
+    // Key files and modes first: cheap, and their errors are the clearest.
+    let mut bridge_config = settings.bridge_config(&settings.kafka_brokers)?;
+    let db = open_db(&settings).await?;
+    let mut embedded = None;
+    let mut demo_key = None;
+    if settings.is_embedded() {
+        let (token, key) = db
+            .run(|conn| {
+                let token = match tokens::master(conn)? {
+                    Some(master) => master.token,
+                    None => {
+                        let token = format!("demo-{}", uuid::Uuid::new_v4().simple());
+                        tokens::put(
+                            conn,
+                            &tokens::NewKafkaToken {
+                                instance_type: tokens::MASTER,
+                                token: &token,
+                                name: Some("embedded demo"),
+                                ..Default::default()
+                            },
+                        )?
+                        .token
+                    }
+                };
+                let key = operators::new_key();
+                operators::put(
+                    conn,
+                    &operators::NewOperator {
+                        name: DEMO_OPERATOR,
+                        role: operators::ROLE_OPERATOR,
+                        key_hash: &operators::hash_key(&key),
+                    },
+                )?;
+                Ok((token, key))
+            })
+            .await
+            .map_err(|e| database_error(e.message))?;
+        let started = Embedded::start(&settings.topics(), &token, settings.demo_size).await?;
+        bridge_config.kafka.brokers = started.brokers().to_owned();
+        // The mock cluster has no admin API; `Embedded::start` made the topics.
+        bridge_config.create_topics = false;
+        embedded = Some(started);
+        demo_key = Some(key);
+    }
+    let bridge = Bridge::connect(bridge_config).await.map_err(|e| {
+        ConfigError::new(
+            "MES_KAFKA_BROKERS",
+            format!("cannot reach the broker at {}: {e}", settings.kafka_brokers),
+        )
+    })?;
+    Ok(Prepared {
+        app: App::new(settings, db, bridge, embedded),
+        demo_key,
+    })
+}
+
+/// The Rocket instance: routes, catchers, metrics, and a clean stop of the bridge
+/// and the embedded services on shutdown.
+pub fn rocket(figment: Figment, app: App) -> Rocket<Build> {
+    let metrics = app.http_metrics.fairing();
+    rocket::custom(figment)
+        .manage(app)
+        .mount("/", crate::routes::routes())
+        .register("/", crate::error::catchers())
+        .attach(metrics)
+        .attach(AdHoc::on_shutdown("Stop the bridge", |rocket| {
+            Box::pin(async move {
+                if let Some(app) = rocket.state::<App>() {
+                    app.shutdown().await;
+                }
+            })
+        }))
+}
