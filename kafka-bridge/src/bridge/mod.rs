@@ -330,7 +330,10 @@ impl Bridge {
         options: CallOptions,
     ) -> Result<Exchange> {
         let timeout = options.timeout.unwrap_or(self.inner.config.request_timeout);
-        let deadline = Instant::now() + timeout;
+        let deadline = Deadline {
+            at: Instant::now() + timeout,
+            timeout,
+        };
         let list_page = match &request {
             Request::ListPartners(page) | Request::ListOrders(page) => Some(*page),
             _ => None,
@@ -345,7 +348,7 @@ impl Bridge {
                 .boxed()
                 .shared(),
         };
-        match tokio::time::timeout_at(deadline, shared).await {
+        match tokio::time::timeout_at(deadline.at, shared).await {
             Ok(result) => result,
             Err(_) => Err(Error::Timeout(timeout)),
         }
@@ -357,7 +360,7 @@ impl Bridge {
         request: Request,
         page: Page,
         idem: Option<String>,
-        deadline: Instant,
+        deadline: Deadline,
     ) -> Result<SharedReply> {
         let key: ListKey = (request.topic(), auth.to_owned(), page);
         let mut lists = lock(&self.inner.lists);
@@ -381,7 +384,7 @@ impl Bridge {
         request: Request,
         corr: Option<String>,
         idem: Option<String>,
-        deadline: Instant,
+        deadline: Deadline,
         list_key: Option<ListKey>,
     ) -> Result<JoinHandle<Result<Exchange>>> {
         if *self.inner.shutdown.borrow() {
@@ -409,7 +412,8 @@ impl Bridge {
             payload: envelope.to_bytes(),
             auth: auth.to_owned(),
             corr,
-            deadline,
+            deadline: deadline.at,
+            timeout: deadline.timeout,
         };
         let inner = Arc::clone(&self.inner);
         Ok(tokio::spawn(async move {
@@ -629,12 +633,21 @@ impl Inner {
     }
 }
 
+/// When a call must have its answer, and the limit it was given (for its error).
+#[derive(Clone, Copy)]
+struct Deadline {
+    at: Instant,
+    timeout: Duration,
+}
+
 struct Job {
     topic: Topic,
     payload: Vec<u8>,
     auth: String,
     corr: String,
     deadline: Instant,
+    /// The call's own time limit, for the error it gets.
+    timeout: Duration,
 }
 
 /// One chain request, from slot to reply. Runs in its own task so that a caller
@@ -644,10 +657,10 @@ async fn execute(
     job: Job,
     _in_flight: OwnedSemaphorePermit,
 ) -> Result<Exchange> {
-    let timeout = inner.config.request_timeout;
+    let timeout = job.timeout;
     let legacy = inner.matcher.uses_legacy();
     let slot = if legacy {
-        Some(acquire_legacy_slot(inner, job.deadline).await?)
+        Some(acquire_legacy_slot(inner, job.deadline, timeout).await?)
     } else {
         None
     };
@@ -732,6 +745,7 @@ async fn execute(
 async fn acquire_legacy_slot(
     inner: &Arc<Inner>,
     deadline: Instant,
+    timeout: Duration,
 ) -> Result<OwnedSemaphorePermit> {
     let slot = Arc::clone(&inner.legacy_slot);
     let permit = match Arc::clone(&slot).try_acquire_owned() {
@@ -743,7 +757,7 @@ async fn acquire_legacy_slot(
             }
             tokio::time::timeout_at(deadline, slot.acquire_owned())
                 .await
-                .map_err(|_| inner.timed_out(inner.config.request_timeout))?
+                .map_err(|_| inner.timed_out(timeout))?
                 .map_err(|_| Error::Shutdown)?
         }
     };
@@ -752,7 +766,7 @@ async fn acquire_legacy_slot(
         if until > Instant::now() {
             if until > deadline {
                 tokio::time::sleep_until(deadline).await;
-                return Err(inner.timed_out(inner.config.request_timeout));
+                return Err(inner.timed_out(timeout));
             }
             tokio::time::sleep_until(until).await;
         }
