@@ -5,7 +5,7 @@ use chrono::{Days, NaiveDate, Utc};
 use mes_core::db::day_reports;
 use mes_core::db::outbox::{self, OutboxRow};
 use rocket::http::Status;
-use rocket::serde::json::{self, Json};
+use rocket::serde::json::Json;
 use rocket::{FromForm, State, get, post};
 use serde::Serialize;
 use serde_json::Value;
@@ -15,7 +15,7 @@ use crate::app::App;
 use crate::auth::{Reader, Writer};
 use crate::error::{ApiError, ApiResult, ErrorBody, code};
 use crate::routes::records::MAX_PAGE;
-use crate::routes::units::{Delivery, body_error};
+use crate::routes::units::{Delivery, ObjectBody, object_body};
 use crate::service::chain::day_report_dedup_key;
 use crate::service::reports::{
     self, DailyRun, DayReportInput, ReportError, StoredDayReport, get_day_report,
@@ -106,11 +106,10 @@ fn view(
 pub async fn day_report_store(
     app: &State<App>,
     _caller: Writer,
-    body: Result<Json<DayReportInput>, json::Error<'_>>,
+    body: ObjectBody<'_>,
 ) -> ApiResult<Json<DayReportView>> {
-    let input = body
-        .map_err(|e| body_error(&e, r#"{"unit", "date", "shifts": {"A"|"B"|"C"|"DAY": {...}}}"#))?
-        .into_inner();
+    let input: DayReportInput =
+        object_body(body, r#"{"unit", "date", "shifts": {"A"|"B"|"C"|"DAY": {...}}}"#)?;
     let stored = app
         .db
         .run(move |conn| {

@@ -8,6 +8,8 @@ use rocket::http::Status;
 use rocket::serde::json::{self, Json};
 use rocket::{State, get, patch, post};
 use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 use crate::app::App;
@@ -160,6 +162,23 @@ pub fn body_error(e: &json::Error<'_>, expected: &str) -> ApiError {
     )
 }
 
+/// A JSON body whose top level is an object, read into `T`. Going through a map
+/// first refuses arrays, which serde would otherwise take for a struct's fields in
+/// order (`["STOPPED"]` as a status).
+pub type ObjectBody<'r> = Result<Json<Map<String, Value>>, json::Error<'r>>;
+
+/// `T` from an [`ObjectBody`]; 400 `invalid_body` naming `expected` otherwise.
+pub fn object_body<T: DeserializeOwned>(body: ObjectBody<'_>, expected: &str) -> ApiResult<T> {
+    let map = body.map_err(|e| body_error(&e, expected))?.into_inner();
+    serde_json::from_value(Value::Object(map)).map_err(|e| {
+        ApiError::new(
+            Status::BadRequest,
+            code::INVALID_BODY,
+            format!("expected {expected}: {e}"),
+        )
+    })
+}
+
 /// The code of the unit `id` names: its code, or its database id when no unit has
 /// that code.
 fn resolve(conn: &mut DbConnection, id: &str) -> Result<Unit, ApiError> {
@@ -198,11 +217,9 @@ fn resolve(conn: &mut DbConnection, id: &str) -> Result<Unit, ApiError> {
 pub async fn unit_create(
     app: &State<App>,
     _caller: Writer,
-    body: Result<Json<NewUnit>, json::Error<'_>>,
+    body: ObjectBody<'_>,
 ) -> ApiResult<(Status, Json<UnitView>)> {
-    let new = body
-        .map_err(|e| body_error(&e, r#"{"code", "name", "Status", "ProcessName"}"#))?
-        .into_inner();
+    let new: NewUnit = object_body(body, r#"{"code", "name", "Status", "ProcessName"}"#)?;
     let units = app.units.clone();
     let view = app
         .db
@@ -285,11 +302,9 @@ pub async fn unit_patch(
     app: &State<App>,
     _caller: Writer,
     id: &str,
-    body: Result<Json<UnitPatch>, json::Error<'_>>,
+    body: ObjectBody<'_>,
 ) -> ApiResult<Json<UnitView>> {
-    let patch = body
-        .map_err(|e| body_error(&e, r#"{"Status": "...", "ProcessName": "..."|null}"#))?
-        .into_inner();
+    let patch: UnitPatch = object_body(body, r#"{"Status": "...", "ProcessName": "..."|null}"#)?;
     let id = id.to_owned();
     let units = app.units.clone();
     let view = app
