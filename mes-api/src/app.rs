@@ -250,7 +250,6 @@ impl App {
         f(lock(&self.embedded).as_ref())
     }
 
-
     /// Forgets the cached master token (after it was changed through the API).
     pub fn forget_token(&self) {
         *lock(&self.token) = None;

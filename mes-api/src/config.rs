@@ -299,16 +299,19 @@ impl Settings {
     /// The daily report's schedule; an error names the setting at fault
     /// (`MES_REPORT_CRON`, `MES_REPORT_TZ` or `MES_REPORT_LOOKBACK_DAYS`).
     pub fn report_schedule(&self) -> Result<ReportSchedule, ConfigError> {
-        ReportSchedule::new(&self.report_cron, &self.report_tz, self.report_lookback_days).map_err(
-            |e| {
-                let setting = match e {
-                    ScheduleError::UnknownTimeZone(_) => "MES_REPORT_TZ",
-                    ScheduleError::LookbackTooLong { .. } => "MES_REPORT_LOOKBACK_DAYS",
-                    _ => "MES_REPORT_CRON",
-                };
-                ConfigError::new(setting, e.to_string())
-            },
+        ReportSchedule::new(
+            &self.report_cron,
+            &self.report_tz,
+            self.report_lookback_days,
         )
+        .map_err(|e| {
+            let setting = match e {
+                ScheduleError::UnknownTimeZone(_) => "MES_REPORT_TZ",
+                ScheduleError::LookbackTooLong { .. } => "MES_REPORT_LOOKBACK_DAYS",
+                _ => "MES_REPORT_CRON",
+            };
+            ConfigError::new(setting, e.to_string())
+        })
     }
 
     /// Whether the broker and the chain run in-process (the demo).

@@ -183,18 +183,24 @@ pub fn rocket(figment: Figment, app: App) -> Rocket<Build> {
         .mount("/", crate::routes::routes())
         .register("/", crate::error::catchers())
         .attach(metrics)
-        .attach(AdHoc::on_liftoff("Outbox relay and daily report", |rocket| {
-            Box::pin(async move {
-                if let Some(app) = rocket.state::<App>() {
-                    app.start_background();
-                }
-            })
-        }))
-        .attach(AdHoc::on_shutdown("Stop the jobs and the bridge", |rocket| {
-            Box::pin(async move {
-                if let Some(app) = rocket.state::<App>() {
-                    app.shutdown().await;
-                }
-            })
-        }))
+        .attach(AdHoc::on_liftoff(
+            "Outbox relay and daily report",
+            |rocket| {
+                Box::pin(async move {
+                    if let Some(app) = rocket.state::<App>() {
+                        app.start_background();
+                    }
+                })
+            },
+        ))
+        .attach(AdHoc::on_shutdown(
+            "Stop the jobs and the bridge",
+            |rocket| {
+                Box::pin(async move {
+                    if let Some(app) = rocket.state::<App>() {
+                        app.shutdown().await;
+                    }
+                })
+            },
+        ))
 }

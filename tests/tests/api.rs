@@ -539,7 +539,12 @@ async fn keys_and_roles_are_enforced() {
     let (status, ready) = s.get("/health/ready", None).await;
     assert_eq!(status, Status::Ok, "{}", short(&ready));
     assert_eq!(ready["status"], "ok");
-    assert_eq!(ready["outbox"]["waiting_for_token"], false, "{}", short(&ready));
+    assert_eq!(
+        ready["outbox"]["waiting_for_token"],
+        false,
+        "{}",
+        short(&ready)
+    );
     assert_eq!(s.get("/metrics", None).await.0, Status::Ok);
     s.stop().await;
 }

@@ -306,13 +306,18 @@ async fn a_server_killed_mid_delivery_and_restarted_delivers_everything_exactly_
     let start = tokio::time::Instant::now();
     while sim.counters().changes < before + (2 * UNITS) as u64 {
         first.assert_running();
-        assert!(start.elapsed() < DEADLINE, "the first server delivered nothing");
+        assert!(
+            start.elapsed() < DEADLINE,
+            "the first server delivered nothing"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     first.kill();
     let at_kill = {
         let url = url.clone();
-        tokio::task::spawn_blocking(move || depth(&url)).await.unwrap()
+        tokio::task::spawn_blocking(move || depth(&url))
+            .await
+            .unwrap()
     };
     assert!(
         at_kill.pending + at_kill.in_flight > 0,
@@ -325,11 +330,16 @@ async fn a_server_killed_mid_delivery_and_restarted_delivers_everything_exactly_
     let settled = loop {
         second.assert_running();
         let url = url.clone();
-        let d = tokio::task::spawn_blocking(move || depth(&url)).await.unwrap();
+        let d = tokio::task::spawn_blocking(move || depth(&url))
+            .await
+            .unwrap();
         if d.pending == 0 && d.in_flight == 0 {
             break d;
         }
-        assert!(start.elapsed() < DEADLINE, "not delivered after the restart: {d:?}");
+        assert!(
+            start.elapsed() < DEADLINE,
+            "not delivered after the restart: {d:?}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     // Per unit: record type, record, reporter, the updates, the day report's type and
@@ -350,7 +360,11 @@ async fn a_server_killed_mid_delivery_and_restarted_delivers_everything_exactly_
         if i == 0 {
             expected.push(json!("HTTP"));
         }
-        assert_eq!(history(&sim, code), expected, "{code}: each update once, in order");
+        assert_eq!(
+            history(&sim, code),
+            expected,
+            "{code}: each update once, in order"
+        );
         let flow = format!("001_21_01_02_{code}");
         assert!(
             sim.with_ledger(|l| l.state().day_reports.contains_key(&flow)),

@@ -232,7 +232,12 @@ async fn a_patch_updates_the_unit_and_reaches_the_chain_once() {
     let key = world.operator.as_str();
 
     let (status, created) = s
-        .call(Method::Post, "/api/ProductionUnit", Some(key), Some(&new_unit("PT10")))
+        .call(
+            Method::Post,
+            "/api/ProductionUnit",
+            Some(key),
+            Some(&new_unit("PT10")),
+        )
         .await;
     assert_eq!(status, Status::Created, "{}", short(&created));
     assert_eq!(created["Status"], "RUNNING");
@@ -251,7 +256,8 @@ async fn a_patch_updates_the_unit_and_reaches_the_chain_once() {
     assert_eq!(patched["Status"], "STOPPED");
     assert_eq!(patched["ProcessName"], "Maintenance");
     assert_eq!(
-        patched["chain"]["state"], "pending",
+        patched["chain"]["state"],
+        "pending",
         "answered before the relay could deliver it: {}",
         short(&patched)
     );
@@ -305,14 +311,26 @@ async fn a_patch_updates_the_unit_and_reaches_the_chain_once() {
         ["RUNNING", "STOPPED", "STOPPED"]
     );
 
-    let (status, list) = s.call(Method::Get, "/api/ProductionUnit", Some(&world.viewer), None).await;
+    let (status, list) = s
+        .call(
+            Method::Get,
+            "/api/ProductionUnit",
+            Some(&world.viewer),
+            None,
+        )
+        .await;
     assert_eq!(status, Status::Ok);
     assert_eq!(list.as_array().unwrap().len(), 1);
     assert_eq!(list[0]["chain"]["state"], "delivered");
 
     // The console's view of the outbox: four unit rows, all delivered.
     let (status, rows) = s
-        .call(Method::Get, "/api/outbox?status=done", Some(&world.viewer), None)
+        .call(
+            Method::Get,
+            "/api/outbox?status=done",
+            Some(&world.viewer),
+            None,
+        )
         .await;
     assert_eq!(status, Status::Ok, "{}", short(&rows));
     let actions: Vec<&str> = rows
@@ -364,7 +382,12 @@ async fn bad_bodies_are_400_unknown_units_404_and_viewers_may_only_read() {
     let op = Some(world.operator.as_str());
     let viewer = Some(world.viewer.as_str());
     let created = s
-        .call(Method::Post, "/api/ProductionUnit", op, Some(&new_unit("PT10")))
+        .call(
+            Method::Post,
+            "/api/ProductionUnit",
+            op,
+            Some(&new_unit("PT10")),
+        )
         .await;
     assert_eq!(created.0, Status::Created, "{}", short(&created.1));
 
@@ -387,22 +410,36 @@ async fn bad_bodies_are_400_unknown_units_404_and_viewers_may_only_read() {
         .await;
     assert_error(&got, Status::BadRequest, "invalid_body");
     assert_error(
-        &s.call(Method::Patch, "/api/ProductionUnit/NOPE", op, Some("{}")).await,
+        &s.call(Method::Patch, "/api/ProductionUnit/NOPE", op, Some("{}"))
+            .await,
         Status::NotFound,
         "not_found",
     );
     assert_error(
-        &s.call(Method::Get, "/api/ProductionUnit/NOPE", viewer, None).await,
+        &s.call(Method::Get, "/api/ProductionUnit/NOPE", viewer, None)
+            .await,
         Status::NotFound,
         "not_found",
     );
     assert_error(
-        &s.call(Method::Post, "/api/ProductionUnit", op, Some(&new_unit("PT10"))).await,
+        &s.call(
+            Method::Post,
+            "/api/ProductionUnit",
+            op,
+            Some(&new_unit("PT10")),
+        )
+        .await,
         Status::Conflict,
         "conflict",
     );
     assert_error(
-        &s.call(Method::Post, "/api/ProductionUnit", op, Some(&new_unit("PT 10/x"))).await,
+        &s.call(
+            Method::Post,
+            "/api/ProductionUnit",
+            op,
+            Some(&new_unit("PT 10/x")),
+        )
+        .await,
         Status::BadRequest,
         "invalid_body",
     );
@@ -410,59 +447,124 @@ async fn bad_bodies_are_400_unknown_units_404_and_viewers_may_only_read() {
     // Viewers read, operators write; no key is 401.
     let patch = Some(r#"{"Status": "STOPPED"}"#);
     assert_error(
-        &s.call(Method::Patch, "/api/ProductionUnit/PT10", viewer, patch).await,
+        &s.call(Method::Patch, "/api/ProductionUnit/PT10", viewer, patch)
+            .await,
         Status::Forbidden,
         "forbidden",
     );
     assert_error(
-        &s.call(Method::Post, "/api/ProductionUnit", viewer, Some(&new_unit("PT11"))).await,
+        &s.call(
+            Method::Post,
+            "/api/ProductionUnit",
+            viewer,
+            Some(&new_unit("PT11")),
+        )
+        .await,
         Status::Forbidden,
         "forbidden",
     );
     assert_error(
-        &s.call(Method::Patch, "/api/ProductionUnit/PT10", None, patch).await,
+        &s.call(Method::Patch, "/api/ProductionUnit/PT10", None, patch)
+            .await,
         Status::Unauthorized,
         "unauthenticated",
     );
     assert_error(
-        &s.call(Method::Post, "/api/reports/daily/run?date=2021-01-11", viewer, None).await,
+        &s.call(
+            Method::Post,
+            "/api/reports/daily/run?date=2021-01-11",
+            viewer,
+            None,
+        )
+        .await,
         Status::Forbidden,
         "forbidden",
     );
     let report = r#"{"unit": "PT10", "date": "2021-01-11", "shifts": {"A": {"oee": 0.5}}}"#;
     assert_error(
-        &s.call(Method::Post, "/api/DayReport", viewer, Some(report)).await,
+        &s.call(Method::Post, "/api/DayReport", viewer, Some(report))
+            .await,
         Status::Forbidden,
         "forbidden",
     );
-    let (status, unit) = s.call(Method::Get, "/api/ProductionUnit/PT10", viewer, None).await;
+    let (status, unit) = s
+        .call(Method::Get, "/api/ProductionUnit/PT10", viewer, None)
+        .await;
     assert_eq!(status, Status::Ok);
     assert_eq!(unit["Status"], "RUNNING", "nothing was changed");
 
     // Day reports and runs.
     for (body, status, code) in [
-        (r#"{"unit": "PT10", "date": "11/01/2021", "shifts": {"A": {"oee": 0.5}}}"#, Status::BadRequest, "invalid_body"),
-        (r#"{"unit": "PT10", "date": "2999-01-01", "shifts": {"A": {"oee": 0.5}}}"#, Status::BadRequest, "invalid_body"),
-        (r#"{"unit": "PT10", "date": "2021-01-11", "shifts": {}}"#, Status::BadRequest, "invalid_body"),
-        (r#"{"unit": "PT10", "date": "2021-01-11", "shifts": {"A": {"quality": 1.5}}}"#, Status::BadRequest, "invalid_body"),
-        (r#"{"unit": "PT10", "date": "2021-01-11", "shifts": {"E": {}}}"#, Status::BadRequest, "invalid_body"),
-        (r#"{"unit": "NOPE", "date": "2021-01-11", "shifts": {"A": {"oee": 0.5}}}"#, Status::NotFound, "not_found"),
+        (
+            r#"{"unit": "PT10", "date": "11/01/2021", "shifts": {"A": {"oee": 0.5}}}"#,
+            Status::BadRequest,
+            "invalid_body",
+        ),
+        (
+            r#"{"unit": "PT10", "date": "2999-01-01", "shifts": {"A": {"oee": 0.5}}}"#,
+            Status::BadRequest,
+            "invalid_body",
+        ),
+        (
+            r#"{"unit": "PT10", "date": "2021-01-11", "shifts": {}}"#,
+            Status::BadRequest,
+            "invalid_body",
+        ),
+        (
+            r#"{"unit": "PT10", "date": "2021-01-11", "shifts": {"A": {"quality": 1.5}}}"#,
+            Status::BadRequest,
+            "invalid_body",
+        ),
+        (
+            r#"{"unit": "PT10", "date": "2021-01-11", "shifts": {"E": {}}}"#,
+            Status::BadRequest,
+            "invalid_body",
+        ),
+        (
+            r#"{"unit": "NOPE", "date": "2021-01-11", "shifts": {"A": {"oee": 0.5}}}"#,
+            Status::NotFound,
+            "not_found",
+        ),
     ] {
         let got = s.call(Method::Post, "/api/DayReport", op, Some(body)).await;
         assert_error(&got, status, code);
     }
     for (uri, status, code) in [
-        ("/api/reports/daily/run?date=2021-13-01", Status::BadRequest, "invalid_parameter"),
-        ("/api/reports/daily/run?date=2999-01-01", Status::BadRequest, "invalid_parameter"),
+        (
+            "/api/reports/daily/run?date=2021-13-01",
+            Status::BadRequest,
+            "invalid_parameter",
+        ),
+        (
+            "/api/reports/daily/run?date=2999-01-01",
+            Status::BadRequest,
+            "invalid_parameter",
+        ),
     ] {
         assert_error(&s.call(Method::Post, uri, op, None).await, status, code);
     }
     for (uri, status, code) in [
         ("/api/DayReport", Status::BadRequest, "missing_parameter"),
-        ("/api/DayReport?date=yesterday", Status::BadRequest, "invalid_parameter"),
-        ("/api/DayReport?date=2021-01-11&unit=NOPE", Status::NotFound, "not_found"),
-        ("/api/outbox?status=lost", Status::BadRequest, "invalid_parameter"),
-        ("/api/outbox?limit=0", Status::BadRequest, "invalid_parameter"),
+        (
+            "/api/DayReport?date=yesterday",
+            Status::BadRequest,
+            "invalid_parameter",
+        ),
+        (
+            "/api/DayReport?date=2021-01-11&unit=NOPE",
+            Status::NotFound,
+            "not_found",
+        ),
+        (
+            "/api/outbox?status=lost",
+            Status::BadRequest,
+            "invalid_parameter",
+        ),
+        (
+            "/api/outbox?limit=0",
+            Status::BadRequest,
+            "invalid_parameter",
+        ),
     ] {
         assert_error(&s.call(Method::Get, uri, viewer, None).await, status, code);
     }
@@ -476,7 +578,12 @@ async fn a_stored_day_report_is_published_once_by_the_daily_run() {
     let s = world.server().await;
     let op = Some(world.operator.as_str());
     let created = s
-        .call(Method::Post, "/api/ProductionUnit", op, Some(&new_unit("PT10")))
+        .call(
+            Method::Post,
+            "/api/ProductionUnit",
+            op,
+            Some(&new_unit("PT10")),
+        )
         .await;
     assert_eq!(created.0, Status::Created);
     let report = json!({"unit": "PT10", "date": "2021-01-11", "shifts": {
@@ -484,19 +591,31 @@ async fn a_stored_day_report_is_published_once_by_the_daily_run() {
               "planned_unit_time_s": 30, "produced_quantity": 720, "good_quantity": 700,
               "failure_count": 0, "repair_time_s": 0}}})
     .to_string();
-    let (status, stored) = s.call(Method::Post, "/api/DayReport", op, Some(&report)).await;
+    let (status, stored) = s
+        .call(Method::Post, "/api/DayReport", op, Some(&report))
+        .await;
     assert_eq!(status, Status::Ok, "{}", short(&stored));
     assert_eq!(stored["report_id"], "001_21_01_02_PT10");
     assert_eq!(stored["enqueued"], false);
     assert_eq!(stored["chain"]["state"], "none");
 
     let (status, run) = s
-        .call(Method::Post, "/api/reports/daily/run?date=2021-01-11", op, None)
+        .call(
+            Method::Post,
+            "/api/reports/daily/run?date=2021-01-11",
+            op,
+            None,
+        )
         .await;
     assert_eq!(status, Status::Ok, "{}", short(&run));
     assert_eq!(run["enqueued"], json!(["PT10"]));
     let (status, again) = s
-        .call(Method::Post, "/api/reports/daily/run?date=2021-01-11", op, None)
+        .call(
+            Method::Post,
+            "/api/reports/daily/run?date=2021-01-11",
+            op,
+            None,
+        )
         .await;
     assert_eq!(status, Status::Ok);
     assert_eq!(again["enqueued"], json!([]), "{}", short(&again));
@@ -516,12 +635,21 @@ async fn a_stored_day_report_is_published_once_by_the_daily_run() {
         .sim
         .with_ledger(|l| l.state().day_reports.get("001_21_01_02_PT10").cloned())
         .expect("the day report on the chain");
-    assert_eq!(records.len(), 14, "shift A and the day, seven indicators each");
+    assert_eq!(
+        records.len(),
+        14,
+        "shift A and the day, seven indicators each"
+    );
     // A third run, after delivery: nothing new reaches the chain.
     world.settled().await;
     let applied = world.sim.counters().applied;
     let (_, third) = s
-        .call(Method::Post, "/api/reports/daily/run?date=2021-01-11", op, None)
+        .call(
+            Method::Post,
+            "/api/reports/daily/run?date=2021-01-11",
+            op,
+            None,
+        )
         .await;
     assert_eq!(third["enqueued"], json!([]));
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -549,7 +677,12 @@ async fn two_servers_on_one_database_deliver_every_row_once_and_each_day_report_
     let codes: Vec<String> = (0..UNITS).map(|i| format!("PU{i:02}")).collect();
     for (i, code) in codes.iter().enumerate() {
         let got = servers[i % 2]
-            .call(Method::Post, "/api/ProductionUnit", op, Some(&new_unit(code)))
+            .call(
+                Method::Post,
+                "/api/ProductionUnit",
+                op,
+                Some(&new_unit(code)),
+            )
             .await;
         assert_eq!(got.0, Status::Created, "{}", short(&got.1));
     }
@@ -572,7 +705,9 @@ async fn two_servers_on_one_database_deliver_every_row_once_and_each_day_report_
         let report = json!({"unit": code, "date": "2021-01-11",
             "shifts": {"DAY": {"oee": 0.5, "availability": 0.9}}})
         .to_string();
-        let got = a.call(Method::Post, "/api/DayReport", op, Some(&report)).await;
+        let got = a
+            .call(Method::Post, "/api/DayReport", op, Some(&report))
+            .await;
         assert_eq!(got.0, Status::Ok, "{}", short(&got.1));
     }
     // Both run the day at once (two schedulers firing together).
@@ -588,7 +723,10 @@ async fn two_servers_on_one_database_deliver_every_row_once_and_each_day_report_
         .map(|c| c.as_str().unwrap().to_owned())
         .collect();
     enqueued.sort();
-    assert_eq!(enqueued, codes, "each unit's day enqueued by exactly one server");
+    assert_eq!(
+        enqueued, codes,
+        "each unit's day enqueued by exactly one server"
+    );
 
     let depth = world.settled().await;
     assert_eq!(depth.failed, 0, "{depth:?}");

@@ -108,8 +108,10 @@ pub async fn day_report_store(
     _caller: Writer,
     body: ObjectBody<'_>,
 ) -> ApiResult<Json<DayReportView>> {
-    let input: DayReportInput =
-        object_body(body, r#"{"unit", "date", "shifts": {"A"|"B"|"C"|"DAY": {...}}}"#)?;
+    let input: DayReportInput = object_body(
+        body,
+        r#"{"unit", "date", "shifts": {"A"|"B"|"C"|"DAY": {...}}}"#,
+    )?;
     let stored = app
         .db
         .run(move |conn| {
@@ -149,7 +151,10 @@ pub async fn day_report_get(
     _caller: Reader,
     query: DayReportQuery,
 ) -> ApiResult<Json<Vec<DayReportView>>> {
-    let date = query.date.as_deref().ok_or_else(|| ApiError::missing("date"))?;
+    let date = query
+        .date
+        .as_deref()
+        .ok_or_else(|| ApiError::missing("date"))?;
     let date = parse_date("date", date)?;
     let unit = query.unit.map(|u| u.trim().to_owned());
     let views = app
