@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kafka_bridge::bridge::{Bridge, CallOptions};
+use kafka_bridge::relay::{Relay, RelayConfig, TokenSource};
 use mes_core::codec::Page;
 use mes_core::db::{decisions, orders, tokens};
 use mes_core::domain::{Answer, RequestId};
@@ -16,11 +17,13 @@ use rocket::http::Status;
 use serde_json::Value;
 
 use crate::auth::{AuthCache, Caller};
-use crate::config::Settings;
+use crate::config::{ConfigError, Settings};
 use crate::db::Db;
 use crate::embedded::Embedded;
 use crate::error::{ApiError, ApiResult, code};
 use crate::metrics::HttpMetrics;
+use crate::service::schedule::{DailyReportJob, ReportSchedule};
+use crate::service::units::UnitService;
 
 /// How long the master token read from the database is reused. Short, because the
 /// CLI may change it from another process.
@@ -82,10 +85,39 @@ pub struct App {
     pub auth: AuthCache,
     /// HTTP figures for `/metrics`.
     pub http_metrics: Arc<HttpMetrics>,
+    /// Production units, with the built-in chain hook (and any a library user adds).
+    pub units: UnitService,
+    /// The outbox relay: delivers `chain_outbox` to the chain. Routes that enqueue call
+    /// [`Relay::notify`]; [`App::start_background`] runs it.
+    pub relay: Relay,
+    /// When the daily report runs (`MES_REPORT_*`).
+    pub schedule: ReportSchedule,
     token: Mutex<Option<(String, Instant)>>,
     orders: Mutex<HashMap<String, Value>>,
     embedded: Mutex<Option<Embedded>>,
+    stop: rocket::tokio::sync::watch::Sender<bool>,
+    background: Mutex<Vec<rocket::tokio::task::JoinHandle<()>>>,
+    started: std::sync::atomic::AtomicBool,
 }
+
+/// The relay's settings for a server whose chain requests time out after `timeout`:
+/// a send may take that long, and a lease six times as long lets a crashed server's
+/// rows come back soon without a slow but live relay losing them often (a resend is
+/// harmless anyway: the chain deduplicates by `idem`).
+pub fn relay_config(timeout: Duration) -> RelayConfig {
+    let send_timeout = timeout.clamp(Duration::from_millis(1), Duration::from_secs(3600));
+    let lease = (send_timeout * 6).max(send_timeout + Duration::from_secs(2));
+    RelayConfig {
+        name: "outbox-relay".to_owned(),
+        send_timeout,
+        lease,
+        ..RelayConfig::default()
+    }
+}
+
+/// Longest wait for the relay and the daily job to stop on shutdown: a send in
+/// progress is settled within the request timeout.
+const BACKGROUND_STOP_GRACE: Duration = Duration::from_secs(60);
 
 impl std::fmt::Debug for App {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -111,31 +143,111 @@ fn text_of(value: &Value) -> String {
 impl App {
     /// State over a connected bridge and a migrated pool; `embedded` is the in-process
     /// broker and chain, stopped with the server.
-    pub fn new(settings: Settings, db: Db, bridge: Bridge, embedded: Option<Embedded>) -> App {
-        App {
+    ///
+    /// Fails only for settings [`Settings`] validation did not see (the report
+    /// schedule, the relay's timings), naming the setting.
+    pub fn new(
+        settings: Settings,
+        db: Db,
+        bridge: Bridge,
+        embedded: Option<Embedded>,
+    ) -> Result<App, ConfigError> {
+        let schedule = settings.report_schedule()?;
+        let pool = db.pool().clone();
+        let relay = Relay::new(
+            pool.clone(),
+            bridge.clone(),
+            TokenSource::master_token(pool),
+            relay_config(settings.request_timeout()),
+        )
+        .map_err(|e| ConfigError::new("MES_REQUEST_TIMEOUT_MS", e.to_string()))?;
+        Ok(App {
             settings,
             db,
             bridge,
             auth: AuthCache::default(),
             http_metrics: Arc::new(HttpMetrics::default()),
+            units: UnitService::default(),
+            relay,
+            schedule,
             token: Mutex::new(None),
             orders: Mutex::new(HashMap::new()),
             embedded: Mutex::new(embedded),
+            stop: rocket::tokio::sync::watch::channel(false).0,
+            background: Mutex::new(Vec::new()),
+            started: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    /// Starts the outbox relay and the daily-report job (its start-up catch-up
+    /// first), once; [`App::shutdown`] stops them. The server calls it on liftoff.
+    pub fn start_background(&self) {
+        use std::sync::atomic::Ordering;
+        if self.started.swap(true, Ordering::SeqCst) || *self.stop.borrow() {
+            return;
+        }
+        let stopped = |mut rx: rocket::tokio::sync::watch::Receiver<bool>| async move {
+            // An error means the sender is gone: the App was dropped, so stop too.
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+        let relay = self.relay.clone();
+        let relay_stop = stopped(self.stop.subscribe());
+        let relay_task = rocket::tokio::spawn(async move {
+            tracing::info!(job = "outbox-relay", "started");
+            relay.run(relay_stop).await;
+            tracing::info!(job = "outbox-relay", "stopped");
+        });
+        let schedule = self.schedule.clone();
+        let cron = format!("{} ({})", schedule.cron_expr(), schedule.time_zone());
+        let pool = self.db.pool().clone();
+        let mut job_stop = self.stop.subscribe();
+        let relay = self.relay.clone();
+        let job_task = rocket::tokio::spawn(async move {
+            let job = rocket::tokio::select! {
+                job = DailyReportJob::start(schedule, pool) => job,
+                _ = job_stop.wait_for(|stop| *stop) => return,
+            };
+            let job = match job {
+                Ok(job) => job,
+                Err(e) => {
+                    tracing::error!(job = "daily-report", error = %e, "could not start");
+                    return;
+                }
+            };
+            tracing::info!(job = "daily-report", %cron, "started");
+            // The catch-up may have enqueued reports.
+            relay.notify();
+            let _ = job_stop.wait_for(|stop| *stop).await;
+            if let Err(e) = job.shutdown().await {
+                tracing::warn!(job = "daily-report", error = %e, "stopping");
+            }
+        });
+        lock(&self.background).extend([relay_task, job_task]);
+    }
+
+    /// Stops the relay and the daily job, then the bridge, then the embedded broker
+    /// and chain.
+    pub async fn shutdown(&self) {
+        self.stop.send_replace(true);
+        let tasks: Vec<_> = lock(&self.background).drain(..).collect();
+        for task in tasks {
+            if rocket::tokio::time::timeout(BACKGROUND_STOP_GRACE, task)
+                .await
+                .is_err()
+            {
+                tracing::warn!("a background job did not stop within {BACKGROUND_STOP_GRACE:?}");
+            }
+        }
+        self.bridge.shutdown().await;
+        let embedded = lock(&self.embedded).take();
+        if let Some(embedded) = embedded {
+            embedded.shutdown().await;
         }
     }
 
     /// The in-process chain of the embedded demo, if this server runs one.
     pub fn with_embedded<R>(&self, f: impl FnOnce(Option<&Embedded>) -> R) -> R {
         f(lock(&self.embedded).as_ref())
-    }
-
-    /// Stops the bridge, then the embedded broker and chain.
-    pub async fn shutdown(&self) {
-        self.bridge.shutdown().await;
-        let embedded = lock(&self.embedded).take();
-        if let Some(embedded) = embedded {
-            embedded.shutdown().await;
-        }
     }
 
     /// Forgets the cached master token (after it was changed through the API).

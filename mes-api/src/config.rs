@@ -17,6 +17,8 @@ use rocket::figment::providers::Serialized;
 use rocket::figment::value::{Dict, Value};
 use serde::{Deserialize, Serialize};
 
+use crate::service::schedule::{ReportSchedule, ScheduleError};
+
 /// `MES_KAFKA_BROKERS` value that starts an in-process broker and chain simulator.
 pub const EMBEDDED: &str = "embedded";
 
@@ -270,6 +272,7 @@ impl Settings {
                 ));
             }
         }
+        self.report_schedule()?;
         if let Some(url) = &self.database_url
             && url.trim().is_empty()
         {
@@ -291,6 +294,24 @@ impl Settings {
             ("topic_record", &self.topic_record),
             ("topic_reply", &self.topic_reply),
         ]
+    }
+
+    /// The daily report's schedule; an error names the setting at fault
+    /// (`MES_REPORT_CRON`, `MES_REPORT_TZ` or `MES_REPORT_LOOKBACK_DAYS`).
+    pub fn report_schedule(&self) -> Result<ReportSchedule, ConfigError> {
+        ReportSchedule::new(
+            &self.report_cron,
+            &self.report_tz,
+            self.report_lookback_days,
+        )
+        .map_err(|e| {
+            let setting = match e {
+                ScheduleError::UnknownTimeZone(_) => "MES_REPORT_TZ",
+                ScheduleError::LookbackTooLong { .. } => "MES_REPORT_LOOKBACK_DAYS",
+                _ => "MES_REPORT_CRON",
+            };
+            ConfigError::new(setting, e.to_string())
+        })
     }
 
     /// Whether the broker and the chain run in-process (the demo).
@@ -453,6 +474,20 @@ mod tests {
             "{shown}"
         );
         assert_eq!(s.database_kind(), "postgresql");
+    }
+
+    #[test]
+    fn bad_report_settings_name_their_environment_variable() {
+        let e = from(&[("MES_REPORT_CRON", "every day")]).unwrap_err();
+        assert_eq!(e.setting, "MES_REPORT_CRON", "{e}");
+        let e = from(&[("MES_REPORT_CRON", "0 0 0 30 2 *")]).unwrap_err();
+        assert_eq!(e.setting, "MES_REPORT_CRON", "{e}");
+        let e = from(&[("MES_REPORT_TZ", "Mars/Olympus")]).unwrap_err();
+        assert_eq!(e.setting, "MES_REPORT_TZ", "{e}");
+        let e = from(&[("MES_REPORT_LOOKBACK_DAYS", "400")]).unwrap_err();
+        assert_eq!(e.setting, "MES_REPORT_LOOKBACK_DAYS", "{e}");
+        let s = from(&[("MES_REPORT_TZ", "Europe/Lisbon")]).unwrap();
+        assert_eq!(s.report_schedule().unwrap().lookback_days(), 7);
     }
 
     #[test]

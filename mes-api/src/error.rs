@@ -54,6 +54,8 @@ pub mod code {
     pub const SHUTTING_DOWN: &str = "shutting_down";
     /// The chain did not answer in time.
     pub const CHAIN_TIMEOUT: &str = "chain_timeout";
+    /// The resource exists already (e.g. a production unit with this code).
+    pub const CONFLICT: &str = "conflict";
     /// A bug: nothing a client did or the network caused.
     pub const INTERNAL: &str = "internal";
 }

@@ -1,6 +1,6 @@
 //! `/metrics` in Prometheus text format: HTTP requests per endpoint (counts and
 //! latency histograms, from a fairing), the bridge's per-topic figures, timeouts,
-//! dropped replies by reason, and the outbox depth.
+//! dropped replies by reason, the outbox depth and the outbox relay's counters.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use kafka_bridge::bridge::{Histogram, HistogramSnapshot, LATENCY_BUCKETS_MS, MetricsSnapshot};
+use kafka_bridge::relay::RelayStatus;
 use mes_core::db::outbox::OutboxDepth;
 use rocket::fairing::{Fairing, Info, Kind};
 use rocket::{Data, Request, Response};
@@ -231,4 +232,54 @@ pub fn render(
         }
     }
     out
+}
+
+/// The outbox relay's counters in Prometheus text, appended to [`render`]'s output:
+/// a relay whose `passes` stand still is stuck, one `waiting_for_token` sends nothing.
+pub fn render_relay(out: &mut String, relay: &RelayStatus) {
+    let counters: [(&str, &str, u64); 6] = [
+        (
+            "mes_outbox_relay_sent_total",
+            "Outbox rows handed to the bridge (every attempt).",
+            relay.sent,
+        ),
+        (
+            "mes_outbox_relay_done_total",
+            "Outbox rows the chain answered (already-exists included).",
+            relay.done,
+        ),
+        (
+            "mes_outbox_relay_failed_total",
+            "Outbox rows the chain refused for good.",
+            relay.failed,
+        ),
+        (
+            "mes_outbox_relay_retried_total",
+            "Outbox rows put back for a later attempt.",
+            relay.retried,
+        ),
+        (
+            "mes_outbox_relay_database_errors_total",
+            "Database errors of the relay.",
+            relay.database_errors,
+        ),
+        (
+            "mes_outbox_relay_passes_total",
+            "Relay batches run, empty ones included.",
+            relay.passes,
+        ),
+    ];
+    for (name, help, value) in counters {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP mes_outbox_relay_waiting_for_token 1 while no master token is configured (nothing is sent).\n\
+         # TYPE mes_outbox_relay_waiting_for_token gauge\n\
+         mes_outbox_relay_waiting_for_token {}",
+        u8::from(relay.waiting_for_token)
+    );
 }

@@ -14,6 +14,8 @@ use crate::app::App;
 use crate::config::{ConfigError, Settings};
 use crate::db::Db;
 use crate::embedded::Embedded;
+use crate::error::ApiError;
+use crate::service::units::{NewUnit, UnitError, UnitService};
 
 /// Name of the operator the embedded demo creates (with a new key at every start).
 pub const DEMO_OPERATOR: &str = "demo";
@@ -112,6 +114,7 @@ pub async fn prepare(settings: Settings) -> Result<Prepared, ConfigError> {
                         .token
                     }
                 };
+                seed_units(conn)?;
                 let key = operators::new_key();
                 operators::put(
                     conn,
@@ -139,13 +142,40 @@ pub async fn prepare(settings: Settings) -> Result<Prepared, ConfigError> {
         )
     })?;
     Ok(Prepared {
-        app: App::new(settings, db, bridge, embedded),
+        app: App::new(settings, db, bridge, embedded)?,
         demo_key,
     })
 }
 
-/// The Rocket instance: routes, catchers, metrics, and a clean stop of the bridge
-/// and the embedded services on shutdown.
+/// The production units the embedded demo starts with, so the console has something
+/// to show; `(code, name, status, process)`.
+pub const DEMO_UNITS: [(&str, &str, &str, &str); 2] = [
+    ("PT10", "Press PT10", "RUNNING", "Stamping"),
+    ("PT11", "Press PT11", "IDLE", "Deburring"),
+];
+
+/// Creates the [`DEMO_UNITS`] that do not exist yet (idempotent across restarts);
+/// their chain records are enqueued like any unit's.
+fn seed_units(conn: &mut db::DbConnection) -> Result<(), ApiError> {
+    let units = UnitService::default();
+    for (code, name, status, process) in DEMO_UNITS {
+        let new = NewUnit {
+            code: code.to_owned(),
+            name: name.to_owned(),
+            status: status.to_owned(),
+            process_name: Some(process.to_owned()),
+        };
+        match units.create(conn, &new) {
+            Ok(_) | Err(UnitError::AlreadyExists(_)) => {}
+            Err(e) => return Err(ApiError::database(e)),
+        }
+    }
+    Ok(())
+}
+
+/// The Rocket instance: routes, catchers, metrics; on liftoff the outbox relay and
+/// the daily-report job start, and on shutdown they stop, then the bridge and the
+/// embedded services.
 pub fn rocket(figment: Figment, app: App) -> Rocket<Build> {
     let metrics = app.http_metrics.fairing();
     rocket::custom(figment)
@@ -153,11 +183,24 @@ pub fn rocket(figment: Figment, app: App) -> Rocket<Build> {
         .mount("/", crate::routes::routes())
         .register("/", crate::error::catchers())
         .attach(metrics)
-        .attach(AdHoc::on_shutdown("Stop the bridge", |rocket| {
-            Box::pin(async move {
-                if let Some(app) = rocket.state::<App>() {
-                    app.shutdown().await;
-                }
-            })
-        }))
+        .attach(AdHoc::on_liftoff(
+            "Outbox relay and daily report",
+            |rocket| {
+                Box::pin(async move {
+                    if let Some(app) = rocket.state::<App>() {
+                        app.start_background();
+                    }
+                })
+            },
+        ))
+        .attach(AdHoc::on_shutdown(
+            "Stop the jobs and the bridge",
+            |rocket| {
+                Box::pin(async move {
+                    if let Some(app) = rocket.state::<App>() {
+                        app.shutdown().await;
+                    }
+                })
+            },
+        ))
 }

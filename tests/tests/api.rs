@@ -536,9 +536,14 @@ async fn keys_and_roles_are_enforced() {
 
     // Health and metrics need no key.
     assert_eq!(s.get("/health/live", None).await.0, Status::Ok);
+    let (status, ready) = s.get("/health/ready", None).await;
+    assert_eq!(status, Status::Ok, "{}", short(&ready));
+    assert_eq!(ready["status"], "ok");
     assert_eq!(
-        s.get("/health/ready", None).await,
-        (Status::Ok, json!({"status": "ok"}))
+        ready["outbox"]["waiting_for_token"],
+        false,
+        "{}",
+        short(&ready)
     );
     assert_eq!(s.get("/metrics", None).await.0, Status::Ok);
     s.stop().await;
@@ -877,8 +882,39 @@ async fn the_embedded_default_serves_the_whole_flow() {
     .await;
     assert_eq!(status, Status::Ok, "{}", short(&body));
     assert_eq!(body["production_order"]["chain_order_id"], order.as_str());
+
+    // The demo seeds production units; the server's relay delivers their records to
+    // the embedded chain.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, units) = read(
+            client
+                .get("/api/ProductionUnit")
+                .header(auth())
+                .dispatch()
+                .await,
+        )
+        .await;
+        assert_eq!(status, Status::Ok, "{}", short(&units));
+        let units = units.as_array().unwrap().clone();
+        let codes: Vec<&str> = units.iter().filter_map(|u| u["code"].as_str()).collect();
+        assert_eq!(codes, ["PT10", "PT11"]);
+        if units.iter().all(|u| u["chain"]["state"] == "delivered") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the demo units' records were not delivered: {}",
+            short(&Value::Array(units))
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
     let (status, ready) = read(client.get("/health/ready").dispatch().await).await;
-    assert_eq!((status, ready), (Status::Ok, json!({"status": "ok"})));
+    assert_eq!(status, Status::Ok, "{}", short(&ready));
+    assert_eq!(ready["status"], "ok");
+    // The demo's units were seeded; their records are on their way to the chain.
+    assert!(ready["outbox"]["pending"].is_i64(), "{}", short(&ready));
     if let Some(app) = client.rocket().state::<App>() {
         app.shutdown().await;
     }

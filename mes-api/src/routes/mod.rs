@@ -7,6 +7,8 @@ pub mod admin;
 pub mod chain;
 pub mod ops;
 pub mod records;
+pub mod reports;
+pub mod units;
 
 use rocket::{Route, routes};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
@@ -25,6 +27,14 @@ use utoipa::{Modify, OpenApi};
         chain::order_answer,
         records::decision_list,
         records::production_order_list,
+        units::unit_create,
+        units::unit_list,
+        units::unit_get,
+        units::unit_patch,
+        reports::day_report_store,
+        reports::day_report_get,
+        reports::daily_run,
+        reports::outbox_list,
         admin::token_list,
         admin::token_put,
         admin::token_delete,
@@ -61,6 +71,14 @@ pub fn routes() -> Vec<Route> {
         chain::order_answer,
         records::decision_list,
         records::production_order_list,
+        units::unit_create,
+        units::unit_list,
+        units::unit_get,
+        units::unit_patch,
+        reports::day_report_store,
+        reports::day_report_get,
+        reports::daily_run,
+        reports::outbox_list,
         admin::token_list,
         admin::token_put,
         admin::token_delete,

@@ -16,6 +16,26 @@ use crate::error::{ApiResult, ErrorBody};
 pub struct Health {
     /// `ok`.
     pub status: &'static str,
+    /// `/health/ready` only: how the outbox and its relay stand. Informative: a
+    /// backlog or a relay without a token does not make the server unready (it
+    /// still takes changes, which are delivered later).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outbox: Option<OutboxHealth>,
+}
+
+/// The outbox part of `/health/ready`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OutboxHealth {
+    /// Rows waiting to be sent (or to be retried).
+    pub pending: i64,
+    /// Rows being sent now, by any server.
+    pub in_flight: i64,
+    /// Rows the chain refused for good.
+    pub failed: i64,
+    /// No master token is configured: the relay sends nothing.
+    pub waiting_for_token: bool,
+    /// The relay's last error, if any (never a secret).
+    pub last_error: Option<String>,
 }
 
 /// `GET /health/live`: the process answers HTTP.
@@ -23,10 +43,14 @@ pub struct Health {
     responses((status = 200, description = "Alive", body = Health)))]
 #[get("/health/live")]
 pub fn live() -> Json<Health> {
-    Json(Health { status: "ok" })
+    Json(Health {
+        status: "ok",
+        outbox: None,
+    })
 }
 
-/// `GET /health/ready`: the database answers and the bridge's reply consumer runs.
+/// `GET /health/ready`: the database answers and the bridge's reply consumer runs;
+/// the answer also says how the outbox and its relay stand.
 #[utoipa::path(get, path = "/health/ready", tag = "operations",
     responses(
         (status = 200, description = "Ready", body = Health),
@@ -35,7 +59,20 @@ pub fn live() -> Json<Health> {
 #[get("/health/ready")]
 pub async fn ready(app: &State<App>) -> ApiResult<Json<Health>> {
     match app.ready().await {
-        (true, true) => Ok(Json(Health { status: "ok" })),
+        (true, true) => {
+            let depth = app.db.run(|conn| Ok(outbox::depth(conn)?)).await.ok();
+            let relay = app.relay.status();
+            Ok(Json(Health {
+                status: "ok",
+                outbox: depth.map(|d| OutboxHealth {
+                    pending: d.pending,
+                    in_flight: d.in_flight,
+                    failed: d.failed,
+                    waiting_for_token: relay.waiting_for_token,
+                    last_error: relay.last_error,
+                }),
+            }))
+        }
         (database, bridge) => Err(not_ready(database, bridge)),
     }
 }
@@ -46,12 +83,13 @@ pub async fn ready(app: &State<App>) -> ApiResult<Json<Health>> {
 #[get("/metrics")]
 pub async fn metrics(app: &State<App>) -> (ContentType, String) {
     let depth = app.db.run(|conn| Ok(outbox::depth(conn)?)).await.ok();
-    let text = crate::metrics::render(
+    let mut text = crate::metrics::render(
         &app.http_metrics,
         &app.bridge.metrics(),
         depth,
         app.bridge.pending(),
     );
+    crate::metrics::render_relay(&mut text, &app.relay.status());
     (
         ContentType::new("text", "plain").with_params(("version", "0.0.4")),
         text,

@@ -309,3 +309,18 @@ pub fn get_by_dedup_key(
         .first(conn)
         .optional()
 }
+
+/// The newest row of `ordering_key`: what the console shows as the delivery state of
+/// one unit's chain messages (the rows of a key are delivered in id order, so the
+/// newest row is done only when every earlier one is settled).
+pub fn newest_for_ordering_key(
+    conn: &mut DbConnection,
+    ordering_key: &str,
+) -> QueryResult<Option<OutboxRow>> {
+    chain_outbox::table
+        .filter(chain_outbox::ordering_key.eq(ordering_key))
+        .select(OutboxRow::as_select())
+        .order(chain_outbox::id.desc())
+        .first(conn)
+        .optional()
+}

@@ -1,0 +1,354 @@
+//! The daily report (store a unit's day, look at stored days, publish a day on
+//! demand) and the outbox the relay delivers, for the console.
+
+use chrono::{Days, NaiveDate, Utc};
+use mes_core::db::day_reports;
+use mes_core::db::outbox::{self, OutboxRow};
+use rocket::http::Status;
+use rocket::serde::json::Json;
+use rocket::{FromForm, State, get, post};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use crate::app::App;
+use crate::auth::{Reader, Writer};
+use crate::error::{ApiError, ApiResult, ErrorBody, code};
+use crate::routes::records::MAX_PAGE;
+use crate::routes::units::{Delivery, ObjectBody, object_body};
+use crate::service::chain::day_report_dedup_key;
+use crate::service::reports::{
+    self, DailyRun, DayReportInput, ReportError, StoredDayReport, get_day_report,
+};
+use crate::service::schedule::ScheduleError;
+
+/// A report error as an HTTP answer; `in_body` says whether the date came in the
+/// body (`invalid_body`) or the query (`invalid_parameter`).
+pub fn report_error(e: ReportError, in_body: bool) -> ApiError {
+    let invalid = if in_body {
+        code::INVALID_BODY
+    } else {
+        code::INVALID_PARAMETER
+    };
+    match e {
+        ReportError::UnknownUnit(_) => {
+            ApiError::new(Status::NotFound, code::NOT_FOUND, e.to_string())
+        }
+        ReportError::BadDate { .. } => ApiError::new(Status::BadRequest, invalid, e.to_string()),
+        ReportError::OutOfRange { .. } | ReportError::Invalid(_) => {
+            ApiError::new(Status::BadRequest, code::INVALID_BODY, e.to_string())
+        }
+        ReportError::LookbackTooLong { .. } => {
+            ApiError::new(Status::BadRequest, code::INVALID_PARAMETER, e.to_string())
+        }
+        ReportError::Database(e) => ApiError::database(e),
+    }
+}
+
+/// A schedule error as an HTTP answer (the daily job's failures, should a route
+/// ever run it).
+pub fn schedule_error(e: ScheduleError) -> ApiError {
+    match e {
+        ScheduleError::Report(e) => report_error(e, false),
+        ScheduleError::Pool(e) => ApiError::database(e),
+        ScheduleError::InvalidCron { .. }
+        | ScheduleError::NeverRuns(_)
+        | ScheduleError::UnknownTimeZone(_)
+        | ScheduleError::LookbackTooLong { .. } => {
+            ApiError::new(Status::BadRequest, code::INVALID_PARAMETER, e.to_string())
+        }
+        ScheduleError::Scheduler(_) => ApiError::internal(e),
+    }
+}
+
+fn parse_date(name: &str, date: &str) -> ApiResult<NaiveDate> {
+    NaiveDate::parse_from_str(date.trim(), "%Y-%m-%d")
+        .map_err(|_| ApiError::invalid(name, "expected a calendar date as YYYY-MM-DD"))
+}
+
+/// A stored day with the delivery of its chain report.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DayReportView {
+    /// The day as stored: `unit`, `date`, `report_id` (the flow id), `shifts` (shift,
+    /// inputs, kpis) and `enqueued` (changes stored after that are not published).
+    #[serde(flatten)]
+    #[schema(value_type = Object)]
+    pub report: StoredDayReport,
+    /// Where its `create_day_report` stands (`none` until the daily run enqueued it).
+    pub chain: Delivery,
+}
+
+fn view(
+    conn: &mut mes_core::db::DbConnection,
+    report: StoredDayReport,
+) -> Result<DayReportView, ApiError> {
+    let row = outbox::get_by_dedup_key(conn, &day_report_dedup_key(&report.unit, report.date))?;
+    Ok(DayReportView {
+        chain: Delivery::of(row.as_ref()),
+        report,
+    })
+}
+
+/// `POST /api/DayReport`: stores a unit's day (per shift A, B, C and DAY, the seven
+/// indicators or the inputs they are computed from).
+#[utoipa::path(post, path = "/api/DayReport", tag = "daily report",
+    request_body(content = Object, description = "`{\"unit\": \"PT10\", \"date\": \"YYYY-MM-DD\", \"shifts\": {\"A\": {...}, \"B\": {...}, \"C\": {...}, \"DAY\": {...}}}`; per shift the inputs (`planned_busy_time_s`, `actual_production_time_s`, `planned_unit_time_s`, `produced_quantity`, `good_quantity`, `failure_count`, `repair_time_s`) and/or the indicators (`availability`, `performance`, `quality`, `oee`, `mtbf_s`, `mttr_s`, `production_time_s`). Shifts given replace the stored ones."),
+    responses(
+        (status = 200, description = "The day as stored", body = DayReportView),
+        (status = 400, description = "Malformed body, date or value", body = ErrorBody),
+        (status = 401, description = "No or unknown key", body = ErrorBody),
+        (status = 403, description = "A viewer may not store reports", body = ErrorBody),
+        (status = 404, description = "No such unit", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+#[post("/api/DayReport", data = "<body>")]
+pub async fn day_report_store(
+    app: &State<App>,
+    _caller: Writer,
+    body: ObjectBody<'_>,
+) -> ApiResult<Json<DayReportView>> {
+    let input: DayReportInput = object_body(
+        body,
+        r#"{"unit", "date", "shifts": {"A"|"B"|"C"|"DAY": {...}}}"#,
+    )?;
+    let stored = app
+        .db
+        .run(move |conn| {
+            let stored =
+                reports::store_day_report(conn, &input).map_err(|e| report_error(e, true))?;
+            view(conn, stored)
+        })
+        .await?;
+    Ok(Json(stored))
+}
+
+/// Query of `GET /api/DayReport`.
+#[derive(Debug, FromForm)]
+pub struct DayReportQuery {
+    unit: Option<String>,
+    date: Option<String>,
+}
+
+/// `GET /api/DayReport?date=YYYY-MM-DD[&unit=CODE]`: the stored days of every unit
+/// (or of one) on a date, with their delivery.
+#[utoipa::path(get, path = "/api/DayReport", tag = "daily report",
+    params(
+        ("date" = String, Query, description = "The day, YYYY-MM-DD"),
+        ("unit" = Option<String>, Query, description = "Only this unit's day"),
+    ),
+    responses(
+        (status = 200, description = "Stored days, by unit (empty when none is stored)", body = Vec<DayReportView>),
+        (status = 400, description = "Missing or malformed date", body = ErrorBody),
+        (status = 401, description = "No or unknown key", body = ErrorBody),
+        (status = 404, description = "No such unit", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+#[get("/api/DayReport?<query..>")]
+pub async fn day_report_get(
+    app: &State<App>,
+    _caller: Reader,
+    query: DayReportQuery,
+) -> ApiResult<Json<Vec<DayReportView>>> {
+    let date = query
+        .date
+        .as_deref()
+        .ok_or_else(|| ApiError::missing("date"))?;
+    let date = parse_date("date", date)?;
+    let unit = query.unit.map(|u| u.trim().to_owned());
+    let views = app
+        .db
+        .run(move |conn| {
+            let units = match unit {
+                Some(unit) => {
+                    if mes_core::db::units::get_by_code(conn, &unit)?.is_none() {
+                        return Err(report_error(ReportError::UnknownUnit(unit), false));
+                    }
+                    vec![unit]
+                }
+                None => day_reports::units_with_reports_on(conn, date)?,
+            };
+            let mut views = Vec::with_capacity(units.len());
+            for unit in units {
+                if let Some(report) =
+                    get_day_report(conn, &unit, date).map_err(|e| report_error(e, false))?
+                {
+                    views.push(view(conn, report)?);
+                }
+            }
+            Ok(views)
+        })
+        .await?;
+    Ok(Json(views))
+}
+
+/// Query of `POST /api/reports/daily/run`.
+#[derive(Debug, FromForm)]
+pub struct RunQuery {
+    date: Option<String>,
+}
+
+/// `POST /api/reports/daily/run?date=YYYY-MM-DD`: enqueues every unit's report of
+/// the day now, as the daily job does. Exactly once per unit and day: a day already
+/// enqueued (by this run, another server, the job) adds nothing.
+#[utoipa::path(post, path = "/api/reports/daily/run", tag = "daily report",
+    params(("date" = Option<String>, Query, description = "The day, YYYY-MM-DD, before today in MES_REPORT_TZ (default: yesterday there)")),
+    responses(
+        (status = 200, description = "What the run did, unit by unit", body = Object),
+        (status = 400, description = "Malformed date, or a day not over yet", body = ErrorBody),
+        (status = 401, description = "No or unknown key", body = ErrorBody),
+        (status = 403, description = "A viewer may not run it", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+#[post("/api/reports/daily/run?<query..>")]
+pub async fn daily_run(
+    app: &State<App>,
+    _caller: Writer,
+    query: RunQuery,
+) -> ApiResult<Json<DailyRun>> {
+    let today = Utc::now()
+        .with_timezone(&app.schedule.time_zone())
+        .date_naive();
+    let date = match query.date.as_deref() {
+        Some(date) => parse_date("date", date)?,
+        None => today.checked_sub_days(Days::new(1)).unwrap_or(today),
+    };
+    if date >= today {
+        return Err(ApiError::invalid(
+            "date",
+            format!(
+                "{date} is not over yet in {} (a day's report is published once)",
+                app.schedule.time_zone()
+            ),
+        ));
+    }
+    let run = app
+        .db
+        .run(move |conn| reports::daily_run(conn, date).map_err(|e| report_error(e, false)))
+        .await?;
+    if !run.enqueued.is_empty() {
+        app.relay.notify();
+    }
+    Ok(Json(run))
+}
+
+/// One `chain_outbox` row, for the console.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OutboxView {
+    /// Id (delivery order within an ordering key).
+    pub id: i64,
+    /// Request topic (default name).
+    pub topic: String,
+    /// Idempotency key (sent as `idem`).
+    pub dedup_key: String,
+    /// Rows sharing it are delivered one at a time, in id order.
+    pub ordering_key: String,
+    /// `pending`, `in_flight`, `done` or `failed`.
+    pub status: String,
+    /// Attempts so far.
+    pub attempts: i32,
+    /// The request's body (no token: the relay adds it when sending).
+    #[schema(value_type = Object)]
+    pub payload: Value,
+    /// Why the last attempt failed.
+    pub last_error: Option<String>,
+    /// The chain's answer.
+    pub chain_message: Option<String>,
+    /// When a pending row is due (RFC 3339, UTC).
+    pub next_attempt_at: String,
+    /// When it was enqueued.
+    pub created_at: String,
+    /// When it last changed.
+    pub updated_at: String,
+    /// When the chain answered.
+    pub delivered_at: Option<String>,
+}
+
+impl From<OutboxRow> for OutboxView {
+    fn from(r: OutboxRow) -> Self {
+        let t = |t: chrono::NaiveDateTime| t.and_utc().to_rfc3339();
+        OutboxView {
+            id: r.id,
+            payload: serde_json::from_str(&r.payload).unwrap_or(Value::String(r.payload)),
+            topic: r.topic,
+            dedup_key: r.dedup_key,
+            ordering_key: r.ordering_key,
+            status: r.status,
+            attempts: r.attempts,
+            last_error: r.last_error,
+            chain_message: r.chain_message,
+            next_attempt_at: t(r.next_attempt_at),
+            created_at: t(r.created_at),
+            updated_at: t(r.updated_at),
+            delivered_at: r.delivered_at.map(t),
+        }
+    }
+}
+
+/// Query of `GET /api/outbox`.
+#[derive(Debug, FromForm)]
+pub struct OutboxQuery {
+    status: Option<String>,
+    limit: Option<String>,
+    offset: Option<String>,
+}
+
+/// `GET /api/outbox`: chain messages waiting, in flight, delivered or failed, newest
+/// first.
+#[utoipa::path(get, path = "/api/outbox", tag = "daily report",
+    params(
+        ("status" = Option<String>, Query, description = "Only rows in this status: pending, in_flight, done, failed"),
+        ("limit" = Option<i64>, Query, description = "Rows per page, 1–500 (default 50)"),
+        ("offset" = Option<i64>, Query, description = "Rows to skip (default 0)"),
+    ),
+    responses(
+        (status = 200, description = "Outbox rows, newest first", body = Vec<OutboxView>),
+        (status = 400, description = "Bad status or paging", body = ErrorBody),
+        (status = 401, description = "No or unknown key", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+#[get("/api/outbox?<query..>")]
+pub async fn outbox_list(
+    app: &State<App>,
+    _caller: Reader,
+    query: OutboxQuery,
+) -> ApiResult<Json<Vec<OutboxView>>> {
+    let status = match query.status.as_deref().map(str::trim) {
+        None => None,
+        Some(s @ (outbox::PENDING | outbox::IN_FLIGHT | outbox::DONE | outbox::FAILED)) => {
+            Some(s.to_owned())
+        }
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "status",
+                "must be pending, in_flight, done or failed",
+            ));
+        }
+    };
+    let limit = match query.limit.as_deref() {
+        None => 50,
+        Some(l) => l
+            .trim()
+            .parse()
+            .ok()
+            .filter(|l| (1..=MAX_PAGE).contains(l))
+            .ok_or_else(|| ApiError::invalid("limit", "must be between 1 and 500"))?,
+    };
+    let offset = match query.offset.as_deref() {
+        None => 0,
+        Some(o) => o
+            .trim()
+            .parse()
+            .ok()
+            .filter(|o: &i64| *o >= 0)
+            .ok_or_else(|| ApiError::invalid("offset", "must be a whole number ≥ 0"))?,
+    };
+    let rows = app
+        .db
+        .run(move |conn| Ok(outbox::list(conn, status.as_deref(), limit, offset)?))
+        .await?;
+    Ok(Json(rows.into_iter().map(Into::into).collect()))
+}

@@ -1,0 +1,393 @@
+//! `mes-api` as a process (`mes-api-proc`, the same `main`) against the real broker,
+//! PostgreSQL and `chain-sim`: killed with SIGKILL while its relay has rows in flight,
+//! restarted, everything reaches the chain exactly once; the restarted server stops
+//! cleanly on SIGTERM.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::process::{Child, Command};
+use std::time::Duration;
+
+use kafka_bridge::sim::{SimConfig, SimHandle, SimTopics, Simulator};
+use mes_api::service::reports::{DayReportInput, ShiftInput, ShiftsInput, store_day_report};
+use mes_api::service::units::{NewUnit, UnitPatch, UnitService};
+use mes_core::db::{self, operators, outbox, tokens};
+use mes_core::signing::SigningKey;
+use mes_e2e::db::PgSchema;
+use mes_e2e::kafka_brokers;
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_mes-api-proc");
+const DEADLINE: Duration = Duration::from_secs(120);
+
+/// A server process; SIGKILLed if the test ends before it is stopped.
+struct Proc {
+    child: Option<Child>,
+    port: u16,
+}
+
+impl Proc {
+    fn spawn(env: &[(String, String)]) -> Proc {
+        let port = {
+            let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let mut command = Command::new(BIN);
+        for (name, _) in std::env::vars() {
+            if name.starts_with("MES_") || name.starts_with("ROCKET_") {
+                command.env_remove(name);
+            }
+        }
+        command
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("ROCKET_ADDRESS", "127.0.0.1")
+            .env("ROCKET_PORT", port.to_string())
+            .env("ROCKET_LOG_LEVEL", "off")
+            .env("RUST_LOG", "warn");
+        let child = command.spawn().expect("starting mes-api");
+        Proc {
+            child: Some(child),
+            port,
+        }
+    }
+
+    fn assert_running(&mut self) {
+        if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+            panic!("mes-api exited early: {status}");
+        }
+    }
+
+    async fn wait_ready(&mut self) {
+        let start = tokio::time::Instant::now();
+        loop {
+            self.assert_running();
+            if let Ok((200, _)) = http(self.port, "GET", "/health/ready", None, None).await {
+                return;
+            }
+            assert!(start.elapsed() < DEADLINE, "mes-api did not become ready");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// SIGKILL: no clean-up, like a crash or a power cut.
+    fn kill(&mut self) {
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap();
+        let status = child.wait().unwrap();
+        assert!(!status.success(), "killed, not stopped: {status}");
+    }
+
+    /// SIGTERM: Rocket's graceful shutdown (relay, daily job, bridge).
+    async fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().unwrap();
+        let sent = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let start = tokio::time::Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if start.elapsed() > DEADLINE {
+                let _ = child.kill();
+                panic!("mes-api did not stop on SIGTERM");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A plain HTTP/1.1 request on the blocking pool; the status and the body.
+async fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    body: Option<&str>,
+) -> std::io::Result<(u16, String)> {
+    let request = {
+        let auth = key
+            .map(|k| format!("Authorization: Bearer {k}\r\n"))
+            .unwrap_or_default();
+        let body = body.unwrap_or("");
+        format!(
+            "{method} {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Content-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    tokio::task::spawn_blocking(move || {
+        let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port))?;
+        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        stream.write_all(request.as_bytes())?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response)?;
+        let status = response
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        Ok((status, body))
+    })
+    .await
+    .unwrap()
+}
+
+fn depth(url: &str) -> outbox::OutboxDepth {
+    let mut conn = db::connect(url).unwrap();
+    outbox::depth(&mut conn).unwrap()
+}
+
+fn history(sim: &SimHandle, id: &str) -> Vec<Value> {
+    sim.with_ledger(|l| {
+        l.record(id)
+            .and_then(|r| r.properties.get("status"))
+            .map(|e| e.iter().map(|e| e.value.clone()).collect())
+            .unwrap_or_default()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_killed_mid_delivery_and_restarted_delivers_everything_exactly_once() {
+    const UNITS: usize = 8;
+    const UPDATES: usize = 4;
+    let suffix = format!("-{}", uuid::Uuid::new_v4().simple());
+    let token = format!("process-test-token{suffix}");
+    let topics = SimTopics::with_suffix(&suffix);
+    let mut config = SimConfig::new(kafka_brokers());
+    config.topics = topics.clone();
+    config.group_id = format!("chain-sim{suffix}");
+    config.tokens = vec![token.clone()];
+    config.demo = 0;
+    // Replies come 300 ms after the chain applied a request: a server killed right
+    // after the chain applied something dies before it could mark that row done.
+    config.delay = Duration::from_millis(300);
+    let sim = Simulator::start(config).await.unwrap();
+    let schema = PgSchema::create().unwrap();
+    let url = schema.url().to_owned();
+
+    // Units changed before the server starts: their rows wait in the outbox.
+    let (key, codes) = {
+        let url = url.clone();
+        let token = token.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = db::connect(&url).unwrap();
+            let reporter = SigningKey::generate().agent_key().to_string();
+            tokens::put(
+                &mut conn,
+                &tokens::NewKafkaToken {
+                    instance_type: tokens::MASTER,
+                    token: &token,
+                    public_key: Some(&reporter),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            let key = operators::new_key();
+            operators::create(
+                &mut conn,
+                &operators::NewOperator {
+                    name: "olga",
+                    role: operators::ROLE_OPERATOR,
+                    key_hash: &operators::hash_key(&key),
+                },
+            )
+            .unwrap();
+            let units = UnitService::default();
+            let mut codes = Vec::new();
+            for i in 0..UNITS {
+                let code = format!("PK{i:02}");
+                units
+                    .create(
+                        &mut conn,
+                        &NewUnit {
+                            code: code.clone(),
+                            name: format!("Press {code}"),
+                            status: "RUNNING".into(),
+                            process_name: None,
+                        },
+                    )
+                    .unwrap();
+                for u in 0..UPDATES {
+                    let patch = UnitPatch {
+                        status: Some(format!("S{u}")),
+                        process_name: None,
+                    };
+                    units.patch(&mut conn, &code, &patch).unwrap();
+                }
+                store_day_report(
+                    &mut conn,
+                    &DayReportInput {
+                        unit: code.clone(),
+                        date: "2021-01-11".into(),
+                        shifts: ShiftsInput {
+                            day: Some(ShiftInput {
+                                oee: Some(0.5),
+                                ..ShiftInput::default()
+                            }),
+                            ..ShiftsInput::default()
+                        },
+                    },
+                )
+                .unwrap();
+                codes.push(code);
+            }
+            (key, codes)
+        })
+        .await
+        .unwrap()
+    };
+    let mut env: Vec<(String, String)> = vec![
+        ("MES_DATABASE_URL".into(), url.clone()),
+        ("MES_KAFKA_BROKERS".into(), kafka_brokers()),
+        // Sends time out after 2 s, so leases end after 12 s: the rows the killed
+        // server had in flight come back soon.
+        ("MES_REQUEST_TIMEOUT_MS".into(), "2000".into()),
+        ("MES_DATABASE_POOL_SIZE".into(), "4".into()),
+    ];
+    let chain = &topics.chain;
+    for (name, value) in [
+        ("MES_TOPIC_PARTNER_LIST", &chain.partner_list),
+        ("MES_TOPIC_PARTNER_ANSWER", &chain.partner_answer),
+        ("MES_TOPIC_ORDER_LIST", &chain.order_list),
+        ("MES_TOPIC_ORDER_ANSWER", &chain.order_answer),
+        ("MES_TOPIC_RECORD_TYPE", &chain.record_type),
+        ("MES_TOPIC_RECORD", &chain.record),
+        ("MES_TOPIC_REPLY", &chain.reply),
+    ] {
+        env.push((name.into(), value.clone()));
+    }
+    let before = sim.counters().applied;
+
+    let mut first = Proc::spawn(&env);
+    first.wait_ready().await;
+    // Through HTTP: one more change and the day's reports.
+    let (status, body) = http(
+        first.port,
+        "PATCH",
+        "/api/ProductionUnit/PK00",
+        Some(&key),
+        Some(r#"{"Status": "HTTP"}"#),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = http(
+        first.port,
+        "POST",
+        "/api/reports/daily/run?date=2021-01-11",
+        Some(&key),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let run: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(run["enqueued"].as_array().unwrap().len(), UNITS, "{body}");
+
+    // Kill it once the chain applied a few rounds, while more are in flight.
+    let start = tokio::time::Instant::now();
+    while sim.counters().changes < before + (2 * UNITS) as u64 {
+        first.assert_running();
+        assert!(
+            start.elapsed() < DEADLINE,
+            "the first server delivered nothing"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.kill();
+    let at_kill = {
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || depth(&url))
+            .await
+            .unwrap()
+    };
+    assert!(
+        at_kill.pending + at_kill.in_flight > 0,
+        "the first server finished before it was killed: {at_kill:?}"
+    );
+
+    let mut second = Proc::spawn(&env);
+    second.wait_ready().await;
+    let start = tokio::time::Instant::now();
+    let settled = loop {
+        second.assert_running();
+        let url = url.clone();
+        let d = tokio::task::spawn_blocking(move || depth(&url))
+            .await
+            .unwrap();
+        if d.pending == 0 && d.in_flight == 0 {
+            break d;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "not delivered after the restart: {d:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // Per unit: record type, record, reporter, the updates, the day report's type and
+    // the report; plus the update sent through HTTP.
+    let rows = (UNITS * (3 + UPDATES + 2) + 1) as u64;
+    assert_eq!(settled.failed, 0, "{settled:?}");
+    assert_eq!(settled.done as u64, rows, "{settled:?}");
+    let counters = sim.counters();
+    assert_eq!(
+        counters.applied - before,
+        rows,
+        "every row applied once by the chain (resends answered from its idempotency store): {counters:?}"
+    );
+    for (i, code) in codes.iter().enumerate() {
+        let mut expected: Vec<Value> = std::iter::once(json!("RUNNING"))
+            .chain((0..UPDATES).map(|u| json!(format!("S{u}"))))
+            .collect();
+        if i == 0 {
+            expected.push(json!("HTTP"));
+        }
+        assert_eq!(
+            history(&sim, code),
+            expected,
+            "{code}: each update once, in order"
+        );
+        let flow = format!("001_21_01_02_{code}");
+        assert!(
+            sim.with_ledger(|l| l.state().day_reports.contains_key(&flow)),
+            "{flow}"
+        );
+    }
+    // The restarted server's run (and its start-up catch-up) adds nothing.
+    let (status, body) = http(
+        second.port,
+        "POST",
+        "/api/reports/daily/run?date=2021-01-11",
+        Some(&key),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let run: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(run["enqueued"], json!([]), "{body}");
+    assert_eq!(run["already_enqueued"].as_array().unwrap().len(), UNITS);
+
+    let status = second.terminate().await;
+    assert!(status.success(), "a clean stop on SIGTERM: {status}");
+    assert_eq!(sim.counters().applied - before, rows);
+    sim.shutdown().await.unwrap();
+}

@@ -1,0 +1,767 @@
+//! Production units, day reports and the outbox over HTTP, in-process
+//! (`rocket::local::asynchronous::Client`), against the real broker, PostgreSQL and
+//! `chain-sim`. Each server runs its own outbox relay and daily-report job, as
+//! `mes-api` does; the simulator's ledger is the witness of what reached the chain.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use kafka_bridge::sim::{SimConfig, SimHandle, SimTopics, Simulator};
+use mes_api::app::App;
+use mes_api::config::Settings;
+use mes_api::server;
+use mes_core::db::{self, operators, outbox, tokens};
+use mes_core::domain::AgentKey;
+use mes_core::signing::SigningKey;
+use mes_e2e::db::PgSchema;
+use mes_e2e::kafka_brokers;
+use rocket::http::{ContentType, Header, Method, Status};
+use rocket::local::asynchronous::{Client, LocalResponse};
+use serde_json::{Value, json};
+
+/// Generous: the relay polls every second and the test machine is shared.
+const DEADLINE: Duration = Duration::from_secs(90);
+
+/// What the servers of one test share: a database, a chain, keys.
+struct World {
+    schema: PgSchema,
+    sim: SimHandle,
+    topics: SimTopics,
+    reporter: AgentKey,
+    operator: String,
+    viewer: String,
+}
+
+impl World {
+    async fn create() -> World {
+        let suffix = format!("-{}", uuid::Uuid::new_v4().simple());
+        let token = format!("units-test-token{suffix}");
+        let topics = SimTopics::with_suffix(&suffix);
+        let mut config = SimConfig::new(kafka_brokers());
+        config.topics = topics.clone();
+        config.group_id = format!("chain-sim{suffix}");
+        config.tokens = vec![token.clone()];
+        config.demo = 0;
+        let sim = Simulator::start(config).await.unwrap();
+        let schema = PgSchema::create().unwrap();
+        let reporter = SigningKey::generate().agent_key();
+        let url = schema.url().to_owned();
+        let reporter_text = reporter.to_string();
+        let (operator, viewer) = tokio::task::spawn_blocking(move || {
+            let mut conn = db::connect(&url).unwrap();
+            tokens::put(
+                &mut conn,
+                &tokens::NewKafkaToken {
+                    instance_type: tokens::MASTER,
+                    token: &token,
+                    public_key: Some(&reporter_text),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            let mut keys = Vec::new();
+            for (name, role) in [
+                ("olga", operators::ROLE_OPERATOR),
+                ("victor", operators::ROLE_VIEWER),
+            ] {
+                let key = operators::new_key();
+                operators::create(
+                    &mut conn,
+                    &operators::NewOperator {
+                        name,
+                        role,
+                        key_hash: &operators::hash_key(&key),
+                    },
+                )
+                .unwrap();
+                keys.push(key);
+            }
+            (keys[0].clone(), keys[1].clone())
+        })
+        .await
+        .unwrap();
+        World {
+            schema,
+            sim,
+            topics,
+            reporter,
+            operator,
+            viewer,
+        }
+    }
+
+    /// A server on this world's database and chain; its relay and daily job start
+    /// with it (liftoff).
+    async fn server(&self) -> Server {
+        let mut settings = Settings {
+            database_url: Some(self.schema.url().to_owned()),
+            kafka_brokers: kafka_brokers(),
+            database_pool_size: 4,
+            ..Settings::default()
+        };
+        settings.set_topics(&self.topics.chain);
+        let prepared = server::prepare(settings).await.unwrap();
+        let client = Client::tracked(server::rocket(rocket::Config::figment(), prepared.app))
+            .await
+            .unwrap();
+        Server { client }
+    }
+
+    fn depth(&self) -> outbox::OutboxDepth {
+        let mut conn = db::connect(self.schema.url()).unwrap();
+        outbox::depth(&mut conn).unwrap()
+    }
+
+    /// Waits until every outbox row is settled; returns the depth.
+    async fn settled(&self) -> outbox::OutboxDepth {
+        let start = tokio::time::Instant::now();
+        loop {
+            let url = self.schema.url().to_owned();
+            let depth = tokio::task::spawn_blocking(move || {
+                let mut conn = db::connect(&url).unwrap();
+                outbox::depth(&mut conn).unwrap()
+            })
+            .await
+            .unwrap();
+            if depth.pending == 0 && depth.in_flight == 0 {
+                return depth;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "the outbox was not delivered: {depth:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The values of `property` of record `id` on the chain, oldest first.
+    fn history(&self, id: &str, property: &str) -> Vec<Value> {
+        self.sim.with_ledger(|ledger| {
+            ledger
+                .record(id)
+                .map(|r| {
+                    r.properties
+                        .get(property)
+                        .map(|entries| entries.iter().map(|e| e.value.clone()).collect())
+                        .unwrap_or_default()
+                })
+                .unwrap_or_default()
+        })
+    }
+}
+
+struct Server {
+    client: Client,
+}
+
+impl Server {
+    async fn call(
+        &self,
+        method: Method,
+        uri: &str,
+        key: Option<&str>,
+        body: Option<&str>,
+    ) -> (Status, Value) {
+        let mut request = self.client.req(method, uri.to_owned());
+        if let Some(key) = key {
+            request = request.header(Header::new("Authorization", format!("Bearer {key}")));
+        }
+        if let Some(body) = body {
+            request = request.header(ContentType::JSON).body(body);
+        }
+        read(request.dispatch().await).await
+    }
+
+    fn app(&self) -> &App {
+        self.client.rocket().state::<App>().unwrap()
+    }
+
+    async fn stop(self) {
+        // Through Rocket's shutdown, as a stopped server does: the relay and the
+        // daily job stop, then the bridge.
+        let _ = self.client.terminate().await;
+    }
+}
+
+async fn read(response: LocalResponse<'_>) -> (Status, Value) {
+    let status = response.status();
+    let text = response.into_string().await.unwrap_or_default();
+    let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, value)
+}
+
+fn short(value: &Value) -> String {
+    value.to_string().chars().take(400).collect()
+}
+
+fn assert_error(got: &(Status, Value), status: Status, code: &str) {
+    assert_eq!(got.0, status, "{}", short(&got.1));
+    assert_eq!(got.1["error"]["code"], code, "{}", short(&got.1));
+}
+
+/// Polls `GET uri` until `done` holds for its answer.
+async fn eventually(
+    server: &Server,
+    uri: &str,
+    key: &str,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let start = tokio::time::Instant::now();
+    loop {
+        let (status, body) = server.call(Method::Get, uri, Some(key), None).await;
+        assert_eq!(status, Status::Ok, "{}", short(&body));
+        if done(&body) {
+            return body;
+        }
+        assert!(start.elapsed() < DEADLINE, "{what}: {}", short(&body));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn new_unit(code: &str) -> String {
+    json!({"code": code, "name": format!("Press {code}"), "Status": "RUNNING", "ProcessName": "Stamping"})
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_patch_updates_the_unit_and_reaches_the_chain_once() {
+    let world = World::create().await;
+    let s = world.server().await;
+    let key = world.operator.as_str();
+
+    let (status, created) = s
+        .call(
+            Method::Post,
+            "/api/ProductionUnit",
+            Some(key),
+            Some(&new_unit("PT10")),
+        )
+        .await;
+    assert_eq!(status, Status::Created, "{}", short(&created));
+    assert_eq!(created["Status"], "RUNNING");
+    let id = created["id"].as_i64().unwrap();
+
+    let (status, patched) = s
+        .call(
+            Method::Patch,
+            "/api/ProductionUnit/PT10",
+            Some(key),
+            Some(r#"{"Status": "STOPPED", "ProcessName": "Maintenance"}"#),
+        )
+        .await;
+    assert_eq!(status, Status::Ok, "{}", short(&patched));
+    assert_eq!(patched["code"], "PT10");
+    assert_eq!(patched["Status"], "STOPPED");
+    assert_eq!(patched["ProcessName"], "Maintenance");
+    assert_eq!(
+        patched["chain"]["state"],
+        "pending",
+        "answered before the relay could deliver it: {}",
+        short(&patched)
+    );
+
+    let unit = eventually(
+        &s,
+        "/api/ProductionUnit/PT10",
+        key,
+        "the update was not delivered",
+        |u| u["chain"]["state"] == "delivered",
+    )
+    .await;
+    assert_eq!(unit["chain"]["error"], Value::Null);
+    // On the chain: the record type, the record with its first values, the MES as
+    // reporter, then the update, each once.
+    world.sim.with_ledger(|ledger| {
+        assert!(ledger.state().record_types.contains_key("ProductionUnit"));
+        let record = ledger.record("PT10").expect("the unit's record");
+        assert_eq!(record.record_type, "ProductionUnit");
+        assert!(
+            record.reporters["status"].contains(&world.reporter),
+            "{:?}",
+            record.reporters
+        );
+    });
+    assert_eq!(world.history("PT10", "status"), ["RUNNING", "STOPPED"]);
+    assert_eq!(
+        world.history("PT10", "process_name"),
+        ["Stamping", "Maintenance"]
+    );
+
+    // By database id; absent key unchanged, null clears the process.
+    let (status, patched) = s
+        .call(
+            Method::Patch,
+            &format!("/api/ProductionUnit/{id}"),
+            Some(key),
+            Some(r#"{"ProcessName": null}"#),
+        )
+        .await;
+    assert_eq!(status, Status::Ok, "{}", short(&patched));
+    assert_eq!(patched["Status"], "STOPPED");
+    assert_eq!(patched["ProcessName"], Value::Null);
+    world.settled().await;
+    assert_eq!(
+        world.history("PT10", "process_name"),
+        [json!("Stamping"), json!("Maintenance"), Value::Null]
+    );
+    assert_eq!(
+        world.history("PT10", "status"),
+        ["RUNNING", "STOPPED", "STOPPED"]
+    );
+
+    let (status, list) = s
+        .call(
+            Method::Get,
+            "/api/ProductionUnit",
+            Some(&world.viewer),
+            None,
+        )
+        .await;
+    assert_eq!(status, Status::Ok);
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list[0]["chain"]["state"], "delivered");
+
+    // The console's view of the outbox: four unit rows, all delivered.
+    let (status, rows) = s
+        .call(
+            Method::Get,
+            "/api/outbox?status=done",
+            Some(&world.viewer),
+            None,
+        )
+        .await;
+    assert_eq!(status, Status::Ok, "{}", short(&rows));
+    let actions: Vec<&str> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .map(|r| r["payload"]["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "create_record_type",
+            "create_record",
+            "add_reporter",
+            "update_properties",
+            "update_properties"
+        ]
+    );
+    // The relay counts a row after committing it: poll.
+    let start = tokio::time::Instant::now();
+    loop {
+        let (_, metrics) = s.call(Method::Get, "/metrics", None, None).await;
+        let metrics = metrics.as_str().unwrap().to_owned();
+        if metrics.contains("mes_outbox_relay_done_total 5\n") {
+            assert!(metrics.contains("mes_outbox_rows{status=\"done\"} 5\n"));
+            assert!(metrics.contains("mes_outbox_relay_waiting_for_token 0\n"));
+            break;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "{}",
+            metrics
+                .lines()
+                .filter(|l| l.contains("outbox"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    s.stop().await;
+    world.sim.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_bodies_are_400_unknown_units_404_and_viewers_may_only_read() {
+    let world = World::create().await;
+    let s = world.server().await;
+    let op = Some(world.operator.as_str());
+    let viewer = Some(world.viewer.as_str());
+    let created = s
+        .call(
+            Method::Post,
+            "/api/ProductionUnit",
+            op,
+            Some(&new_unit("PT10")),
+        )
+        .await;
+    assert_eq!(created.0, Status::Created, "{}", short(&created.1));
+
+    for body in [
+        "{not json",
+        r#"{"Status": 5}"#,
+        r#"{"Colour": "red"}"#,
+        r#"["STOPPED"]"#,
+        r#"{"Status": ""}"#,
+        r#"{"Status": "a\u0007b"}"#,
+    ] {
+        let got = s
+            .call(Method::Patch, "/api/ProductionUnit/PT10", op, Some(body))
+            .await;
+        assert_error(&got, Status::BadRequest, "invalid_body");
+    }
+    let long = json!({"ProcessName": "x".repeat(201)}).to_string();
+    let got = s
+        .call(Method::Patch, "/api/ProductionUnit/PT10", op, Some(&long))
+        .await;
+    assert_error(&got, Status::BadRequest, "invalid_body");
+    assert_error(
+        &s.call(Method::Patch, "/api/ProductionUnit/NOPE", op, Some("{}"))
+            .await,
+        Status::NotFound,
+        "not_found",
+    );
+    assert_error(
+        &s.call(Method::Get, "/api/ProductionUnit/NOPE", viewer, None)
+            .await,
+        Status::NotFound,
+        "not_found",
+    );
+    assert_error(
+        &s.call(
+            Method::Post,
+            "/api/ProductionUnit",
+            op,
+            Some(&new_unit("PT10")),
+        )
+        .await,
+        Status::Conflict,
+        "conflict",
+    );
+    assert_error(
+        &s.call(
+            Method::Post,
+            "/api/ProductionUnit",
+            op,
+            Some(&new_unit("PT 10/x")),
+        )
+        .await,
+        Status::BadRequest,
+        "invalid_body",
+    );
+
+    // Viewers read, operators write; no key is 401.
+    let patch = Some(r#"{"Status": "STOPPED"}"#);
+    assert_error(
+        &s.call(Method::Patch, "/api/ProductionUnit/PT10", viewer, patch)
+            .await,
+        Status::Forbidden,
+        "forbidden",
+    );
+    assert_error(
+        &s.call(
+            Method::Post,
+            "/api/ProductionUnit",
+            viewer,
+            Some(&new_unit("PT11")),
+        )
+        .await,
+        Status::Forbidden,
+        "forbidden",
+    );
+    assert_error(
+        &s.call(Method::Patch, "/api/ProductionUnit/PT10", None, patch)
+            .await,
+        Status::Unauthorized,
+        "unauthenticated",
+    );
+    assert_error(
+        &s.call(
+            Method::Post,
+            "/api/reports/daily/run?date=2021-01-11",
+            viewer,
+            None,
+        )
+        .await,
+        Status::Forbidden,
+        "forbidden",
+    );
+    let report = r#"{"unit": "PT10", "date": "2021-01-11", "shifts": {"A": {"oee": 0.5}}}"#;
+    assert_error(
+        &s.call(Method::Post, "/api/DayReport", viewer, Some(report))
+            .await,
+        Status::Forbidden,
+        "forbidden",
+    );
+    let (status, unit) = s
+        .call(Method::Get, "/api/ProductionUnit/PT10", viewer, None)
+        .await;
+    assert_eq!(status, Status::Ok);
+    assert_eq!(unit["Status"], "RUNNING", "nothing was changed");
+
+    // Day reports and runs.
+    for (body, status, code) in [
+        (
+            r#"{"unit": "PT10", "date": "11/01/2021", "shifts": {"A": {"oee": 0.5}}}"#,
+            Status::BadRequest,
+            "invalid_body",
+        ),
+        (
+            r#"{"unit": "PT10", "date": "2999-01-01", "shifts": {"A": {"oee": 0.5}}}"#,
+            Status::BadRequest,
+            "invalid_body",
+        ),
+        (
+            r#"{"unit": "PT10", "date": "2021-01-11", "shifts": {}}"#,
+            Status::BadRequest,
+            "invalid_body",
+        ),
+        (
+            r#"{"unit": "PT10", "date": "2021-01-11", "shifts": {"A": {"quality": 1.5}}}"#,
+            Status::BadRequest,
+            "invalid_body",
+        ),
+        (
+            r#"{"unit": "PT10", "date": "2021-01-11", "shifts": {"E": {}}}"#,
+            Status::BadRequest,
+            "invalid_body",
+        ),
+        (
+            r#"{"unit": "NOPE", "date": "2021-01-11", "shifts": {"A": {"oee": 0.5}}}"#,
+            Status::NotFound,
+            "not_found",
+        ),
+    ] {
+        let got = s.call(Method::Post, "/api/DayReport", op, Some(body)).await;
+        assert_error(&got, status, code);
+    }
+    for (uri, status, code) in [
+        (
+            "/api/reports/daily/run?date=2021-13-01",
+            Status::BadRequest,
+            "invalid_parameter",
+        ),
+        (
+            "/api/reports/daily/run?date=2999-01-01",
+            Status::BadRequest,
+            "invalid_parameter",
+        ),
+    ] {
+        assert_error(&s.call(Method::Post, uri, op, None).await, status, code);
+    }
+    for (uri, status, code) in [
+        ("/api/DayReport", Status::BadRequest, "missing_parameter"),
+        (
+            "/api/DayReport?date=yesterday",
+            Status::BadRequest,
+            "invalid_parameter",
+        ),
+        (
+            "/api/DayReport?date=2021-01-11&unit=NOPE",
+            Status::NotFound,
+            "not_found",
+        ),
+        (
+            "/api/outbox?status=lost",
+            Status::BadRequest,
+            "invalid_parameter",
+        ),
+        (
+            "/api/outbox?limit=0",
+            Status::BadRequest,
+            "invalid_parameter",
+        ),
+    ] {
+        assert_error(&s.call(Method::Get, uri, viewer, None).await, status, code);
+    }
+    s.stop().await;
+    world.sim.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_day_report_is_published_once_by_the_daily_run() {
+    let world = World::create().await;
+    let s = world.server().await;
+    let op = Some(world.operator.as_str());
+    let created = s
+        .call(
+            Method::Post,
+            "/api/ProductionUnit",
+            op,
+            Some(&new_unit("PT10")),
+        )
+        .await;
+    assert_eq!(created.0, Status::Created);
+    let report = json!({"unit": "PT10", "date": "2021-01-11", "shifts": {
+        "A": {"planned_busy_time_s": 28800, "actual_production_time_s": 25200,
+              "planned_unit_time_s": 30, "produced_quantity": 720, "good_quantity": 700,
+              "failure_count": 0, "repair_time_s": 0}}})
+    .to_string();
+    let (status, stored) = s
+        .call(Method::Post, "/api/DayReport", op, Some(&report))
+        .await;
+    assert_eq!(status, Status::Ok, "{}", short(&stored));
+    assert_eq!(stored["report_id"], "001_21_01_02_PT10");
+    assert_eq!(stored["enqueued"], false);
+    assert_eq!(stored["chain"]["state"], "none");
+
+    let (status, run) = s
+        .call(
+            Method::Post,
+            "/api/reports/daily/run?date=2021-01-11",
+            op,
+            None,
+        )
+        .await;
+    assert_eq!(status, Status::Ok, "{}", short(&run));
+    assert_eq!(run["enqueued"], json!(["PT10"]));
+    let (status, again) = s
+        .call(
+            Method::Post,
+            "/api/reports/daily/run?date=2021-01-11",
+            op,
+            None,
+        )
+        .await;
+    assert_eq!(status, Status::Ok);
+    assert_eq!(again["enqueued"], json!([]), "{}", short(&again));
+    assert_eq!(again["already_enqueued"], json!(["PT10"]));
+
+    let reports = eventually(
+        &s,
+        "/api/DayReport?date=2021-01-11",
+        &world.viewer,
+        "the day report was not delivered",
+        |r| r[0]["chain"]["state"] == "delivered",
+    )
+    .await;
+    assert_eq!(reports.as_array().unwrap().len(), 1);
+    assert_eq!(reports[0]["enqueued"], true);
+    let records = world
+        .sim
+        .with_ledger(|l| l.state().day_reports.get("001_21_01_02_PT10").cloned())
+        .expect("the day report on the chain");
+    assert_eq!(
+        records.len(),
+        14,
+        "shift A and the day, seven indicators each"
+    );
+    // A third run, after delivery: nothing new reaches the chain.
+    world.settled().await;
+    let applied = world.sim.counters().applied;
+    let (_, third) = s
+        .call(
+            Method::Post,
+            "/api/reports/daily/run?date=2021-01-11",
+            op,
+            None,
+        )
+        .await;
+    assert_eq!(third["enqueued"], json!([]));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(world.sim.counters().applied, applied);
+    let depth = world.depth();
+    assert_eq!((depth.failed, depth.pending), (0, 0), "{depth:?}");
+    s.stop().await;
+    world.sim.shutdown().await.unwrap();
+}
+
+/// Two servers on one database and one chain, both running relays and daily jobs:
+/// every outbox row reaches the chain exactly once, in each unit's order, and each
+/// unit's day report once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_on_one_database_deliver_every_row_once_and_each_day_report_once() {
+    const UNITS: usize = 6;
+    const PATCHES: usize = 3;
+    let world = World::create().await;
+    let a = world.server().await;
+    let b = world.server().await;
+    let servers = [&a, &b];
+    let op = Some(world.operator.as_str());
+    let before = world.sim.counters().applied;
+
+    let codes: Vec<String> = (0..UNITS).map(|i| format!("PU{i:02}")).collect();
+    for (i, code) in codes.iter().enumerate() {
+        let got = servers[i % 2]
+            .call(
+                Method::Post,
+                "/api/ProductionUnit",
+                op,
+                Some(&new_unit(code)),
+            )
+            .await;
+        assert_eq!(got.0, Status::Created, "{}", short(&got.1));
+    }
+    // Both servers patch every unit, in turn, while both relays deliver.
+    for round in 0..PATCHES {
+        for (i, code) in codes.iter().enumerate() {
+            let body = json!({"Status": format!("S{round}")}).to_string();
+            let got = servers[(i + round) % 2]
+                .call(
+                    Method::Patch,
+                    &format!("/api/ProductionUnit/{code}"),
+                    op,
+                    Some(&body),
+                )
+                .await;
+            assert_eq!(got.0, Status::Ok, "{}", short(&got.1));
+        }
+    }
+    for code in &codes {
+        let report = json!({"unit": code, "date": "2021-01-11",
+            "shifts": {"DAY": {"oee": 0.5, "availability": 0.9}}})
+        .to_string();
+        let got = a
+            .call(Method::Post, "/api/DayReport", op, Some(&report))
+            .await;
+        assert_eq!(got.0, Status::Ok, "{}", short(&got.1));
+    }
+    // Both run the day at once (two schedulers firing together).
+    let uri = "/api/reports/daily/run?date=2021-01-11";
+    let (ra, rb) = tokio::join!(
+        a.call(Method::Post, uri, op, None),
+        b.call(Method::Post, uri, op, None)
+    );
+    assert_eq!((ra.0, rb.0), (Status::Ok, Status::Ok));
+    let mut enqueued: Vec<String> = [&ra.1, &rb.1]
+        .iter()
+        .flat_map(|r| r["enqueued"].as_array().unwrap().clone())
+        .map(|c| c.as_str().unwrap().to_owned())
+        .collect();
+    enqueued.sort();
+    assert_eq!(
+        enqueued, codes,
+        "each unit's day enqueued by exactly one server"
+    );
+
+    let depth = world.settled().await;
+    assert_eq!(depth.failed, 0, "{depth:?}");
+    // Per unit: record type, record, reporter, the updates; per unit, the day
+    // report's type and the report.
+    let rows = (UNITS * (3 + PATCHES) + UNITS * 2) as u64;
+    assert_eq!(depth.done as u64, rows);
+    assert_eq!(
+        world.sim.counters().applied - before,
+        rows,
+        "the chain applied each row once: {:?}",
+        world.sim.counters()
+    );
+    // Each relay counts a row after committing it: wait for the counts to reach the
+    // rows, then check that they stay there.
+    let done = || a.app().relay.status().done + b.app().relay.status().done;
+    let start = tokio::time::Instant::now();
+    while done() < rows {
+        assert!(start.elapsed() < DEADLINE, "{} of {rows} counted", done());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(done(), rows, "no row was settled twice");
+    let expected: Vec<String> = std::iter::once("RUNNING".to_owned())
+        .chain((0..PATCHES).map(|r| format!("S{r}")))
+        .collect();
+    for code in &codes {
+        assert_eq!(world.history(code, "status"), expected, "{code}");
+        let flow = format!("001_21_01_02_{code}");
+        let records = world
+            .sim
+            .with_ledger(|l| l.state().day_reports.get(&flow).cloned());
+        assert_eq!(records.map(|r| r.len()), Some(7), "{code}");
+    }
+    a.stop().await;
+    b.stop().await;
+    world.sim.shutdown().await.unwrap();
+}
