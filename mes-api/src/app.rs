@@ -20,6 +20,7 @@ use crate::config::Settings;
 use crate::db::Db;
 use crate::embedded::Embedded;
 use crate::error::{ApiError, ApiResult, code};
+use crate::events::Hub;
 use crate::metrics::HttpMetrics;
 
 /// How long the master token read from the database is reused. Short, because the
@@ -82,6 +83,8 @@ pub struct App {
     pub auth: AuthCache,
     /// HTTP figures for `/metrics`.
     pub http_metrics: Arc<HttpMetrics>,
+    /// Live updates for the console's event stream and the webhooks.
+    pub events: Hub,
     token: Mutex<Option<(String, Instant)>>,
     orders: Mutex<HashMap<String, Value>>,
     embedded: Mutex<Option<Embedded>>,
@@ -118,6 +121,7 @@ impl App {
             bridge,
             auth: AuthCache::default(),
             http_metrics: Arc::new(HttpMetrics::default()),
+            events: Hub::default(),
             token: Mutex::new(None),
             orders: Mutex::new(HashMap::new()),
             embedded: Mutex::new(embedded),
@@ -312,6 +316,19 @@ impl App {
                 )?)
             })
             .await?;
+        // Other operators' consoles update the row; the decider's gets it too.
+        self.events.publish(
+            "decision",
+            serde_json::json!({
+                "kind": if kind == Kind::Partner { "partner" } else { "order" },
+                "request_id": decision.request_id,
+                "response": if answer == Answer::Accept { "accept" } else { "reject" },
+                "operator": decision.operator,
+                "outcome": decision.outcome,
+                "message": decision.chain_message,
+                "error": decision.chain_error,
+            }),
+        );
         let answered = result?;
         let production_order = if kind == Kind::Order && answer == Answer::Accept {
             let order = match order {

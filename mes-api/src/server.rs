@@ -153,6 +153,7 @@ pub fn rocket(figment: Figment, app: App) -> Rocket<Build> {
         .mount("/", crate::routes::routes())
         .register("/", crate::error::catchers())
         .attach(metrics)
+        .attach(crate::events::stage())
         .attach(AdHoc::on_shutdown("Stop the bridge", |rocket| {
             Box::pin(async move {
                 if let Some(app) = rocket.state::<App>() {

@@ -46,12 +46,13 @@ pub async fn ready(app: &State<App>) -> ApiResult<Json<Health>> {
 #[get("/metrics")]
 pub async fn metrics(app: &State<App>) -> (ContentType, String) {
     let depth = app.db.run(|conn| Ok(outbox::depth(conn)?)).await.ok();
-    let text = crate::metrics::render(
+    let mut text = crate::metrics::render(
         &app.http_metrics,
         &app.bridge.metrics(),
         depth,
         app.bridge.pending(),
     );
+    text.push_str(&app.events.render_metrics());
     (
         ContentType::new("text", "plain").with_params(("version", "0.0.4")),
         text,
