@@ -192,6 +192,9 @@ function signOut(message = "") {
   if (state.events) { state.events.close(); state.events = null; }
   fetch("/api/session", { method: "DELETE", credentials: "same-origin" }).catch(() => {});
   for (const l of Object.values(state.lists)) { l.loaded = false; l.items = []; }
+  // Nothing of the previous operator's view survives a sign-out.
+  for (const t of TABS) $(`panel-${t}`).replaceChildren();
+  $("live").textContent = "";
   showSignIn(message);
 }
 
@@ -600,7 +603,14 @@ function connect() {
   if (state.events) state.events.close();
   const source = new EventSource("/api/events");
   state.events = source;
-  source.addEventListener("hello", () => { state.retry = 1000; setLive("Live", "on"); });
+  // "Live" only once the server's poller has its baseline: from then on, every new
+  // request shows up here.
+  source.addEventListener("hello", (e) => {
+    state.retry = 1000;
+    if (JSON.parse(e.data).watching) setLive("Live", "on");
+    else setLive("Starting live updates…", "on");
+  });
+  source.addEventListener("watching", () => setLive("Live", "on"));
   source.addEventListener("request", (e) => onRequest(JSON.parse(e.data)));
   source.addEventListener("status", (e) => onStatus(JSON.parse(e.data)));
   source.addEventListener("decision", (e) => onDecision(JSON.parse(e.data)));
@@ -622,7 +632,6 @@ function connect() {
       }, wait);
     }
   };
-  source.onopen = () => setLive("Live", "on");
 }
 
 function onRequest(data) {

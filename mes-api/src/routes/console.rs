@@ -55,7 +55,6 @@ impl<'r> Responder<'r, 'static> for Asset {
         Response::build()
             .header(content_type)
             .header(Header::new("Content-Security-Policy", CSP))
-            .header(Header::new("X-Content-Type-Options", "nosniff"))
             .header(Header::new("Referrer-Policy", "no-referrer"))
             // Small files: always revalidated, so an upgrade shows at the next load.
             .header(Header::new("Cache-Control", "no-cache"))
