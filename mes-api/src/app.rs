@@ -21,6 +21,7 @@ use crate::config::{ConfigError, Settings};
 use crate::db::Db;
 use crate::embedded::Embedded;
 use crate::error::{ApiError, ApiResult, code};
+use crate::events::Hub;
 use crate::metrics::HttpMetrics;
 use crate::service::schedule::{DailyReportJob, ReportSchedule};
 use crate::service::units::UnitService;
@@ -92,6 +93,8 @@ pub struct App {
     pub relay: Relay,
     /// When the daily report runs (`MES_REPORT_*`).
     pub schedule: ReportSchedule,
+    /// Live updates for the console's event stream and the webhooks.
+    pub events: Hub,
     token: Mutex<Option<(String, Instant)>>,
     orders: Mutex<HashMap<String, Value>>,
     embedded: Mutex<Option<Embedded>>,
@@ -170,6 +173,7 @@ impl App {
             units: UnitService::default(),
             relay,
             schedule,
+            events: Hub::default(),
             token: Mutex::new(None),
             orders: Mutex::new(HashMap::new()),
             embedded: Mutex::new(embedded),
@@ -424,6 +428,19 @@ impl App {
                 )?)
             })
             .await?;
+        // Other operators' consoles update the row; the decider's gets it too.
+        self.events.publish(
+            "decision",
+            serde_json::json!({
+                "kind": if kind == Kind::Partner { "partner" } else { "order" },
+                "request_id": decision.request_id,
+                "response": if answer == Answer::Accept { "accept" } else { "reject" },
+                "operator": decision.operator,
+                "outcome": decision.outcome,
+                "message": decision.chain_message,
+                "error": decision.chain_error,
+            }),
+        );
         let answered = result?;
         let production_order = if kind == Kind::Order && answer == Answer::Accept {
             let order = match order {

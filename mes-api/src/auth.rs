@@ -98,6 +98,12 @@ fn bearer<'a>(request: &'a Request<'_>) -> Option<&'a str> {
     (scheme.eq_ignore_ascii_case("bearer") && !key.is_empty()).then_some(key)
 }
 
+/// Cookie that carries the operator key to `GET /api/events` only (an `EventSource`
+/// cannot send headers; a key in the query string would land in access logs). Set by
+/// `POST /api/session`: HttpOnly, SameSite=Strict, path `/api/events`, ends with the
+/// browser session.
+pub const SESSION_COOKIE: &str = "mes_session";
+
 async fn authenticate(request: &Request<'_>) -> Result<Caller, ApiError> {
     let Some(key) = bearer(request) else {
         return Err(ApiError::new(
@@ -106,6 +112,10 @@ async fn authenticate(request: &Request<'_>) -> Result<Caller, ApiError> {
             "an `Authorization: Bearer <key>` header is required (`mes-api operator add`)",
         ));
     };
+    verify(request, key).await
+}
+
+async fn verify(request: &Request<'_>, key: &str) -> Result<Caller, ApiError> {
     let app = request
         .guard::<&State<App>>()
         .await
@@ -129,6 +139,36 @@ async fn authenticate(request: &Request<'_>) -> Result<Caller, ApiError> {
         .ok_or_else(|| ApiError::new(Status::Unauthorized, code::UNAUTHENTICATED, "unknown key"))?;
     app.auth.put(hash, caller.clone());
     Ok(caller)
+}
+
+/// Any authenticated caller of the event stream: the key comes from the
+/// `Authorization` header or from the [`SESSION_COOKIE`].
+#[derive(Debug, Clone)]
+pub struct StreamReader(pub Caller);
+
+#[rocket::async_trait]
+impl<'r> FromRequest<'r> for StreamReader {
+    type Error = ApiError;
+
+    async fn from_request(request: &'r Request<'_>) -> Outcome<Self, ApiError> {
+        let result = match bearer(request) {
+            Some(key) => verify(request, key).await,
+            None => match request.cookies().get(SESSION_COOKIE) {
+                Some(cookie) if !cookie.value().trim().is_empty() => {
+                    verify(request, cookie.value().trim()).await
+                }
+                _ => Err(ApiError::new(
+                    Status::Unauthorized,
+                    code::UNAUTHENTICATED,
+                    "sign in first (POST /api/session sets the stream's cookie) or send `Authorization: Bearer <key>`",
+                )),
+            },
+        };
+        match result {
+            Ok(caller) => Outcome::Success(StreamReader(caller)),
+            Err(e) => Outcome::Error((stash(request, e.clone()), e)),
+        }
+    }
 }
 
 /// Any authenticated caller: may list and read.
@@ -170,6 +210,39 @@ impl<'r> FromRequest<'r> for Writer {
                 );
                 Outcome::Error((stash(request, e.clone()), e))
             }
+            Err(e) => Outcome::Error((stash(request, e.clone()), e)),
+        }
+    }
+}
+
+/// The verified caller and the key it presented, for `POST /api/session`, which
+/// hands the key to the browser's event-stream cookie.
+pub struct KeyedReader {
+    /// Who it is.
+    pub caller: Caller,
+    /// The key (a secret: never log it).
+    pub key: String,
+}
+
+impl std::fmt::Debug for KeyedReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyedReader")
+            .field("caller", &self.caller)
+            .field("key", &"<redacted>")
+            .finish()
+    }
+}
+
+#[rocket::async_trait]
+impl<'r> FromRequest<'r> for KeyedReader {
+    type Error = ApiError;
+
+    async fn from_request(request: &'r Request<'_>) -> Outcome<Self, ApiError> {
+        match authenticate(request).await {
+            Ok(caller) => Outcome::Success(KeyedReader {
+                caller,
+                key: bearer(request).unwrap_or_default().to_owned(),
+            }),
             Err(e) => Outcome::Error((stash(request, e.clone()), e)),
         }
     }

@@ -101,6 +101,76 @@ pub struct Settings {
     pub report_lookback_days: u32,
     /// Partner requests and orders the embedded chain starts with.
     pub demo_size: usize,
+    /// Seconds between two looks at the chain's partner and order lists, for the
+    /// console's live updates and the webhooks (docs/console.md).
+    pub poll_interval_secs: u64,
+    /// Webhook URLs, comma-separated; a URL prefixed `telegram:` gets Telegram's
+    /// `sendMessage` body, any other [`Settings::webhook_format`]'s.
+    pub webhooks: String,
+    /// Body of the webhooks without a prefix: `json` (default) or `telegram`.
+    pub webhook_format: String,
+    /// The `chat_id` of Telegram-format webhooks.
+    #[serde(deserialize_with = "string_or_number")]
+    pub telegram_chat_id: Option<String>,
+}
+
+/// Accepts `-100123` (read from the environment as a number) as well as `"@plant"`.
+fn string_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Text {
+        S(String),
+        I(i64),
+        U(u64),
+    }
+    Ok(Option::<Text>::deserialize(d)?.map(|t| match t {
+        Text::S(s) => s,
+        Text::I(i) => i.to_string(),
+        Text::U(u) => u.to_string(),
+    }))
+}
+
+/// Body format of a webhook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookFormat {
+    /// The event as a JSON object (docs/console.md).
+    Json,
+    /// `{"chat_id": …, "text": …}`, for Telegram's `sendMessage` and look-alikes.
+    Telegram,
+}
+
+/// One configured webhook.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Webhook {
+    /// Where to POST (may hold a secret, e.g. a bot token: never logged).
+    pub url: String,
+    /// What to POST.
+    pub format: WebhookFormat,
+}
+
+impl Webhook {
+    /// What logs may show of the URL: scheme, host and port, never its path (a
+    /// Telegram URL holds the bot token) nor a user or password.
+    pub fn display_name(&self) -> String {
+        match reqwest::Url::parse(&self.url) {
+            Ok(url) => format!(
+                "{}://{}{}",
+                url.scheme(),
+                url.host_str().unwrap_or("?"),
+                url.port().map(|p| format!(":{p}")).unwrap_or_default()
+            ),
+            Err(_) => "<invalid url>".to_owned(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Webhook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Webhook")
+            .field("url", &self.display_name())
+            .field("format", &self.format)
+            .finish()
+    }
 }
 
 impl std::fmt::Debug for Settings {
@@ -143,6 +213,10 @@ impl Default for Settings {
             report_tz: "UTC".to_owned(),
             report_lookback_days: 7,
             demo_size: 12,
+            poll_interval_secs: 15,
+            webhooks: String::new(),
+            webhook_format: "json".to_owned(),
+            telegram_chat_id: None,
         }
     }
 }
@@ -238,6 +312,10 @@ impl Settings {
             "report_tz",
             "report_lookback_days",
             "demo_size",
+            "poll_interval_secs",
+            "webhooks",
+            "webhook_format",
+            "telegram_chat_id",
         ]
     }
 
@@ -273,6 +351,13 @@ impl Settings {
             }
         }
         self.report_schedule()?;
+        if self.poll_interval_secs == 0 {
+            return Err(ConfigError::new(
+                "MES_POLL_INTERVAL_SECS",
+                "must be at least 1 (seconds)",
+            ));
+        }
+        self.webhooks()?;
         if let Some(url) = &self.database_url
             && url.trim().is_empty()
         {
@@ -335,6 +420,59 @@ impl Settings {
         } else {
             "sqlite"
         }
+    }
+
+    /// The poller's interval.
+    pub fn poll_interval(&self) -> Duration {
+        Duration::from_secs(self.poll_interval_secs)
+    }
+
+    /// The parsed [`Settings::webhooks`]; errors name the setting, never the URL (it
+    /// may hold a token).
+    pub fn webhooks(&self) -> Result<Vec<Webhook>, ConfigError> {
+        let default = match self.webhook_format.trim().to_ascii_lowercase().as_str() {
+            "json" | "" => WebhookFormat::Json,
+            "telegram" => WebhookFormat::Telegram,
+            _ => {
+                return Err(ConfigError::new(
+                    "MES_WEBHOOK_FORMAT",
+                    "must be json or telegram",
+                ));
+            }
+        };
+        let mut hooks = Vec::new();
+        for (n, item) in self.webhooks.split(',').map(str::trim).enumerate() {
+            if item.is_empty() {
+                continue;
+            }
+            let (format, url) = match item.strip_prefix("telegram:") {
+                Some(url) => (WebhookFormat::Telegram, url.trim()),
+                None => (default, item),
+            };
+            let parsed = reqwest::Url::parse(url).map_err(|e| {
+                ConfigError::new(
+                    "MES_WEBHOOKS",
+                    format!("URL number {} is not a URL: {e}", n + 1),
+                )
+            })?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err(ConfigError::new(
+                    "MES_WEBHOOKS",
+                    format!("URL number {} must be http:// or https://", n + 1),
+                ));
+            }
+            if format == WebhookFormat::Telegram && self.telegram_chat_id.is_none() {
+                return Err(ConfigError::new(
+                    "MES_TELEGRAM_CHAT_ID",
+                    "is needed by the Telegram-format webhooks",
+                ));
+            }
+            hooks.push(Webhook {
+                url: url.to_owned(),
+                format,
+            });
+        }
+        Ok(hooks)
     }
 
     /// The request deadline.
@@ -491,11 +629,45 @@ mod tests {
     }
 
     #[test]
+    fn webhooks_parse_with_formats_and_never_show_their_path() {
+        let s = from(&[
+            (
+                "MES_WEBHOOKS",
+                "http://127.0.0.1:9/hook, telegram:https://api.telegram.invalid/botSECRET/sendMessage",
+            ),
+            ("MES_TELEGRAM_CHAT_ID", "-1001234"),
+            ("MES_POLL_INTERVAL_SECS", "2"),
+        ])
+        .unwrap();
+        let hooks = s.webhooks().unwrap();
+        assert_eq!(hooks.len(), 2);
+        assert_eq!(hooks[0].format, WebhookFormat::Json);
+        assert_eq!(hooks[1].format, WebhookFormat::Telegram);
+        assert_eq!(s.telegram_chat_id.as_deref(), Some("-1001234"));
+        assert_eq!(s.poll_interval(), Duration::from_secs(2));
+        let shown = format!("{hooks:?}");
+        assert!(!shown.contains("SECRET"), "{shown}");
+        assert!(from(&[]).unwrap().webhooks().unwrap().is_empty());
+    }
+
+    #[test]
     fn a_bad_value_names_its_environment_variable() {
         let e = from(&[("MES_REQUEST_TIMEOUT_MS", "soon")]).unwrap_err();
         assert_eq!(e.setting, "MES_REQUEST_TIMEOUT_MS", "{e}");
         let e = from(&[("MES_CORRELATION", "sometimes")]).unwrap_err();
         assert_eq!(e.setting, "MES_CORRELATION");
+        let e = from(&[("MES_REQUEST_TIMEOUT_MS", "0")]).unwrap_err();
+        assert_eq!(e.setting, "MES_REQUEST_TIMEOUT_MS");
+        let e = from(&[("MES_WEBHOOKS", "ftp://x/hook")]).unwrap_err();
+        assert_eq!(e.setting, "MES_WEBHOOKS");
+        let e = from(&[(
+            "MES_WEBHOOKS",
+            "telegram:https://t.invalid/botSECRET/sendMessage",
+        )])
+        .unwrap_err();
+        assert_eq!(e.setting, "MES_TELEGRAM_CHAT_ID");
+        let e = from(&[("MES_POLL_INTERVAL_SECS", "0")]).unwrap_err();
+        assert_eq!(e.setting, "MES_POLL_INTERVAL_SECS");
         let e = from(&[("MES_REQUEST_TIMEOUT_MS", "0")]).unwrap_err();
         assert_eq!(e.setting, "MES_REQUEST_TIMEOUT_MS");
         let s = from(&[("MES_SIGNING_KEY_FILE", "/nonexistent/key")]).unwrap();

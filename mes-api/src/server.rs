@@ -183,6 +183,7 @@ pub fn rocket(figment: Figment, app: App) -> Rocket<Build> {
         .mount("/", crate::routes::routes())
         .register("/", crate::error::catchers())
         .attach(metrics)
+        .attach(crate::events::stage())
         .attach(AdHoc::on_liftoff(
             "Outbox relay and daily report",
             |rocket| {

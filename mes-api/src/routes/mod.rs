@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod chain;
+pub mod console;
 pub mod ops;
 pub mod records;
 pub mod reports;
@@ -42,6 +43,12 @@ use utoipa::{Modify, OpenApi};
         ops::ready,
         ops::metrics,
         ops::openapi,
+        console::index,
+        console::asset,
+        console::me,
+        console::session_open,
+        console::session_close,
+        console::events,
     ),
     modifiers(&BearerAuth),
 )]
@@ -86,6 +93,12 @@ pub fn routes() -> Vec<Route> {
         ops::ready,
         ops::metrics,
         ops::openapi,
+        console::index,
+        console::asset,
+        console::me,
+        console::session_open,
+        console::session_close,
+        console::events,
     ]
 }
 

@@ -90,6 +90,7 @@ pub async fn metrics(app: &State<App>) -> (ContentType, String) {
         app.bridge.pending(),
     );
     crate::metrics::render_relay(&mut text, &app.relay.status());
+    text.push_str(&app.events.render_metrics());
     (
         ContentType::new("text", "plain").with_params(("version", "0.0.4")),
         text,

@@ -1,0 +1,245 @@
+//! Webhook notifications (`MES_WEBHOOKS`): a POST per new OPEN partner or order
+//! request and per outbox row that failed for good, so that operators learn in their
+//! chat tool that an ERP is waiting.
+//!
+//! Each webhook has its own background task and bounded queue: [`Notifier::notify`]
+//! never waits, a slow or dead endpoint delays only its own messages, and when its
+//! queue is full new messages for it are dropped (and counted) rather than piling up.
+//! A failed POST is retried with exponential backoff. URLs are never logged (a
+//! Telegram URL holds the bot token): logs name the scheme, host and port only.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use rocket::tokio::sync::mpsc;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::config::{Webhook, WebhookFormat};
+
+/// Messages waiting per webhook before new ones are dropped.
+pub const QUEUE_CAPACITY: usize = 256;
+/// Attempts per message (the first and the retries).
+pub const MAX_ATTEMPTS: u32 = 6;
+/// Deadline of one POST.
+pub const POST_TIMEOUT: Duration = Duration::from_secs(10);
+/// First retry delay; doubled after each failure, up to [`MAX_BACKOFF`].
+pub const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+/// Longest retry delay.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// What a webhook is told about.
+#[derive(Debug, Clone, Serialize)]
+pub struct Notification {
+    /// `new_request` or `outbox_failed`.
+    pub event: &'static str,
+    /// A sentence for people (what Telegram mode sends).
+    pub text: String,
+    /// The details, for programs.
+    pub data: Value,
+}
+
+impl Notification {
+    /// A new OPEN partner (`kind` = `partner`) or order (`order`) request.
+    pub fn new_request(kind: &str, id: &str, item: &Value) -> Notification {
+        let agent = item
+            .get("issuing_agent")
+            .and_then(Value::as_str)
+            .unwrap_or("an unknown agent");
+        let what = if kind == "order" {
+            let description = item
+                .get("description")
+                .and_then(Value::as_str)
+                .filter(|d| !d.is_empty())
+                .map(|d| format!(" ({d})"))
+                .unwrap_or_default();
+            format!("New order request {id}{description} from {agent}")
+        } else {
+            format!("New partner request {id} from {agent}")
+        };
+        Notification {
+            event: "new_request",
+            text: format!("{what}: waiting for an operator."),
+            data: json!({"kind": kind, "id": id, "request": item}),
+        }
+    }
+
+    /// An outbox row the relay gave up on.
+    pub fn outbox_failed(row: &Value) -> Notification {
+        let field = |name: &str| row.get(name).and_then(Value::as_str).unwrap_or("?");
+        Notification {
+            event: "outbox_failed",
+            text: format!(
+                "A chain message could not be delivered and will not be retried: {} for {} (outbox row {}): {}",
+                field("topic"),
+                field("ordering_key"),
+                row.get("id").map(Value::to_string).unwrap_or_default(),
+                field("last_error"),
+            ),
+            data: row.clone(),
+        }
+    }
+
+    /// The body to POST in `format`.
+    pub fn body(&self, format: WebhookFormat, chat_id: Option<&str>) -> Value {
+        match format {
+            WebhookFormat::Json => json!({
+                "event": self.event,
+                "text": self.text,
+                "data": self.data,
+            }),
+            WebhookFormat::Telegram => json!({"chat_id": chat_id, "text": self.text}),
+        }
+    }
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct NotifyMetrics {
+    /// POSTs answered with a 2xx.
+    pub delivered: AtomicU64,
+    /// Messages given up after [`MAX_ATTEMPTS`].
+    pub failed: AtomicU64,
+    /// Messages dropped because a queue was full.
+    pub dropped: AtomicU64,
+}
+
+/// The webhooks' queues. Cheap to clone; dropping every clone ends the tasks once
+/// their queues are empty.
+#[derive(Clone, Debug)]
+pub struct Notifier {
+    queues: Vec<(String, mpsc::Sender<Notification>)>,
+    metrics: Arc<NotifyMetrics>,
+}
+
+impl Notifier {
+    /// Starts one delivery task per webhook; `None` when there are none.
+    pub fn start(hooks: Vec<Webhook>, chat_id: Option<String>) -> Option<Notifier> {
+        if hooks.is_empty() {
+            return None;
+        }
+        let client = match reqwest::Client::builder().timeout(POST_TIMEOUT).build() {
+            Ok(client) => client,
+            Err(e) => {
+                tracing::error!("webhooks disabled: cannot build the HTTP client: {e}");
+                return None;
+            }
+        };
+        let metrics = Arc::new(NotifyMetrics::default());
+        let mut queues = Vec::new();
+        for hook in hooks {
+            let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+            let name = hook.display_name();
+            queues.push((name, tx));
+            rocket::tokio::spawn(deliver(
+                client.clone(),
+                hook,
+                chat_id.clone(),
+                rx,
+                Arc::clone(&metrics),
+            ));
+        }
+        Some(Notifier { queues, metrics })
+    }
+
+    /// Queues `notification` for every webhook, without waiting.
+    pub fn notify(&self, notification: &Notification) {
+        for (name, queue) in &self.queues {
+            if queue.try_send(notification.clone()).is_err() {
+                self.metrics.dropped.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!("webhook {name}: queue full or closed, a notification was dropped");
+            }
+        }
+    }
+
+    /// The counters.
+    pub fn metrics(&self) -> &NotifyMetrics {
+        &self.metrics
+    }
+}
+
+async fn deliver(
+    client: reqwest::Client,
+    hook: Webhook,
+    chat_id: Option<String>,
+    mut rx: mpsc::Receiver<Notification>,
+    metrics: Arc<NotifyMetrics>,
+) {
+    let name = hook.display_name();
+    while let Some(notification) = rx.recv().await {
+        let body = notification
+            .body(hook.format, chat_id.as_deref())
+            .to_string();
+        let mut backoff = FIRST_BACKOFF;
+        for attempt in 1..=MAX_ATTEMPTS {
+            let sent = client
+                .post(&hook.url)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.clone())
+                .send()
+                .await;
+            let problem = match sent {
+                Ok(response) if response.status().is_success() => {
+                    metrics.delivered.fetch_add(1, Ordering::Relaxed);
+                    None
+                }
+                Ok(response) => Some(format!("answered {}", response.status())),
+                // Without the URL: reqwest's error text includes it.
+                Err(e) => Some(describe(&e)),
+            };
+            let Some(problem) = problem else { break };
+            if attempt == MAX_ATTEMPTS {
+                metrics.failed.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    "webhook {name}: giving up on a {} notification after {attempt} attempts: {problem}",
+                    notification.event
+                );
+                break;
+            }
+            tracing::info!(
+                "webhook {name}: attempt {attempt} failed ({problem}); retrying in {backoff:?}"
+            );
+            rocket::tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+}
+
+fn describe(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        "timed out".to_owned()
+    } else if e.is_connect() {
+        "cannot connect".to_owned()
+    } else {
+        "request failed".to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn bodies_in_both_formats() {
+        let item = json!({"issuing_agent": "02ab", "status": "OPEN"});
+        let n = Notification::new_request("partner", "9df8", &item);
+        assert_eq!(
+            n.text,
+            "New partner request 9df8 from 02ab: waiting for an operator."
+        );
+        let body = n.body(WebhookFormat::Json, None);
+        assert_eq!(body["event"], "new_request");
+        assert_eq!(body["data"]["request"], item);
+        let body = n.body(WebhookFormat::Telegram, Some("-100"));
+        assert_eq!(body, json!({"chat_id": "-100", "text": n.text}));
+        let row = json!({"id": 7, "topic": "BLK_Rec", "ordering_key": "unit:PT10", "last_error": "no such record"});
+        let n = Notification::outbox_failed(&row);
+        assert!(
+            n.text
+                .contains("BLK_Rec for unit:PT10 (outbox row 7): no such record")
+        );
+    }
+}

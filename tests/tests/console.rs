@@ -1,0 +1,820 @@
+//! The operator console end to end: the real server as a process (`console-server`,
+//! which is `mes-api`'s `main`) on PostgreSQL and the test broker, a chain simulator
+//! on topics of its own, ERP requests injected the way `chain-sim erp` does
+//! ([`send_erp`]).
+//!
+//! - webhooks: a local HTTP receiver gets one POST per new request, none repeated by
+//!   later polls, none for the requests that were there at start-up;
+//! - the event stream: a new partner request and a decision arrive on `/api/events`;
+//! - the page in headless Chromium (Debian's `chromium` and `chromedriver`, driven
+//!   over WebDriver): sign in, accept a demo request, see a new one appear live, a
+//!   viewer without answer buttons. Screenshots go to `target/screenshots/`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use kafka_bridge::kafka::KafkaConfig;
+use kafka_bridge::sim::{
+    ErpOrder, ErpPartner, ErpRequest, SimConfig, SimHandle, SimTopics, Simulator, send_erp,
+};
+use mes_core::codec::ReplyBody;
+use mes_core::db::{self, operators, tokens};
+use mes_core::domain::{AgentKey, Status as ChainStatus};
+use mes_core::signing::SigningKey;
+use mes_e2e::db::{PgSchema, TempDir};
+use mes_e2e::kafka_brokers;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio::time::{Instant, sleep, timeout};
+
+/// Upper bound of every wait: generous, the machine is shared.
+const DEADLINE: Duration = Duration::from_secs(90);
+
+struct Server {
+    base: String,
+    operator: String,
+    viewer: String,
+    sim: SimHandle,
+    topics: SimTopics,
+    token: String,
+    child: Child,
+    http: reqwest::Client,
+    _db: PgSchema,
+    _dir: TempDir,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn start(webhooks: Option<&str>) -> Server {
+    let suffix = format!("-{}", uuid::Uuid::new_v4().simple());
+    let token = format!("console-test{suffix}");
+    let topics = SimTopics::with_suffix(&suffix);
+    let brokers = kafka_brokers();
+    let mut config = SimConfig::new(&brokers);
+    config.topics = topics.clone();
+    config.group_id = format!("chain-sim-{}", uuid::Uuid::new_v4().simple());
+    config.tokens = vec![token.clone()];
+    config.demo = 6;
+    let sim = Simulator::start(config).await.unwrap();
+
+    let schema = PgSchema::create().unwrap();
+    let url = schema.url().to_owned();
+    let master = token.clone();
+    let (operator, viewer) = tokio::task::spawn_blocking(move || {
+        let mut conn = db::connect(&url).unwrap();
+        tokens::put(
+            &mut conn,
+            &tokens::NewKafkaToken {
+                instance_type: tokens::MASTER,
+                token: &master,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let mut keys = Vec::new();
+        for (name, role) in [
+            ("olga", operators::ROLE_OPERATOR),
+            ("victor", operators::ROLE_VIEWER),
+        ] {
+            let key = operators::new_key();
+            operators::create(
+                &mut conn,
+                &operators::NewOperator {
+                    name,
+                    role,
+                    key_hash: &operators::hash_key(&key),
+                },
+            )
+            .unwrap();
+            keys.push(key);
+        }
+        (keys[0].clone(), keys[1].clone())
+    })
+    .await
+    .unwrap();
+
+    let dir = TempDir::create().unwrap();
+    let port = free_port();
+    let names = &topics.chain;
+    let mut command = Command::new(env!("CARGO_BIN_EXE_console-server"));
+    command
+        .current_dir(dir.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("ROCKET_ADDRESS", "127.0.0.1")
+        .env("ROCKET_PORT", port.to_string())
+        .env("MES_DATA_DIR", dir.path())
+        .env("MES_DATABASE_URL", schema.url())
+        .env("MES_DATABASE_POOL_SIZE", "4")
+        .env("MES_KAFKA_BROKERS", &brokers)
+        .env("MES_POLL_INTERVAL_SECS", "1")
+        .env("MES_TOPIC_PARTNER_LIST", &names.partner_list)
+        .env("MES_TOPIC_PARTNER_ANSWER", &names.partner_answer)
+        .env("MES_TOPIC_ORDER_LIST", &names.order_list)
+        .env("MES_TOPIC_ORDER_ANSWER", &names.order_answer)
+        .env("MES_TOPIC_RECORD_TYPE", &names.record_type)
+        .env("MES_TOPIC_RECORD", &names.record)
+        .env("MES_TOPIC_REPLY", &names.reply)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    if let Some(hooks) = webhooks {
+        command.env("MES_WEBHOOKS", hooks);
+    }
+    let child = command.spawn().unwrap();
+    let server = Server {
+        base: format!("http://127.0.0.1:{port}"),
+        operator,
+        viewer,
+        sim,
+        topics,
+        token,
+        child,
+        http: reqwest::Client::new(),
+        _db: schema,
+        _dir: dir,
+    };
+    let until = Instant::now() + DEADLINE;
+    loop {
+        if let Ok(r) = server
+            .http
+            .get(format!("{}/health/ready", server.base))
+            .send()
+            .await
+            && r.status().is_success()
+        {
+            break;
+        }
+        assert!(Instant::now() < until, "the server did not get ready");
+        sleep(Duration::from_millis(200)).await;
+    }
+    server
+}
+
+impl Server {
+    /// Injects a partner request from a new ERP, as `chain-sim erp partner` does.
+    async fn erp_partner(&self) -> AgentKey {
+        let agent = SigningKey::generate().agent_key();
+        let request = ErpRequest::Partner(ErpPartner {
+            issuing_agent: agent.clone(),
+        });
+        self.erp(&request).await;
+        agent
+    }
+
+    /// Injects an order from `agent` (an accepted partner), as `chain-sim erp order`.
+    async fn erp_order(&self, agent: &AgentKey, description: &str) {
+        let request = ErpRequest::Order(ErpOrder {
+            issuing_agent: agent.clone(),
+            order_type: "dummy_action".into(),
+            description: description.into(),
+            metadata: json!({"Part": "steering wheel"}),
+            files: vec![],
+        });
+        self.erp(&request).await;
+    }
+
+    async fn erp(&self, request: &ErpRequest) {
+        let kafka = KafkaConfig::new(kafka_brokers());
+        let reply = send_erp(
+            &kafka,
+            &self.topics,
+            &self.token,
+            request,
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+        assert!(
+            !matches!(reply.body, ReplyBody::Error { .. }),
+            "the simulator refused the ERP request: {:?}",
+            reply.body
+        );
+    }
+
+    fn accepted_partner(&self) -> AgentKey {
+        self.sim
+            .ledger_snapshot()
+            .partners
+            .iter()
+            .find(|p| p.status == ChainStatus::Accepted)
+            .expect("the demo has an accepted partner")
+            .issuing_agent
+            .clone()
+    }
+
+    async fn polls(&self) -> u64 {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("mes_chain_polls_total{outcome=\"ok\"} "))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Opens `/api/events` with the cookie the console gets from `POST /api/session`.
+    async fn events(&self) -> mpsc::UnboundedReceiver<(String, Value)> {
+        let session = self
+            .http
+            .post(format!("{}/api/session", self.base))
+            .bearer_auth(&self.viewer)
+            .send()
+            .await
+            .unwrap();
+        assert!(session.status().is_success());
+        let cookie = session
+            .headers()
+            .get("set-cookie")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .expect("POST /api/session sets the stream cookie")
+            .to_owned();
+        assert!(cookie.starts_with("mes_session="));
+        let mut response = self
+            .http
+            .get(format!("{}/api/events", self.base))
+            .header("Cookie", cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut buffer = String::new();
+            while let Ok(Some(chunk)) = response.chunk().await {
+                buffer.push_str(&String::from_utf8_lossy(&chunk));
+                while let Some(end) = buffer.find("\n\n") {
+                    let block: String = buffer.drain(..end + 2).collect();
+                    let mut name = String::new();
+                    let mut data = String::new();
+                    for line in block.lines() {
+                        if let Some(v) = line.strip_prefix("event:") {
+                            name = v.trim().to_owned();
+                        } else if let Some(v) = line.strip_prefix("data:") {
+                            data.push_str(v.trim());
+                        }
+                    }
+                    if !name.is_empty() {
+                        let value = serde_json::from_str(&data).unwrap_or(Value::Null);
+                        if tx.send((name, value)).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        rx
+    }
+
+    fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+/// The next event named `name` that satisfies `check`, skipping others.
+async fn next_event(
+    rx: &mut mpsc::UnboundedReceiver<(String, Value)>,
+    name: &str,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
+    let until = Instant::now() + DEADLINE;
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        let (got, data) = timeout(left, rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no {name} event in time"))
+            .expect("the event stream ended");
+        if got == name && check(&data) {
+            return data;
+        }
+    }
+}
+
+/// Waits until the poller has its baseline, so that what comes next is news.
+async fn wait_watching(rx: &mut mpsc::UnboundedReceiver<(String, Value)>) {
+    let hello = next_event(rx, "hello", |_| true).await;
+    assert_eq!(hello["role"], "viewer");
+    if hello["watching"] != true {
+        next_event(rx, "watching", |_| true).await;
+    }
+}
+
+/// A local webhook receiver: every POST body, as JSON.
+async fn receiver() -> (String, mpsc::UnboundedReceiver<Value>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut data = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    let Ok(n) = socket.read(&mut buf).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    data.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&data).to_string();
+                    let Some(head_end) = text.find("\r\n\r\n") else {
+                        continue;
+                    };
+                    let length = text[..head_end]
+                        .lines()
+                        .find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.eq_ignore_ascii_case("content-length")
+                                .then(|| v.trim().parse::<usize>().ok())?
+                        })
+                        .unwrap_or(0);
+                    if data.len() < head_end + 4 + length {
+                        continue;
+                    }
+                    let body = &data[head_end + 4..head_end + 4 + length];
+                    let _ = tx.send(serde_json::from_slice(body).unwrap_or(Value::Null));
+                    let _ = socket
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                        )
+                        .await;
+                    return;
+                }
+            });
+        }
+    });
+    (url, rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_get_one_post_per_new_request_and_none_twice() {
+    let (url, mut posts) = receiver().await;
+    let server = start(Some(&url)).await;
+    let mut events = server.events().await;
+    wait_watching(&mut events).await;
+
+    let partner = server.erp_partner().await;
+    let first = timeout(DEADLINE, posts.recv())
+        .await
+        .expect("a POST for the new partner")
+        .unwrap();
+    assert_eq!(first["event"], "new_request");
+    assert_eq!(first["data"]["kind"], "partner");
+    assert_eq!(
+        first["data"]["request"]["issuing_agent"],
+        partner.to_string()
+    );
+    assert_eq!(first["data"]["request"]["status"], "OPEN");
+    assert!(
+        first["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("New partner request ")
+    );
+
+    let ordering = server.accepted_partner();
+    server.erp_order(&ordering, "console webhook test").await;
+    let second = timeout(DEADLINE, posts.recv())
+        .await
+        .expect("a POST for the new order")
+        .unwrap();
+    assert_eq!(second["data"]["kind"], "order");
+    assert_eq!(
+        second["data"]["request"]["description"],
+        "console webhook test"
+    );
+
+    // Several more looks at the chain: nothing is announced again.
+    let polls = server.polls().await;
+    let until = Instant::now() + DEADLINE;
+    while server.polls().await < polls + 4 {
+        assert!(Instant::now() < until, "the poller stopped polling");
+        sleep(Duration::from_millis(250)).await;
+    }
+    sleep(Duration::from_secs(1)).await;
+    let mut extra = Vec::new();
+    while let Ok(post) = posts.try_recv() {
+        extra.push(post);
+    }
+    assert!(extra.is_empty(), "duplicate or unexpected POSTs: {extra:?}");
+    let ids: HashSet<_> = [&first, &second]
+        .iter()
+        .map(|p| p["data"]["id"].to_string())
+        .collect();
+    assert_eq!(ids.len(), 2);
+    server.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_partner_request_and_a_decision_arrive_on_the_event_stream() {
+    let server = start(None).await;
+    let unauthenticated = server
+        .http
+        .get(format!("{}/api/events", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unauthenticated.status().as_u16(), 401);
+
+    let mut events = server.events().await;
+    wait_watching(&mut events).await;
+    let agent = server.erp_partner().await;
+    let event = next_event(&mut events, "request", |d| {
+        d["item"]["issuing_agent"] == agent.to_string()
+    })
+    .await;
+    assert_eq!(event["kind"], "partner");
+    assert_eq!(event["item"]["status"], "OPEN");
+    let id = event["id"].as_str().unwrap().to_owned();
+
+    let answered = server
+        .http
+        .post(format!("{}/api/partners/{id}/answer", server.base))
+        .bearer_auth(&server.operator)
+        .json(&json!({"response": "accept"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        answered.status().is_success(),
+        "{}",
+        answered.text().await.unwrap()
+    );
+    let decision = next_event(&mut events, "decision", |d| d["request_id"] == id.as_str()).await;
+    assert_eq!(decision["operator"], "olga");
+    assert_eq!(decision["response"], "accept");
+    assert_eq!(decision["outcome"], "ok");
+    // The poller sees the chain's new status too.
+    let status = next_event(&mut events, "status", |d| d["id"] == id.as_str()).await;
+    assert_eq!(status["status"], "ACCEPTED");
+    server.stop();
+}
+
+// ---------- the page in headless Chromium, over WebDriver ----------
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+struct Browser {
+    http: reqwest::Client,
+    session: String,
+    driver: Child,
+    shots: PathBuf,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+impl Browser {
+    async fn start() -> Browser {
+        for path in [CHROMIUM, CHROMEDRIVER] {
+            assert!(
+                std::path::Path::new(path).exists(),
+                "{path} is missing: install Debian's chromium and chromium-driver (./scripts/test does)"
+            );
+        }
+        let port = free_port();
+        let driver = Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let http = reqwest::Client::new();
+        let base = format!("http://127.0.0.1:{port}");
+        let until = Instant::now() + DEADLINE;
+        loop {
+            if let Ok(r) = http.get(format!("{base}/status")).send().await
+                && let Ok(v) = r.json::<Value>().await
+                && v["value"]["ready"] == true
+            {
+                break;
+            }
+            assert!(Instant::now() < until, "chromedriver did not start");
+            sleep(Duration::from_millis(200)).await;
+        }
+        let created: Value = http
+            .post(format!("{base}/session"))
+            .json(&json!({"capabilities": {"alwaysMatch": {
+                "browserName": "chrome",
+                "goog:chromeOptions": {
+                    "binary": CHROMIUM,
+                    "args": ["--headless", "--no-sandbox", "--disable-gpu",
+                             "--disable-background-networking", "--disable-dev-shm-usage",
+                             "--window-size=1280,800"],
+                },
+            }}}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let session = created["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no WebDriver session: {created}"))
+            .to_owned();
+        let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots");
+        std::fs::create_dir_all(&shots).unwrap();
+        Browser {
+            http,
+            session: format!("{base}/session/{session}"),
+            driver,
+            shots,
+        }
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let mut request = self.http.request(method, format!("{}{path}", self.session));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let answer: Value = request.send().await.unwrap().json().await.unwrap();
+        if answer["value"].get("error").is_some() {
+            panic!("WebDriver {path}: {}", answer["value"]);
+        }
+        answer["value"].clone()
+    }
+
+    async fn goto(&self, url: &str) {
+        self.call(reqwest::Method::POST, "/url", Some(json!({"url": url})))
+            .await;
+    }
+
+    async fn js(&self, script: &str, args: Value) -> Value {
+        self.call(
+            reqwest::Method::POST,
+            "/execute/sync",
+            Some(json!({"script": script, "args": args})),
+        )
+        .await
+    }
+
+    /// Waits until `expr` (a JavaScript expression, `arguments[0]` = `arg`) is truthy.
+    async fn wait(&self, what: &str, expr: &str, arg: Value) -> Value {
+        let until = Instant::now() + DEADLINE;
+        let script = format!("return ({expr}) || null;");
+        loop {
+            let value = self.js(&script, json!([arg])).await;
+            if !value.is_null() && value != json!(false) {
+                return value;
+            }
+            if Instant::now() > until {
+                self.screenshot("failure").await;
+                panic!("timed out waiting for {what}");
+            }
+            sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn find(&self, css: &str) -> String {
+        let found = self
+            .call(
+                reqwest::Method::POST,
+                "/element",
+                Some(json!({"using": "css selector", "value": css})),
+            )
+            .await;
+        found[ELEMENT]
+            .as_str()
+            .unwrap_or_else(|| panic!("no element {css}: {found}"))
+            .to_owned()
+    }
+
+    /// Clicks like a user: WebDriver refuses a hidden or covered element.
+    async fn click(&self, css: &str) {
+        let id = self.find(css).await;
+        self.call(
+            reqwest::Method::POST,
+            &format!("/element/{id}/click"),
+            Some(json!({})),
+        )
+        .await;
+    }
+
+    async fn type_into(&self, css: &str, text: &str) {
+        let id = self.find(css).await;
+        self.call(
+            reqwest::Method::POST,
+            &format!("/element/{id}/clear"),
+            Some(json!({})),
+        )
+        .await;
+        self.call(
+            reqwest::Method::POST,
+            &format!("/element/{id}/value"),
+            Some(json!({"text": text})),
+        )
+        .await;
+    }
+
+    async fn window(&self, width: u32, height: u32) {
+        self.call(
+            reqwest::Method::POST,
+            "/window/rect",
+            Some(json!({"width": width, "height": height})),
+        )
+        .await;
+    }
+
+    async fn screenshot(&self, name: &str) {
+        let png = self.call(reqwest::Method::GET, "/screenshot", None).await;
+        let bytes = base64_decode(png.as_str().unwrap_or_default());
+        let _ = std::fs::write(self.shots.join(format!("console-{name}.png")), bytes);
+    }
+
+    async fn sign_in(&self, key: &str) {
+        self.wait(
+            "the sign-in form",
+            "!document.getElementById('signin').hidden",
+            json!(null),
+        )
+        .await;
+        self.type_into("#key", key).await;
+        self.click("#signin-button").await;
+        self.wait(
+            "the partner requests",
+            "document.querySelector('#partners-rows tr[data-status=\"OPEN\"]')",
+            json!(null),
+        )
+        .await;
+        self.wait(
+            "the live badge",
+            "document.getElementById('live').textContent === 'Live'",
+            json!(null),
+        )
+        .await;
+    }
+
+    async fn quit(&self) {
+        let _ = self.http.delete(&self.session).send().await;
+    }
+}
+
+fn base64_decode(text: &str) -> Vec<u8> {
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => Some(c - b'A'),
+        b'a'..=b'z' => Some(c - b'a' + 26),
+        b'0'..=b'9' => Some(c - b'0' + 52),
+        b'+' => Some(62),
+        b'/' => Some(63),
+        _ => None,
+    };
+    let digits: Vec<u8> = text.bytes().filter_map(value).collect();
+    let mut out = Vec::with_capacity(digits.len() * 3 / 4);
+    for chunk in digits.chunks(4) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, d)| acc | (u32::from(*d) << (18 - 6 * i)));
+        out.push((n >> 16) as u8);
+        if chunk.len() > 2 {
+            out.push((n >> 8) as u8);
+        }
+        if chunk.len() > 3 {
+            out.push(n as u8);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_in_chromium_accepts_a_request_shows_a_new_one_live_and_hides_answers_from_viewers()
+ {
+    let server = start(None).await;
+    let browser = Browser::start().await;
+    browser.goto(&server.base).await;
+
+    // Sign in: the demo's open partner requests are listed.
+    browser.sign_in(&server.operator).await;
+    browser.screenshot("1-partners").await;
+
+    // Accept the first one, through the confirmation step.
+    let id = browser
+        .wait(
+            "an open request",
+            "document.querySelector('#partners-rows tr[data-status=\"OPEN\"]')?.dataset.id",
+            json!(null),
+        )
+        .await;
+    let id = id.as_str().unwrap().to_owned();
+    let row = format!("#partners-rows tr[data-id=\"{id}\"]");
+    browser.click(&format!("{row} .btn.accept")).await;
+    browser
+        .wait(
+            "the confirmation",
+            "document.querySelector(arguments[0] + ' .btn.accept.confirm')",
+            json!(row),
+        )
+        .await;
+    browser.screenshot("2-confirm").await;
+    browser.click(&format!("{row} .btn.accept.confirm")).await;
+    let result = browser
+        .wait(
+            "the row to turn ACCEPTED",
+            "document.querySelector(arguments[0])?.dataset.status === 'ACCEPTED' && document.querySelector(arguments[0] + ' .result.ok')?.textContent",
+            json!(row),
+        )
+        .await;
+    assert!(
+        result.as_str().unwrap().starts_with("The chain answered:"),
+        "{result}"
+    );
+    let badge = browser
+        .js(
+            "return document.querySelector(arguments[0] + ' td.status').textContent",
+            json!([row]),
+        )
+        .await;
+    assert_eq!(badge, "ACCEPTED");
+    browser.screenshot("3-accepted").await;
+
+    // A new partner request, injected by an ERP, appears without a reload.
+    let marker = browser
+        .js("window.__notReloaded = true; return true", json!([]))
+        .await;
+    assert_eq!(marker, true);
+    let agent = server.erp_partner().await;
+    browser
+        .wait(
+            "the new request to appear live",
+            "document.querySelector('#partners-rows tr[data-status=\"OPEN\"] span[title=\"' + arguments[0] + '\"]')",
+            json!(agent.to_string()),
+        )
+        .await;
+    assert_eq!(
+        browser
+            .js("return window.__notReloaded === true", json!([]))
+            .await,
+        true
+    );
+    browser.screenshot("4-live").await;
+
+    // Tablet width still shows the table and its actions.
+    browser.window(820, 1180).await;
+    browser.wait("the actions at tablet width", "document.querySelector('#partners-rows .btn.accept')?.getBoundingClientRect().right <= window.innerWidth", json!(null)).await;
+    browser.screenshot("5-tablet").await;
+    browser.window(1280, 800).await;
+
+    // A viewer sees the requests but no answer buttons.
+    browser.click("#sign-out").await;
+    browser.sign_in(&server.viewer).await;
+    let role = browser
+        .js(
+            "return document.getElementById('user-role').textContent",
+            json!([]),
+        )
+        .await;
+    assert_eq!(role, "viewer");
+    let buttons = browser
+        .js(
+            "return document.querySelectorAll('.btn.accept, .btn.reject').length",
+            json!([]),
+        )
+        .await;
+    assert_eq!(buttons, 0);
+    let waiting = browser
+        .js(
+            "return document.querySelector('#partners-rows td.actions')?.textContent",
+            json!([]),
+        )
+        .await;
+    assert_eq!(waiting, "Waiting for an operator");
+    browser.screenshot("6-viewer").await;
+
+    browser.quit().await;
+    server.stop();
+}
