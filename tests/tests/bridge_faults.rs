@@ -118,11 +118,7 @@ async fn a_silent_chain_gives_timeout_to_every_queued_caller_within_one_deadline
     // Everyone within about one deadline (1 s), not 16 of them; generous bounds.
     assert!(elapsed >= Duration::from_millis(900), "{elapsed:?}");
     assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
-    // A caller's own timer can fire just before its request's task counts the timeout.
-    let counted = Instant::now() + Duration::from_secs(5);
-    while bridge.metrics().timeouts < 16 && Instant::now() < counted {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // Counted once per call, whichever timer fired first (the call's or its request's).
     assert_eq!(bridge.metrics().timeouts, 16);
     bridge.shutdown().await;
 }

@@ -348,10 +348,19 @@ impl Bridge {
                 .boxed()
                 .shared(),
         };
-        match tokio::time::timeout_at(deadline.at, shared).await {
+        let result = match tokio::time::timeout_at(deadline.at, shared).await {
             Ok(result) => result,
             Err(_) => Err(Error::Timeout(timeout)),
+        };
+        // Counted here, once per call that timed out, whichever timer fired first: the
+        // caller's or its request's.
+        if matches!(result, Err(Error::Timeout(_))) {
+            self.inner
+                .metrics
+                .timeouts
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
+        result
     }
 
     fn shared_list(
@@ -775,10 +784,8 @@ async fn acquire_legacy_slot(
 }
 
 impl Inner {
+    /// The error of a request whose deadline passed; [`Bridge::request`] counts it.
     fn timed_out(&self, timeout: Duration) -> Error {
-        self.metrics
-            .timeouts
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Error::Timeout(timeout)
     }
 
