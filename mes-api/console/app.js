@@ -12,9 +12,9 @@ const state = {
     partners: { start: 0, status: "OPEN", items: [], loaded: false },
     orders: { start: 0, status: "OPEN", items: [], loaded: false },
   },
-  outbox: { status: "", dayOnly: false, rows: [], depth: null },
+  outbox: { status: "", dayOnly: false, rows: [], depth: null, date: "", reports: [] },
   units: [],
-  unitDelivery: new Map(),
+  seen: new Map(),
   events: null,
   retry: 1000,
 };
@@ -126,7 +126,7 @@ function human(status, code, message) {
     case "overloaded": return "The server is busy with other chain requests. Try again in a moment.";
     case "database_unavailable": return "The MES database is not available right now. Try again in a moment.";
     case "shutting_down": return "The server is restarting. Try again in a moment.";
-    case "not_found": return "This server does not offer that yet.";
+    case "not_found": return message ? sentence(message) : "Not found.";
     case "missing_parameter":
     case "invalid_parameter":
     case "invalid_body":
@@ -192,6 +192,8 @@ function signOut(message = "") {
   if (state.events) { state.events.close(); state.events = null; }
   fetch("/api/session", { method: "DELETE", credentials: "same-origin" }).catch(() => {});
   for (const l of Object.values(state.lists)) { l.loaded = false; l.items = []; }
+  state.units = [];
+  state.seen.clear();
   // Nothing of the previous operator's view survives a sign-out.
   for (const t of TABS) $(`panel-${t}`).replaceChildren();
   $("live").textContent = "";
@@ -392,178 +394,372 @@ function openDetail(tab, item, tx) {
 
 // ---------- production units ----------
 
-const unitKey = (u) => String(u.code ?? u.Code ?? u.id ?? u.Id ?? "");
-const unitStatus = (u) => u.status ?? u.Status ?? "";
-const unitProcess = (u) => u.process_name ?? u.ProcessName ?? "";
+// What the chain knows of a unit's latest change, from `unit.chain` (the newest
+// outbox row of the unit): a badge and, when it matters, a sentence.
+const DELIVERY = {
+  delivered: "DELIVERED",
+  pending: "PENDING",
+  failed: "FAILED",
+  none: "NOT SENT",
+};
+
+// `what`: "change" for a unit (its latest change), "report" for a day report.
+function deliveryCell(chain, what = "change") {
+  const state = chain?.state ?? "none";
+  const parts = [h("span", { class: `badge ${state}`, "data-state": state, "data-outbox-id": chain?.outbox_id ?? "" }, DELIVERY[state] ?? state)];
+  if (state === "delivered") {
+    parts.push(h("div", { class: "hint" }, what === "report" ? "Published on the chain." : "The chain has the latest change."));
+  } else if (state === "pending") {
+    parts.push(h("div", { class: "hint" }, chain.error
+      ? `Not delivered yet (attempt ${chain.attempts}), retrying: ${sentence(chain.error)}`
+      : "On its way to the chain."));
+  } else if (state === "failed") {
+    parts.push(h("div", { class: "result bad" }, `The chain refused the ${what} and it will not be retried: ${sentence(chain.error || "no reason given")}`));
+  } else {
+    parts.push(h("div", { class: "hint" }, what === "report" ? "Sent by the daily run once the day is over." : "No change of this unit was sent to the chain."));
+  }
+  return h("div", {}, ...parts);
+}
 
 async function loadUnits() {
   const panel = $("panel-units");
   panel.replaceChildren(
     h("div", { class: "toolbar" }, h("h2", {}, "Production units"), h("button", { type: "button", class: "btn", onclick: loadUnits }, "Refresh")),
-    h("p", { class: "hint" }, "Each change of status or process name is sent to the chain through the outbox; the last column says whether it arrived."),
+    h("p", { class: "hint" }, "Each change of status or process name is sent to the chain through the outbox; “Chain delivery” says whether the latest one arrived."),
     h("p", { class: "notice bad", id: "units-error", role: "alert", hidden: true }),
     h("div", { class: "table-wrap" }, h("table", { "aria-label": "Production units" },
       h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Unit"), h("th", { scope: "col" }, "Name"), h("th", { scope: "col" }, "Status"), h("th", { scope: "col" }, "Process"), h("th", { scope: "col", class: "opt" }, "Changed"), h("th", { scope: "col" }, "Chain delivery"), h("th", { scope: "col" }, "Action"))),
       h("tbody", { id: "units-rows" }))));
   try {
-    const data = await api("GET", "/api/ProductionUnit");
-    state.units = Array.isArray(data) ? data : (data?.items ?? data?.units ?? []);
+    state.units = await api("GET", "/api/ProductionUnit");
   } catch (e) {
-    $("units-error").textContent = e.status === 404 ? "This server does not offer production units yet." : e.message;
+    $("units-error").textContent = e.message;
     $("units-error").hidden = false;
     state.units = [];
   }
-  await loadDelivery();
   renderUnits();
-}
-
-async function loadDelivery() {
-  try {
-    const data = await api("GET", "/api/outbox?limit=500");
-    const rows = Array.isArray(data) ? data : (data?.rows ?? data?.items ?? []);
-    state.unitDelivery = new Map();
-    // Newest first: the first row seen per unit is its latest change.
-    for (const r of rows) {
-      const key = String(r.ordering_key ?? "");
-      if (key.startsWith("unit:") && !state.unitDelivery.has(key.slice(5))) state.unitDelivery.set(key.slice(5), r);
-    }
-  } catch {
-    state.unitDelivery = null;
-  }
-}
-
-function deliveryCell(unit) {
-  if (state.unitDelivery === null) return h("span", { class: "muted" }, "Unknown (no outbox route)");
-  const r = state.unitDelivery.get(unitKey(unit));
-  if (!r) return h("span", { class: "muted" }, "Nothing sent yet");
-  const parts = [badge(r.status)];
-  if (r.status === "failed" || r.last_error) parts.push(h("div", { class: "result bad" }, sentence(r.last_error ?? "failed")));
-  else if (r.status !== "done" && r.attempts) parts.push(h("div", { class: "hint" }, `${r.attempts} attempt(s) so far`));
-  return h("div", {}, ...parts);
+  for (const row of state.seen.values()) onUnitOutboxRow(row);
 }
 
 function renderUnits() {
   const body = $("units-rows");
   if (!body) return;
   body.replaceChildren(...state.units.map(unitRow));
-  if (!state.units.length) body.append(h("tr", {}, h("td", { class: "empty", colspan: 7 }, "No production units.")));
+  if (!state.units.length) body.append(h("tr", {}, h("td", { class: "empty", colspan: 7 }, "No production units yet. They are created through the API (POST /api/ProductionUnit).")));
 }
 
 function unitRow(unit) {
-  const key = unitKey(unit);
   const actions = h("td", { class: "actions" });
-  const row = h("tr", { "data-unit": key },
-    h("td", { class: "mono" }, key), h("td", {}, unit.name ?? unit.Name ?? ""),
-    h("td", {}, unitStatus(unit)), h("td", {}, unitProcess(unit) || h("span", { class: "muted" }, "—")),
-    h("td", { class: "opt" }, isoCell(unit.updated_at)), h("td", { class: "delivery" }, deliveryCell(unit)), actions);
-  if (canAnswer()) actions.append(h("button", { type: "button", class: "btn small", onclick: () => editUnit(unit, row) }, "Edit"));
+  const row = h("tr", { "data-unit": unit.code },
+    h("td", { class: "mono" }, unit.code), h("td", {}, unit.name),
+    h("td", { class: "unit-status" }, unit.Status), h("td", { class: "unit-process" }, unit.ProcessName ?? h("span", { class: "muted" }, "—")),
+    h("td", { class: "opt" }, isoCell(unit.updated_at)), h("td", { class: "delivery" }, deliveryCell(unit.chain)), actions);
+  if (canAnswer()) actions.append(h("button", { type: "button", class: "btn small", "aria-label": `Edit unit ${unit.code}`, onclick: () => editUnit(unit.code) }, "Edit"));
   return row;
 }
 
-function editUnit(unit, row) {
-  const key = unitKey(unit);
-  const status = h("input", { "aria-label": `Status of ${key}`, value: unitStatus(unit), size: 12 });
-  const process = h("input", { "aria-label": `Process of ${key}`, value: unitProcess(unit), size: 16 });
+function unitRowElement(code) {
+  return document.querySelector(`#units-rows tr[data-unit="${CSS.escape(code)}"]`);
+}
+
+// Replaces one unit (state and row) in place, keeping the rest of the table as it is.
+function replaceUnit(unit, result) {
+  const index = state.units.findIndex((u) => u.code === unit.code);
+  if (index >= 0) state.units[index] = unit;
+  const old = unitRowElement(unit.code);
+  if (!old) return;
+  const row = unitRow(unit);
+  if (result) row.querySelector("td.actions").append(result);
+  old.replaceWith(row);
+}
+
+function editUnit(code) {
+  const unit = state.units.find((u) => u.code === code);
+  const row = unitRowElement(code);
+  if (!unit || !row) return;
+  const status = h("input", { "aria-label": `Status of ${code}`, value: unit.Status, size: 12, maxlength: 128, required: true });
+  const process = h("input", { "aria-label": `Process of ${code} (empty for none)`, value: unit.ProcessName ?? "", size: 16, maxlength: 128 });
   const result = h("p", { class: "result", role: "status" });
+  const cancel = () => { replaceUnit(unit); unitRowElement(code)?.querySelector("td.actions button")?.focus(); };
   const save = async () => {
+    const newStatus = status.value.trim();
+    if (!newStatus) {
+      result.className = "result bad";
+      result.textContent = "A unit needs a status.";
+      status.focus();
+      return;
+    }
+    const body = {};
+    if (newStatus !== unit.Status) body.Status = newStatus;
+    const newProcess = process.value.trim() || null;
+    if (newProcess !== (unit.ProcessName ?? null)) body.ProcessName = newProcess;
+    if (!Object.keys(body).length) { cancel(); return; }
     result.className = "result busy";
     result.textContent = "Saving…";
     try {
-      const updated = await api("PATCH", `/api/ProductionUnit/${encodeURIComponent(key)}`, { Status: status.value.trim(), ProcessName: process.value.trim() });
-      const index = state.units.findIndex((u) => unitKey(u) === key);
-      if (index >= 0 && updated && typeof updated === "object") state.units[index] = updated;
-      await loadDelivery();
-      renderUnits();
-      toast(`Unit ${key} saved; its change is on its way to the chain.`);
+      const updated = await api("PATCH", `/api/ProductionUnit/${encodeURIComponent(code)}`, body);
+      replaceUnit(updated, h("p", { class: "result ok", role: "status" }, "Saved; the change is on its way to the chain."));
+      // The stream may have announced the delivery before this answer arrived.
+      for (const row of state.seen.values()) onUnitOutboxRow(row);
     } catch (e) {
       result.className = "result bad";
       result.textContent = e.message;
     }
   };
-  row.children[2].replaceChildren(status);
-  row.children[3].replaceChildren(process);
-  const cell = row.querySelector("td.actions");
-  cell.replaceChildren(h("div", { class: "row" },
-    h("button", { type: "button", class: "btn small primary", onclick: save }, "Save"),
-    h("button", { type: "button", class: "btn small ghost", onclick: renderUnits }, "Cancel")), result);
-  row.addEventListener("keydown", (e) => { if (e.key === "Enter" && e.target.tagName === "INPUT") save(); if (e.key === "Escape") renderUnits(); });
+  row.querySelector("td.unit-status").replaceChildren(status);
+  row.querySelector("td.unit-process").replaceChildren(process);
+  row.querySelector("td.actions").replaceChildren(h("div", { class: "row" },
+    h("button", { type: "button", class: "btn small primary save", onclick: save }, "Save"),
+    h("button", { type: "button", class: "btn small ghost", onclick: cancel }, "Cancel")), result);
+  row.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && e.target.tagName === "INPUT") save();
+    if (e.key === "Escape") cancel();
+  });
   status.focus();
+}
+
+// The chain state an outbox row gives its unit or day report.
+function chainOf(row) {
+  return {
+    state: row.status === "done" ? "delivered" : row.status === "failed" ? "failed" : "pending",
+    error: row.last_error ?? null,
+    attempts: row.attempts,
+    outbox_id: row.id,
+    updated_at: row.updated_at,
+  };
+}
+
+// Whether a row from the event stream is news for `chain` (what a unit or report
+// shows): a newer message, or a later change of the same one.
+function isNews(row, chain) {
+  const id = chain?.outbox_id ?? 0;
+  if (row.id !== id) return row.id > id;
+  return !chain.updated_at || Date.parse(row.updated_at) >= Date.parse(chain.updated_at);
+}
+
+// Rows the event stream brought, by dedup key: applied again after a list loads, in
+// case its answer was read just before a change the stream announced meanwhile.
+const SEEN_LIMIT = 1000;
+function remember(row) {
+  state.seen.delete(row.dedup_key);
+  state.seen.set(row.dedup_key, row);
+  if (state.seen.size > SEEN_LIMIT) state.seen.delete(state.seen.keys().next().value);
+}
+
+// A row of `unit:CODE` is the unit's state when it is news for it.
+function onUnitOutboxRow(row) {
+  const m = /^unit:(.+)$/.exec(String(row.ordering_key ?? ""));
+  if (!m) return;
+  const unit = state.units.find((u) => u.code === m[1]);
+  if (!unit || !isNews(row, unit.chain)) return;
+  unit.chain = chainOf(row);
+  const cell = unitRowElement(unit.code)?.querySelector("td.delivery");
+  // A row being edited keeps its inputs; only the delivery cell changes.
+  if (cell) cell.replaceChildren(deliveryCell(unit.chain));
 }
 
 // ---------- day reports and outbox ----------
 
-const TOPIC_NAMES = { BLK_Rty: "record type", BLK_Rec: "record" };
+// What a chain message does, from its dedup key (the event stream's rows carry no
+// payload) and, when loaded, its payload.
+function describe(r) {
+  const key = String(r.dedup_key ?? "");
+  let m;
+  if ((m = /^unit:([^:]+):record-type$/.exec(key))) return `Record type ProductionUnit (ahead of unit ${m[1]})`;
+  if ((m = /^unit:([^:]+):record$/.exec(key))) return `Unit ${m[1]}: its chain record`;
+  if ((m = /^unit:([^:]+):reporter:/.exec(key))) return `Unit ${m[1]}: the MES may report on it`;
+  if ((m = /^unit:([^:]+):update:/.exec(key))) {
+    const props = Array.isArray(r.payload?.properties) ? r.payload.properties : [];
+    const value = (name) => props.find((p) => p.name === name)?.value;
+    const what = props.length ? `: status ${value("status") ?? "—"}, process ${value("process_name") ?? "none"}` : ": status and process";
+    return `Unit ${m[1]}${what}`;
+  }
+  if ((m = /^day-report:([^:]+):record-type$/.exec(key))) return `Record type DayReport (ahead of ${m[1]}'s reports)`;
+  if ((m = /^day-report:([^:]+):(\d{4}-\d{2}-\d{2})$/.exec(key))) return `Day report of ${m[1]} for ${m[2]}`;
+  return `${r.topic ?? "Message"} ${key}`;
+}
 
-async function loadOutbox() {
+function outboxAnswer(r) {
+  if (r.status === "failed") return h("span", { class: "result bad" }, `Refused for good: ${sentence(r.last_error || "no reason given")}`);
+  if (r.status === "done") return r.chain_message ? h("span", {}, sentence(r.chain_message)) : h("span", { class: "muted" }, "Delivered.");
+  if (r.last_error) {
+    const when = r.next_attempt_at ? ` Next try ${new Date(r.next_attempt_at).toLocaleTimeString()}.` : "";
+    return h("span", { class: "result" }, `Not delivered yet (attempt ${r.attempts}): ${sentence(r.last_error)}${when}`);
+  }
+  return h("span", { class: "muted" }, r.status === "in_flight" ? "Being sent…" : "Waiting to be sent.");
+}
+
+function yesterday() {
+  const d = new Date();
+  d.setDate(d.getDate() - 1);
+  return `${d.getFullYear()}-${String(d.getMonth() + 1).padStart(2, "0")}-${String(d.getDate()).padStart(2, "0")}`;
+}
+
+const OUTBOX_LIMIT = 200;
+
+function loadOutbox() {
   const o = state.outbox;
+  if (!o.date) o.date = yesterday();
   const panel = $("panel-outbox");
-  const filter = h("select", { id: "outbox-status", onchange: (e) => { o.status = e.target.value; loadOutbox(); } },
+  const filter = h("select", { id: "outbox-status", onchange: (e) => { o.status = e.target.value; loadOutboxRows(); } },
     ...[["", "All"], ["pending", "Pending"], ["in_flight", "Sending"], ["done", "Delivered"], ["failed", "Failed"]].map(([v, t]) => h("option", { value: v, selected: o.status === v }, t)));
   const dayOnly = h("input", { type: "checkbox", id: "outbox-day", checked: o.dayOnly, onchange: (e) => { o.dayOnly = e.target.checked; renderOutbox(); } });
-  const date = h("input", { type: "date", id: "report-date", "aria-label": "Day of the report" });
-  const runResult = h("span", { class: "result", role: "status" });
+  const date = h("input", { type: "date", id: "report-date", value: o.date, required: true, onchange: (e) => { o.date = e.target.value; loadDayReports(); } });
   panel.replaceChildren(
-    h("div", { class: "toolbar" }, h("h2", {}, "Day reports & outbox"),
-      h("label", { for: "outbox-status" }, "Status"), filter,
-      h("label", {}, dayOnly, " Day reports only"),
-      h("button", { type: "button", class: "btn", onclick: loadOutbox }, "Refresh")),
-    h("div", { class: "stats", id: "outbox-stats" }),
-    canAnswer() ? h("div", { class: "toolbar" }, h("label", { for: "report-date" }, "Send the day report of"), date,
-      h("button", { type: "button", class: "btn", onclick: () => runReport(date.value, runResult) }, "Send now"), runResult) : null,
-    h("p", { class: "notice bad", id: "outbox-error", role: "alert", hidden: true }),
-    h("div", { class: "table-wrap" }, h("table", { "aria-label": "Outbox" },
-      h("thead", {}, h("tr", {}, ...["Row", "Message", "Key", "Status", "Attempts", "Last change", "Chain's answer or error"].map((c, n) => h("th", { scope: "col", class: n === 4 ? "opt" : null }, c)))),
-      h("tbody", { id: "outbox-rows" }))));
-  const params = new URLSearchParams({ limit: 200 });
+    h("section", { "aria-labelledby": "reports-title" },
+      h("div", { class: "toolbar" }, h("h2", { id: "reports-title" }, "Day reports"),
+        h("label", { for: "report-date" }, "Day"), date,
+        canAnswer() ? h("button", { type: "button", class: "btn primary", id: "report-run", onclick: runReport }, "Run the daily report for this day") : null,
+        h("button", { type: "button", class: "btn", onclick: loadDayReports }, "Refresh")),
+      h("p", { class: "result", id: "report-result", role: "status" }),
+      h("p", { class: "notice bad", id: "reports-error", role: "alert", hidden: true }),
+      h("div", { class: "table-wrap" }, h("table", { "aria-label": "Day reports of the day" },
+        h("thead", {}, h("tr", {}, ...["Unit", "Shifts", "OEE (day)", ["Flow id", "opt"], "Chain delivery"].map((c) => Array.isArray(c) ? h("th", { scope: "col", class: c[1] }, c[0]) : h("th", { scope: "col" }, c)))),
+        h("tbody", { id: "reports-rows" })))),
+    h("section", { "aria-labelledby": "outbox-title", class: "spaced" },
+      h("div", { class: "toolbar" }, h("h2", { id: "outbox-title" }, "Outbox: messages to the chain"),
+        h("label", { for: "outbox-status" }, "Status"), filter,
+        h("label", {}, dayOnly, " Day reports only"),
+        h("button", { type: "button", class: "btn", onclick: loadOutboxRows }, "Refresh")),
+      h("div", { class: "stats", id: "outbox-stats" }),
+      h("p", { class: "notice bad", id: "outbox-error", role: "alert", hidden: true }),
+      h("div", { class: "table-wrap" }, h("table", { "aria-label": "Outbox" },
+        h("thead", {}, h("tr", {}, ...[["Row", "opt"], "Message", "Status", ["Attempts", "opt"], "Last change", "Chain's answer or error"].map((c) => Array.isArray(c) ? h("th", { scope: "col", class: c[1] }, c[0]) : h("th", { scope: "col" }, c)))),
+        h("tbody", { id: "outbox-rows" })))));
+  return Promise.all([loadDayReports(), loadOutboxRows()]);
+}
+
+async function loadOutboxRows() {
+  const o = state.outbox;
+  const params = new URLSearchParams({ limit: OUTBOX_LIMIT });
   if (o.status) params.set("status", o.status);
+  const error = $("outbox-error");
   try {
-    const data = await api("GET", `/api/outbox?${params}`);
-    o.rows = Array.isArray(data) ? data : (data?.rows ?? data?.items ?? []);
-    o.depth = Array.isArray(data) ? o.depth : (data?.depth ?? o.depth);
+    o.rows = await api("GET", `/api/outbox?${params}`);
+    if (error) error.hidden = true;
   } catch (e) {
-    $("outbox-error").textContent = e.status === 404 ? "This server does not offer the outbox view yet." : e.message;
-    $("outbox-error").hidden = false;
+    if (error) { error.textContent = e.message; error.hidden = false; }
     o.rows = [];
   }
   renderOutbox();
-}
-
-async function runReport(date, result) {
-  result.className = "result busy";
-  result.textContent = "Queuing…";
-  try {
-    const q = date ? `?date=${encodeURIComponent(date)}` : "";
-    await api("POST", `/api/reports/daily/run${q}`);
-    result.className = "result ok";
-    result.textContent = "The day reports are queued for the chain.";
-    loadOutbox();
-  } catch (e) {
-    result.className = "result bad";
-    result.textContent = e.message;
-  }
 }
 
 function renderOutbox() {
   const o = state.outbox;
   const stats = $("outbox-stats");
   if (stats) {
+    // Totals come with the event stream's outbox events; until the first one, the
+    // counts are those of the rows listed.
     const d = o.depth ?? o.rows.reduce((acc, r) => { acc[r.status] = (acc[r.status] ?? 0) + 1; return acc; }, {});
-    stats.replaceChildren(...[["pending", "Pending"], ["in_flight", "Sending"], ["done", "Delivered"], ["failed", "Failed for good"]].map(([k, l]) =>
-      h("div", { class: `stat ${k}` }, h("div", { class: "n" }, String(d[k] ?? 0)), h("div", { class: "l" }, l))));
-    $("count-outbox").textContent = d.failed ? String(d.failed) : "";
+    stats.replaceChildren(
+      ...[["pending", "Pending"], ["in_flight", "Sending"], ["done", "Delivered"], ["failed", "Failed for good"]].map(([k, l]) =>
+        h("div", { class: `stat ${k}` }, h("div", { class: "n" }, String(d[k] ?? 0)), h("div", { class: "l" }, l))),
+      ...(o.depth ? [] : [h("p", { class: "hint stats-note" }, o.status ? "Counts of the rows listed." : `Counts of the ${OUTBOX_LIMIT} newest messages.`)]));
   }
+  if (o.depth) $("count-outbox").textContent = o.depth.failed ? String(o.depth.failed) : "";
   const body = $("outbox-rows");
   if (!body) return;
   const rows = o.rows.filter((r) => !o.dayOnly || String(r.ordering_key ?? "").startsWith("day-report:"));
-  body.replaceChildren(...rows.map((r) => h("tr", { "data-row": r.id },
-    h("td", { class: "mono" }, String(r.id)),
-    h("td", {}, TOPIC_NAMES[r.topic] ? `${TOPIC_NAMES[r.topic]} (${r.topic})` : r.topic ?? ""),
-    h("td", { class: "mono" }, r.ordering_key ?? ""),
+  body.replaceChildren(...rows.map((r) => h("tr", { "data-row": r.id, "data-status": r.status },
+    h("td", { class: "mono opt" }, String(r.id)),
+    h("td", {}, h("div", {}, describe(r)), h("div", { class: "hint mono", title: r.dedup_key }, r.topic)),
     h("td", {}, badge(r.status)),
     h("td", { class: "opt" }, String(r.attempts ?? "")),
     h("td", {}, isoCell(r.updated_at)),
-    h("td", {}, r.last_error ? h("span", { class: "result bad" }, sentence(r.last_error)) : (r.chain_message ?? h("span", { class: "muted" }, "—"))))));
-  if (!rows.length) body.append(h("tr", {}, h("td", { class: "empty", colspan: 7 }, "Nothing in the outbox with this filter.")));
+    h("td", {}, outboxAnswer(r)))));
+  if (!rows.length) body.append(h("tr", {}, h("td", { class: "empty", colspan: 6 }, o.status || o.dayOnly ? "No message with this filter." : "Nothing was sent to the chain yet.")));
+}
+
+function percent(x) {
+  return typeof x === "number" ? `${(x * 100).toFixed(1)} %` : "—";
+}
+
+async function loadDayReports() {
+  const o = state.outbox;
+  const body = $("reports-rows");
+  const error = $("reports-error");
+  if (!body) return;
+  if (!o.date) {
+    body.replaceChildren(h("tr", {}, h("td", { class: "empty", colspan: 5 }, "Pick a day.")));
+    return;
+  }
+  try {
+    o.reports = await api("GET", `/api/DayReport?date=${encodeURIComponent(o.date)}`);
+    error.hidden = true;
+  } catch (e) {
+    error.textContent = e.message;
+    error.hidden = false;
+    o.reports = [];
+  }
+  for (const row of state.seen.values()) applyToReport(row);
+  renderDayReports();
+}
+
+function applyToReport(row) {
+  const report = state.outbox.reports.find((r) => `day-report:${r.unit}:${r.date}` === row.dedup_key);
+  if (report && isNews(row, report.chain)) report.chain = chainOf(row);
+}
+
+function renderDayReports() {
+  const o = state.outbox;
+  const body = $("reports-rows");
+  if (!body) return;
+  body.replaceChildren(...o.reports.map((r) => {
+    const day = r.shifts.find((s) => s.shift === "DAY");
+    return h("tr", { "data-report": `${r.unit}:${r.date}` },
+      h("td", { class: "mono" }, r.unit),
+      h("td", {}, r.shifts.map((s) => s.shift).join(", ") || "—"),
+      h("td", {}, percent(day?.kpis?.oee)),
+      h("td", { class: "mono opt" }, r.report_id),
+      h("td", { class: "delivery" }, deliveryCell(r.chain, "report")));
+  }));
+  if (!o.reports.length) body.append(h("tr", {}, h("td", { class: "empty", colspan: 5 }, `No day report is stored for ${o.date}.`)));
+}
+
+function list(codes) {
+  return codes.length ? codes.join(", ") : "";
+}
+
+async function runReport() {
+  const o = state.outbox;
+  const result = $("report-result");
+  const button = $("report-run");
+  if (!o.date) { result.className = "result bad"; result.textContent = "Pick a day first."; return; }
+  result.className = "result busy";
+  result.textContent = `Running the daily report of ${o.date}…`;
+  button.disabled = true;
+  try {
+    const run = await api("POST", `/api/reports/daily/run?date=${encodeURIComponent(o.date)}`);
+    const parts = [];
+    if (run.enqueued.length) parts.push(`Queued for the chain: ${list(run.enqueued)}.`);
+    if (run.already_enqueued.length) parts.push(`Already sent before: ${list(run.already_enqueued)}.`);
+    if (run.no_report.length) parts.push(`No report stored: ${list(run.no_report)}.`);
+    if (run.invalid_code.length) parts.push(`Skipped (code unusable on the chain): ${list(run.invalid_code)}.`);
+    result.className = run.enqueued.length || run.already_enqueued.length ? "result ok" : "result";
+    result.textContent = `Day ${run.date}: ${parts.join(" ") || "there are no production units."}`;
+    await Promise.all([loadDayReports(), loadOutboxRows()]);
+  } catch (e) {
+    result.className = "result bad";
+    result.textContent = e.message;
+  } finally {
+    button.disabled = false;
+  }
+}
+
+// Keeps the outbox list, the counts and the day reports current from an event.
+function onOutboxRows(data) {
+  const o = state.outbox;
+  if (data.depth) o.depth = data.depth;
+  for (const row of data.rows ?? []) {
+    const i = o.rows.findIndex((r) => r.id === row.id);
+    // The stream's rows have no payload: keep the one loaded.
+    if (i >= 0) o.rows[i] = { ...o.rows[i], ...row };
+    else if (!o.status || o.status === row.status) o.rows.unshift(row);
+    if (o.status) o.rows = o.rows.filter((r) => r.status === o.status);
+    applyToReport(row);
+  }
+  o.rows.sort((a, b) => b.id - a.id);
+  if (o.rows.length > OUTBOX_LIMIT) o.rows.length = OUTBOX_LIMIT;
 }
 
 // ---------- decisions ----------
@@ -616,7 +812,10 @@ function connect() {
   source.addEventListener("decision", (e) => onDecision(JSON.parse(e.data)));
   source.addEventListener("outbox", (e) => onOutbox(JSON.parse(e.data)));
   source.addEventListener("poll_error", () => setLive("Live (the chain is not answering)", "on"));
-  source.addEventListener("lagged", () => { for (const tab of ["partners", "orders"]) if (state.lists[tab].loaded) loadList(tab); });
+  source.addEventListener("lagged", () => {
+    for (const tab of ["partners", "orders"]) if (state.lists[tab].loaded) loadList(tab);
+    if (state.tab === "units" || state.tab === "outbox") refresh(state.tab);
+  });
   source.onerror = () => {
     if (source !== state.events) return;
     setLive("Connection lost, retrying…", "lost");
@@ -681,19 +880,14 @@ function onDecision(data) {
 }
 
 function onOutbox(data) {
-  const o = state.outbox;
-  if (data.depth) o.depth = data.depth;
+  for (const row of data.rows ?? []) remember(row);
+  onOutboxRows(data);
   for (const row of data.rows ?? []) {
-    const i = o.rows.findIndex((r) => r.id === row.id);
-    if (i >= 0) o.rows[i] = row;
-    else if (!o.status || o.status === row.status) o.rows.unshift(row);
-    const key = String(row.ordering_key ?? "");
-    if (key.startsWith("unit:") && state.unitDelivery) state.unitDelivery.set(key.slice(5), row);
-    if (row.status === "failed") toast(`A chain message for ${row.ordering_key} failed: ${sentence(row.last_error)}`);
+    onUnitOutboxRow(row);
+    if (row.status === "failed") toast(`A chain message failed for good (${describe(row)}): ${sentence(row.last_error)}`);
   }
-  if (state.tab === "outbox") renderOutbox();
+  if (state.tab === "outbox") { renderOutbox(); renderDayReports(); }
   else if (data.depth) $("count-outbox").textContent = data.depth.failed ? String(data.depth.failed) : "";
-  if (state.tab === "units") renderUnits();
 }
 
 // ---------- start ----------

@@ -8,7 +8,9 @@
 //! - the event stream: a new partner request and a decision arrive on `/api/events`;
 //! - the page in headless Chromium (Debian's `chromium` and `chromedriver`, driven
 //!   over WebDriver): sign in, accept a demo request, see a new one appear live, a
-//!   viewer without answer buttons. Screenshots go to `target/screenshots/`.
+//!   viewer without answer buttons; edit a production unit and see its change
+//!   delivered, the outbox and a day report run from the page, the connection lost
+//!   when the server stops. Screenshots go to `target/screenshots/`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -283,6 +285,22 @@ impl Server {
             }
         });
         rx
+    }
+
+    /// An API call as operator `olga`; panics unless it succeeds.
+    async fn api(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.operator);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        assert!(status.is_success(), "{path}: {status} {text}");
+        serde_json::from_str(&text).unwrap()
     }
 
     fn stop(mut self) {
@@ -641,6 +659,16 @@ impl Browser {
         .await;
     }
 
+    /// Sets a form field's value as a picker would, and announces the change.
+    async fn set_value(&self, css: &str, value: &str) {
+        self.js(
+            "const el = document.querySelector(arguments[0]); el.value = arguments[1]; \
+             el.dispatchEvent(new Event('change', {bubbles: true})); return true",
+            json!([css, value]),
+        )
+        .await;
+    }
+
     async fn window(&self, width: u32, height: u32) {
         self.call(
             reqwest::Method::POST,
@@ -817,4 +845,195 @@ async fn the_console_in_chromium_accepts_a_request_shows_a_new_one_live_and_hide
 
     browser.quit().await;
     server.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_in_chromium_edits_a_unit_shows_its_delivery_the_outbox_and_a_day_report_run() {
+    let mut server = start(None).await;
+    for (code, name, status) in [
+        ("PT10", "Press PT10", "RUNNING"),
+        ("PT20", "Press PT20", "IDLE"),
+    ] {
+        server
+            .api(
+                reqwest::Method::POST,
+                "/api/ProductionUnit",
+                Some(json!({"code": code, "name": name, "Status": status, "ProcessName": "Stamping"})),
+            )
+            .await;
+    }
+    // A past day, before the daily job's catch-up window: only an operator's run
+    // sends it.
+    let day = "2024-03-14";
+    server
+        .api(
+            reqwest::Method::POST,
+            "/api/DayReport",
+            Some(json!({"unit": "PT10", "date": day, "shifts": {"A": {
+                "planned_busy_time_s": 28800.0, "actual_production_time_s": 25200.0,
+                "planned_unit_time_s": 30.0, "produced_quantity": 800.0,
+                "good_quantity": 780.0, "failure_count": 2, "repair_time_s": 1200.0,
+            }}})),
+        )
+        .await;
+
+    let browser = Browser::start().await;
+    browser.goto(&server.base).await;
+    browser.sign_in(&server.operator).await;
+    browser.click("#tab-units").await;
+    let row = "#units-rows tr[data-unit=\"PT10\"]";
+    // The unit's creation reaches the chain (the simulator) through the outbox.
+    let created = browser
+        .wait(
+            "PT10's creation to be delivered",
+            "document.querySelector(arguments[0] + ' [data-state=\"delivered\"]')?.dataset.outboxId",
+            json!(row),
+        )
+        .await;
+    let created: i64 = created.as_str().unwrap().parse().unwrap();
+    browser
+        .js(
+            "window.__notReloaded = true; \
+             document.querySelector('#units-rows tr[data-unit=\"PT20\"]').__kept = true; return true",
+            json!([]),
+        )
+        .await;
+
+    // Edit: status STOPPED, no process.
+    browser.click(&format!("{row} td.actions button")).await;
+    browser
+        .wait(
+            "the edit fields",
+            "document.querySelector(arguments[0] + ' td.unit-status input')",
+            json!(row),
+        )
+        .await;
+    browser
+        .type_into(&format!("{row} td.unit-status input"), "STOPPED")
+        .await;
+    browser
+        .type_into(&format!("{row} td.unit-process input"), "")
+        .await;
+    browser.screenshot("7-unit-edit").await;
+    browser.click(&format!("{row} .btn.save")).await;
+    let delivered = browser
+        .wait(
+            "the change to be delivered",
+            "(() => { const r = document.querySelector(arguments[0]); \
+               const b = r?.querySelector('td.delivery [data-state=\"delivered\"]'); \
+               return r?.querySelector('td.unit-status')?.textContent === 'STOPPED' && b ? b.dataset.outboxId : null; })()",
+            json!(row),
+        )
+        .await;
+    let delivered: i64 = delivered.as_str().unwrap().parse().unwrap();
+    assert!(
+        delivered > created,
+        "the delivery shown is the edit's ({delivered} > {created})"
+    );
+    let shown = browser
+        .js(
+            "const r = document.querySelector(arguments[0]); \
+             return [r.querySelector('td.unit-process').textContent, r.querySelector('td.delivery').textContent, \
+                     window.__notReloaded === true, \
+                     document.querySelector('#units-rows tr[data-unit=\"PT20\"]').__kept === true]",
+            json!([row]),
+        )
+        .await;
+    assert_eq!(
+        shown,
+        json!(["—", "DELIVEREDThe chain has the latest change.", true, true]),
+        "process cleared, delivered, no reload, the other row untouched"
+    );
+    let stored = server
+        .api(reqwest::Method::GET, "/api/ProductionUnit/PT10", None)
+        .await;
+    assert_eq!(stored["Status"], "STOPPED");
+    assert_eq!(stored["ProcessName"], Value::Null);
+    assert_eq!(stored["chain"]["state"], "delivered");
+    assert_eq!(stored["chain"]["outbox_id"], delivered);
+    browser.screenshot("8-unit-delivered").await;
+
+    // The outbox lists the edit as delivered, with the chain's answer.
+    browser.click("#tab-outbox").await;
+    let outbox_row = format!("#outbox-rows tr[data-row=\"{delivered}\"]");
+    let text = browser
+        .wait(
+            "the edit in the outbox",
+            "document.querySelector(arguments[0] + '[data-status=\"done\"]')?.textContent",
+            json!(outbox_row),
+        )
+        .await;
+    assert!(
+        text.as_str()
+            .unwrap()
+            .contains("Unit PT10: status STOPPED, process none"),
+        "{text}"
+    );
+
+    // The day report: stored, not sent; an operator runs the day; it is delivered.
+    browser.set_value("#report-date", day).await;
+    let report = format!("#reports-rows tr[data-report=\"PT10:{day}\"]");
+    browser
+        .wait(
+            "the stored day report",
+            "document.querySelector(arguments[0] + ' .badge.none')",
+            json!(report),
+        )
+        .await;
+    browser.screenshot("9-outbox").await;
+    browser.click("#report-run").await;
+    let result = browser
+        .wait(
+            "the run's result",
+            "document.getElementById('report-result').className === 'result ok' && document.getElementById('report-result').textContent",
+            json!(null),
+        )
+        .await;
+    assert_eq!(
+        result,
+        format!("Day {day}: Queued for the chain: PT10. No report stored: PT20.")
+    );
+    browser
+        .wait(
+            "the day report to be delivered",
+            "document.querySelector(arguments[0] + ' [data-state=\"delivered\"]')",
+            json!(report),
+        )
+        .await;
+    browser
+        .wait(
+            "the day report in the outbox",
+            "[...document.querySelectorAll('#outbox-rows tr[data-status=\"done\"]')].some((r) => r.textContent.includes(arguments[0]))",
+            json!(format!("Day report of PT10 for {day}")),
+        )
+        .await;
+    browser.screenshot("10-day-report").await;
+
+    // Tablet width: the units table keeps its Edit buttons on screen.
+    browser.click("#tab-units").await;
+    browser.window(820, 1180).await;
+    browser
+        .wait(
+            "the Edit button at tablet width",
+            "(() => { const b = document.querySelector('#units-rows tr[data-unit=\"PT20\"] td.actions button'); \
+               return b && b.getBoundingClientRect().right <= window.innerWidth; })()",
+            json!(null),
+        )
+        .await;
+    browser.screenshot("11-units-tablet").await;
+    browser.window(1280, 800).await;
+
+    // The server stops: the page says so and keeps trying.
+    let _ = server.child.kill();
+    let _ = server.child.wait();
+    browser
+        .wait(
+            "the connection-lost badge",
+            "document.getElementById('live').classList.contains('lost') && document.getElementById('live').textContent === 'Connection lost, retrying…'",
+            json!(null),
+        )
+        .await;
+    browser.screenshot("12-connection-lost").await;
+
+    browser.quit().await;
 }
