@@ -4,55 +4,10 @@
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use diesel::connection::SimpleConnection;
-use diesel::{Connection, PgConnection};
 
-use crate::database_url;
-
-/// A schema of its own on the test server ([`database_url`]), dropped with
-/// everything in it when this value is dropped.
-pub struct PgSchema {
-    admin: PgConnection,
-    name: String,
-    url: String,
-}
-
-impl PgSchema {
-    /// Creates `t_<uuid>` on the test server.
-    ///
-    /// # Errors
-    ///
-    /// When PostgreSQL cannot be reached or refuses the schema.
-    pub fn create() -> anyhow::Result<PgSchema> {
-        let base = database_url();
-        let mut admin = PgConnection::establish(&base)
-            .with_context(|| "connecting to the test PostgreSQL (MES_TEST_DATABASE_URL)")?;
-        let name = format!("t_{}", uuid::Uuid::new_v4().simple());
-        admin
-            .batch_execute(&format!("CREATE SCHEMA {name}"))
-            .with_context(|| format!("creating schema {name}"))?;
-        // libpq decodes the escapes: each session runs with `search_path=t_…`.
-        let separator = if base.contains('?') { '&' } else { '?' };
-        let url = format!("{base}{separator}options=-csearch_path%3D{name}");
-        Ok(PgSchema { admin, name, url })
-    }
-
-    /// A URL whose connections see only this schema.
-    pub fn url(&self) -> &str {
-        &self.url
-    }
-}
-
-impl Drop for PgSchema {
-    fn drop(&mut self) {
-        if let Err(e) = self
-            .admin
-            .batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name))
-        {
-            eprintln!("could not drop test schema {}: {e}", self.name);
-        }
-    }
-}
+/// A schema of its own on the test server, dropped with everything in it when this
+/// value is dropped: mes-core's, so every suite isolates its databases the same way.
+pub use mes_core::db::testing::PgSchema;
 
 /// A directory in the temp dir for one test (a SQLite file, a data dir), removed on drop.
 pub struct TempDir {
@@ -81,4 +36,34 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.path);
     }
+}
+
+/// Stores an operator `olga` and a viewer `victor` and returns their keys (operator,
+/// viewer): every API test signs in with both roles.
+///
+/// # Errors
+///
+/// When the database refuses the rows.
+pub fn add_operators(conn: &mut mes_core::db::DbConnection) -> anyhow::Result<(String, String)> {
+    use mes_core::db::operators;
+    let mut keys = Vec::new();
+    for (name, role) in [
+        ("olga", operators::ROLE_OPERATOR),
+        ("victor", operators::ROLE_VIEWER),
+    ] {
+        let key = operators::new_key();
+        operators::create(
+            conn,
+            &operators::NewOperator {
+                name,
+                role,
+                key_hash: &operators::hash_key(&key),
+            },
+        )
+        .with_context(|| format!("storing operator {name}"))?;
+        keys.push(key);
+    }
+    let viewer = keys.pop().context("two keys")?;
+    let operator = keys.pop().context("two keys")?;
+    Ok((operator, viewer))
 }

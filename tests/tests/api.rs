@@ -9,7 +9,7 @@ use kafka_bridge::sim::{SimConfig, SimHandle, SimTopics, Simulator};
 use mes_api::app::App;
 use mes_api::config::Settings;
 use mes_api::server;
-use mes_core::db::{self, decisions, operators, tokens};
+use mes_core::db::{self, decisions, tokens};
 use mes_core::domain::Status as ChainStatus;
 use mes_e2e::db::{PgSchema, TempDir};
 use mes_e2e::{PrivateBroker, kafka_brokers};
@@ -75,7 +75,7 @@ async fn server(options: Options) -> Server {
     let database = if options.sqlite {
         Database::Sqlite(TempDir::create().unwrap())
     } else {
-        Database::Pg(PgSchema::create().unwrap())
+        Database::Pg(PgSchema::create_in(&mes_e2e::database_url()))
     };
     let mut settings = Settings {
         database_url: Some(match &database {
@@ -105,24 +105,7 @@ async fn server(options: Options) -> Server {
             )
             .unwrap();
         }
-        let mut keys = Vec::new();
-        for (name, role) in [
-            ("olga", operators::ROLE_OPERATOR),
-            ("victor", operators::ROLE_VIEWER),
-        ] {
-            let key = operators::new_key();
-            operators::create(
-                &mut conn,
-                &operators::NewOperator {
-                    name,
-                    role,
-                    key_hash: &operators::hash_key(&key),
-                },
-            )
-            .unwrap();
-            keys.push(key);
-        }
-        (keys[0].clone(), keys[1].clone())
+        mes_e2e::db::add_operators(&mut conn).unwrap()
     })
     .await
     .unwrap();

@@ -180,7 +180,7 @@ async fn a_server_killed_mid_delivery_and_restarted_delivers_everything_exactly_
     // after the chain applied something dies before it could mark that row done.
     config.delay = Duration::from_millis(300);
     let sim = Simulator::start(config).await.unwrap();
-    let schema = PgSchema::create().unwrap();
+    let schema = PgSchema::create_in(&mes_e2e::database_url());
     let url = schema.url().to_owned();
 
     // Units changed before the server starts: their rows wait in the outbox.

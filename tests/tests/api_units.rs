@@ -11,7 +11,7 @@ use kafka_bridge::sim::{SimConfig, SimHandle, SimTopics, Simulator};
 use mes_api::app::App;
 use mes_api::config::Settings;
 use mes_api::server;
-use mes_core::db::{self, operators, outbox, tokens};
+use mes_core::db::{self, outbox, tokens};
 use mes_core::domain::AgentKey;
 use mes_core::signing::SigningKey;
 use mes_e2e::db::PgSchema;
@@ -44,7 +44,7 @@ impl World {
         config.tokens = vec![token.clone()];
         config.demo = 0;
         let sim = Simulator::start(config).await.unwrap();
-        let schema = PgSchema::create().unwrap();
+        let schema = PgSchema::create_in(&mes_e2e::database_url());
         let reporter = SigningKey::generate().agent_key();
         let url = schema.url().to_owned();
         let reporter_text = reporter.to_string();
@@ -60,24 +60,7 @@ impl World {
                 },
             )
             .unwrap();
-            let mut keys = Vec::new();
-            for (name, role) in [
-                ("olga", operators::ROLE_OPERATOR),
-                ("victor", operators::ROLE_VIEWER),
-            ] {
-                let key = operators::new_key();
-                operators::create(
-                    &mut conn,
-                    &operators::NewOperator {
-                        name,
-                        role,
-                        key_hash: &operators::hash_key(&key),
-                    },
-                )
-                .unwrap();
-                keys.push(key);
-            }
-            (keys[0].clone(), keys[1].clone())
+            mes_e2e::db::add_operators(&mut conn).unwrap()
         })
         .await
         .unwrap();

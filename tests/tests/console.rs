@@ -24,7 +24,7 @@ use kafka_bridge::sim::{
     ErpOrder, ErpPartner, ErpRequest, SimConfig, SimHandle, SimTopics, Simulator, send_erp,
 };
 use mes_core::codec::ReplyBody;
-use mes_core::db::{self, operators, tokens};
+use mes_core::db::{self, tokens};
 use mes_core::domain::{AgentKey, Status as ChainStatus};
 use mes_core::signing::SigningKey;
 use mes_e2e::db::{PgSchema, TempDir};
@@ -70,7 +70,7 @@ async fn start(webhooks: Option<&str>) -> Server {
     config.demo = 6;
     let sim = Simulator::start(config).await.unwrap();
 
-    let schema = PgSchema::create().unwrap();
+    let schema = PgSchema::create_in(&mes_e2e::database_url());
     let url = schema.url().to_owned();
     let master = token.clone();
     let (operator, viewer) = tokio::task::spawn_blocking(move || {
@@ -84,24 +84,7 @@ async fn start(webhooks: Option<&str>) -> Server {
             },
         )
         .unwrap();
-        let mut keys = Vec::new();
-        for (name, role) in [
-            ("olga", operators::ROLE_OPERATOR),
-            ("victor", operators::ROLE_VIEWER),
-        ] {
-            let key = operators::new_key();
-            operators::create(
-                &mut conn,
-                &operators::NewOperator {
-                    name,
-                    role,
-                    key_hash: &operators::hash_key(&key),
-                },
-            )
-            .unwrap();
-            keys.push(key);
-        }
-        (keys[0].clone(), keys[1].clone())
+        mes_e2e::db::add_operators(&mut conn).unwrap()
     })
     .await
     .unwrap();
