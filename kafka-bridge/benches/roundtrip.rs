@@ -13,8 +13,8 @@
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail, ensure};
@@ -56,9 +56,27 @@ struct Args {
     /// Setups to run, any of bare, id, auto, legacy.
     #[arg(long, value_delimiter = ',', default_value = "bare,id,auto,legacy")]
     only: Vec<String>,
+    /// `fetch.wait.max.ms` of every consumer (bridge, chain-sim, both of the bare echo)
+    /// instead of each component's default, to see how much of the round trip it is.
+    #[arg(long, value_name = "MS")]
+    fetch_wait_ms: Option<u64>,
+    /// Pause a random 0..MS before each sequential request. Back-to-back requests fall
+    /// into step with the consumers' fetch cycles; a pause spreads them over it, as
+    /// requests from operators would be.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pause_ms: u64,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
+}
+
+/// `fetch.wait.max.ms` of the two consumers on a round trip's path.
+#[derive(Debug, Clone, Copy)]
+struct FetchWaits {
+    /// The bridge's reply consumer (and the bare requester's).
+    reply: Duration,
+    /// chain-sim's request consumer (and the bare echo's).
+    request: Duration,
 }
 
 /// Latency figures of one run.
@@ -97,6 +115,14 @@ struct Row {
     elapsed: Duration,
 }
 
+/// Sleeps a random time below `max_ms` (nothing when it is 0).
+async fn pause(max_ms: u64) {
+    if max_ms > 0 {
+        let micros = uuid::Uuid::new_v4().as_u128() % (u128::from(max_ms) * 1000);
+        tokio::time::sleep(Duration::from_micros(u64::try_from(micros).unwrap_or(0))).await;
+    }
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.2}", d.as_secs_f64() * 1e3)
 }
@@ -108,25 +134,44 @@ async fn main() -> anyhow::Result<()> {
         args.sequential > 0 && args.in_flight > 0 && args.requests > 0 && args.legacy_requests > 0,
         "nothing to measure"
     );
-    let bridge_fetch_wait = BridgeConfig::new(KafkaConfig::new("")).reply_fetch_wait;
+    let waits = match args.fetch_wait_ms {
+        Some(ms) => FetchWaits {
+            reply: Duration::from_millis(ms),
+            request: Duration::from_millis(ms),
+        },
+        None => FetchWaits {
+            reply: BridgeConfig::new(KafkaConfig::new("")).reply_fetch_wait,
+            request: Duration::from_millis(SIM_FETCH_WAIT_MS),
+        },
+    };
     println!(
-        "broker {}; fetch.wait.max.ms: bridge reply consumer {} ms, chain-sim request consumer {} ms (bare echo: the same)",
+        "broker {}; fetch.wait.max.ms: bridge reply consumer {} ms, chain-sim request consumer {} ms (bare echo: the same){}",
         args.brokers,
-        bridge_fetch_wait.as_millis(),
-        SIM_FETCH_WAIT_MS,
+        waits.reply.as_millis(),
+        waits.request.as_millis(),
+        if args.fetch_wait_ms.is_some() {
+            " (--fetch-wait-ms)"
+        } else {
+            ""
+        },
     );
     println!(
-        "warm-up {}, sequential {}, throughput {} ({} legacy) with {} in flight",
-        args.warmup, args.sequential, args.requests, args.legacy_requests, args.in_flight
+        "warm-up {}, sequential {} (random pause before each: 0..{} ms), throughput {} ({} legacy) with {} in flight",
+        args.warmup,
+        args.sequential,
+        args.pause_ms,
+        args.requests,
+        args.legacy_requests,
+        args.in_flight
     );
 
     let mut rows = Vec::new();
     for setup in &args.only {
         let row = match setup.as_str() {
-            "bare" => bare(&args, bridge_fetch_wait).await?,
-            "id" => bridge(&args, CorrelationMode::Id).await?,
-            "auto" => bridge(&args, CorrelationMode::Auto).await?,
-            "legacy" => bridge(&args, CorrelationMode::Legacy).await?,
+            "bare" => bare(&args, waits).await?,
+            "id" => bridge(&args, waits, CorrelationMode::Id).await?,
+            "auto" => bridge(&args, waits, CorrelationMode::Auto).await?,
+            "legacy" => bridge(&args, waits, CorrelationMode::Legacy).await?,
             other => bail!("unknown setup {other:?} (bare, id, auto, legacy)"),
         };
         eprintln!(
@@ -196,17 +241,25 @@ async fn call(bridge: &Bridge, i: usize) -> anyhow::Result<Duration> {
     Ok(started.elapsed())
 }
 
-async fn bridge(args: &Args, mode: CorrelationMode) -> anyhow::Result<Row> {
+async fn bridge(args: &Args, waits: FetchWaits, mode: CorrelationMode) -> anyhow::Result<Row> {
     let suffix = suffix();
     let mut sim_config = SimConfig::new(&args.brokers);
     sim_config.topics = SimTopics::with_suffix(&suffix);
     sim_config.group_id = format!("chain-sim{suffix}");
     // A legacy gateway echoes nothing; `id` and `auto` need the echo.
     sim_config.gateway.no_echo = mode == CorrelationMode::Legacy;
+    if args.fetch_wait_ms.is_some() {
+        // Pass-through settings override chain-sim's own (its -X flag does the same).
+        sim_config.kafka.settings.insert(
+            "fetch.wait.max.ms".into(),
+            waits.request.as_millis().to_string(),
+        );
+    }
     let sim = Simulator::start(sim_config).await?;
     let mut config = BridgeConfig::new(KafkaConfig::new(&args.brokers));
     config.topics = sim.topics().chain.clone();
     config.correlation = mode;
+    config.reply_fetch_wait = waits.reply;
     let bridge = Bridge::connect(config).await?;
 
     for i in 0..args.warmup {
@@ -214,6 +267,7 @@ async fn bridge(args: &Args, mode: CorrelationMode) -> anyhow::Result<Row> {
     }
     let mut samples = Vec::with_capacity(args.sequential);
     for i in 0..args.sequential {
+        pause(args.pause_ms).await;
         samples.push(call(&bridge, i).await?);
     }
     let sequential = Stats::of(samples);
@@ -273,7 +327,7 @@ async fn bridge(args: &Args, mode: CorrelationMode) -> anyhow::Result<Row> {
 
 /// Each client configured as its counterpart: the requester's producer and reply
 /// consumer as the bridge's, the echo's consumer and producer as chain-sim's.
-async fn bare(args: &Args, bridge_fetch_wait: Duration) -> anyhow::Result<Row> {
+async fn bare(args: &Args, waits: FetchWaits) -> anyhow::Result<Row> {
     let suffix = suffix();
     let (requests_topic, replies_topic) = (format!("bare-a{suffix}"), format!("bare-b{suffix}"));
     let kafka = KafkaConfig::new(&args.brokers);
@@ -291,7 +345,7 @@ async fn bare(args: &Args, bridge_fetch_wait: Duration) -> anyhow::Result<Row> {
         .client_config(&[
             ("group.id", &format!("bare-echo{suffix}")),
             ("auto.offset.reset", "earliest"),
-            ("fetch.wait.max.ms", &SIM_FETCH_WAIT_MS.to_string()),
+            ("fetch.wait.max.ms", &waits.request.as_millis().to_string()),
             ("enable.auto.commit", "true"),
             ("auto.commit.interval.ms", "1000"),
         ])
@@ -302,6 +356,9 @@ async fn bare(args: &Args, bridge_fetch_wait: Duration) -> anyhow::Result<Row> {
         .create()?;
     let (stop, mut stopped) = tokio::sync::watch::channel(false);
     let echo_replies = replies_topic.clone();
+    // When the echo read each request, to split the round trip into its two hops.
+    let echoed_at: Arc<Mutex<HashMap<usize, Instant>>> = Arc::default();
+    let echoed = Arc::clone(&echoed_at);
     let echo = tokio::spawn(async move {
         loop {
             let message = tokio::select! {
@@ -309,6 +366,9 @@ async fn bare(args: &Args, bridge_fetch_wait: Duration) -> anyhow::Result<Row> {
                 message = echo_consumer.recv() => message,
             };
             let Ok(message) = message else { continue };
+            if let Some(seq) = sequence_of(&message) {
+                lock(&echoed).insert(seq, Instant::now());
+            }
             let mut record: FutureRecord<'_, (), [u8]> =
                 FutureRecord::to(&echo_replies).payload(message.payload().unwrap_or_default());
             if let Some(headers) = message.headers() {
@@ -336,7 +396,7 @@ async fn bare(args: &Args, bridge_fetch_wait: Duration) -> anyhow::Result<Row> {
             ("auto.offset.reset", "earliest"),
             (
                 "fetch.wait.max.ms",
-                &bridge_fetch_wait.as_millis().max(1).to_string(),
+                &waits.reply.as_millis().max(1).to_string(),
             ),
             ("fetch.error.backoff.ms", "50"),
             ("socket.nagle.disable", "true"),
@@ -368,29 +428,40 @@ async fn bare(args: &Args, bridge_fetch_wait: Duration) -> anyhow::Result<Row> {
         let message = tokio::time::timeout(Duration::from_secs(10), consumer.recv())
             .await
             .context("no reply within 10 s")??;
-        let seq = message
-            .headers()
-            .and_then(|h| h.iter().find(|h| h.key == CORRELATION_HEADER))
-            .and_then(|h| h.value)
-            .and_then(|v| std::str::from_utf8(v).ok())
-            .and_then(|v| v.parse::<usize>().ok())
-            .context("a reply without its sequence number")?;
-        anyhow::Ok(seq)
+        sequence_of(&message).context("a reply without its sequence number")
     };
 
     let mut seq = 0;
     let mut samples = Vec::with_capacity(args.sequential);
+    let (mut there, mut back) = (Vec::new(), Vec::new());
     for i in 0..args.warmup + args.sequential {
+        if i >= args.warmup {
+            pause(args.pause_ms).await;
+        }
         let started = Instant::now();
         send(seq)?;
         let got = receive().await?;
+        let received = Instant::now();
         ensure!(got == seq, "bare echo: expected reply {seq}, got {got}");
+        let echoed = lock(&echoed_at)
+            .remove(&seq)
+            .context("the echo did not note the request")?;
         seq += 1;
         if i >= args.warmup {
-            samples.push(started.elapsed());
+            samples.push(received - started);
+            there.push(echoed - started);
+            back.push(received - echoed);
         }
     }
     let sequential = Stats::of(samples);
+    let (there, back) = (Stats::of(there), Stats::of(back));
+    println!(
+        "bare echo, sequential, by hop: produce → echo reads it p50 {} ms (p99 {}), echo → reply read p50 {} ms (p99 {})",
+        ms(there.p50),
+        ms(there.p99),
+        ms(back.p50),
+        ms(back.p99)
+    );
 
     // Keep `in_flight` requests outstanding: one new request per reply.
     let requests = args.requests;
@@ -426,6 +497,24 @@ async fn bare(args: &Args, bridge_fetch_wait: Duration) -> anyhow::Result<Row> {
         requests,
         elapsed,
     })
+}
+
+/// The sequence number the bare requester put in the correlation header.
+fn sequence_of(message: &impl Message) -> Option<usize> {
+    message
+        .headers()?
+        .iter()
+        .find(|h| h.key == CORRELATION_HEADER)?
+        .value
+        .and_then(|v| std::str::from_utf8(v).ok())?
+        .parse()
+        .ok()
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Assigns partition 0 of a topic created for this run, from offset 0: nothing
