@@ -7,6 +7,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
+use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use rdkafka::producer::{FutureProducer, FutureRecord};
 
 /// Environment variable holding the path of the tansu binary (set by `./scripts/test`).
 pub const TANSU_BIN_ENV: &str = "MES_TEST_TANSU_BIN";
@@ -14,7 +16,8 @@ pub const TANSU_BIN_ENV: &str = "MES_TEST_TANSU_BIN";
 /// A tansu process on a loopback port of its own, in-memory storage; killed on drop.
 ///
 /// tansu's memory storage forgets topics when it stops, so after [`PrivateBroker::restart`]
-/// the test recreates its topics, as a real cluster would have kept them.
+/// the test recreates its topics, as a real cluster would have kept them (and, where a
+/// client keeps reading at its old position, their offsets: [`LogEnd`]).
 #[derive(Debug)]
 pub struct PrivateBroker {
     bin: PathBuf,
@@ -106,5 +109,85 @@ impl Drop for PrivateBroker {
     fn drop(&mut self) {
         self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Where each partition of a topic ends, read before a [`PrivateBroker`] stops, to make
+/// the topic end there again after [`PrivateBroker::restart`].
+///
+/// A real cluster keeps a topic's log across a restart, and a consumer goes on from its
+/// position. tansu's memory storage starts the recreated topic at offset 0, and a
+/// consumer positioned past the new end (the bridge's reply consumer, assigned at the
+/// old end) waits there: tansu answers such a fetch with no records instead of
+/// `OFFSET_OUT_OF_RANGE`, so the consumer never resets and misses every record until
+/// the log has grown back to its position. [`LogEnd::restore`] fills the gap with
+/// empty records, which a reader drops as undecodable.
+#[derive(Debug, Clone)]
+pub struct LogEnd {
+    topic: String,
+    ends: Vec<(i32, i64)>,
+}
+
+impl LogEnd {
+    /// The end (high watermark) of every partition of `topic` on `brokers`.
+    ///
+    /// # Errors
+    ///
+    /// When the broker does not answer within [`crate::BROKER_TIMEOUT`].
+    pub async fn read(brokers: &str, topic: &str) -> anyhow::Result<LogEnd> {
+        let (brokers, topic) = (brokers.to_owned(), topic.to_owned());
+        tokio::task::spawn_blocking(move || {
+            let consumer: BaseConsumer = crate::client_config(&brokers).create()?;
+            let metadata = consumer.fetch_metadata(Some(&topic), crate::BROKER_TIMEOUT)?;
+            let mut ends = Vec::new();
+            for partition in metadata
+                .topics()
+                .iter()
+                .filter(|t| t.name() == topic)
+                .flat_map(|t| t.partitions())
+            {
+                let (_, high) =
+                    consumer.fetch_watermarks(&topic, partition.id(), crate::BROKER_TIMEOUT)?;
+                ends.push((partition.id(), high));
+            }
+            if ends.is_empty() {
+                bail!("topic {topic} has no partitions on {brokers}");
+            }
+            Ok(LogEnd { topic, ends })
+        })
+        .await?
+        .context("reading where the log ends")
+    }
+
+    /// Appends empty records to each partition of the (recreated) topic on `brokers`
+    /// until it ends where it ended when read.
+    ///
+    /// # Errors
+    ///
+    /// When the broker refuses a record or does not answer.
+    pub async fn restore(&self, brokers: &str) -> anyhow::Result<()> {
+        let now = LogEnd::read(brokers, &self.topic).await?;
+        let producer: FutureProducer = crate::client_config(brokers)
+            .set("linger.ms", "0")
+            .create()?;
+        for &(partition, end) in &self.ends {
+            let from = now
+                .ends
+                .iter()
+                .find(|(p, _)| *p == partition)
+                .map(|(_, high)| *high)
+                .with_context(|| format!("{} has no partition {partition}", self.topic))?;
+            for _ in from..end {
+                producer
+                    .send(
+                        FutureRecord::<(), ()>::to(&self.topic).partition(partition),
+                        crate::BROKER_TIMEOUT,
+                    )
+                    .await
+                    .map_err(|(e, _)| e)
+                    .with_context(|| format!("padding {}/{partition}", self.topic))?;
+            }
+        }
+        Ok(())
     }
 }

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use kafka_bridge::sim::{SimConfig, SimHandle, SimTopics, Simulator};
+use kafka_bridge::sim::{LedgerState, SimConfig, SimHandle, SimTopics, Simulator};
 use mes_api::app::App;
 use mes_api::config::Settings;
 use mes_api::server;
@@ -15,7 +15,7 @@ use mes_core::db::{self, outbox, tokens};
 use mes_core::domain::AgentKey;
 use mes_core::signing::SigningKey;
 use mes_e2e::db::PgSchema;
-use mes_e2e::kafka_brokers;
+use mes_e2e::{LogEnd, PrivateBroker, kafka_brokers};
 use rocket::http::{ContentType, Header, Method, Status};
 use rocket::local::asynchronous::{Client, LocalResponse};
 use serde_json::{Value, json};
@@ -23,10 +23,18 @@ use serde_json::{Value, json};
 /// Generous: the relay polls every second and the test machine is shared.
 const DEADLINE: Duration = Duration::from_secs(90);
 
-/// What the servers of one test share: a database, a chain, keys.
+/// Longer still for a delivery after a broker restart: the relay's backoff has grown
+/// while the broker was down, and the clients must reconnect first.
+const RECOVERY_DEADLINE: Duration = Duration::from_secs(120);
+
+/// What the servers of one test share: a database, a broker, a chain, keys.
 struct World {
     schema: PgSchema,
-    sim: SimHandle,
+    brokers: String,
+    /// The chain; `None` only between [`World::stop_sim`] and [`World::start_sim`].
+    sim: Option<SimHandle>,
+    /// How `sim` was started (its key included), to start it again.
+    sim_config: SimConfig,
     topics: SimTopics,
     reporter: AgentKey,
     operator: String,
@@ -35,15 +43,20 @@ struct World {
 
 impl World {
     async fn create() -> World {
+        World::create_on(kafka_brokers()).await
+    }
+
+    async fn create_on(brokers: String) -> World {
         let suffix = format!("-{}", uuid::Uuid::new_v4().simple());
         let token = format!("units-test-token{suffix}");
         let topics = SimTopics::with_suffix(&suffix);
-        let mut config = SimConfig::new(kafka_brokers());
+        let mut config = SimConfig::new(&brokers);
         config.topics = topics.clone();
         config.group_id = format!("chain-sim{suffix}");
         config.tokens = vec![token.clone()];
         config.demo = 0;
-        let sim = Simulator::start(config).await.unwrap();
+        config.key = Some(SigningKey::generate());
+        let sim = Simulator::start(config.clone()).await.unwrap();
         let schema = PgSchema::create_in(&mes_e2e::database_url());
         let reporter = SigningKey::generate().agent_key();
         let url = schema.url().to_owned();
@@ -66,7 +79,9 @@ impl World {
         .unwrap();
         World {
             schema,
-            sim,
+            brokers,
+            sim: Some(sim),
+            sim_config: config,
             topics,
             reporter,
             operator,
@@ -74,12 +89,33 @@ impl World {
         }
     }
 
+    fn sim(&self) -> &SimHandle {
+        self.sim.as_ref().expect("the simulator is running")
+    }
+
+    /// Stops the simulator; returns its chain's final state.
+    async fn stop_sim(&mut self) -> LedgerState {
+        let sim = self.sim.take().expect("the simulator is running");
+        let state = sim.ledger_snapshot();
+        sim.shutdown().await.unwrap();
+        state
+    }
+
+    /// Starts the simulator again, on the same topics and key, resuming the chain
+    /// from `state`.
+    async fn start_sim(&mut self, state: LedgerState) {
+        assert!(self.sim.is_none(), "one simulator at a time");
+        let mut config = self.sim_config.clone();
+        config.ledger = Some(state);
+        self.sim = Some(Simulator::start(config).await.unwrap());
+    }
+
     /// A server on this world's database and chain; its relay and daily job start
     /// with it (liftoff).
     async fn server(&self) -> Server {
         let mut settings = Settings {
             database_url: Some(self.schema.url().to_owned()),
-            kafka_brokers: kafka_brokers(),
+            kafka_brokers: self.brokers.clone(),
             database_pool_size: 4,
             ..Settings::default()
         };
@@ -120,7 +156,7 @@ impl World {
 
     /// The values of `property` of record `id` on the chain, oldest first.
     fn history(&self, id: &str, property: &str) -> Vec<Value> {
-        self.sim.with_ledger(|ledger| {
+        self.sim().with_ledger(|ledger| {
             ledger
                 .record(id)
                 .map(|r| {
@@ -210,7 +246,7 @@ fn new_unit(code: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_patch_updates_the_unit_and_reaches_the_chain_once() {
-    let world = World::create().await;
+    let mut world = World::create().await;
     let s = world.server().await;
     let key = world.operator.as_str();
 
@@ -256,7 +292,7 @@ async fn a_patch_updates_the_unit_and_reaches_the_chain_once() {
     assert_eq!(unit["chain"]["error"], Value::Null);
     // On the chain: the record type, the record with its first values, the MES as
     // reporter, then the update, each once.
-    world.sim.with_ledger(|ledger| {
+    world.sim().with_ledger(|ledger| {
         assert!(ledger.state().record_types.contains_key("ProductionUnit"));
         let record = ledger.record("PT10").expect("the unit's record");
         assert_eq!(record.record_type, "ProductionUnit");
@@ -355,12 +391,126 @@ async fn a_patch_updates_the_unit_and_reaches_the_chain_once() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     s.stop().await;
-    world.sim.shutdown().await.unwrap();
+    world.stop_sim().await;
+}
+
+/// The outbox decouples a PATCH from the broker: with the broker down the PATCH
+/// answers at once and its update waits; once the broker is back the relay delivers
+/// it, and the chain (which outlived the broker) applies it once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_patch_with_the_broker_down_reaches_the_chain_once_when_it_is_back() {
+    let mut broker = PrivateBroker::start().unwrap();
+    let mut world = World::create_on(broker.brokers()).await;
+    let s = world.server().await;
+    let key = world.operator.clone();
+    let key = key.as_str();
+
+    let (status, created) = s
+        .call(
+            Method::Post,
+            "/api/ProductionUnit",
+            Some(key),
+            Some(&new_unit("PT10")),
+        )
+        .await;
+    assert_eq!(status, Status::Created, "{}", short(&created));
+    // Record type, record and reporter on the chain before the broker goes.
+    eventually(
+        &s,
+        "/api/ProductionUnit/PT10",
+        key,
+        "the unit's record was not delivered",
+        |u| u["chain"]["state"] == "delivered",
+    )
+    .await;
+    assert_eq!(world.history("PT10", "status"), ["RUNNING"]);
+
+    // The chain outlives the broker: its gateway stops (cleanly, while it still can)
+    // and resumes later from the chain's state. The bridge's reply consumer goes on
+    // from its position, so the reply topic must end there again after the restart.
+    let chain = world.stop_sim().await;
+    let replies = LogEnd::read(&broker.brokers(), &world.topics.chain.reply)
+        .await
+        .unwrap();
+    broker.stop();
+    let (status, patched) = s
+        .call(
+            Method::Patch,
+            "/api/ProductionUnit/PT10",
+            Some(key),
+            Some(r#"{"Status": "STOPPED", "ProcessName": "Maintenance"}"#),
+        )
+        .await;
+    assert_eq!(status, Status::Ok, "no 503: {}", short(&patched));
+    assert_eq!(patched["Status"], "STOPPED");
+    assert_eq!(patched["ProcessName"], "Maintenance");
+    assert_eq!(patched["chain"]["state"], "pending", "{}", short(&patched));
+
+    // The relay tries, fails for want of a broker, and keeps the row for later.
+    let rows = eventually(
+        &s,
+        "/api/outbox?limit=1",
+        key,
+        "the relay did not try the update and put it back",
+        |rows| {
+            let row = &rows[0];
+            row["payload"]["action"] == "update_properties"
+                && row["status"] == "pending"
+                && row["attempts"].as_i64() >= Some(1)
+                && row["last_error"].is_string()
+        },
+    )
+    .await;
+    let failed = &rows[0];
+    let (_, unit) = s
+        .call(Method::Get, "/api/ProductionUnit/PT10", Some(key), None)
+        .await;
+    assert_eq!(unit["chain"]["state"], "pending", "{}", short(&unit));
+    assert!(unit["chain"]["error"].is_string(), "{}", short(&unit));
+
+    // The broker comes back with its topics (tansu's memory storage forgot them; a
+    // real cluster would not have), then the chain's gateway.
+    broker.restart().unwrap();
+    mes_e2e::create_topics(&broker.brokers(), &world.topics.all(), 1)
+        .await
+        .unwrap();
+    replies.restore(&broker.brokers()).await.unwrap();
+    world.start_sim(chain).await;
+
+    let start = tokio::time::Instant::now();
+    let unit = loop {
+        let (status, unit) = s
+            .call(Method::Get, "/api/ProductionUnit/PT10", Some(key), None)
+            .await;
+        assert_eq!(status, Status::Ok, "{}", short(&unit));
+        if unit["chain"]["state"] == "delivered" {
+            break unit;
+        }
+        assert!(
+            start.elapsed() < RECOVERY_DEADLINE,
+            "the update was not delivered after the broker came back: {}",
+            short(&unit)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(unit["Status"], "STOPPED");
+    assert_eq!(unit["ProcessName"], "Maintenance");
+    assert!(unit["chain"]["attempts"].as_i64() > failed["attempts"].as_i64());
+    // The update on the chain once, after the values it had before the broker went.
+    assert_eq!(world.history("PT10", "status"), ["RUNNING", "STOPPED"]);
+    assert_eq!(
+        world.history("PT10", "process_name"),
+        ["Stamping", "Maintenance"]
+    );
+    let depth = world.settled().await;
+    assert_eq!((depth.failed, depth.done), (0, 4), "{depth:?}");
+    s.stop().await;
+    world.stop_sim().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_bodies_are_400_unknown_units_404_and_viewers_may_only_read() {
-    let world = World::create().await;
+    let mut world = World::create().await;
     let s = world.server().await;
     let op = Some(world.operator.as_str());
     let viewer = Some(world.viewer.as_str());
@@ -552,12 +702,12 @@ async fn bad_bodies_are_400_unknown_units_404_and_viewers_may_only_read() {
         assert_error(&s.call(Method::Get, uri, viewer, None).await, status, code);
     }
     s.stop().await;
-    world.sim.shutdown().await.unwrap();
+    world.stop_sim().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stored_day_report_is_published_once_by_the_daily_run() {
-    let world = World::create().await;
+    let mut world = World::create().await;
     let s = world.server().await;
     let op = Some(world.operator.as_str());
     let created = s
@@ -615,7 +765,7 @@ async fn a_stored_day_report_is_published_once_by_the_daily_run() {
     assert_eq!(reports.as_array().unwrap().len(), 1);
     assert_eq!(reports[0]["enqueued"], true);
     let records = world
-        .sim
+        .sim()
         .with_ledger(|l| l.state().day_reports.get("001_21_01_02_PT10").cloned())
         .expect("the day report on the chain");
     assert_eq!(
@@ -625,7 +775,7 @@ async fn a_stored_day_report_is_published_once_by_the_daily_run() {
     );
     // A third run, after delivery: nothing new reaches the chain.
     world.settled().await;
-    let applied = world.sim.counters().applied;
+    let applied = world.sim().counters().applied;
     let (_, third) = s
         .call(
             Method::Post,
@@ -636,11 +786,11 @@ async fn a_stored_day_report_is_published_once_by_the_daily_run() {
         .await;
     assert_eq!(third["enqueued"], json!([]));
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(world.sim.counters().applied, applied);
+    assert_eq!(world.sim().counters().applied, applied);
     let depth = world.depth();
     assert_eq!((depth.failed, depth.pending), (0, 0), "{depth:?}");
     s.stop().await;
-    world.sim.shutdown().await.unwrap();
+    world.stop_sim().await;
 }
 
 /// Two servers on one database and one chain, both running relays and daily jobs:
@@ -650,12 +800,12 @@ async fn a_stored_day_report_is_published_once_by_the_daily_run() {
 async fn two_servers_on_one_database_deliver_every_row_once_and_each_day_report_once() {
     const UNITS: usize = 6;
     const PATCHES: usize = 3;
-    let world = World::create().await;
+    let mut world = World::create().await;
     let a = world.server().await;
     let b = world.server().await;
     let servers = [&a, &b];
     let op = Some(world.operator.as_str());
-    let before = world.sim.counters().applied;
+    let before = world.sim().counters().applied;
 
     let codes: Vec<String> = (0..UNITS).map(|i| format!("PU{i:02}")).collect();
     for (i, code) in codes.iter().enumerate() {
@@ -718,10 +868,10 @@ async fn two_servers_on_one_database_deliver_every_row_once_and_each_day_report_
     let rows = (UNITS * (3 + PATCHES) + UNITS * 2) as u64;
     assert_eq!(depth.done as u64, rows);
     assert_eq!(
-        world.sim.counters().applied - before,
+        world.sim().counters().applied - before,
         rows,
         "the chain applied each row once: {:?}",
-        world.sim.counters()
+        world.sim().counters()
     );
     // Each relay counts a row after committing it: wait for the counts to reach the
     // rows, then check that they stay there.
@@ -740,11 +890,11 @@ async fn two_servers_on_one_database_deliver_every_row_once_and_each_day_report_
         assert_eq!(world.history(code, "status"), expected, "{code}");
         let flow = format!("001_21_01_02_{code}");
         let records = world
-            .sim
+            .sim()
             .with_ledger(|l| l.state().day_reports.get(&flow).cloned());
         assert_eq!(records.map(|r| r.len()), Some(7), "{code}");
     }
     a.stop().await;
     b.stop().await;
-    world.sim.shutdown().await.unwrap();
+    world.stop_sim().await;
 }

@@ -11,6 +11,7 @@ use mes_core::domain::AgentKey;
 use mes_core::signing::SigningKey;
 
 use super::erp::{ERP_ORDER_TOPIC, ERP_PARTNER_TOPIC};
+use super::ledger::LedgerState;
 use crate::kafka::KafkaConfig;
 
 /// The example master token of docs/protocol.md, the simulator's token when none is
@@ -149,8 +150,18 @@ pub struct SimConfig {
     /// Publish each reply this long after applying its request (a chain waiting for
     /// its commit); requests are not serialised by it.
     pub delay: Duration,
-    /// Seed this many partner requests and as many orders (`--demo N`).
+    /// Seed this many partner requests and as many orders (`--demo N`) into a new
+    /// chain; nothing is seeded into a resumed one ([`SimConfig::ledger`]).
     pub demo: usize,
+    /// Resume the chain from this state (e.g. [`SimHandle::ledger_snapshot`] of a
+    /// stopped simulator) instead of starting an empty one, as a real chain outlives
+    /// its gateway and a broker restart. Give the same `key` (or `mes_agent`) as the
+    /// run it continues, so the MES is still the owner and reporter of its records.
+    /// Idempotency keys are not kept: see [`Ledger::with_state`].
+    ///
+    /// [`SimHandle::ledger_snapshot`]: crate::sim::SimHandle::ledger_snapshot
+    /// [`Ledger::with_state`]: crate::sim::Ledger::with_state
+    pub ledger: Option<LedgerState>,
     /// Partitions of the topics the simulator creates.
     pub partitions: i32,
     /// Create missing topics at start through the admin API. Off where topics are
@@ -174,6 +185,7 @@ impl SimConfig {
             gateway: GatewayOptions::default(),
             delay: Duration::ZERO,
             demo: 0,
+            ledger: None,
             partitions: 1,
             create_topics: true,
             start_timeout: Duration::from_secs(30),

@@ -154,6 +154,18 @@ impl Ledger {
         }
     }
 
+    /// This chain holding `state` instead of an empty one: a chain that outlived its
+    /// gateway, resumed from a [`Ledger::snapshot`] (or a `--ledger-dump`) of an earlier
+    /// run. Build it with the earlier run's key and MES agent, or the MES is another
+    /// agent, no longer the owner or a reporter of its records.
+    ///
+    /// The idempotency store is not part of the state: a request whose `idem` key the
+    /// earlier run had already applied is applied again.
+    pub fn with_state(mut self, state: LedgerState) -> Ledger {
+        self.state = state;
+        self
+    }
+
     /// The simulator's public key: transaction ids and signed replies verify with it.
     pub fn public_key(&self) -> AgentKey {
         self.key.agent_key()

@@ -55,7 +55,10 @@ impl Simulator {
             .clone()
             .unwrap_or_else(|| derived_mes_agent(&key));
         let mut ledger = Ledger::new(key.clone(), mes_agent.clone(), config.tokens.clone());
-        demo::seed(&mut ledger, config.demo, chrono::Utc::now().timestamp());
+        match config.ledger.clone() {
+            Some(state) => ledger = ledger.with_state(state),
+            None => demo::seed(&mut ledger, config.demo, chrono::Utc::now().timestamp()),
+        }
         let ledger = Arc::new(Mutex::new(ledger));
 
         let topics = config.topics.clone();

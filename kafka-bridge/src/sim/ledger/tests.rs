@@ -765,3 +765,32 @@ fn the_snapshot_is_json() {
     let back: LedgerState = serde_json::from_str(&text).unwrap();
     assert_eq!(back, ledger.snapshot());
 }
+
+#[test]
+fn a_resumed_ledger_continues_the_records_and_transactions_of_its_snapshot() {
+    let Fixture {
+        mut ledger,
+        key,
+        mes,
+    } = fixture();
+    production_unit(&mut ledger);
+    assert_eq!(code(&create_pt10(&mut ledger, &head())), None);
+    let snapshot = ledger.snapshot();
+
+    let mut resumed = Ledger::new(key.clone(), mes, [T.to_owned()]).with_state(snapshot.clone());
+    resumed.set_clock(Some(NOW));
+    assert_eq!(resumed.snapshot(), snapshot);
+    let r = update_status(&mut resumed, &head(), "STOPPED");
+    assert_eq!(code(&r), None, "the MES still reports its record: {r:?}");
+    let history: Vec<&Value> = resumed.record("PT10").unwrap().properties["status"]
+        .iter()
+        .map(|e| &e.value)
+        .collect();
+    assert_eq!(history, [&json!("RUNNING"), &json!("STOPPED")]);
+    assert_eq!(resumed.counters().applied, snapshot.counters.applied + 1);
+    let txs = &resumed.state().transactions;
+    assert_eq!(txs.len(), snapshot.transactions.len() + 1);
+    let last: Value = serde_json::from_str(&txs[txs.len() - 1].payload).unwrap();
+    assert_eq!(last["seq"], txs.len(), "sequence numbers go on");
+    assert!(verifies(&key.agent_key(), &txs[txs.len() - 1]));
+}
