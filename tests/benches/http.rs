@@ -9,8 +9,10 @@
 //! Everything runs in this one process: chain-sim, the mes-api server (Rocket on a
 //! free loopback port, on this process's tokio runtime) and the load generator. The
 //! RSS printed is therefore this process's (`/proc/self/status`): server, simulator and
-//! client together. The database is PostgreSQL (a schema of its own) when
-//! `MES_TEST_DATABASE_URL` is set, SQLite in a temp dir otherwise.
+//! client together. Each setup gets a stack of its own (topics, simulator, server), as
+//! in the round-trip bench; the raw bridge runs first and last. The database is
+//! PostgreSQL (a schema of its own) when `MES_TEST_DATABASE_URL` is set, SQLite in a
+//! temp dir otherwise.
 //!
 //! Requests ask for distinct pages (`start` = request number), so that calls in flight
 //! together never share one chain request; the `same` setup sends identical requests
@@ -292,6 +294,16 @@ async fn stack(args: &Args) -> anyhow::Result<Stack> {
     })
 }
 
+impl Stack {
+    /// Stops the server (its bridge with it) and the simulator.
+    async fn stop(self) -> anyhow::Result<()> {
+        self.rocket.notify();
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.served).await;
+        self.sim.shutdown().await?;
+        Ok(())
+    }
+}
+
 /// One HTTP list call; fails unless 200 with a JSON array.
 async fn http_call(
     client: &reqwest::Client,
@@ -385,7 +397,6 @@ async fn main() -> anyhow::Result<()> {
         args.sequential > 0 && args.connections > 0 && args.requests > 0,
         "nothing to measure"
     );
-    let stack = stack(&args).await?;
     println!(
         "broker {}; database {}; {} cores; warm-up {}, sequential {} (1 connection), loaded {} with {} connections/callers",
         args.brokers,
@@ -400,16 +411,12 @@ async fn main() -> anyhow::Result<()> {
         args.requests,
         args.connections,
     );
-    println!(
-        "RSS after start-up (this process: server + chain-sim + client): {} MiB",
-        proc_status_kib("VmRSS") / 1024
-    );
     let mut rows = Vec::new();
-    // Each setup gets pages of its own, so that no request repeats an earlier one.
-    let mut first = 0;
     for setup in &args.only {
-        let row = measure(&args, &stack, setup, first).await?;
-        first += args.warmup + args.sequential + args.requests;
+        // A stack of its own per setup (topics, chain-sim, server): tansu's memory
+        // storage slows down as a topic fills, which would favour the first setup.
+        let stack = stack(&args).await?;
+        let row = measure(&args, &stack, setup, 0).await?;
         eprintln!(
             "{}: sequential p50 {} ms, {:.0} req/s with {}",
             row.setup,
@@ -418,12 +425,10 @@ async fn main() -> anyhow::Result<()> {
             args.connections
         );
         rows.push(row);
+        stack.stop().await?;
     }
     print_table(&rows, args.connections);
 
-    stack.rocket.notify();
-    let _ = tokio::time::timeout(Duration::from_secs(10), stack.served).await;
-    stack.sim.shutdown().await?;
     Ok(())
 }
 
