@@ -727,7 +727,7 @@ async fn execute(
                     format!("no acknowledgement within {:?}", inner.config.message_timeout),
                 );
             }
-            () = tokio::time::sleep_until(job.deadline) => break inner.timed_out(timeout),
+            () = tokio::time::sleep_until(job.deadline) => break Error::Timeout(timeout),
         }
     };
     // Timed out, or the delivery failed after the message was queued: it may still
@@ -766,7 +766,7 @@ async fn acquire_legacy_slot(
             }
             tokio::time::timeout_at(deadline, slot.acquire_owned())
                 .await
-                .map_err(|_| inner.timed_out(timeout))?
+                .map_err(|_| Error::Timeout(timeout))?
                 .map_err(|_| Error::Shutdown)?
         }
     };
@@ -775,7 +775,7 @@ async fn acquire_legacy_slot(
         if until > Instant::now() {
             if until > deadline {
                 tokio::time::sleep_until(deadline).await;
-                return Err(inner.timed_out(timeout));
+                return Err(Error::Timeout(timeout));
             }
             tokio::time::sleep_until(until).await;
         }
@@ -784,11 +784,6 @@ async fn acquire_legacy_slot(
 }
 
 impl Inner {
-    /// The error of a request whose deadline passed; [`Bridge::request`] counts it.
-    fn timed_out(&self, timeout: Duration) -> Error {
-        Error::Timeout(timeout)
-    }
-
     fn broker_up(&self) {
         let mut down = lock(&self.broker_down);
         if down.is_some() {
