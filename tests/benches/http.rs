@@ -194,11 +194,6 @@ struct Stack {
     _db: (Option<PgSchema>, Option<TempDir>),
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?.port())
-}
-
 async fn stack(args: &Args) -> anyhow::Result<Stack> {
     let suffix = format!("-bench-{}", uuid::Uuid::new_v4().simple());
     let token = format!("bench-token{suffix}");
@@ -247,7 +242,7 @@ async fn stack(args: &Args) -> anyhow::Result<Stack> {
     let prepared = server::prepare(settings)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let port = free_port()?;
+    let port = mes_e2e::free_port()?;
     let figment = rocket::Config::figment()
         .merge(("address", "127.0.0.1"))
         .merge(("port", port))

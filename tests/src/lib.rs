@@ -148,3 +148,13 @@ where
         sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// A loopback port that was free a moment ago, for a server a test or bench starts.
+///
+/// # Errors
+///
+/// When no port can be bound.
+pub fn free_port() -> anyhow::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}

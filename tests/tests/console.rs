@@ -50,14 +50,6 @@ struct Server {
     _dir: TempDir,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 async fn start(webhooks: Option<&str>) -> Server {
     let suffix = format!("-{}", uuid::Uuid::new_v4().simple());
     let token = format!("console-test{suffix}");
@@ -90,7 +82,7 @@ async fn start(webhooks: Option<&str>) -> Server {
     .unwrap();
 
     let dir = TempDir::create().unwrap();
-    let port = free_port();
+    let port = mes_e2e::free_port().unwrap();
     let names = &topics.chain;
     let mut command = Command::new(env!("CARGO_BIN_EXE_console-server"));
     command
@@ -507,7 +499,7 @@ impl Browser {
                 "{path} is missing: install Debian's chromium and chromium-driver (./scripts/test does)"
             );
         }
-        let port = free_port();
+        let port = mes_e2e::free_port().unwrap();
         let driver = Command::new(CHROMEDRIVER)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
