@@ -33,6 +33,23 @@ pub enum Error {
     /// The database failed (the outbox relay claims and settles rows there).
     #[error("database error: {0}")]
     Database(String),
+    /// Behind a gateway that echoes only the token, an earlier request of the same
+    /// shape (list, or answer/record) ended without its reply, which may still come:
+    /// until it does (or [`crate::bridge::BridgeConfig::legacy_fence_max`] passes), a
+    /// new request of that shape could be handed that reply, so none is sent. Nothing
+    /// was sent for this call; try again shortly.
+    #[error(
+        "the chain has not yet answered an earlier request; try again shortly \
+         ({shape} requests wait for a reply outstanding for {waited:?})"
+    )]
+    ChainBehind {
+        /// The shape that is fenced.
+        shape: crate::bridge::Shape,
+        /// How long the outstanding reply has been awaited.
+        waited: Duration,
+        /// How long until the fence lifts by itself at the latest.
+        retry_after: Duration,
+    },
     /// The bridge is shutting down.
     #[error("the bridge is shutting down")]
     Shutdown,

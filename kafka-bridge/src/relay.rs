@@ -39,7 +39,7 @@ use mes_core::db::{DbConnection, Pool, tokens};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::bridge::{Bridge, CallOptions, CorrelationMode, Echo, Exchange};
+use crate::bridge::{Bridge, CallOptions, CorrelationMode, Echo, Exchange, Priority};
 use crate::{Error, Result};
 
 /// Longest error text stored in a row or kept in the status: a chain or librdkafka
@@ -501,6 +501,8 @@ impl Inner {
                         corr: None,
                         idem: Some(row.dedup_key.clone()),
                         timeout: Some(self.config.send_timeout.min(left)),
+                        // Operators go first for the legacy slot.
+                        priority: Priority::Background,
                     };
                     self.stats.sent.fetch_add(1, Ordering::Relaxed);
                     verdict(self.bridge.request(token, request, options).await)

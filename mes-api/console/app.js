@@ -121,6 +121,7 @@ function human(status, code, message) {
     case "no_master_token": return "The MES has no master token for the chain yet. An administrator sets it with “mes-api token put --instance-type Master --token …”.";
     case "chain_error": return `The chain refused: ${sentence(message)}`;
     case "unexpected_reply": return "The chain answered something the MES does not understand. The answer was not applied.";
+    case "chain_behind": return "Chain is behind — waiting for an earlier answer. Nothing was sent; try again shortly.";
     case "chain_timeout": return "The chain did not answer in time. The answer may still be applied; refresh in a moment to check.";
     case "broker_unavailable": return "The Kafka broker cannot be reached right now. Try again in a moment.";
     case "overloaded": return "The server is busy with other chain requests. Try again in a moment.";
@@ -152,6 +153,7 @@ async function api(method, path, body) {
   if (!res.ok) {
     const code = data?.error?.code ?? (res.status === 404 ? "not_found" : `http_${res.status}`);
     const err = new ApiError(res.status, code, human(res.status, code, data?.error?.message ?? ""));
+    if (code === "chain_behind") setBehind(true);
     if (res.status === 401 && path !== "/api/session") signOut("Your key is no longer accepted. Sign in again.");
     throw err;
   }
@@ -795,6 +797,19 @@ function setLive(text, kind) {
   live.className = `live ${kind}`;
 }
 
+// "Chain is behind": behind a gateway that echoes only the token, an earlier request's
+// reply is outstanding and requests of its kind wait (docs/protocol.md §9).
+function setBehind(behind) {
+  $("behind").hidden = !behind;
+}
+
+async function checkBehind() {
+  try {
+    const health = await api("GET", "/health/ready");
+    setBehind((health?.chain?.fences ?? []).length > 0);
+  } catch { /* the live badge says when the server is away */ }
+}
+
 function connect() {
   if (state.events) state.events.close();
   const source = new EventSource("/api/events");
@@ -803,6 +818,7 @@ function connect() {
   // request shows up here.
   source.addEventListener("hello", (e) => {
     state.retry = 1000;
+    checkBehind();
     if (JSON.parse(e.data).watching) setLive("Live", "on");
     else setLive("Starting live updates…", "on");
   });
@@ -811,6 +827,7 @@ function connect() {
   source.addEventListener("status", (e) => onStatus(JSON.parse(e.data)));
   source.addEventListener("decision", (e) => onDecision(JSON.parse(e.data)));
   source.addEventListener("outbox", (e) => onOutbox(JSON.parse(e.data)));
+  source.addEventListener("chain", (e) => setBehind(JSON.parse(e.data).fences.length > 0));
   source.addEventListener("poll_error", () => setLive("Live (the chain is not answering)", "on"));
   source.addEventListener("lagged", () => {
     for (const tab of ["partners", "orders"]) if (state.lists[tab].loaded) loadList(tab);

@@ -226,7 +226,12 @@ impl App {
                 tracing::warn!(job = "daily-report", error = %e, "stopping");
             }
         });
-        lock(&self.background).extend([relay_task, job_task]);
+        let fence_task = rocket::tokio::spawn(watch_fences(
+            self.bridge.clone(),
+            self.events.clone(),
+            self.stop.subscribe(),
+        ));
+        lock(&self.background).extend([relay_task, job_task, fence_task]);
     }
 
     /// Stops the relay and the daily job, then the bridge, then the embedded broker
@@ -406,6 +411,7 @@ impl App {
                     E::Timeout(_) => decisions::OUTCOME_TIMEOUT,
                     E::BrokerUnavailable(_) => decisions::OUTCOME_BROKER_UNAVAILABLE,
                     E::Overloaded(_) => decisions::OUTCOME_OVERLOADED,
+                    E::ChainBehind { .. } => decisions::OUTCOME_NOT_SENT,
                     _ => decisions::OUTCOME_FAILED,
                 };
                 let text = match e {
@@ -503,6 +509,33 @@ impl App {
     /// Whether the database answers and the bridge's reply consumer runs.
     pub async fn ready(&self) -> (bool, bool) {
         (self.db.ping().await, self.bridge.is_ready())
+    }
+}
+
+/// How often the fences are looked at for the console's "chain is behind": a lock and
+/// a comparison, and a fence lasts seconds to minutes.
+const FENCE_WATCH_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Publishes a `chain` event (`{"fences": [{"shape", "since_secs", "lifts_in_secs"}]}`)
+/// whenever a reply-shape fence goes up or comes down, so consoles can say "Chain is
+/// behind — waiting for an earlier answer" (docs/protocol.md §9).
+async fn watch_fences(
+    bridge: Bridge,
+    events: Hub,
+    mut stop: rocket::tokio::sync::watch::Receiver<bool>,
+) {
+    let mut shown: Vec<&'static str> = Vec::new();
+    loop {
+        let up: Vec<&'static str> = bridge.fences().iter().map(|f| f.shape.label()).collect();
+        if up != shown {
+            let health = crate::routes::ops::ChainHealth::of(&bridge);
+            events.publish("chain", serde_json::json!({ "fences": health.fences }));
+            shown = up;
+        }
+        rocket::tokio::select! {
+            () = rocket::tokio::time::sleep(FENCE_WATCH_INTERVAL) => {}
+            _ = stop.wait_for(|stop| *stop) => return,
+        }
     }
 }
 

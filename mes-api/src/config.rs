@@ -71,6 +71,10 @@ pub struct Settings {
     pub correlation: String,
     /// Most chain requests in flight before calls are refused with 503.
     pub max_in_flight: usize,
+    /// Behind a gateway that echoes only the token: how long a request that ended
+    /// without its reply keeps new requests of its shape waiting for that reply, e.g.
+    /// `2m`, `90s` (a bare number is seconds). docs/protocol.md §9.
+    pub legacy_fence_max: String,
     /// Create missing topics at start-up (turn off where the cluster forbids it).
     pub create_topics: bool,
     /// Name of `BLK_Part_Lst`.
@@ -199,6 +203,7 @@ impl Default for Settings {
             request_timeout_ms: 10_000,
             correlation: "auto".to_owned(),
             max_in_flight: 1024,
+            legacy_fence_max: "2m".to_owned(),
             create_topics: true,
             topic_partner_list: topics.partner_list,
             topic_partner_answer: topics.partner_answer,
@@ -298,6 +303,7 @@ impl Settings {
             "request_timeout_ms",
             "correlation",
             "max_in_flight",
+            "legacy_fence_max",
             "create_topics",
             "topic_partner_list",
             "topic_partner_answer",
@@ -342,6 +348,7 @@ impl Settings {
         if self.max_in_flight == 0 {
             return Err(ConfigError::new("MES_MAX_IN_FLIGHT", "must be at least 1"));
         }
+        self.legacy_fence_max()?;
         for (key, name) in self.topic_settings() {
             if name.is_empty() || name.len() > 249 {
                 return Err(ConfigError::new(
@@ -480,6 +487,26 @@ impl Settings {
         Duration::from_millis(self.request_timeout_ms)
     }
 
+    /// How long a legacy request's outstanding reply fences its shape.
+    pub fn legacy_fence_max(&self) -> Result<Duration, ConfigError> {
+        let text = self.legacy_fence_max.trim();
+        let parsed = match text.parse::<u64>() {
+            Ok(secs) => Ok(Duration::from_secs(secs)),
+            Err(_) => humantime::parse_duration(text).map_err(|e| e.to_string()),
+        };
+        match parsed {
+            Ok(d) if !d.is_zero() && d <= Duration::from_secs(24 * 3600) => Ok(d),
+            Ok(_) => Err(ConfigError::new(
+                "MES_LEGACY_FENCE_MAX",
+                "must be more than 0 and at most 24h",
+            )),
+            Err(e) => Err(ConfigError::new(
+                "MES_LEGACY_FENCE_MAX",
+                format!("not a duration like 2m, 90s or 500ms: {e}"),
+            )),
+        }
+    }
+
     /// The parsed correlation mode.
     pub fn correlation_mode(&self) -> Result<CorrelationMode, ConfigError> {
         self.correlation
@@ -550,7 +577,7 @@ impl Settings {
         config.topics = self.topics();
         config.correlation = self.correlation_mode()?;
         config.request_timeout = self.request_timeout();
-        config.late_reply_grace = self.request_timeout();
+        config.legacy_fence_max = self.legacy_fence_max()?;
         config.max_in_flight = self.max_in_flight;
         config.create_topics = self.create_topics;
         config.signing_key = self.signing_key()?;

@@ -54,6 +54,9 @@ pub mod code {
     pub const SHUTTING_DOWN: &str = "shutting_down";
     /// The chain did not answer in time.
     pub const CHAIN_TIMEOUT: &str = "chain_timeout";
+    /// Behind a gateway that echoes only the token, the chain has not yet answered an
+    /// earlier request of the same kind; nothing was sent, try again shortly.
+    pub const CHAIN_BEHIND: &str = "chain_behind";
     /// The resource exists already (e.g. a production unit with this code).
     pub const CONFLICT: &str = "conflict";
     /// A bug: nothing a client did or the network caused.
@@ -188,6 +191,11 @@ impl From<kafka_bridge::Error> for ApiError {
             E::UnexpectedReply(_) => {
                 ApiError::new(Status::BadGateway, code::UNEXPECTED_REPLY, e.to_string())
             }
+            E::ChainBehind { .. } => ApiError::new(
+                Status::ServiceUnavailable,
+                code::CHAIN_BEHIND,
+                "the chain has not yet answered an earlier request; try again shortly",
+            ),
             E::Shutdown => ApiError::new(
                 Status::ServiceUnavailable,
                 code::SHUTTING_DOWN,

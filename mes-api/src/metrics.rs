@@ -165,7 +165,12 @@ pub fn render(
             &t.latency,
         );
     }
-    let counters: [(&str, &str, u64); 7] = [
+    let counters: [(&str, &str, u64); 8] = [
+        (
+            "mes_chain_behind_total",
+            "Calls refused at once because an earlier reply of their shape is outstanding (503 chain_behind).",
+            bridge.chain_behind,
+        ),
         (
             "mes_chain_timeouts_total",
             "Chain requests that got no reply in time.",
@@ -232,6 +237,51 @@ pub fn render(
         }
     }
     out
+}
+
+/// The reply-shape fences (docs/protocol.md §9) in Prometheus text, appended to
+/// [`render`]'s output: alert on `mes_chain_fence_up` staying 1.
+pub fn render_fences(out: &mut String, bridge: &kafka_bridge::bridge::Bridge) {
+    use kafka_bridge::bridge::Shape;
+    let now = Instant::now();
+    let fences = bridge.fences();
+    out.push_str(
+        "# HELP mes_chain_fence_up 1 while requests of this reply shape wait for an outstanding reply.\n\
+         # TYPE mes_chain_fence_up gauge\n",
+    );
+    for shape in Shape::ALL {
+        let up = fences.iter().any(|f| f.shape == shape);
+        let _ = writeln!(
+            out,
+            "mes_chain_fence_up{{shape=\"{shape}\"}} {}",
+            u8::from(up)
+        );
+    }
+    out.push_str(
+        "# HELP mes_chain_fence_age_seconds How long the outstanding reply of this shape has been awaited (0 when none).\n\
+         # TYPE mes_chain_fence_age_seconds gauge\n",
+    );
+    for shape in Shape::ALL {
+        let age = fences.iter().find(|f| f.shape == shape).map_or(0.0, |f| {
+            now.saturating_duration_since(f.since).as_secs_f64()
+        });
+        let _ = writeln!(
+            out,
+            "mes_chain_fence_age_seconds{{shape=\"{shape}\"}} {age}"
+        );
+    }
+    let counts = bridge.fence_counts();
+    out.push_str(
+        "# HELP mes_chain_fences_total Fences raised, lifted by their late reply, or expired (reply lost).\n\
+         # TYPE mes_chain_fences_total counter\n",
+    );
+    for (outcome, n) in [
+        ("raised", counts.raised),
+        ("lifted_by_reply", counts.lifted_by_reply),
+        ("expired", counts.expired),
+    ] {
+        let _ = writeln!(out, "mes_chain_fences_total{{outcome=\"{outcome}\"}} {n}");
+    }
 }
 
 /// The outbox relay's counters in Prometheus text, appended to [`render`]'s output:

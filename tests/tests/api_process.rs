@@ -5,9 +5,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
-use std::process::{Child, Command};
 use std::time::Duration;
 
 use kafka_bridge::sim::{SimConfig, SimHandle, SimTopics, Simulator};
@@ -17,138 +14,10 @@ use mes_core::db::{self, operators, outbox, tokens};
 use mes_core::signing::SigningKey;
 use mes_e2e::db::PgSchema;
 use mes_e2e::kafka_brokers;
+use mes_e2e::server::{ServerProc, http};
 use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mes-api-proc");
-const DEADLINE: Duration = Duration::from_secs(120);
-
-/// A server process; SIGKILLed if the test ends before it is stopped.
-struct Proc {
-    child: Option<Child>,
-    port: u16,
-}
-
-impl Proc {
-    fn spawn(env: &[(String, String)]) -> Proc {
-        let port = {
-            let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-            listener.local_addr().unwrap().port()
-        };
-        let mut command = Command::new(BIN);
-        for (name, _) in std::env::vars() {
-            if name.starts_with("MES_") || name.starts_with("ROCKET_") {
-                command.env_remove(name);
-            }
-        }
-        command
-            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .env("ROCKET_ADDRESS", "127.0.0.1")
-            .env("ROCKET_PORT", port.to_string())
-            .env("ROCKET_LOG_LEVEL", "off")
-            .env("RUST_LOG", "warn");
-        let child = command.spawn().expect("starting mes-api");
-        Proc {
-            child: Some(child),
-            port,
-        }
-    }
-
-    fn assert_running(&mut self) {
-        if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-            panic!("mes-api exited early: {status}");
-        }
-    }
-
-    async fn wait_ready(&mut self) {
-        let start = tokio::time::Instant::now();
-        loop {
-            self.assert_running();
-            if let Ok((200, _)) = http(self.port, "GET", "/health/ready", None, None).await {
-                return;
-            }
-            assert!(start.elapsed() < DEADLINE, "mes-api did not become ready");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-
-    /// SIGKILL: no clean-up, like a crash or a power cut.
-    fn kill(&mut self) {
-        let mut child = self.child.take().unwrap();
-        child.kill().unwrap();
-        let status = child.wait().unwrap();
-        assert!(!status.success(), "killed, not stopped: {status}");
-    }
-
-    /// SIGTERM: Rocket's graceful shutdown (relay, daily job, bridge).
-    async fn terminate(&mut self) -> std::process::ExitStatus {
-        let mut child = self.child.take().unwrap();
-        let sent = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(sent.success());
-        let start = tokio::time::Instant::now();
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return status;
-            }
-            if start.elapsed() > DEADLINE {
-                let _ = child.kill();
-                panic!("mes-api did not stop on SIGTERM");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// A plain HTTP/1.1 request on the blocking pool; the status and the body.
-async fn http(
-    port: u16,
-    method: &str,
-    path: &str,
-    key: Option<&str>,
-    body: Option<&str>,
-) -> std::io::Result<(u16, String)> {
-    let request = {
-        let auth = key
-            .map(|k| format!("Authorization: Bearer {k}\r\n"))
-            .unwrap_or_default();
-        let body = body.unwrap_or("");
-        format!(
-            "{method} {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Content-Type: application/json\r\n\
-             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        )
-    };
-    tokio::task::spawn_blocking(move || {
-        let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port))?;
-        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-        stream.write_all(request.as_bytes())?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response)?;
-        let status = response
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        let body = response
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_owned())
-            .unwrap_or_default();
-        Ok((status, body))
-    })
-    .await
-    .unwrap()
-}
 
 fn depth(url: &str) -> outbox::OutboxDepth {
     let mut conn = db::connect(url).unwrap();
@@ -276,7 +145,7 @@ async fn a_server_killed_mid_delivery_and_restarted_delivers_everything_exactly_
     }
     let before = sim.counters().applied;
 
-    let mut first = Proc::spawn(&env);
+    let mut first = ServerProc::spawn(BIN, &env);
     first.wait_ready().await;
     // Through HTTP: one more change and the day's reports.
     let (status, body) = http(
@@ -307,7 +176,7 @@ async fn a_server_killed_mid_delivery_and_restarted_delivers_everything_exactly_
     while sim.counters().changes < before + (2 * UNITS) as u64 {
         first.assert_running();
         assert!(
-            start.elapsed() < DEADLINE,
+            start.elapsed() < mes_e2e::server::DEADLINE,
             "the first server delivered nothing"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -324,7 +193,7 @@ async fn a_server_killed_mid_delivery_and_restarted_delivers_everything_exactly_
         "the first server finished before it was killed: {at_kill:?}"
     );
 
-    let mut second = Proc::spawn(&env);
+    let mut second = ServerProc::spawn(BIN, &env);
     second.wait_ready().await;
     let start = tokio::time::Instant::now();
     let settled = loop {
@@ -337,7 +206,7 @@ async fn a_server_killed_mid_delivery_and_restarted_delivers_everything_exactly_
             break d;
         }
         assert!(
-            start.elapsed() < DEADLINE,
+            start.elapsed() < mes_e2e::server::DEADLINE,
             "not delivered after the restart: {d:?}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -210,7 +210,7 @@ async fn a_slow_legacy_chain_times_some_answers_out_and_never_hands_a_reply_to_a
             .collect()
     });
     let mut config = bridge_config(&sim, CorrelationMode::Legacy);
-    config.late_reply_grace = Duration::from_secs(2);
+    config.legacy_fence_max = Duration::from_secs(30);
     let bridge = Bridge::connect(config).await.unwrap();
     let calls: Vec<_> = ids
         .into_iter()
@@ -228,20 +228,32 @@ async fn a_slow_legacy_chain_times_some_answers_out_and_never_hands_a_reply_to_a
                 } else {
                     Duration::from_millis(300 + 137 * i as u64)
                 };
-                let options = CallOptions {
-                    timeout: Some(timeout),
-                    ..CallOptions::default()
-                };
-                let answered = bridge
-                    .answer_partner(DEFAULT_TOKEN, id.clone(), Answer::Accept, options)
-                    .await;
-                (id, answered)
+                // An operator told "the chain is behind" tries again once it caught up;
+                // nothing was sent for that call.
+                let mut behind = 0;
+                loop {
+                    let options = CallOptions {
+                        timeout: Some(timeout),
+                        ..CallOptions::default()
+                    };
+                    let answered = bridge
+                        .answer_partner(DEFAULT_TOKEN, id.clone(), Answer::Accept, options)
+                        .await;
+                    if !matches!(answered, Err(Error::ChainBehind { .. })) {
+                        return (id, answered, behind);
+                    }
+                    behind += 1;
+                    while !bridge.fences().is_empty() {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
             })
         })
         .collect();
-    let (mut ok, mut timed_out) = (0, 0);
+    let (mut ok, mut timed_out, mut behind) = (0, 0, 0);
     for call in calls {
-        let (id, answered) = call.await.unwrap();
+        let (id, answered, was_behind) = call.await.unwrap();
+        behind += was_behind;
         match answered {
             Ok(answered) => {
                 let text = answered.message.as_str().unwrap().to_owned();
@@ -257,13 +269,14 @@ async fn a_slow_legacy_chain_times_some_answers_out_and_never_hands_a_reply_to_a
         timed_out > 0,
         "nothing timed out: the test did not test anything"
     );
-    // The late replies are drained and counted, never delivered.
+    assert!(behind > 0, "no call met a fence: the test did not test it");
+    // The late replies lift their fence and are counted, never delivered.
     let deadline = Instant::now() + Duration::from_secs(10);
     while bridge.metrics().dropped(DropReason::Late) == 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(bridge.metrics().dropped(DropReason::Late) > 0);
-    eprintln!("{ok} answered, {timed_out} timed out");
+    eprintln!("{ok} answered, {timed_out} timed out, {behind} told the chain is behind");
     bridge.shutdown().await;
     sim.shutdown().await.unwrap();
 }

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use kafka_bridge::Error;
-use kafka_bridge::bridge::{Bridge, BridgeConfig, CorrelationMode, DropReason};
+use kafka_bridge::bridge::{Bridge, BridgeConfig, CorrelationMode, DropReason, Shape};
 use kafka_bridge::kafka::{KafkaConfig, TopicNames};
 use mes_core::codec::{Page, Reply, ReplyBody, Request, Topic};
 use mes_e2e::{PrivateBroker, kafka_brokers};
@@ -111,15 +111,27 @@ async fn a_silent_chain_gives_timeout_to_every_queued_caller_within_one_deadline
             })
         })
         .collect();
+    // The first request times out and its reply is outstanding: the callers queued
+    // behind it are told at once that the chain is behind (or reach their own deadline
+    // first), and the silent chain is sent nothing more.
+    let mut timeouts = 0;
     for call in calls {
-        assert!(matches!(call.await.unwrap(), Err(Error::Timeout(_))));
+        match call.await.unwrap() {
+            Err(Error::Timeout(_)) => timeouts += 1,
+            Err(Error::ChainBehind { shape, .. }) => assert_eq!(shape, Shape::List),
+            other => panic!("{other:?}"),
+        }
     }
     let elapsed = started.elapsed();
     // Everyone within about one deadline (1 s), not 16 of them; generous bounds.
     assert!(elapsed >= Duration::from_millis(900), "{elapsed:?}");
     assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
+    let metrics = bridge.metrics();
+    assert!(timeouts >= 1);
+    assert_eq!(metrics.requests(Topic::PartnerList), 1, "{metrics:?}");
     // Counted once per call, whichever timer fired first (the call's or its request's).
-    assert_eq!(bridge.metrics().timeouts, 16);
+    assert_eq!(metrics.timeouts, timeouts);
+    assert_eq!(metrics.chain_behind, 16 - timeouts);
     bridge.shutdown().await;
 }
 

@@ -3,21 +3,33 @@
 //! Pure bookkeeping (no I/O, no async), so every rule is unit-tested:
 //!
 //! - a reply whose `corr` (head field or header) is pending goes to that request;
-//! - a reply without `corr` goes to the request holding the *legacy slot* if the
-//!   tokens match; only one request with the slot is ever in flight, which is what
-//!   makes token matching exact;
-//! - after a legacy request times out, the slot stays taken (*draining*) until its late
-//!   reply has been seen or a grace period has passed, so a late reply never becomes
-//!   the next caller's answer;
+//! - a reply without `corr` can only be matched by its token. That is exact only while
+//!   one request with that token may still be answered, so behind such a gateway one
+//!   request at a time holds the *legacy slot*, and a reply goes to it only if its
+//!   token and its *shape* fit: a `data` list answers a list request, a `message`
+//!   answers an answer or record request, an `error` either;
+//! - a legacy request that ends without its reply (timed out, or its delivery report
+//!   lost after sending) leaves a reply outstanding: its shape is *fenced*. While a
+//!   shape is fenced no new request of that shape is sent (the caller is told at once:
+//!   [`crate::Error::ChainBehind`]); requests of the other shape still run. The fence
+//!   lifts when a reply of that shape arrives (it is the outstanding one, and nobody
+//!   receives it) or after the fence's bound, `legacy_fence_max` (the reply is then
+//!   counted as lost). So a late reply never becomes another caller's answer, however
+//!   late it is within that bound;
+//! - an `error` reply fits either shape: it goes to the slot's request only when no
+//!   reply of the other shape is outstanding, and lifts a fence only when exactly one
+//!   shape is fenced; otherwise nobody can tell whose it is, and it is dropped as
+//!   ambiguous (docs/protocol.md §9 says what that costs);
 //! - in `auto` mode, a reply that echoes `corr` proves the gateway echoes, and requests
 //!   from then on run concurrently; a reply for our token without `corr` that cannot be
 //!   matched proves it stopped, and the bridge falls back to the legacy slot, loudly.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::fmt;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use mes_core::codec::Reply;
+use mes_core::codec::{Reply, ReplyBody, Request};
 use tokio::sync::oneshot;
 
 use super::CorrelationMode;
@@ -33,17 +45,20 @@ pub enum DropReason {
     OtherToken,
     /// A `corr` nobody waits for (another instance's request, or a forgery).
     UnknownCorr,
-    /// The answer to a request that already timed out.
+    /// The answer to a request that already timed out (it lifts that request's fence).
     Late,
-    /// Our token, no `corr`, and no legacy request to give it to.
+    /// Our token, no `corr`, and no legacy request or fence of its shape to give it to.
     Unmatched,
     /// A pending `corr`, but another token: refused, the request keeps waiting.
     TokenMismatch,
+    /// An `error` without `corr` while replies of both shapes may be outstanding:
+    /// nobody can tell whose it is, so nobody gets it.
+    Ambiguous,
 }
 
 impl DropReason {
     /// Every reason, for metrics.
-    pub const ALL: [DropReason; 7] = [
+    pub const ALL: [DropReason; 8] = [
         DropReason::Undecodable,
         DropReason::BadSignature,
         DropReason::OtherToken,
@@ -51,6 +66,7 @@ impl DropReason {
         DropReason::Late,
         DropReason::Unmatched,
         DropReason::TokenMismatch,
+        DropReason::Ambiguous,
     ];
 
     /// Label used in logs and metrics.
@@ -63,6 +79,7 @@ impl DropReason {
             DropReason::Late => "late",
             DropReason::Unmatched => "unmatched",
             DropReason::TokenMismatch => "token_mismatch",
+            DropReason::Ambiguous => "ambiguous",
         }
     }
 }
@@ -78,27 +95,108 @@ pub enum Echo {
     Silent,
 }
 
+/// The kind of reply a request expects: what tells replies apart when only the token
+/// is echoed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Shape {
+    /// `BLK_Part_Lst`, `BLK_Act_Lst`: answered with a `data` list.
+    List,
+    /// `BLK_Part_Ans`, `BLK_Act_Ans`, `BLK_Rty`, `BLK_Rec`: answered with a `message`.
+    Message,
+}
+
+impl Shape {
+    /// Both shapes, for metrics and health.
+    pub const ALL: [Shape; 2] = [Shape::List, Shape::Message];
+
+    /// The shape of the reply `request` expects.
+    pub fn of(request: &Request) -> Shape {
+        match request {
+            Request::ListPartners(_) | Request::ListOrders(_) => Shape::List,
+            _ => Shape::Message,
+        }
+    }
+
+    /// Label used in logs, metrics and health (`list`, `message`).
+    pub fn label(self) -> &'static str {
+        match self {
+            Shape::List => "list",
+            Shape::Message => "message",
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Shape::List => 0,
+            Shape::Message => 1,
+        }
+    }
+
+    /// The shape a reply body fits; `None` for an `error`, which fits both.
+    fn of_body(body: &ReplyBody) -> Option<Shape> {
+        match body {
+            ReplyBody::Data(_) => Some(Shape::List),
+            ReplyBody::Message(_) => Some(Shape::Message),
+            ReplyBody::Error { .. } => None,
+        }
+    }
+}
+
+impl fmt::Display for Shape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+/// A fence that is up: a reply of `shape` is outstanding since `since`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fence {
+    /// The shape whose new requests wait.
+    pub shape: Shape,
+    /// When the request whose reply is outstanding ended without it.
+    pub since: Instant,
+    /// When the fence lifts by itself if that reply never comes.
+    pub until: Instant,
+}
+
+/// How fences went since start, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FenceCounts {
+    /// Fences put up (a legacy request ended without its reply).
+    pub raised: u64,
+    /// Fences lifted by their late reply.
+    pub lifted_by_reply: u64,
+    /// Fences lifted by their bound: the reply was lost (or is later still).
+    pub expired: u64,
+}
+
 struct Waiter {
     token: String,
     tx: oneshot::Sender<Reply>,
 }
 
-enum Slot {
-    Idle,
-    Waiting {
-        corr: String,
-        token: String,
-    },
-    Draining {
-        corr: String,
-        token: String,
-        done: Option<oneshot::Sender<()>>,
-    },
+/// The request holding the legacy slot.
+struct Held {
+    corr: String,
+    token: String,
+    shape: Shape,
+}
+
+/// A reply outstanding for a legacy request that ended without it.
+struct Outstanding {
+    corr: String,
+    token: String,
+    since: Instant,
 }
 
 struct State {
     pending: HashMap<String, Waiter>,
-    slot: Slot,
+    slot: Option<Held>,
+    fences: [Option<Outstanding>; 2],
+    /// Replies counted lost when their fence expired, per shape: one such reply that
+    /// still comes is dropped as late when nobody of its shape waits.
+    lost: [u32; 2],
+    counts: FenceCounts,
     echo: Echo,
     late: HashSet<String>,
     late_order: VecDeque<(Instant, String)>,
@@ -108,9 +206,9 @@ struct State {
 /// The reply-to-request bookkeeping of one bridge.
 pub(crate) struct Matcher {
     mode: CorrelationMode,
-    /// How long a timed-out request's `corr` is remembered as late, and how long the
-    /// legacy slot drains.
-    grace: Duration,
+    /// How long a reply of a legacy request that ended without it fences its shape,
+    /// and how long a timed-out request's `corr` is remembered as late.
+    fence_max: Duration,
     /// Request deadline, used to know when requests sent before a fallback are over.
     timeout: Duration,
     state: Mutex<State>,
@@ -120,14 +218,17 @@ pub(crate) struct Matcher {
 const MAX_LATE: usize = 100_000;
 
 impl Matcher {
-    pub(crate) fn new(mode: CorrelationMode, timeout: Duration, grace: Duration) -> Matcher {
+    pub(crate) fn new(mode: CorrelationMode, timeout: Duration, fence_max: Duration) -> Matcher {
         Matcher {
             mode,
-            grace,
+            fence_max,
             timeout,
             state: Mutex::new(State {
                 pending: HashMap::new(),
-                slot: Slot::Idle,
+                slot: None,
+                fences: [None, None],
+                lost: [0, 0],
+                counts: FenceCounts::default(),
                 echo: Echo::Unknown,
                 late: HashSet::new(),
                 late_order: VecDeque::new(),
@@ -162,12 +263,62 @@ impl Matcher {
         self.state().legacy_blocked_until
     }
 
-    /// Registers a request; with `legacy` it takes the slot (the caller holds the
-    /// slot's permit).
+    /// The fence of `shape` if it is up (an expired one is lifted first).
+    pub(crate) fn fence(&self, shape: Shape, now: Instant) -> Option<Fence> {
+        let mut state = self.state();
+        self.expire_fences(&mut state, now);
+        self.fence_of(&state, shape)
+    }
+
+    /// Every fence that is up.
+    pub(crate) fn fences(&self, now: Instant) -> Vec<Fence> {
+        let mut state = self.state();
+        self.expire_fences(&mut state, now);
+        Shape::ALL
+            .iter()
+            .filter_map(|shape| self.fence_of(&state, *shape))
+            .collect()
+    }
+
+    /// How fences went since start.
+    pub(crate) fn fence_counts(&self) -> FenceCounts {
+        self.state().counts
+    }
+
+    fn fence_of(&self, state: &State, shape: Shape) -> Option<Fence> {
+        state.fences[shape.index()].as_ref().map(|o| Fence {
+            shape,
+            since: o.since,
+            until: o.since + self.fence_max,
+        })
+    }
+
+    fn expire_fences(&self, state: &mut State, now: Instant) {
+        for shape in Shape::ALL {
+            let i = shape.index();
+            if state.fences[i]
+                .as_ref()
+                .is_some_and(|o| now.saturating_duration_since(o.since) >= self.fence_max)
+            {
+                state.fences[i] = None;
+                state.lost[i] = state.lost[i].saturating_add(1);
+                state.counts.expired += 1;
+                tracing::warn!(
+                    shape = shape.label(),
+                    "no late reply within {:?}: counted as lost; {shape} requests run again",
+                    self.fence_max
+                );
+            }
+        }
+    }
+
+    /// Registers a request expecting a reply of `shape`; with `legacy` it takes the
+    /// slot (the caller holds the slot's permit and has checked the fence).
     pub(crate) fn register(
         &self,
         corr: &str,
         token: &str,
+        shape: Shape,
         legacy: bool,
     ) -> oneshot::Receiver<Reply> {
         let (tx, rx) = oneshot::channel();
@@ -180,52 +331,46 @@ impl Matcher {
             },
         );
         if legacy {
-            state.slot = Slot::Waiting {
+            state.slot = Some(Held {
                 corr: corr.to_owned(),
                 token: token.to_owned(),
-            };
+                shape,
+            });
         }
         rx
     }
 
-    /// The request ended without a reply and without having been sent (broker
-    /// error): forget it and free the slot at once.
+    /// The request ended without a reply and without having been sent (refused before
+    /// it was queued): forget it and free the slot, no fence.
     pub(crate) fn abandon(&self, corr: &str) {
         let mut state = self.state();
         state.pending.remove(corr);
-        if matches!(&state.slot, Slot::Waiting { corr: c, .. } if c == corr) {
-            state.slot = Slot::Idle;
+        if state.slot.as_ref().is_some_and(|h| h.corr == corr) {
+            state.slot = None;
         }
     }
 
-    /// The request timed out: remember its `corr` as late, and if it held the legacy
-    /// slot, start draining; the returned receiver fires when its late reply arrives.
-    pub(crate) fn timed_out(&self, corr: &str, now: Instant) -> Option<oneshot::Receiver<()>> {
+    /// The request ended without its reply after it may have been sent (timeout, lost
+    /// delivery report): remember its `corr` as late, free the slot, and if it held the
+    /// slot, fence its shape until its reply comes. Returns whether a fence went up.
+    pub(crate) fn timed_out(&self, corr: &str, now: Instant) -> bool {
         let mut state = self.state();
         state.pending.remove(corr);
-        remember_late(&mut state, corr, now + self.grace);
-        match std::mem::replace(&mut state.slot, Slot::Idle) {
-            Slot::Waiting { corr: c, token } if c == corr => {
-                let (tx, rx) = oneshot::channel();
-                state.slot = Slot::Draining {
-                    corr: c,
-                    token,
-                    done: Some(tx),
-                };
-                Some(rx)
+        remember_late(&mut state, corr, now + self.fence_max);
+        match state.slot.take() {
+            Some(held) if held.corr == corr => {
+                state.fences[held.shape.index()] = Some(Outstanding {
+                    corr: held.corr,
+                    token: held.token,
+                    since: now,
+                });
+                state.counts.raised += 1;
+                true
             }
             other => {
                 state.slot = other;
-                None
+                false
             }
-        }
-    }
-
-    /// The drain of `corr` is over (late reply seen or grace passed): free the slot.
-    pub(crate) fn drained(&self, corr: &str) {
-        let mut state = self.state();
-        if matches!(&state.slot, Slot::Draining { corr: c, .. } if c == corr) {
-            state.slot = Slot::Idle;
         }
     }
 
@@ -233,40 +378,96 @@ impl Matcher {
     pub(crate) fn dispatch(&self, reply: Reply, now: Instant) -> Result<(), DropReason> {
         let mut state = self.state();
         prune_late(&mut state, now);
+        self.expire_fences(&mut state, now);
         let token = reply.head.auth.clone();
         if let Some(corr) = reply.head.corr.clone() {
             return self.dispatch_corr(&mut state, corr, &token, reply);
         }
-        // No corr: only the legacy slot can take it.
-        match &mut state.slot {
-            Slot::Waiting { corr, token: t } if *t == token => {
-                let corr = corr.clone();
-                state.slot = Slot::Idle;
+        self.dispatch_legacy(&mut state, &token, reply, now)
+    }
+
+    /// A reply without `corr`: only the slot's request or a fence of its shape may
+    /// take it, and only when nothing else could.
+    fn dispatch_legacy(
+        &self,
+        state: &mut State,
+        token: &str,
+        reply: Reply,
+        now: Instant,
+    ) -> Result<(), DropReason> {
+        let held = state
+            .slot
+            .as_ref()
+            .filter(|h| h.token == token)
+            .map(|h| h.shape);
+        let fenced = |shape: Shape| {
+            state.fences[shape.index()]
+                .as_ref()
+                .is_some_and(|o| o.token == token)
+        };
+        let (list_fenced, message_fenced) = (fenced(Shape::List), fenced(Shape::Message));
+        let is_fenced = |shape: Shape| match shape {
+            Shape::List => list_fenced,
+            Shape::Message => message_fenced,
+        };
+        let target = match Shape::of_body(&reply.body) {
+            Some(shape) => {
+                if held == Some(shape) && !is_fenced(shape) {
+                    Target::Slot
+                } else if is_fenced(shape) {
+                    Target::Fence(shape)
+                } else {
+                    Target::Nobody(Some(shape))
+                }
+            }
+            None => match (held, list_fenced, message_fenced) {
+                (Some(_), false, false) => Target::Slot,
+                (Some(_), _, _) | (None, true, true) => Target::Ambiguous,
+                (None, true, false) => Target::Fence(Shape::List),
+                (None, false, true) => Target::Fence(Shape::Message),
+                (None, false, false) => Target::Nobody(None),
+            },
+        };
+        match target {
+            Target::Slot => {
+                let Some(held) = state.slot.take() else {
+                    return Err(DropReason::Unmatched);
+                };
                 if state.echo == Echo::Unknown {
                     state.echo = Echo::Silent;
                 }
-                match state.pending.remove(&corr) {
-                    Some(waiter) => {
-                        // The receiver may have just timed out; then it is late.
-                        waiter.tx.send(reply).map_err(|_| DropReason::Late)
-                    }
+                match state.pending.remove(&held.corr) {
+                    // The receiver may have just timed out; then it is late.
+                    Some(waiter) => waiter.tx.send(reply).map_err(|_| DropReason::Late),
                     None => Err(DropReason::Late),
                 }
             }
-            Slot::Draining { token: t, done, .. } if *t == token => {
-                if let Some(done) = done.take() {
-                    let _ = done.send(());
+            Target::Fence(shape) => {
+                if let Some(outstanding) = state.fences[shape.index()].take() {
+                    state.counts.lifted_by_reply += 1;
+                    tracing::info!(
+                        shape = shape.label(),
+                        late_by = ?now.saturating_duration_since(outstanding.since),
+                        "the outstanding reply arrived; {shape} requests run again"
+                    );
                 }
                 Err(DropReason::Late)
             }
-            _ => {
+            Target::Ambiguous => Err(DropReason::Ambiguous),
+            Target::Nobody(shape) => {
                 let ours = state.pending.values().any(|w| w.token == token);
+                if let Some(shape) = shape
+                    && state.lost[shape.index()] > 0
+                {
+                    state.lost[shape.index()] -= 1;
+                    return Err(DropReason::Late);
+                }
                 if !ours {
                     return Err(DropReason::OtherToken);
                 }
                 if self.mode == CorrelationMode::Auto && state.echo == Echo::Echoes {
                     state.echo = Echo::Silent;
-                    state.legacy_blocked_until = Some(now + self.timeout + self.grace);
+                    state.legacy_blocked_until = Some(now + self.timeout * 2);
                     tracing::warn!(
                         "the chain gateway stopped echoing correlation ids: falling back to one \
                          request at a time (legacy mode); requests in flight may time out"
@@ -290,8 +491,8 @@ impl Matcher {
                 let Some(waiter) = state.pending.remove(&corr) else {
                     return Err(DropReason::UnknownCorr);
                 };
-                if matches!(&state.slot, Slot::Waiting { corr: c, .. } if *c == corr) {
-                    state.slot = Slot::Idle;
+                if state.slot.as_ref().is_some_and(|h| h.corr == corr) {
+                    state.slot = None;
                 }
                 if state.echo != Echo::Echoes {
                     if self.mode == CorrelationMode::Auto {
@@ -306,13 +507,17 @@ impl Matcher {
             }
             None => {}
         }
-        if let Slot::Draining { corr: c, done, .. } = &mut state.slot
-            && *c == corr
-        {
-            if let Some(done) = done.take() {
-                let _ = done.send(());
+        // The echoed reply of a request that fenced its shape: the fence lifts.
+        for shape in Shape::ALL {
+            let i = shape.index();
+            if state.fences[i]
+                .as_ref()
+                .is_some_and(|o| o.corr == corr && o.token == token)
+            {
+                state.fences[i] = None;
+                state.counts.lifted_by_reply += 1;
+                return Err(DropReason::Late);
             }
-            return Err(DropReason::Late);
         }
         if state.late.contains(&corr) {
             return Err(DropReason::Late);
@@ -329,8 +534,20 @@ impl Matcher {
     pub(crate) fn close(&self) {
         let mut state = self.state();
         state.pending.clear();
-        state.slot = Slot::Idle;
+        state.slot = None;
     }
+}
+
+/// Who a reply without `corr` goes to.
+enum Target {
+    /// The request holding the slot.
+    Slot,
+    /// The outstanding reply of a fenced shape: nobody receives it, the fence lifts.
+    Fence(Shape),
+    /// Whose it is cannot be told.
+    Ambiguous,
+    /// Nobody of its shape (if it has one) waits or is outstanding.
+    Nobody(Option<Shape>),
 }
 
 fn remember_late(state: &mut State, corr: &str, until: Instant) {
@@ -365,126 +582,272 @@ mod tests {
     use super::*;
 
     const T: Duration = Duration::from_secs(10);
+    const FENCE: Duration = Duration::from_secs(120);
 
-    fn reply(token: &str, corr: Option<&str>, n: i64) -> Reply {
+    fn data(token: &str, corr: Option<&str>, n: i64) -> Reply {
         Reply::new(token, corr, ReplyBody::Data(vec![json!(n)]))
     }
 
-    fn data(r: Reply) -> i64 {
+    fn message(token: &str, text: &str) -> Reply {
+        Reply::new(token, None, ReplyBody::Message(json!(text)))
+    }
+
+    fn error(token: &str, text: &str) -> Reply {
+        Reply::new(
+            token,
+            None,
+            ReplyBody::Error {
+                error: json!(text),
+                code: None,
+            },
+        )
+    }
+
+    fn n_of(r: Reply) -> i64 {
         match r.body {
             ReplyBody::Data(items) => items[0].as_i64().unwrap(),
             _ => -1,
         }
     }
 
+    fn text_of(r: Reply) -> String {
+        r.body.text()
+    }
+
     #[test]
     fn corr_goes_to_its_request() {
-        let m = Matcher::new(CorrelationMode::Id, T, T);
+        let m = Matcher::new(CorrelationMode::Id, T, FENCE);
         let now = Instant::now();
-        let mut a = m.register("a", "tok", false);
-        let mut b = m.register("b", "tok", false);
-        assert_eq!(m.dispatch(reply("tok", Some("b"), 2), now), Ok(()));
-        assert_eq!(m.dispatch(reply("tok", Some("a"), 1), now), Ok(()));
-        assert_eq!(data(a.try_recv().unwrap()), 1);
-        assert_eq!(data(b.try_recv().unwrap()), 2);
+        let mut a = m.register("a", "tok", Shape::List, false);
+        let mut b = m.register("b", "tok", Shape::List, false);
+        assert_eq!(m.dispatch(data("tok", Some("b"), 2), now), Ok(()));
+        assert_eq!(m.dispatch(data("tok", Some("a"), 1), now), Ok(()));
+        assert_eq!(n_of(a.try_recv().unwrap()), 1);
+        assert_eq!(n_of(b.try_recv().unwrap()), 2);
         assert_eq!(m.pending(), 0);
     }
 
     #[test]
     fn noise_is_dropped_with_a_reason() {
-        let m = Matcher::new(CorrelationMode::Id, T, T);
+        let m = Matcher::new(CorrelationMode::Id, T, FENCE);
         let now = Instant::now();
-        let mut a = m.register("a", "tok", false);
+        let mut a = m.register("a", "tok", Shape::List, false);
         assert_eq!(
-            m.dispatch(reply("other", Some("a"), 0), now),
+            m.dispatch(data("other", Some("a"), 0), now),
             Err(DropReason::TokenMismatch)
         );
         assert_eq!(
-            m.dispatch(reply("tok", Some("zzz"), 0), now),
+            m.dispatch(data("tok", Some("zzz"), 0), now),
             Err(DropReason::UnknownCorr)
         );
         assert_eq!(
-            m.dispatch(reply("other", None, 0), now),
+            m.dispatch(data("other", None, 0), now),
             Err(DropReason::OtherToken)
         );
         assert_eq!(
-            m.dispatch(reply("tok", None, 0), now),
+            m.dispatch(data("tok", None, 0), now),
             Err(DropReason::Unmatched)
         );
         assert!(a.try_recv().is_err());
-        assert_eq!(m.dispatch(reply("tok", Some("a"), 7), now), Ok(()));
-        assert_eq!(data(a.try_recv().unwrap()), 7);
+        assert_eq!(m.dispatch(data("tok", Some("a"), 7), now), Ok(()));
+        assert_eq!(n_of(a.try_recv().unwrap()), 7);
     }
 
     #[test]
-    fn legacy_slot_matches_by_token() {
-        let m = Matcher::new(CorrelationMode::Legacy, T, T);
+    fn legacy_slot_matches_by_token_and_shape() {
+        let m = Matcher::new(CorrelationMode::Legacy, T, FENCE);
         let now = Instant::now();
-        let mut a = m.register("a", "tok", true);
+        let mut a = m.register("a", "tok", Shape::List, true);
         assert_eq!(
-            m.dispatch(reply("other", None, 0), now),
+            m.dispatch(data("other", None, 0), now),
             Err(DropReason::OtherToken)
         );
-        assert_eq!(m.dispatch(reply("tok", None, 5), now), Ok(()));
-        assert_eq!(data(a.try_recv().unwrap()), 5);
+        // A message never answers a list.
+        assert_eq!(
+            m.dispatch(message("tok", "Request X accepted"), now),
+            Err(DropReason::Unmatched)
+        );
+        assert_eq!(m.dispatch(data("tok", None, 5), now), Ok(()));
+        assert_eq!(n_of(a.try_recv().unwrap()), 5);
         // The slot is free: a second reply without corr is nobody's.
         assert_eq!(
-            m.dispatch(reply("tok", None, 6), now),
+            m.dispatch(data("tok", None, 6), now),
             Err(DropReason::OtherToken)
         );
         assert_eq!(m.echo(), Echo::Silent);
+        // A data list never answers an answer.
+        let mut b = m.register("b", "tok", Shape::Message, true);
+        assert_eq!(
+            m.dispatch(data("tok", None, 7), now),
+            Err(DropReason::Unmatched)
+        );
+        assert!(b.try_recv().is_err());
+        assert_eq!(m.dispatch(message("tok", "B done"), now), Ok(()));
+        assert_eq!(text_of(b.try_recv().unwrap()), "B done");
     }
 
     #[test]
-    fn a_late_legacy_reply_never_reaches_the_next_request() {
-        let m = Matcher::new(CorrelationMode::Legacy, T, T);
-        let now = Instant::now();
-        let _a = m.register("a", "tok", true);
-        let mut drained = m.timed_out("a", now).unwrap();
-        // The late answer to "a" arrives while the slot drains: counted, not delivered.
+    fn a_late_reply_fences_its_shape_until_it_comes_however_late() {
+        let m = Matcher::new(CorrelationMode::Legacy, T, FENCE);
+        let t0 = Instant::now();
+        let _a = m.register("a", "tok", Shape::Message, true);
+        assert!(m.timed_out("a", t0));
+        let fence = m.fence(Shape::Message, t0).unwrap();
+        assert_eq!(fence.since, t0);
+        assert_eq!(fence.until, t0 + FENCE);
+        assert!(m.fence(Shape::List, t0).is_none());
+        // Lists still run during the fence, and the late message is nobody's answer,
+        // whenever it comes (here: 100 s later, far past the request's timeout).
+        let later = t0 + Duration::from_secs(100);
+        let mut b = m.register("b", "tok", Shape::List, true);
         assert_eq!(
-            m.dispatch(reply("tok", None, 1), now),
+            m.dispatch(message("tok", "Request A accepted"), later),
             Err(DropReason::Late)
         );
-        assert!(drained.try_recv().is_ok());
-        m.drained("a");
-        let mut b = m.register("b", "tok", true);
-        assert_eq!(m.dispatch(reply("tok", None, 2), now), Ok(()));
-        assert_eq!(data(b.try_recv().unwrap()), 2);
+        assert!(b.try_recv().is_err());
+        assert!(m.fence(Shape::Message, later).is_none());
+        assert_eq!(m.dispatch(data("tok", None, 2), later), Ok(()));
+        assert_eq!(n_of(b.try_recv().unwrap()), 2);
+        // Answers run again and get their own replies.
+        let mut c = m.register("c", "tok", Shape::Message, true);
+        assert_eq!(
+            m.dispatch(message("tok", "Request C accepted"), later),
+            Ok(())
+        );
+        assert_eq!(text_of(c.try_recv().unwrap()), "Request C accepted");
+        assert_eq!(
+            m.fence_counts(),
+            FenceCounts {
+                raised: 1,
+                lifted_by_reply: 1,
+                expired: 0
+            }
+        );
     }
 
     #[test]
-    fn late_replies_with_corr_are_counted_late() {
+    fn a_fence_expires_after_its_bound_and_a_still_later_reply_is_dropped_as_late() {
+        let m = Matcher::new(CorrelationMode::Legacy, T, FENCE);
+        let t0 = Instant::now();
+        let _a = m.register("a", "tok", Shape::List, true);
+        assert!(m.timed_out("a", t0));
+        assert!(
+            m.fence(Shape::List, t0 + FENCE - Duration::from_millis(1))
+                .is_some()
+        );
+        let after = t0 + FENCE;
+        assert!(m.fence(Shape::List, after).is_none());
+        assert_eq!(m.fence_counts().expired, 1);
+        // The lost reply comes after all while nobody lists: late, not unmatched.
+        assert_eq!(
+            m.dispatch(data("tok", None, 1), after),
+            Err(DropReason::Late)
+        );
+        // The residual risk (docs/protocol.md §9): had a list been waiting, it would
+        // have taken it. Here the next list gets its own.
+        let mut b = m.register("b", "tok", Shape::List, true);
+        assert_eq!(m.dispatch(data("tok", None, 2), after), Ok(()));
+        assert_eq!(n_of(b.try_recv().unwrap()), 2);
+    }
+
+    #[test]
+    fn an_error_goes_to_the_slot_only_when_nothing_else_is_outstanding() {
+        let m = Matcher::new(CorrelationMode::Legacy, T, FENCE);
+        let now = Instant::now();
+        // Nothing else outstanding: the error is the slot's.
+        let mut a = m.register("a", "tok", Shape::List, true);
+        assert_eq!(m.dispatch(error("tok", "unauthorized"), now), Ok(()));
+        assert_eq!(text_of(a.try_recv().unwrap()), "unauthorized");
+        // An answer's reply is outstanding while a list waits: an error could be
+        // either's, so nobody gets it and the fence stays.
+        let _b = m.register("b", "tok", Shape::Message, true);
+        assert!(m.timed_out("b", now));
+        let mut c = m.register("c", "tok", Shape::List, true);
+        assert_eq!(
+            m.dispatch(error("tok", "Request already answered"), now),
+            Err(DropReason::Ambiguous)
+        );
+        assert!(c.try_recv().is_err());
+        assert!(m.fence(Shape::Message, now).is_some());
+        // The list whose error was dropped ends without a reply: its shape is fenced
+        // too, until a reply lifts it or the bound passes.
+        assert!(m.timed_out("c", now));
+        assert_eq!(m.fences(now).len(), 2);
+    }
+
+    #[test]
+    fn an_error_lifts_the_only_fence_and_is_ambiguous_with_two() {
+        let m = Matcher::new(CorrelationMode::Legacy, T, FENCE);
+        let now = Instant::now();
+        let _a = m.register("a", "tok", Shape::Message, true);
+        assert!(m.timed_out("a", now));
+        assert_eq!(
+            m.dispatch(error("tok", "not open"), now),
+            Err(DropReason::Late)
+        );
+        assert!(m.fences(now).is_empty());
+
+        let _b = m.register("b", "tok", Shape::Message, true);
+        assert!(m.timed_out("b", now));
+        let _c = m.register("c", "tok", Shape::List, true);
+        assert!(m.timed_out("c", now));
+        assert_eq!(m.fences(now).len(), 2);
+        assert_eq!(
+            m.dispatch(error("tok", "?"), now),
+            Err(DropReason::Ambiguous)
+        );
+        assert_eq!(m.fences(now).len(), 2);
+        // Shaped replies still lift their own fence.
+        assert_eq!(m.dispatch(data("tok", None, 1), now), Err(DropReason::Late));
+        assert_eq!(m.dispatch(message("tok", "B"), now), Err(DropReason::Late));
+        assert!(m.fences(now).is_empty());
+    }
+
+    #[test]
+    fn an_echoed_reply_of_a_fenced_request_lifts_its_fence() {
+        let m = Matcher::new(CorrelationMode::Auto, T, FENCE);
+        let now = Instant::now();
+        let _a = m.register("a", "tok", Shape::Message, true);
+        assert!(m.timed_out("a", now));
+        let mut echoed = message("tok", "A");
+        echoed.head.corr = Some("a".into());
+        assert_eq!(m.dispatch(echoed, now), Err(DropReason::Late));
+        assert!(m.fences(now).is_empty());
+    }
+
+    #[test]
+    fn a_timeout_without_the_slot_fences_nothing() {
         let m = Matcher::new(CorrelationMode::Id, T, Duration::from_secs(1));
         let now = Instant::now();
-        let _a = m.register("a", "tok", false);
-        assert!(m.timed_out("a", now).is_none());
+        let _a = m.register("a", "tok", Shape::List, false);
+        assert!(!m.timed_out("a", now));
+        assert!(m.fences(now).is_empty());
         assert_eq!(
-            m.dispatch(reply("tok", Some("a"), 1), now),
+            m.dispatch(data("tok", Some("a"), 1), now),
             Err(DropReason::Late)
         );
-        // After the grace period it is just unknown.
+        // After the bound it is just unknown.
         assert_eq!(
-            m.dispatch(reply("tok", Some("a"), 1), now + Duration::from_secs(2)),
+            m.dispatch(data("tok", Some("a"), 1), now + Duration::from_secs(2)),
             Err(DropReason::UnknownCorr)
         );
     }
 
     #[test]
     fn auto_mode_switches_on_echo_and_back_on_silence() {
-        let m = Matcher::new(CorrelationMode::Auto, T, T);
+        let m = Matcher::new(CorrelationMode::Auto, T, FENCE);
         let now = Instant::now();
         assert!(m.uses_legacy());
-        let _a = m.register("a", "tok", true);
-        assert_eq!(m.dispatch(reply("tok", Some("a"), 1), now), Ok(()));
+        let _a = m.register("a", "tok", Shape::List, true);
+        assert_eq!(m.dispatch(data("tok", Some("a"), 1), now), Ok(()));
         assert_eq!(m.echo(), Echo::Echoes);
         assert!(!m.uses_legacy());
-        let _b = m.register("b", "tok", false);
-        let _c = m.register("c", "tok", false);
+        let _b = m.register("b", "tok", Shape::List, false);
+        let _c = m.register("c", "tok", Shape::List, false);
         // The gateway stops echoing: the reply cannot be placed, and the bridge falls
         // back to legacy, blocked until requests sent concurrently are over.
         assert_eq!(
-            m.dispatch(reply("tok", None, 2), now),
+            m.dispatch(data("tok", None, 2), now),
             Err(DropReason::Unmatched)
         );
         assert!(m.uses_legacy());
@@ -493,25 +856,27 @@ mod tests {
 
     #[test]
     fn id_mode_never_matches_by_token() {
-        let m = Matcher::new(CorrelationMode::Id, T, T);
+        let m = Matcher::new(CorrelationMode::Id, T, FENCE);
         let now = Instant::now();
         assert!(!m.uses_legacy());
-        let mut a = m.register("a", "tok", false);
+        let mut a = m.register("a", "tok", Shape::List, false);
         assert_eq!(
-            m.dispatch(reply("tok", None, 1), now),
+            m.dispatch(data("tok", None, 1), now),
             Err(DropReason::Unmatched)
         );
         assert!(a.try_recv().is_err());
     }
 
     #[test]
-    fn abandon_frees_the_slot() {
-        let m = Matcher::new(CorrelationMode::Legacy, T, T);
-        let _a = m.register("a", "tok", true);
+    fn abandon_frees_the_slot_without_a_fence() {
+        let m = Matcher::new(CorrelationMode::Legacy, T, FENCE);
+        let now = Instant::now();
+        let _a = m.register("a", "tok", Shape::Message, true);
         m.abandon("a");
         assert_eq!(m.pending(), 0);
+        assert!(m.fences(now).is_empty());
         assert_eq!(
-            m.dispatch(reply("tok", None, 1), Instant::now()),
+            m.dispatch(data("tok", None, 1), now),
             Err(DropReason::OtherToken)
         );
     }

@@ -77,6 +77,7 @@ pub struct Metrics {
     pub(crate) broker_errors: AtomicU64,
     pub(crate) chain_errors: AtomicU64,
     pub(crate) consumer_errors: AtomicU64,
+    pub(crate) chain_behind: AtomicU64,
 }
 
 fn topic_index(topic: Topic) -> usize {
@@ -125,6 +126,7 @@ impl Metrics {
             broker_errors: load(&self.broker_errors),
             chain_errors: load(&self.chain_errors),
             consumer_errors: load(&self.consumer_errors),
+            chain_behind: load(&self.chain_behind),
         }
     }
 }
@@ -161,6 +163,8 @@ pub struct MetricsSnapshot {
     pub chain_errors: u64,
     /// Errors reported by the reply consumer.
     pub consumer_errors: u64,
+    /// Calls refused because their reply shape was fenced ([`crate::Error::ChainBehind`]).
+    pub chain_behind: u64,
 }
 
 impl MetricsSnapshot {

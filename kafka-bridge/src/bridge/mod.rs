@@ -8,12 +8,15 @@
 //!
 //! Each request carries a correlation id (head field `corr` and header
 //! `correlation_id`). How replies are matched depends on [`CorrelationMode`]; see
-//! `matcher` for the rules, and the crate documentation for the trade-offs. Every call
-//! has a deadline that covers everything, waiting for a slot included; identical list
+//! `matcher` for the rules (the legacy slot and the reply-shape fences), and the crate
+//! documentation for the trade-offs. Behind a gateway that needs the legacy slot, it
+//! goes to operators' calls before background work ([`Priority`]). Every call has a
+//! deadline that covers everything, waiting for a slot included; identical list
 //! requests in flight at the same moment share one chain request.
 
 mod matcher;
 mod metrics;
+mod slot;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -39,12 +42,14 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-pub use matcher::{DropReason, Echo};
+pub use matcher::{DropReason, Echo, Fence, FenceCounts, Shape};
 pub use metrics::{
     Histogram, HistogramSnapshot, LATENCY_BUCKETS_MS, Metrics, MetricsSnapshot, TopicMetrics,
 };
+pub use slot::Priority;
 
 use self::matcher::Matcher;
+use self::slot::{AcquireError, LegacySlot, SlotPermit};
 use crate::kafka::{KafkaConfig, TopicNames, ensure_topics};
 use crate::{Error, Result};
 
@@ -102,9 +107,11 @@ pub struct BridgeConfig {
     pub correlation: CorrelationMode,
     /// Deadline of a whole call, waiting for a slot included (default 10 s).
     pub request_timeout: Duration,
-    /// After a legacy request times out, how long the slot waits for its late reply
-    /// before the next request may go (default: the request timeout).
-    pub late_reply_grace: Duration,
+    /// Behind a gateway that echoes only the token, how long a request that ended
+    /// without its reply keeps new requests of its shape from being sent while that
+    /// reply may still come (default 2 min, `MES_LEGACY_FENCE_MAX`); also how long a
+    /// timed-out request's `corr` is remembered as late. See `matcher`.
+    pub legacy_fence_max: Duration,
     /// Most chain requests in flight; more calls get [`Error::Overloaded`] (default 1024).
     pub max_in_flight: usize,
     /// librdkafka's `message.timeout.ms`: how soon an unreachable broker is reported as
@@ -138,7 +145,7 @@ impl BridgeConfig {
             topics: TopicNames::default(),
             correlation: CorrelationMode::Auto,
             request_timeout: Duration::from_secs(10),
-            late_reply_grace: Duration::from_secs(10),
+            legacy_fence_max: Duration::from_secs(120),
             max_in_flight: 1024,
             message_timeout: Duration::from_secs(5),
             reply_fetch_wait: Duration::from_millis(5),
@@ -163,6 +170,30 @@ pub struct CallOptions {
     pub idem: Option<String>,
     /// Deadline of this call instead of the configured request timeout.
     pub timeout: Option<Duration>,
+    /// Who waits for it: behind a legacy gateway, operators' calls take the slot
+    /// before background work. Operator by default; the relay and the poller say
+    /// [`Priority::Background`].
+    pub priority: Priority,
+}
+
+impl CallOptions {
+    /// Options of a background call (relay, poller): it yields the legacy slot to
+    /// operators.
+    pub fn background() -> CallOptions {
+        CallOptions {
+            priority: Priority::Background,
+            ..CallOptions::default()
+        }
+    }
+}
+
+/// Which of the chain's two request lists to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Listing {
+    /// Partner requests (`BLK_Part_Lst`).
+    Partners,
+    /// Order requests (`BLK_Act_Lst`).
+    Orders,
 }
 
 /// A reply with the correlation id its request carried.
@@ -193,13 +224,13 @@ pub enum Created {
 }
 
 type SharedReply = Shared<BoxFuture<'static, Result<Exchange>>>;
-type ListKey = (Topic, String, Page);
+type ListKey = (Topic, String, Page, Priority);
 
 struct Inner {
     config: BridgeConfig,
     producer: RwLock<Arc<FutureProducer>>,
     matcher: Arc<Matcher>,
-    legacy_slot: Arc<Semaphore>,
+    legacy_slot: Arc<LegacySlot>,
     in_flight: Arc<Semaphore>,
     lists: Mutex<HashMap<ListKey, SharedReply>>,
     metrics: Metrics,
@@ -298,9 +329,9 @@ impl Bridge {
             matcher: Arc::new(Matcher::new(
                 config.correlation,
                 config.request_timeout,
-                config.late_reply_grace,
+                config.legacy_fence_max,
             )),
-            legacy_slot: Arc::new(Semaphore::new(1)),
+            legacy_slot: Arc::new(LegacySlot::default()),
             in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
             producer: RwLock::new(Arc::new(producer)),
             producer_replaced: Mutex::new(None),
@@ -340,10 +371,10 @@ impl Bridge {
         };
         let shared = match list_page {
             Some(page) if options.corr.is_none() => {
-                self.shared_list(auth, request, page, options.idem, deadline)?
+                self.shared_list(auth, request, page, options, deadline)?
             }
             _ => self
-                .spawn_request(auth, request, options.corr, options.idem, deadline, None)?
+                .spawn_request(auth, request, options, deadline, None)?
                 .map(flatten_join)
                 .boxed()
                 .shared(),
@@ -368,10 +399,10 @@ impl Bridge {
         auth: &str,
         request: Request,
         page: Page,
-        idem: Option<String>,
+        options: CallOptions,
         deadline: Deadline,
     ) -> Result<SharedReply> {
-        let key: ListKey = (request.topic(), auth.to_owned(), page);
+        let key: ListKey = (request.topic(), auth.to_owned(), page, options.priority);
         let mut lists = lock(&self.inner.lists);
         if let Some(shared) = lists.get(&key) {
             self.inner
@@ -381,7 +412,7 @@ impl Bridge {
             return Ok(shared.clone());
         }
         // The request's own task removes the entry when it ends, whoever is waiting.
-        let handle = self.spawn_request(auth, request, None, idem, deadline, Some(key.clone()))?;
+        let handle = self.spawn_request(auth, request, options, deadline, Some(key.clone()))?;
         let shared = handle.map(flatten_join).boxed().shared();
         lists.insert(key, shared.clone());
         Ok(shared)
@@ -391,11 +422,16 @@ impl Bridge {
         &self,
         auth: &str,
         request: Request,
-        corr: Option<String>,
-        idem: Option<String>,
+        options: CallOptions,
         deadline: Deadline,
         list_key: Option<ListKey>,
     ) -> Result<JoinHandle<Result<Exchange>>> {
+        let CallOptions {
+            corr,
+            idem,
+            priority,
+            ..
+        } = options;
         if *self.inner.shutdown.borrow() {
             return Err(Error::Shutdown);
         }
@@ -418,6 +454,8 @@ impl Bridge {
         }
         let job = Job {
             topic: request.topic(),
+            shape: Shape::of(&request),
+            priority,
             payload: envelope.to_bytes(),
             auth: auth.to_owned(),
             corr,
@@ -442,20 +480,32 @@ impl Bridge {
         }))
     }
 
-    /// `BLK_Part_Lst`: the chain's `data` list as it sent it.
-    pub async fn list_partners(&self, auth: &str, page: Page) -> Result<Vec<Value>> {
-        let exchange = self
-            .request(auth, Request::ListPartners(page), CallOptions::default())
-            .await?;
-        data_of(exchange.reply)
+    /// `BLK_Part_Lst` or `BLK_Act_Lst`: a page of the chain's `data` list as it sent
+    /// it. `options` say whose call it is (the poller's are background).
+    pub async fn list(
+        &self,
+        auth: &str,
+        listing: Listing,
+        page: Page,
+        options: CallOptions,
+    ) -> Result<Vec<Value>> {
+        let request = match listing {
+            Listing::Partners => Request::ListPartners(page),
+            Listing::Orders => Request::ListOrders(page),
+        };
+        data_of(self.request(auth, request, options).await?.reply)
     }
 
-    /// `BLK_Act_Lst`: the chain's `data` list as it sent it.
+    /// `BLK_Part_Lst` for an operator: the chain's `data` list as it sent it.
+    pub async fn list_partners(&self, auth: &str, page: Page) -> Result<Vec<Value>> {
+        self.list(auth, Listing::Partners, page, CallOptions::default())
+            .await
+    }
+
+    /// `BLK_Act_Lst` for an operator: the chain's `data` list as it sent it.
     pub async fn list_orders(&self, auth: &str, page: Page) -> Result<Vec<Value>> {
-        let exchange = self
-            .request(auth, Request::ListOrders(page), CallOptions::default())
-            .await?;
-        data_of(exchange.reply)
+        self.list(auth, Listing::Orders, page, CallOptions::default())
+            .await
     }
 
     /// `BLK_Part_Ans`: accept or reject a partner request.
@@ -516,6 +566,28 @@ impl Bridge {
         self.inner.matcher.echo()
     }
 
+    /// Whether the next request is matched by token (one at a time, behind the legacy
+    /// slot) rather than by correlation id.
+    pub fn uses_legacy(&self) -> bool {
+        self.inner.matcher.uses_legacy()
+    }
+
+    /// The reply-shape fences that are up now (behind a gateway that echoes only the
+    /// token): for `/health/ready`, metrics and the console's "chain is behind".
+    pub fn fences(&self) -> Vec<Fence> {
+        self.inner.matcher.fences(std::time::Instant::now())
+    }
+
+    /// How fences went since start.
+    pub fn fence_counts(&self) -> FenceCounts {
+        self.inner.matcher.fence_counts()
+    }
+
+    /// Calls waiting for the legacy slot now, by priority.
+    pub fn waiting_for_slot(&self, priority: Priority) -> usize {
+        self.inner.legacy_slot.waiting(priority)
+    }
+
     /// Requests waiting for a reply now.
     pub fn pending(&self) -> usize {
         self.inner.matcher.pending()
@@ -539,6 +611,7 @@ impl Bridge {
     pub async fn shutdown(&self) {
         let _ = self.inner.shutdown.send(true);
         self.inner.matcher.close();
+        self.inner.legacy_slot.close();
         let task = lock(&self.inner.consumer_task).take();
         if let Some(task) = task {
             let _ = task.await;
@@ -651,6 +724,8 @@ struct Deadline {
 
 struct Job {
     topic: Topic,
+    shape: Shape,
+    priority: Priority,
     payload: Vec<u8>,
     auth: String,
     corr: String,
@@ -669,12 +744,14 @@ async fn execute(
     let timeout = job.timeout;
     let legacy = inner.matcher.uses_legacy();
     let slot = if legacy {
-        Some(acquire_legacy_slot(inner, job.deadline, timeout).await?)
+        Some(acquire_legacy_slot(inner, &job).await?)
     } else {
         None
     };
 
-    let mut reply_rx = inner.matcher.register(&job.corr, &job.auth, legacy);
+    let mut reply_rx = inner
+        .matcher
+        .register(&job.corr, &job.auth, job.shape, legacy);
     let producer = inner.producer();
     let topic_name = inner.config.topics.request(job.topic);
     let headers = OwnedHeaders::new().insert(Header {
@@ -731,51 +808,54 @@ async fn execute(
         }
     };
     // Timed out, or the delivery failed after the message was queued: it may still
-    // reach the chain and be answered. Remember it as late; a legacy slot drains.
-    let drain = inner
+    // reach the chain and be answered. Remember it as late; if it held the legacy slot,
+    // its shape is fenced until that reply comes, and the slot goes to the next caller.
+    if inner
         .matcher
-        .timed_out(&job.corr, std::time::Instant::now());
-    if let (Some(drain), Some(slot)) = (drain, slot) {
-        let matcher = Arc::clone(&inner.matcher);
-        let grace = inner.config.late_reply_grace;
-        let corr = job.corr;
-        tokio::spawn(async move {
-            let _ = tokio::time::timeout(grace, drain).await;
-            matcher.drained(&corr);
-            drop(slot);
-        });
+        .timed_out(&job.corr, std::time::Instant::now())
+    {
+        tracing::warn!(
+            topic = job.topic.name(),
+            shape = job.shape.label(),
+            "a request ended without its reply; {} requests wait for it (at most {:?})",
+            job.shape,
+            inner.config.legacy_fence_max
+        );
     }
+    drop(slot);
     Err(failure)
 }
 
-/// Waits for the legacy slot within the deadline. While the broker is known to be
-/// down, a caller that would have to wait gets [`Error::BrokerUnavailable`] at once
-/// instead of a timeout: the slot is held by a request that could not be delivered.
-async fn acquire_legacy_slot(
-    inner: &Arc<Inner>,
-    deadline: Instant,
-    timeout: Duration,
-) -> Result<OwnedSemaphorePermit> {
-    let slot = Arc::clone(&inner.legacy_slot);
-    let permit = match Arc::clone(&slot).try_acquire_owned() {
-        Ok(permit) => permit,
-        Err(tokio::sync::TryAcquireError::Closed) => return Err(Error::Shutdown),
-        Err(tokio::sync::TryAcquireError::NoPermits) => {
+/// Waits for the legacy slot within the job's deadline, by its priority. A fenced
+/// shape is refused at once ([`Error::ChainBehind`]), before and after the wait; while
+/// the broker is known to be down, a caller that would have to wait gets
+/// [`Error::BrokerUnavailable`] at once instead of a timeout.
+async fn acquire_legacy_slot(inner: &Arc<Inner>, job: &Job) -> Result<SlotPermit> {
+    inner.check_fence(job.shape)?;
+    let slot = &inner.legacy_slot;
+    let permit = match slot.try_acquire() {
+        Ok(Some(permit)) => permit,
+        Err(_) => return Err(Error::Shutdown),
+        Ok(None) => {
             if let Some(error) = inner.broker_down() {
                 return Err(Error::BrokerUnavailable(error));
             }
-            tokio::time::timeout_at(deadline, slot.acquire_owned())
+            slot.acquire(job.priority, job.deadline)
                 .await
-                .map_err(|_| Error::Timeout(timeout))?
-                .map_err(|_| Error::Shutdown)?
+                .map_err(|e| match e {
+                    AcquireError::Timeout => Error::Timeout(job.timeout),
+                    AcquireError::Closed => Error::Shutdown,
+                })?
         }
     };
+    // A fence may have gone up while this call waited.
+    inner.check_fence(job.shape)?;
     if let Some(until) = inner.matcher.legacy_blocked_until() {
         let until = Instant::from_std(until);
         if until > Instant::now() {
-            if until > deadline {
-                tokio::time::sleep_until(deadline).await;
-                return Err(Error::Timeout(timeout));
+            if until > job.deadline {
+                tokio::time::sleep_until(job.deadline).await;
+                return Err(Error::Timeout(job.timeout));
             }
             tokio::time::sleep_until(until).await;
         }
@@ -784,6 +864,26 @@ async fn acquire_legacy_slot(
 }
 
 impl Inner {
+    /// [`Error::ChainBehind`] if `shape` is fenced (or [`Error::BrokerUnavailable`] if
+    /// the broker is known to be down: that is the more useful thing to say).
+    fn check_fence(&self, shape: Shape) -> Result<()> {
+        let now = std::time::Instant::now();
+        let Some(fence) = self.matcher.fence(shape, now) else {
+            return Ok(());
+        };
+        if let Some(error) = self.broker_down() {
+            return Err(Error::BrokerUnavailable(error));
+        }
+        self.metrics
+            .chain_behind
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Err(Error::ChainBehind {
+            shape,
+            waited: now.saturating_duration_since(fence.since),
+            retry_after: fence.until.saturating_duration_since(now),
+        })
+    }
+
     fn broker_up(&self) {
         let mut down = lock(&self.broker_down);
         if down.is_some() {

@@ -21,6 +21,52 @@ pub struct Health {
     /// still takes changes, which are delivered later).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub outbox: Option<OutboxHealth>,
+    /// `/health/ready` only: how replies are matched, and whether the chain is behind.
+    /// Informative, like `outbox`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chain: Option<ChainHealth>,
+}
+
+/// The chain part of `/health/ready`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChainHealth {
+    /// `id` (replies matched by correlation id) or `legacy` (by token, one request at
+    /// a time; docs/protocol.md §9).
+    pub matching: &'static str,
+    /// Reply shapes whose new requests wait for an outstanding reply; empty when the
+    /// chain is not behind.
+    pub fences: Vec<FenceHealth>,
+}
+
+/// A fence that is up: requests of `shape` get 503 `chain_behind` until it lifts.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FenceHealth {
+    /// `list` or `message` (answers and records).
+    pub shape: &'static str,
+    /// Seconds since the request whose reply is outstanding ended.
+    pub since_secs: u64,
+    /// Seconds until the fence lifts by itself at the latest (`MES_LEGACY_FENCE_MAX`).
+    pub lifts_in_secs: u64,
+}
+
+impl ChainHealth {
+    /// What `bridge` says now.
+    pub fn of(bridge: &kafka_bridge::bridge::Bridge) -> ChainHealth {
+        let now = std::time::Instant::now();
+        let fences = bridge
+            .fences()
+            .into_iter()
+            .map(|f| FenceHealth {
+                shape: f.shape.label(),
+                since_secs: now.saturating_duration_since(f.since).as_secs(),
+                lifts_in_secs: f.until.saturating_duration_since(now).as_secs(),
+            })
+            .collect();
+        ChainHealth {
+            matching: if bridge.uses_legacy() { "legacy" } else { "id" },
+            fences,
+        }
+    }
 }
 
 /// The outbox part of `/health/ready`.
@@ -46,6 +92,7 @@ pub fn live() -> Json<Health> {
     Json(Health {
         status: "ok",
         outbox: None,
+        chain: None,
     })
 }
 
@@ -71,6 +118,7 @@ pub async fn ready(app: &State<App>) -> ApiResult<Json<Health>> {
                     waiting_for_token: relay.waiting_for_token,
                     last_error: relay.last_error,
                 }),
+                chain: Some(ChainHealth::of(&app.bridge)),
             }))
         }
         (database, bridge) => Err(not_ready(database, bridge)),
@@ -90,6 +138,7 @@ pub async fn metrics(app: &State<App>) -> (ContentType, String) {
         app.bridge.pending(),
     );
     crate::metrics::render_relay(&mut text, &app.relay.status());
+    crate::metrics::render_fences(&mut text, &app.bridge);
     text.push_str(&app.events.render_metrics());
     (
         ContentType::new("text", "plain").with_params(("version", "0.0.4")),

@@ -28,6 +28,9 @@ pub const OUTCOME_CHAIN_ERROR: &str = "chain_error";
 pub const OUTCOME_TIMEOUT: &str = "timeout";
 /// Kafka could not be reached.
 pub const OUTCOME_BROKER_UNAVAILABLE: &str = "broker_unavailable";
+/// The request provably never reached the broker (e.g. refused at once because the
+/// chain is behind): answering again is safe.
+pub const OUTCOME_NOT_SENT: &str = "not_sent";
 /// Too many requests were in flight; the request was not sent.
 pub const OUTCOME_OVERLOADED: &str = "overloaded";
 /// Any other failure.

@@ -1,0 +1,156 @@
+//! `mes-api` as a process for the tests that stop, kill and restart a server or watch
+//! it from outside: spawn it on a free port with a clean environment, wait until it is
+//! ready, talk plain HTTP to it.
+//!
+//! Cargo gives a test the path of its own package's binaries only, through
+//! `env!("CARGO_BIN_EXE_mes-api-proc")`; tests pass that path to [`ServerProc::spawn`].
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::process::{Child, Command};
+use std::time::Duration;
+
+/// Longest wait for a server to start, stop or deliver in these tests: a broken server
+/// fails a test after this long, never hangs it.
+pub const DEADLINE: Duration = Duration::from_secs(120);
+
+/// A server process; SIGKILLed if the test ends before it is stopped.
+pub struct ServerProc {
+    child: Option<Child>,
+    /// Its HTTP port on 127.0.0.1.
+    pub port: u16,
+}
+
+impl ServerProc {
+    /// Starts `bin` (the `mes-api` binary) with `env` and no other `MES_*`/`ROCKET_*`
+    /// variable from the test's environment, on a free port.
+    pub fn spawn(bin: &str, env: &[(String, String)]) -> ServerProc {
+        let port = {
+            let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let mut command = Command::new(bin);
+        for (name, _) in std::env::vars() {
+            if name.starts_with("MES_") || name.starts_with("ROCKET_") {
+                command.env_remove(name);
+            }
+        }
+        command
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("ROCKET_ADDRESS", "127.0.0.1")
+            .env("ROCKET_PORT", port.to_string())
+            .env("ROCKET_LOG_LEVEL", "off");
+        if !env.iter().any(|(k, _)| k == "RUST_LOG") {
+            command.env("RUST_LOG", "warn");
+        }
+        let child = command.spawn().expect("starting mes-api");
+        ServerProc {
+            child: Some(child),
+            port,
+        }
+    }
+
+    /// Fails the test if the process has exited.
+    pub fn assert_running(&mut self) {
+        if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+            panic!("mes-api exited early: {status}");
+        }
+    }
+
+    /// Waits until `/health/ready` answers 200.
+    pub async fn wait_ready(&mut self) {
+        let start = tokio::time::Instant::now();
+        loop {
+            self.assert_running();
+            if let Ok((200, _)) = http(self.port, "GET", "/health/ready", None, None).await {
+                return;
+            }
+            assert!(start.elapsed() < DEADLINE, "mes-api did not become ready");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// SIGKILL: no clean-up, like a crash or a power cut.
+    pub fn kill(&mut self) {
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap();
+        let status = child.wait().unwrap();
+        assert!(!status.success(), "killed, not stopped: {status}");
+    }
+
+    /// SIGTERM: Rocket's graceful shutdown (relay, daily job, bridge).
+    pub async fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().unwrap();
+        let sent = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let start = tokio::time::Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if start.elapsed() > DEADLINE {
+                let _ = child.kill();
+                panic!("mes-api did not stop on SIGTERM");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for ServerProc {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A plain HTTP/1.1 request on the blocking pool; the status and the body.
+///
+/// # Errors
+///
+/// When the server cannot be reached or does not answer within 30 s.
+pub async fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    body: Option<&str>,
+) -> std::io::Result<(u16, String)> {
+    let request = {
+        let auth = key
+            .map(|k| format!("Authorization: Bearer {k}\r\n"))
+            .unwrap_or_default();
+        let body = body.unwrap_or("");
+        format!(
+            "{method} {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Content-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    tokio::task::spawn_blocking(move || {
+        let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port))?;
+        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        stream.write_all(request.as_bytes())?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response)?;
+        let status = response
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        Ok((status, body))
+    })
+    .await
+    .map_err(std::io::Error::other)?
+}
