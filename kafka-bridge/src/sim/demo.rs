@@ -120,4 +120,38 @@ mod tests {
         seed(&mut ledger, 0, 0);
         assert_eq!(ledger.state().orders.len(), 6);
     }
+
+    #[test]
+    fn a_ledger_of_25_has_distinct_increasing_times_and_accepted_items_on_every_page() {
+        let key = SigningKey::generate();
+        let mes = SigningKey::generate().agent_key();
+        let mut ledger = Ledger::new(key, mes, ["T".to_owned()]);
+        let now = 1_700_000_000;
+        seed(&mut ledger, 25, now);
+        let s = ledger.state();
+        let partners: Vec<(i64, Status)> = s
+            .partners
+            .iter()
+            .map(|p| (p.timestamp, p.status.clone()))
+            .collect();
+        let orders: Vec<(i64, Status)> = s
+            .orders
+            .iter()
+            .map(|o| (o.timestamp, o.status.clone()))
+            .collect();
+        for items in [&partners, &orders] {
+            assert_eq!(items.len(), 25);
+            assert!(items.windows(2).all(|w| w[0].0 < w[1].0), "{items:?}");
+            for page in items.chunks(10) {
+                for status in [Status::Open, Status::Accepted] {
+                    assert!(page.iter().any(|(_, s)| *s == status), "{page:?}");
+                }
+            }
+        }
+        assert!(partners[24].0 < orders[0].0);
+        assert!(orders[24].0 < now);
+        let open =
+            |items: &[(i64, Status)]| items.iter().filter(|(_, s)| *s == Status::Open).count();
+        assert_eq!((open(&partners), open(&orders)), (8, 13));
+    }
 }
