@@ -86,9 +86,9 @@ impl Fate {
         let id = subject.answers.as_ref();
         let reply = if !options.answers(topic) {
             ReplyFate::Unanswered
-        } else if id.is_some_and(|id| options.lose_reply_for.contains(id)) {
-            ReplyFate::Lost
-        } else if draw < options.lose_replies {
+        } else if id.is_some_and(|id| options.lose_reply_for.contains(id))
+            || draw < options.lose_replies
+        {
             ReplyFate::Lost
         } else {
             let late = id
