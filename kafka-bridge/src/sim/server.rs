@@ -114,15 +114,17 @@ impl Simulator {
         let (changed, changes) = watch::channel(0u64);
         let worker = Worker {
             consumer: Arc::clone(&consumer),
-            gateway: Gateway::new(Arc::clone(&ledger), key.clone(), config.gateway.clone()),
-            replies: Replies {
-                producer,
-                topic: topics.chain.reply.clone(),
+            step: Step {
+                gateway: Gateway::new(Arc::clone(&ledger), key.clone(), config.gateway.clone()),
+                replies: Replies {
+                    producer,
+                    topic: topics.chain.reply.clone(),
+                },
+                changed,
             },
             topics: topics.clone(),
             options: config.gateway,
             delay: config.delay,
-            changed,
         };
         let task = tokio::spawn(worker.run(stopped));
         let handle = SimHandle {
@@ -223,12 +225,10 @@ fn assign_all(consumer: &StreamConsumer, topics: &[String], timeout: Duration) -
 
 struct Worker {
     consumer: Arc<StreamConsumer>,
-    gateway: Gateway,
-    replies: Replies,
+    step: Step,
     topics: SimTopics,
     options: GatewayOptions,
     delay: Duration,
-    changed: watch::Sender<u64>,
 }
 
 impl Worker {
@@ -271,12 +271,10 @@ impl Worker {
         {
             tracing::warn!("replies still unpublished after {grace:?}; dropping them");
         }
-        let Worker {
-            consumer, replies, ..
-        } = self;
+        let Worker { consumer, step, .. } = self;
         // Flushing and leaving the group block; keep them off the runtime's threads.
         let _ = tokio::task::spawn_blocking(move || {
-            if let Err(e) = replies.producer.flush(Duration::from_secs(10)) {
+            if let Err(e) = step.replies.producer.flush(Duration::from_secs(10)) {
                 tracing::warn!("flushing replies: {e}");
             }
             drop(consumer);
@@ -301,18 +299,17 @@ impl Worker {
             1.0
         };
         let fate = Fate::decide(&self.options, self.delay, &subject, draw);
-        let step = Step {
-            gateway: self.gateway.clone(),
-            replies: self.replies.clone(),
-            changed: self.changed.clone(),
-        };
         if fate.commit_after.is_zero() {
-            if let Some(publish) = step.run(route, payload, header_corr.as_deref(), fate.reply) {
+            if let Some(publish) = self
+                .step
+                .run(route, payload, header_corr.as_deref(), fate.reply)
+            {
                 pending.spawn(publish);
             }
             return;
         }
         let payload = payload.to_vec();
+        let step = self.step.clone();
         pending.spawn(async move {
             tokio::time::sleep(fate.commit_after).await;
             if let Some(publish) = step.run(route, &payload, header_corr.as_deref(), fate.reply) {
@@ -323,6 +320,7 @@ impl Worker {
 }
 
 /// What handling one request needs, cloned for a request held by a commit delay.
+#[derive(Clone)]
 struct Step {
     gateway: Gateway,
     replies: Replies,
@@ -333,7 +331,7 @@ impl Step {
     /// Applies the request, counts a withheld reply, signals the change, and returns
     /// the publication still to await, if the reply is to be published.
     fn run(
-        self,
+        &self,
         route: Route,
         payload: &[u8],
         header_corr: Option<&str>,
