@@ -12,7 +12,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{Client, TOKEN, code, start};
-use kafka_bridge::sim::{ErpOrder, ErpPartner, ErpRequest, LedgerState, send_erp};
+use kafka_bridge::sim::{
+    Counters, ErpOrder, ErpPartner, ErpRequest, Ledger, LedgerState, SimHandle, demo,
+    derived_mes_agent, send_erp,
+};
 use mes_core::codec::{AnswerBody, Page, RecordAction, ReplyBody, Request, Topic, record_types};
 use mes_core::domain::{Answer, RequestId, Status};
 use mes_core::signing::{SigningKey, verify_envelope};
@@ -380,6 +383,295 @@ async fn signatures_are_required_and_replies_signed() {
         *sim.public_key()
     );
     sim.shutdown().await.unwrap();
+}
+
+/// Waits until the simulator's counters satisfy `done`, woken by each handled message.
+async fn until(sim: &SimHandle, what: &str, done: impl Fn(&Counters) -> bool) {
+    let mut changes = sim.changes();
+    let reached = tokio::time::timeout(common::WAIT, async {
+        while !done(&sim.counters()) {
+            if changes.changed().await.is_err() {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(
+        reached.is_ok() && done(&sim.counters()),
+        "{what} never happened: {:?}",
+        sim.counters()
+    );
+}
+
+/// A demo ledger of `n` (see `demo::seed`) and the key that owns it, to start a
+/// simulator whose request ids are known before it starts; with the OPEN partner
+/// requests' ids, oldest first.
+fn seeded(n: usize) -> (LedgerState, SigningKey, Vec<RequestId>) {
+    let key = SigningKey::generate();
+    let mut ledger = Ledger::new(key.clone(), derived_mes_agent(&key), [TOKEN.to_owned()]);
+    demo::seed(&mut ledger, n, chrono::Utc::now().timestamp());
+    let state = ledger.snapshot();
+    let open = state
+        .partners
+        .iter()
+        .filter(|p| p.status == Status::Open)
+        .map(|p| p.partner_request_id.clone())
+        .collect();
+    (state, key, open)
+}
+
+fn accept_partner(id: &RequestId, corr: &str) -> Vec<u8> {
+    Request::AnswerPartner(AnswerBody {
+        id: id.clone(),
+        response: Answer::Accept,
+    })
+    .envelope(TOKEN, Some(corr))
+    .to_bytes()
+}
+
+fn partner_status(sim: &SimHandle, id: &RequestId) -> Option<Status> {
+    sim.with_ledger(|l| l.partner(id).map(|p| p.status.clone()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unanswered_topics_are_applied_without_a_reply() {
+    let (sim, client) = start(|c| {
+        c.gateway.answer_topics = Some(
+            [
+                Topic::PartnerList,
+                Topic::PartnerAnswer,
+                Topic::OrderList,
+                Topic::OrderAnswer,
+            ]
+            .into(),
+        );
+    })
+    .await;
+    let request = Request::RecordType(record_types::production_unit());
+    client
+        .send(
+            &sim.topics().chain.record_type,
+            &request.envelope(TOKEN, Some("rty")).to_bytes(),
+            None,
+        )
+        .await;
+    until(&sim, "the unanswered record type", |c| c.unanswered == 1).await;
+    assert!(
+        sim.ledger_snapshot()
+            .record_types
+            .contains_key("ProductionUnit")
+    );
+
+    // The reply topic holds nothing before the list's reply.
+    client
+        .send(
+            &sim.topics().chain.partner_list,
+            &list_partners().envelope(TOKEN, Some("list")).to_bytes(),
+            None,
+        )
+        .await;
+    let got = client.next().await;
+    assert_eq!(got.reply.head.corr.as_deref(), Some("list"));
+    let counters = sim.counters();
+    assert_eq!((counters.unanswered, counters.lost_replies), (1, 0));
+    assert_eq!(counters.by_topic["BLK_Rty"], 1);
+    sim.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_reply_is_applied_and_counted_and_others_are_answered() {
+    let (state, key, open) = seeded(6);
+    let (lost, kept) = (open[0].clone(), open[1].clone());
+    let (sim, client) = start(|c| {
+        c.ledger = Some(state);
+        c.key = Some(key);
+        c.gateway.lose_reply_for = [lost.clone()].into();
+    })
+    .await;
+    let topic = sim.topics().chain.partner_answer.clone();
+    client
+        .send(&topic, &accept_partner(&lost, "lost"), None)
+        .await;
+    client
+        .send(&topic, &accept_partner(&kept, "kept"), None)
+        .await;
+    let got = client.next().await;
+    assert_eq!(got.reply.head.corr.as_deref(), Some("kept"));
+    assert_eq!(got.reply.body.text(), format!("Request {kept} accepted"));
+    until(&sim, "the lost reply", |c| c.lost_replies == 1).await;
+    assert_eq!(partner_status(&sim, &lost), Some(Status::Accepted));
+
+    client
+        .send(
+            &sim.topics().chain.partner_list,
+            &list_partners().envelope(TOKEN, Some("list")).to_bytes(),
+            None,
+        )
+        .await;
+    let got = client.next().await;
+    assert_eq!(got.reply.head.corr.as_deref(), Some("list"));
+    assert_eq!(sim.counters().lost_replies, 1);
+    sim.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_lost_at_random_spare_the_erp_topics() {
+    let (sim, client) = start(|c| c.gateway.lose_replies = 1.0).await;
+    for _ in 0..3 {
+        client
+            .send(
+                &sim.topics().chain.partner_list,
+                &list_partners().envelope(TOKEN, None).to_bytes(),
+                None,
+            )
+            .await;
+    }
+    until(&sim, "three lost replies", |c| c.lost_replies == 3).await;
+    let kafka = kafka_bridge::kafka::KafkaConfig::new(common::brokers());
+    let partner = ErpRequest::Partner(ErpPartner {
+        issuing_agent: SigningKey::generate().agent_key(),
+    });
+    let reply = send_erp(&kafka, sim.topics(), TOKEN, &partner, common::WAIT)
+        .await
+        .unwrap();
+    assert_eq!(code(&reply), None, "{:?}", reply.body);
+    // The ERP's reply is the first on the topic: the lists' were never published.
+    let got = client.next().await;
+    assert_eq!(got.reply.body, reply.body);
+    assert_eq!(sim.counters().lost_replies, 3);
+    sim.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_reply_is_overtaken_by_later_ones() {
+    let (state, key, open) = seeded(6);
+    let (late, early) = (open[0].clone(), open[1].clone());
+    let (sim, client) = start(|c| {
+        c.ledger = Some(state);
+        c.key = Some(key);
+        c.gateway.late_replies = [(late.clone(), Duration::from_secs(3))].into();
+    })
+    .await;
+    let topic = sim.topics().chain.partner_answer.clone();
+    client
+        .send(&topic, &accept_partner(&late, "late"), None)
+        .await;
+    client
+        .send(&topic, &accept_partner(&early, "early"), None)
+        .await;
+    client
+        .send(
+            &sim.topics().chain.partner_list,
+            &list_partners().envelope(TOKEN, Some("list")).to_bytes(),
+            None,
+        )
+        .await;
+    let mut order = Vec::new();
+    for _ in 0..3 {
+        let got = client.next().await;
+        let corr = got.reply.head.corr.clone().unwrap();
+        match corr.as_str() {
+            // Each caller gets its own answer: the message names the request.
+            "late" => assert_eq!(got.reply.body.text(), format!("Request {late} accepted")),
+            "early" => {
+                assert_eq!(got.reply.body.text(), format!("Request {early} accepted"));
+                // Applied at once, before the answer behind it: only its reply waits.
+                assert_eq!(partner_status(&sim, &late), Some(Status::Accepted));
+            }
+            _ => {}
+        }
+        order.push(corr);
+    }
+    assert_eq!(order.last().map(String::as_str), Some("late"), "{order:?}");
+    sim.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_commit_leaves_the_request_open_meanwhile() {
+    let (state, key, open) = seeded(3);
+    let held = open[0].clone();
+    let (sim, client) = start(|c| {
+        c.ledger = Some(state);
+        c.key = Some(key);
+        c.gateway.commit_delay = Duration::from_secs(3);
+    })
+    .await;
+    client
+        .send(
+            &sim.topics().chain.partner_answer,
+            &accept_partner(&held, "held"),
+            None,
+        )
+        .await;
+    client
+        .send(
+            &sim.topics().chain.partner_list,
+            &list_partners().envelope(TOKEN, Some("list")).to_bytes(),
+            None,
+        )
+        .await;
+    let got = client.next().await;
+    assert_eq!(
+        got.reply.head.corr.as_deref(),
+        Some("list"),
+        "a list is not held"
+    );
+    let partners = got.reply.partners().unwrap();
+    let listed = partners
+        .iter()
+        .find(|p| p.partner_request_id == held)
+        .unwrap();
+    assert_eq!(listed.status, Status::Open);
+
+    let got = client.next().await;
+    assert_eq!(got.reply.head.corr.as_deref(), Some("held"));
+    assert_eq!(got.reply.body.text(), format!("Request {held} accepted"));
+    assert_eq!(partner_status(&sim, &held), Some(Status::Accepted));
+    sim.shutdown().await.unwrap();
+}
+
+#[test]
+fn the_binary_refuses_bad_gateway_flags() {
+    let bin = env!("CARGO_BIN_EXE_chain-sim");
+    for (args, says) in [
+        (vec!["--answer-topics", "BLK_Part_Lst,BLK_Nope"], "BLK_Nope"),
+        (vec!["--lose-replies", "1.5"], "fraction"),
+        (vec!["--lose-reply-for", "xyz"], "xyz"),
+        (
+            vec!["--late-reply", "0123456789abcdef0123456789abcdef"],
+            "ID:MS",
+        ),
+        (
+            vec!["--late-reply", "0123456789abcdef0123456789abcdef:soon"],
+            "milliseconds",
+        ),
+    ] {
+        let out = Command::new(bin).args(&args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+    let out = Command::new(bin)
+        .args(["--answer-topics", "BLK_Nope"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("BLK_Part_Lst, BLK_Part_Ans, BLK_Act_Lst, BLK_Act_Ans, BLK_Rty, BLK_Rec"),
+        "{stderr}"
+    );
+    let help = Command::new(bin).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for flag in [
+        "--answer-topics",
+        "--lose-replies",
+        "--lose-reply-for",
+        "--commit-delay-ms",
+        "--ledger-size",
+        "--late-reply",
+    ] {
+        assert!(help.contains(flag), "{flag} missing from --help: {help}");
+    }
 }
 
 /// Kills the process on drop, so a failing test leaves nothing behind.

@@ -17,8 +17,8 @@ use kafka_bridge::sim::{
     DEFAULT_GROUP, DEFAULT_TOKEN, ErpOrder, ErpPartner, ErpRequest, GatewayOptions, LedgerState,
     SimConfig, SimTopics, Simulator, send_erp,
 };
-use mes_core::codec::{Reply, ReplyBody};
-use mes_core::domain::AgentKey;
+use mes_core::codec::{Reply, ReplyBody, Topic};
+use mes_core::domain::{AgentKey, RequestId};
 use mes_core::signing::SigningKey;
 use tokio::time::Instant;
 use tracing_subscriber::EnvFilter;
@@ -87,9 +87,36 @@ struct RunArgs {
     /// Publish each reply this many milliseconds after applying its request.
     #[arg(long, value_name = "N", default_value_t = 0)]
     delay_ms: u64,
-    /// Seed N partner requests and N orders.
-    #[arg(long, value_name = "N", default_value_t = 0)]
+    /// Seed N partner requests and N orders, an hour apart (partners: ACCEPTED, OPEN,
+    /// REJECTED in turn; orders from the accepted partners: OPEN, ACCEPTED, OPEN,
+    /// REJECTED in turn).
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 0,
+        visible_alias = "ledger-size"
+    )]
     demo: usize,
+    /// Reply only to requests on these topics (protocol names, comma-separated, e.g.
+    /// BLK_Part_Lst,BLK_Part_Ans,BLK_Act_Lst,BLK_Act_Ans as the original gateway);
+    /// requests on the others are applied but get no reply. Default: every topic.
+    #[arg(long, value_name = "TOPICS", value_delimiter = ',', value_parser = topic_name)]
+    answer_topics: Option<Vec<Topic>>,
+    /// Lose this fraction (0.0–1.0) of replies at random: the request is applied, its
+    /// reply never published.
+    #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = fraction)]
+    lose_replies: f64,
+    /// Apply the answer to request ID but never publish its reply (repeatable).
+    #[arg(long, value_name = "ID", value_parser = request_id)]
+    lose_reply_for: Vec<RequestId>,
+    /// Apply answers (BLK_Part_Ans, BLK_Act_Ans) only this many milliseconds after they
+    /// arrive, then reply; other requests are not held up.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    commit_delay_ms: u64,
+    /// Apply the answer to request ID at once but publish its reply MS milliseconds
+    /// later than the others, which overtake it (repeatable).
+    #[arg(long, value_name = "ID:MS", value_parser = late_reply)]
+    late_reply: Vec<(RequestId, u64)>,
     /// Sign replies with the simulator's key.
     #[arg(long)]
     sign_replies: bool,
@@ -150,6 +177,38 @@ fn key_value(text: &str) -> Result<(String, String), String> {
 
 fn agent_key(text: &str) -> Result<AgentKey, String> {
     text.trim().parse().map_err(|e| format!("{e}"))
+}
+
+fn topic_name(text: &str) -> Result<Topic, String> {
+    Topic::from_name(text.trim()).ok_or_else(|| {
+        let names: Vec<&str> = Topic::ALL.iter().map(|t| t.name()).collect();
+        format!(
+            "{text:?} is not a request topic; expected one of {}",
+            names.join(", ")
+        )
+    })
+}
+
+fn fraction(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
+        _ => Err(format!("expected a fraction from 0.0 to 1.0, got {text:?}")),
+    }
+}
+
+fn request_id(text: &str) -> Result<RequestId, String> {
+    text.trim().parse().map_err(|e| format!("{e}"))
+}
+
+fn late_reply(text: &str) -> Result<(RequestId, u64), String> {
+    let (id, ms) = text
+        .split_once(':')
+        .ok_or_else(|| format!("expected ID:MS, got {text:?}"))?;
+    let ms = ms
+        .trim()
+        .parse()
+        .map_err(|_| format!("expected ID:MS with MS in milliseconds, got {text:?}"))?;
+    Ok((request_id(id)?, ms))
 }
 
 fn json_value(text: &str) -> Result<serde_json::Value, String> {
@@ -225,6 +284,17 @@ async fn run(
         no_echo: args.no_echo,
         require_signed: args.require_signed,
         sign_replies: args.sign_replies,
+        answer_topics: args
+            .answer_topics
+            .map(|topics| topics.into_iter().collect()),
+        lose_replies: args.lose_replies,
+        lose_reply_for: args.lose_reply_for.into_iter().collect(),
+        commit_delay: Duration::from_millis(args.commit_delay_ms),
+        late_replies: args
+            .late_reply
+            .into_iter()
+            .map(|(id, ms)| (id, Duration::from_millis(ms)))
+            .collect(),
     };
     config.delay = Duration::from_millis(args.delay_ms);
     config.demo = args.demo;

@@ -1,13 +1,14 @@
 //! What a simulator is told at start: broker, topic names, tokens, keys and the
 //! behaviours of gateways the MES must cope with (Python-literal replies, no
-//! correlation echo, slow commits).
+//! correlation echo, slow commits, unanswered topics, lost and late replies).
 
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::Duration;
 
 use mes_core::codec::Topic;
 
 use crate::kafka::TopicNames;
-use mes_core::domain::AgentKey;
+use mes_core::domain::{AgentKey, RequestId};
 use mes_core::signing::SigningKey;
 
 use super::erp::{ERP_ORDER_TOPIC, ERP_PARTNER_TOPIC};
@@ -116,8 +117,13 @@ impl SimTopics {
 }
 
 /// How the simulated gateway answers: the switches that reproduce gateways the MES
-/// must cope with.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// must cope with. The default is the well-behaved gateway: strict JSON, echo, every
+/// topic answered, every reply published, answers committed at once.
+///
+/// Answered topics, lost and late replies and the commit delay concern the chain's
+/// topics only: the simulator-only ERP topics (docs/protocol.md §8) are always answered
+/// at once, since `chain-sim erp` waits for its reply.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct GatewayOptions {
     /// Write replies as Python literals, as the original gateway did.
     pub python_literal: bool,
@@ -127,6 +133,65 @@ pub struct GatewayOptions {
     pub require_signed: bool,
     /// Sign replies with the simulator's key.
     pub sign_replies: bool,
+    /// Reply only to requests on these topics (`None`: every topic). The original
+    /// gateway answered only the four list/answer topics; requests on the others are
+    /// still applied to the ledger, their replies are counted in
+    /// [`Counters::unanswered`](crate::sim::Counters::unanswered) and never published.
+    pub answer_topics: Option<HashSet<Topic>>,
+    /// Fraction of replies (0.0 to 1.0, drawn at random per request) that are lost:
+    /// the request is applied, the reply never published, as a gateway that crashes
+    /// between commit and reply. Counted in
+    /// [`Counters::lost_replies`](crate::sim::Counters::lost_replies).
+    pub lose_replies: f64,
+    /// Answers (`BLK_Part_Ans`/`BLK_Act_Ans`) of these request ids are applied but
+    /// their replies are never published: a lost reply a test can aim at. Counted in
+    /// [`Counters::lost_replies`](crate::sim::Counters::lost_replies).
+    pub lose_reply_for: BTreeSet<RequestId>,
+    /// Apply answers (`BLK_Part_Ans`/`BLK_Act_Ans`) this long after they arrive, then
+    /// reply: a chain that commits slower than the MES waits, during which a list still
+    /// shows the request OPEN. Each held answer waits on its own task: other requests
+    /// are not held up.
+    pub commit_delay: Duration,
+    /// Answers of these request ids are applied at once but their replies published
+    /// this much later than the others' (after [`SimConfig::delay`] plus this), on their
+    /// own task: replies produced meanwhile overtake them, as on a gateway that answers
+    /// late and out of order.
+    pub late_replies: BTreeMap<RequestId, Duration>,
+}
+
+impl GatewayOptions {
+    /// Checks what the types cannot: `lose_replies` is a fraction.
+    ///
+    /// # Errors
+    /// A sentence naming the bad value.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(0.0..=1.0).contains(&self.lose_replies) {
+            return Err(format!(
+                "lose_replies must be between 0.0 and 1.0, got {}",
+                self.lose_replies
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether the gateway replies to requests on `topic`.
+    pub fn answers(&self, topic: Topic) -> bool {
+        self.answer_topics
+            .as_ref()
+            .is_none_or(|topics| topics.contains(&topic))
+    }
+
+    /// The longest a reply can wait after its request arrives beyond `delay`: how long
+    /// a stopping simulator must wait to publish what it owes.
+    pub fn longest_hold(&self) -> Duration {
+        let late = self
+            .late_replies
+            .values()
+            .max()
+            .copied()
+            .unwrap_or_default();
+        self.commit_delay + late
+    }
 }
 
 /// Everything [`crate::sim::Simulator::start`] needs. `SimConfig::new(brokers)` gives
@@ -150,8 +215,11 @@ pub struct SimConfig {
     /// Publish each reply this long after applying its request (a chain waiting for
     /// its commit); requests are not serialised by it.
     pub delay: Duration,
-    /// Seed this many partner requests and as many orders (`--demo N`) into a new
-    /// chain; nothing is seeded into a resumed one ([`SimConfig::ledger`]).
+    /// Seed this many partner requests and as many orders (`--demo N`, alias
+    /// `--ledger-size N`) into a new chain, as [`demo::seed`] describes (statuses,
+    /// timestamps); nothing is seeded into a resumed one ([`SimConfig::ledger`]).
+    ///
+    /// [`demo::seed`]: crate::sim::demo::seed
     pub demo: usize,
     /// Resume the chain from this state (e.g. [`SimHandle::ledger_snapshot`] of a
     /// stopped simulator) instead of starting an empty one, as a real chain outlives

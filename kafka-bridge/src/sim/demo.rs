@@ -1,4 +1,5 @@
-//! `--demo N`: a chain with something to look at. Partner requests from random (real)
+//! `--demo N` (alias `--ledger-size N`): a chain with something to look at, or a
+//! ledger of a given size for tests and benchmarks. Partner requests from random (real)
 //! agent keys in every state, and orders from the accepted partners, some of them with
 //! an apostrophe in a string, which the original's quote replacement broke on.
 
@@ -16,9 +17,19 @@ const PARTS: [&str; 5] = [
     "wheel hub",
 ];
 
-/// Seeds `n` partner requests (the first accepted, then OPEN, REJECTED, ACCEPTED, …)
-/// and `n` orders from the accepted partners (mostly OPEN, some answered), an hour
-/// apart, ending now.
+/// Seeds `n` partner requests and `n` orders, every one with its own timestamp, an
+/// hour apart and increasing in creation order (the partners first, the last order an
+/// hour before `now`), so list pages are stable and tests can rely on them:
+///
+/// - partner request `i` (from 0) is ACCEPTED when `i % 3 == 0`, OPEN when
+///   `i % 3 == 1`, REJECTED when `i % 3 == 2`;
+/// - order `i` comes from the accepted partners in turn and is OPEN when `i` is even,
+///   ACCEPTED when `i % 4 == 1`, REJECTED when `i % 4 == 3`.
+///
+/// So any 3 consecutive partner requests hold one of each status, and any 4
+/// consecutive orders two OPEN, one ACCEPTED, one REJECTED: with `n = 25`, every page
+/// of 10 holds OPEN and ACCEPTED items of both kinds. An answered item was answered a
+/// minute after it was created.
 pub fn seed(ledger: &mut Ledger, n: usize, now: i64) {
     let mut partners: Vec<AgentKey> = Vec::new();
     for i in 0..n {
@@ -28,7 +39,7 @@ pub fn seed(ledger: &mut Ledger, n: usize, now: i64) {
             1 => Status::Open,
             _ => Status::Rejected,
         };
-        let at = now - hours(2 * n - i);
+        let at = now.saturating_sub(hours(n.saturating_mul(2) - i));
         if ledger
             .add_partner(agent.clone(), status.clone(), at)
             .is_ok()
@@ -58,7 +69,7 @@ pub fn seed(ledger: &mut Ledger, n: usize, now: i64) {
             files: Vec::new(),
         };
         // Cannot fail: ids are fresh uuids.
-        let _ = ledger.add_order(order, status, now - hours(n - i));
+        let _ = ledger.add_order(order, status, now.saturating_sub(hours(n - i)));
     }
 }
 
@@ -75,7 +86,7 @@ fn metadata(i: usize) -> Value {
 }
 
 fn hours(n: usize) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX / 7200) * 3600
+    i64::try_from(n).unwrap_or(i64::MAX).saturating_mul(3600)
 }
 
 #[cfg(test)]
@@ -108,5 +119,39 @@ mod tests {
         assert!(text.contains("steering wheel"));
         seed(&mut ledger, 0, 0);
         assert_eq!(ledger.state().orders.len(), 6);
+    }
+
+    #[test]
+    fn a_ledger_of_25_has_distinct_increasing_times_and_accepted_items_on_every_page() {
+        let key = SigningKey::generate();
+        let mes = SigningKey::generate().agent_key();
+        let mut ledger = Ledger::new(key, mes, ["T".to_owned()]);
+        let now = 1_700_000_000;
+        seed(&mut ledger, 25, now);
+        let s = ledger.state();
+        let partners: Vec<(i64, Status)> = s
+            .partners
+            .iter()
+            .map(|p| (p.timestamp, p.status.clone()))
+            .collect();
+        let orders: Vec<(i64, Status)> = s
+            .orders
+            .iter()
+            .map(|o| (o.timestamp, o.status.clone()))
+            .collect();
+        for items in [&partners, &orders] {
+            assert_eq!(items.len(), 25);
+            assert!(items.windows(2).all(|w| w[0].0 < w[1].0), "{items:?}");
+            for page in items.chunks(10) {
+                for status in [Status::Open, Status::Accepted] {
+                    assert!(page.iter().any(|(_, s)| *s == status), "{page:?}");
+                }
+            }
+        }
+        assert!(partners[24].0 < orders[0].0);
+        assert!(orders[24].0 < now);
+        let open =
+            |items: &[(i64, Status)]| items.iter().filter(|(_, s)| *s == Status::Open).count();
+        assert_eq!((open(&partners), open(&orders)), (8, 13));
     }
 }

@@ -9,6 +9,7 @@ use mes_core::signing::{SigningKey, verify_envelope};
 
 use super::config::{GatewayOptions, Route};
 use super::erp::{self, ErpRequest};
+use super::fate::ReplyFate;
 use super::ledger::Ledger;
 use super::wire;
 
@@ -82,6 +83,22 @@ impl Gateway {
             }
         };
         Some(self.reply(&head.auth, head.corr.as_deref().or(header_corr), body))
+    }
+
+    /// Counts a reply that `fate` keeps from being published; true if it is to be
+    /// published.
+    pub(crate) fn settle(&self, fate: ReplyFate) -> bool {
+        match fate {
+            ReplyFate::Publish(_) => true,
+            ReplyFate::Lost => {
+                lock(&self.ledger).count_lost_reply();
+                false
+            }
+            ReplyFate::Unanswered => {
+                lock(&self.ledger).count_unanswered();
+                false
+            }
+        }
     }
 
     /// A signed request must verify; an unsigned one passes unless signatures are

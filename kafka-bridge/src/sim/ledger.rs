@@ -107,6 +107,14 @@ pub struct Counters {
     pub unauthorized: u64,
     /// Requests that could not be decoded (answered with `bad_request` or skipped).
     pub undecodable: u64,
+    /// Replies lost on purpose (`--lose-replies`, `--lose-reply-for`): the request was
+    /// handled, its reply never published. Tests wait for this instead of a timeout.
+    #[serde(default)]
+    pub lost_replies: u64,
+    /// Replies not published because the gateway does not answer their topic
+    /// (`--answer-topics`); the requests were handled all the same.
+    #[serde(default)]
+    pub unanswered: u64,
 }
 
 /// What an ERP order carries; shared by [`Ledger::add_order`] (seeding) and
@@ -312,6 +320,17 @@ impl Ledger {
             topic,
             Refusal::new(ErrorCode::Unauthorized, format!("signature refused: {why}")),
         )
+    }
+
+    /// Counts a reply the gateway lost on purpose (see [`Counters::lost_replies`]).
+    pub fn count_lost_reply(&mut self) {
+        self.state.counters.lost_replies += 1;
+    }
+
+    /// Counts a reply withheld because its topic is not answered (see
+    /// [`Counters::unanswered`]).
+    pub fn count_unanswered(&mut self) {
+        self.state.counters.unanswered += 1;
     }
 
     /// Counts a request on `topic` that could not be read at all and gets no answer.

@@ -5,9 +5,11 @@
 //!   the error codes of docs/protocol.md §6 and real secp256k1 transaction ids.
 //! - [`Simulator`]: the ledger behind Kafka. It reads the six request topics and the two
 //!   simulator-only ERP topics (§8) and answers on the reply topic, optionally as a
-//!   Python literal, without correlation echo, late, signed, or requiring signatures:
-//!   the behaviours of real gateways the MES must cope with.
-//! - [`demo::seed`]: partner requests and orders to look at (`--demo N`).
+//!   Python literal, without correlation echo, late, signed, or requiring signatures,
+//!   only on some topics, committing slowly, losing replies or answering out of order
+//!   ([`GatewayOptions`]): the behaviours of real gateways the MES must cope with.
+//! - [`demo::seed`]: partner requests and orders to look at (`--demo N`,
+//!   `--ledger-size N`).
 //! - [`send_erp`]: what `chain-sim erp …` does: play an ERP at runtime.
 //!
 //! ```no_run
@@ -23,6 +25,7 @@
 mod config;
 pub mod demo;
 mod erp;
+mod fate;
 mod gateway;
 mod ledger;
 mod rules;

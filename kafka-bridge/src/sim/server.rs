@@ -3,7 +3,9 @@
 //!
 //! Requests are applied to the ledger in arrival order, at once; with a delay, each
 //! reply is published after its own delay by its own task, so a slow "commit" never
-//! serialises the requests behind it.
+//! serialises the requests behind it. What else becomes of a request (held commit,
+//! lost, late or unanswered reply) is decided by [`Fate::decide`] before it is
+//! handled; held answers, too, wait on tasks of their own.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,8 +19,9 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
-use super::config::{SimConfig, SimTopics, derived_mes_agent};
+use super::config::{GatewayOptions, Route, SimConfig, SimTopics, derived_mes_agent};
 use super::demo;
+use super::fate::{Fate, ReplyFate, Subject};
 use super::gateway::{Gateway, Outgoing, lock};
 use super::ledger::{Counters, Ledger, LedgerState};
 use crate::kafka::ensure_topics;
@@ -48,7 +51,13 @@ impl Simulator {
     /// its consumer and returns: a request sent right after `start` returns is answered
     /// (each partition is read from its committed offset, or from the beginning when
     /// the group has none).
+    ///
+    /// # Errors
+    /// [`Error::Config`] for invalid [`GatewayOptions`] or clients that cannot be
+    /// made; [`Error::BrokerUnavailable`] when topics or partitions cannot be had within
+    /// `start_timeout`.
     pub async fn start(config: SimConfig) -> Result<SimHandle> {
+        config.gateway.validate().map_err(Error::Config)?;
         let key = config.key.clone().unwrap_or_else(SigningKey::generate);
         let mes_agent = config
             .mes_agent
@@ -105,11 +114,17 @@ impl Simulator {
         let (changed, changes) = watch::channel(0u64);
         let worker = Worker {
             consumer: Arc::clone(&consumer),
-            producer,
-            gateway: Gateway::new(Arc::clone(&ledger), key.clone(), config.gateway.clone()),
+            step: Step {
+                gateway: Gateway::new(Arc::clone(&ledger), key.clone(), config.gateway.clone()),
+                replies: Replies {
+                    producer,
+                    topic: topics.chain.reply.clone(),
+                },
+                changed,
+            },
             topics: topics.clone(),
+            options: config.gateway,
             delay: config.delay,
-            changed,
         };
         let task = tokio::spawn(worker.run(stopped));
         let handle = SimHandle {
@@ -210,11 +225,10 @@ fn assign_all(consumer: &StreamConsumer, topics: &[String], timeout: Duration) -
 
 struct Worker {
     consumer: Arc<StreamConsumer>,
-    producer: FutureProducer,
-    gateway: Gateway,
+    step: Step,
     topics: SimTopics,
+    options: GatewayOptions,
     delay: Duration,
-    changed: watch::Sender<u64>,
 }
 
 impl Worker {
@@ -239,11 +253,7 @@ impl Worker {
                             continue;
                         };
                         let payload = message.payload().unwrap_or_default();
-                        let outgoing = self.gateway.handle(route, payload, header_corr.as_deref());
-                        self.changed.send_modify(|n| *n += 1);
-                        if let Some(outgoing) = outgoing {
-                            self.publish(outgoing, &mut pending);
-                        }
+                        self.receive(route, payload, header_corr, &mut pending);
                     }
                     Err(e) => {
                         tracing::warn!("reading requests: {e}");
@@ -252,7 +262,7 @@ impl Worker {
                 },
             }
         }
-        let grace = self.delay + Duration::from_secs(10);
+        let grace = self.delay + self.options.longest_hold() + Duration::from_secs(10);
         if tokio::time::timeout(grace, async {
             while pending.join_next().await.is_some() {}
         })
@@ -261,12 +271,10 @@ impl Worker {
         {
             tracing::warn!("replies still unpublished after {grace:?}; dropping them");
         }
-        let Worker {
-            consumer, producer, ..
-        } = self;
+        let Worker { consumer, step, .. } = self;
         // Flushing and leaving the group block; keep them off the runtime's threads.
         let _ = tokio::task::spawn_blocking(move || {
-            if let Err(e) = producer.flush(Duration::from_secs(10)) {
+            if let Err(e) = step.replies.producer.flush(Duration::from_secs(10)) {
                 tracing::warn!("flushing replies: {e}");
             }
             drop(consumer);
@@ -274,34 +282,119 @@ impl Worker {
         .await;
     }
 
-    /// Enqueues a reply now (keeping arrival order) or after the delay, on its own task.
-    fn publish(&self, outgoing: Outgoing, pending: &mut JoinSet<()>) {
-        let producer = self.producer.clone();
-        let topic = self.topics.chain.reply.clone();
-        if self.delay.is_zero() {
-            let record = reply_record(&topic, &outgoing);
-            match producer.send_result(record) {
-                Ok(delivery) => {
-                    pending.spawn(async move {
-                        match delivery.await {
-                            Ok(Ok(_)) => {}
-                            Ok(Err((e, _))) => tracing::warn!("publishing a reply: {e}"),
-                            Err(_) => tracing::warn!("publishing a reply: producer gone"),
-                        }
-                    });
-                    return;
-                }
-                Err((e, _)) => tracing::debug!("reply queue full ({e}); retrying on a task"),
+    /// Carries out the fate of one request: applied now and its reply enqueued in
+    /// arrival order, or, held by a commit delay, applied and answered by a task of
+    /// its own so that the requests behind it are not held up.
+    fn receive(
+        &self,
+        route: Route,
+        payload: &[u8],
+        header_corr: Option<String>,
+        pending: &mut JoinSet<()>,
+    ) {
+        let subject = Subject::of(route, payload);
+        let draw = if self.options.lose_replies > 0.0 {
+            secp256k1::rand::random::<f64>()
+        } else {
+            1.0
+        };
+        let fate = Fate::decide(&self.options, self.delay, &subject, draw);
+        if fate.commit_after.is_zero() {
+            if let Some(publish) = self
+                .step
+                .run(route, payload, header_corr.as_deref(), fate.reply)
+            {
+                pending.spawn(publish);
             }
+            return;
         }
-        let delay = self.delay;
+        let payload = payload.to_vec();
+        let step = self.step.clone();
         pending.spawn(async move {
-            tokio::time::sleep(delay).await;
+            tokio::time::sleep(fate.commit_after).await;
+            if let Some(publish) = step.run(route, &payload, header_corr.as_deref(), fate.reply) {
+                publish.await;
+            }
+        });
+    }
+}
+
+/// What handling one request needs, cloned for a request held by a commit delay.
+#[derive(Clone)]
+struct Step {
+    gateway: Gateway,
+    replies: Replies,
+    changed: watch::Sender<u64>,
+}
+
+impl Step {
+    /// Applies the request, counts a withheld reply, signals the change, and returns
+    /// the publication still to await, if the reply is to be published.
+    fn run(
+        &self,
+        route: Route,
+        payload: &[u8],
+        header_corr: Option<&str>,
+        fate: ReplyFate,
+    ) -> Option<impl Future<Output = ()> + Send + use<>> {
+        let outgoing = self.gateway.handle(route, payload, header_corr);
+        let publish = outgoing.filter(|_| self.gateway.settle(fate));
+        self.changed.send_modify(|n| *n += 1);
+        match (publish, fate) {
+            (Some(outgoing), ReplyFate::Publish(after)) => {
+                Some(self.replies.publish(outgoing, after))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The reply producer and topic, shared by every request.
+#[derive(Clone)]
+struct Replies {
+    producer: FutureProducer,
+    topic: String,
+}
+
+impl Replies {
+    /// Enqueues a reply now (keeping arrival order) when `after` is zero, else after
+    /// `after`; the future returned awaits its delivery.
+    fn publish(
+        &self,
+        outgoing: Outgoing,
+        after: Duration,
+    ) -> impl Future<Output = ()> + Send + use<> {
+        let enqueued = if after.is_zero() {
+            match self
+                .producer
+                .send_result(reply_record(&self.topic, &outgoing))
+            {
+                Ok(delivery) => Some(delivery),
+                Err((e, _)) => {
+                    tracing::debug!("reply queue full ({e}); retrying on a task");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let producer = self.producer.clone();
+        let topic = self.topic.clone();
+        async move {
+            if let Some(delivery) = enqueued {
+                match delivery.await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err((e, _))) => tracing::warn!("publishing a reply: {e}"),
+                    Err(_) => tracing::warn!("publishing a reply: producer gone"),
+                }
+                return;
+            }
+            tokio::time::sleep(after).await;
             let record = reply_record(&topic, &outgoing);
             if let Err((e, _)) = producer.send(record, Duration::from_secs(10)).await {
                 tracing::warn!("publishing a reply: {e}");
             }
-        });
+        }
     }
 }
 

@@ -794,3 +794,58 @@ fn a_resumed_ledger_continues_the_records_and_transactions_of_its_snapshot() {
     assert_eq!(last["seq"], txs.len(), "sequence numbers go on");
     assert!(verifies(&key.agent_key(), &txs[txs.len() - 1]));
 }
+
+/// Each answer's reply names the request it answers, success or refusal: with no
+/// correlation echo, it is what lets a caller (or a test) tell its reply from another's.
+#[test]
+fn every_answer_reply_names_its_request() {
+    let Fixture { mut ledger, .. } = fixture();
+    let erp = SigningKey::generate().agent_key();
+    let partner = ledger.add_partner(erp.clone(), Status::Open, NOW).unwrap();
+    let r = apply(
+        &mut ledger,
+        &head(),
+        answer_partner(&partner, Answer::Reject),
+    );
+    assert_eq!(text(&r), format!("Request {partner} rejected"));
+    let r = apply(
+        &mut ledger,
+        &head(),
+        answer_partner(&partner, Answer::Accept),
+    );
+    assert_eq!(code(&r), Some("not_open"));
+    assert!(r.text().contains(partner.as_str()), "{}", r.text());
+
+    ledger
+        .add_partner(erp.clone(), Status::Accepted, NOW)
+        .unwrap();
+    let new = NewOrder {
+        issuing_agent: erp,
+        order_type: "dummy_action".into(),
+        description: String::new(),
+        metadata: json!({}),
+        files: vec![],
+    };
+    let order = ledger.add_order(new, Status::Open, NOW).unwrap();
+    let r = apply(&mut ledger, &head(), answer_order(&order, Answer::Reject));
+    assert_eq!(text(&r), format!("Request {order} rejected"));
+
+    let unknown: RequestId = "0123456789abcdef0123456789abcdef".parse().unwrap();
+    for request in [
+        answer_partner(&unknown, Answer::Accept),
+        answer_order(&unknown, Answer::Reject),
+    ] {
+        let r = apply(&mut ledger, &head(), request);
+        assert_eq!(code(&r), Some("not_found"));
+        assert!(r.text().contains(unknown.as_str()), "{}", r.text());
+    }
+}
+
+#[test]
+fn a_snapshot_from_before_the_reply_counters_still_loads() {
+    let text = r#"{"by_topic": {}, "applied": 1, "changes": 1, "replays": 0,
+        "refused": 0, "unauthorized": 0, "undecodable": 0}"#;
+    let counters: Counters = serde_json::from_str(text).unwrap();
+    assert_eq!((counters.lost_replies, counters.unanswered), (0, 0));
+    assert_eq!(counters.applied, 1);
+}
