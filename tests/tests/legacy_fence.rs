@@ -1,0 +1,375 @@
+//! Behind a gateway that echoes only the token, a reply that comes late never answers
+//! another caller (docs/protocol.md §9): `mes-api` as a process, the real broker and
+//! PostgreSQL, and the chain simulator replying like the original gateway (Python
+//! literals, no `corr` echo) with one answer's reply 20 s late or lost, behind a 3 s
+//! request timeout.
+//!
+//! The simulator names the request id in every answer reply ("Request X accepted",
+//! "no partner request X"), so each caller can check that the reply it got is its own.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use kafka_bridge::sim::{Ledger, SimConfig, SimHandle, SimTopics, Simulator, derived_mes_agent};
+use mes_core::db::{self, tokens};
+use mes_core::domain::{RequestId, Status};
+use mes_core::signing::SigningKey;
+use mes_e2e::db::{PgSchema, add_operators};
+use mes_e2e::kafka_brokers;
+use mes_e2e::server::{DEADLINE, ServerProc, http};
+use serde_json::Value;
+use tokio::time::Instant;
+
+const BIN: &str = env!("CARGO_BIN_EXE_mes-api-proc");
+const REQUEST_TIMEOUT_MS: u64 = 3000;
+
+/// What the late (or lost) reply does.
+#[derive(Clone, Copy)]
+enum Fate {
+    /// Published this long after the chain applied the answer, after other replies.
+    Late(Duration),
+    /// Never published.
+    Lost,
+}
+
+struct Stack {
+    sim: SimHandle,
+    server: ServerProc,
+    key: String,
+    /// The partner request whose answer's reply is late or lost.
+    slow: RequestId,
+    _schema: PgSchema,
+}
+
+/// A chain holding one OPEN partner request (`slow`) whose answer's reply has `fate`,
+/// and a server in front of it with the given correlation mode and fence bound.
+async fn stack(mode: &str, fate: Fate, fence_max: &str) -> Stack {
+    let suffix = format!("-{}", uuid::Uuid::new_v4().simple());
+    let token = format!("fence-token{suffix}");
+    let key = SigningKey::generate();
+    let mut ledger = Ledger::new(key.clone(), derived_mes_agent(&key), vec![token.clone()]);
+    let slow = ledger
+        .add_partner(
+            SigningKey::generate().agent_key(),
+            Status::Open,
+            1_700_000_000,
+        )
+        .unwrap();
+    for i in 0..5 {
+        ledger
+            .add_partner(
+                SigningKey::generate().agent_key(),
+                Status::Open,
+                1_700_000_001 + i,
+            )
+            .unwrap();
+    }
+    let mut config = SimConfig::new(kafka_brokers());
+    config.topics = SimTopics::with_suffix(&suffix);
+    config.group_id = format!("chain-sim{suffix}");
+    config.tokens = vec![token.clone()];
+    config.key = Some(key);
+    config.ledger = Some(ledger.snapshot());
+    config.gateway.python_literal = true;
+    config.gateway.no_echo = true;
+    match fate {
+        Fate::Late(delay) => {
+            config.gateway.late_replies = BTreeMap::from([(slow.clone(), delay)]);
+        }
+        Fate::Lost => config.gateway.lose_reply_for = BTreeSet::from([slow.clone()]),
+    }
+    let sim = Simulator::start(config).await.unwrap();
+
+    let schema = PgSchema::create_in(&mes_e2e::database_url());
+    let url = schema.url().to_owned();
+    let operator = {
+        let (url, token) = (url.clone(), token.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut conn = db::connect(&url).unwrap();
+            tokens::put(
+                &mut conn,
+                &tokens::NewKafkaToken {
+                    instance_type: tokens::MASTER,
+                    token: &token,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            add_operators(&mut conn).unwrap().0
+        })
+        .await
+        .unwrap()
+    };
+    let topics = sim.topics().clone();
+    let mut env: Vec<(String, String)> = vec![
+        ("MES_DATABASE_URL".into(), url),
+        ("MES_KAFKA_BROKERS".into(), kafka_brokers()),
+        ("MES_CORRELATION".into(), mode.into()),
+        (
+            "MES_REQUEST_TIMEOUT_MS".into(),
+            REQUEST_TIMEOUT_MS.to_string(),
+        ),
+        ("MES_LEGACY_FENCE_MAX".into(), fence_max.into()),
+    ];
+    for (setting, name) in [
+        ("MES_TOPIC_PARTNER_LIST", &topics.chain.partner_list),
+        ("MES_TOPIC_PARTNER_ANSWER", &topics.chain.partner_answer),
+        ("MES_TOPIC_ORDER_LIST", &topics.chain.order_list),
+        ("MES_TOPIC_ORDER_ANSWER", &topics.chain.order_answer),
+        ("MES_TOPIC_RECORD_TYPE", &topics.chain.record_type),
+        ("MES_TOPIC_RECORD", &topics.chain.record),
+        ("MES_TOPIC_REPLY", &topics.chain.reply),
+    ] {
+        env.push((setting.into(), name.clone()));
+    }
+    let mut server = ServerProc::spawn(BIN, &env);
+    server.wait_ready().await;
+    Stack {
+        sim,
+        server,
+        key: operator,
+        slow,
+        _schema: schema,
+    }
+}
+
+/// What an answer call got, as a caller would judge it.
+#[derive(Debug, PartialEq, Eq)]
+enum Got {
+    /// The chain's reply, and it names this caller's request.
+    Own,
+    /// A reply that names another request, or none: the failure this file is about.
+    Wrong(String),
+    /// 503 `chain_behind`: nothing was sent.
+    Behind,
+    /// 504: this caller's own timeout.
+    Timeout,
+}
+
+async fn answer(port: u16, key: &str, id: &str, response: u8) -> Got {
+    let path = format!("/api/KafkaPartner/ANS?ID={id}&Response={response}");
+    let (status, body) = http(port, "GET", &path, Some(key), None).await.unwrap();
+    let json: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    let code = json["error"]["code"].as_str().unwrap_or_default();
+    match (status, code) {
+        (200, _) | (502, "chain_error") => {
+            let text = match status {
+                200 => json
+                    .as_str()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| body.clone()),
+                _ => json["error"]["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            };
+            if text.contains(id) {
+                Got::Own
+            } else {
+                Got::Wrong(format!("{status} {text}"))
+            }
+        }
+        (503, "chain_behind") => Got::Behind,
+        (504, "chain_timeout") => Got::Timeout,
+        _ => panic!("{id}: unexpected answer {status} {body}"),
+    }
+}
+
+/// A counter from `/metrics`, e.g. `mes_chain_fences_total{outcome="raised"}`.
+async fn metric(port: u16, series: &str) -> u64 {
+    let (status, body) = http(port, "GET", "/metrics", None, None).await.unwrap();
+    assert_eq!(status, 200);
+    body.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+async fn fences_up(port: u16) -> usize {
+    let (status, body) = http(port, "GET", "/health/ready", None, None)
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let health: Value = serde_json::from_str(&body).unwrap();
+    health["chain"]["fences"].as_array().map_or(0, Vec::len)
+}
+
+fn random_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// Figures of one run, for the assertions and the log.
+#[derive(Debug, Default)]
+struct Tally {
+    own: AtomicU64,
+    behind: AtomicU64,
+    timeouts: AtomicU64,
+    lists_during_fence: AtomicU64,
+}
+
+async fn a_late_reply_never_answers_another_caller(mode: &str) {
+    let late = Duration::from_secs(20);
+    let mut stack = stack(mode, Fate::Late(late), "2m").await;
+    let port = stack.server.port;
+    let key = Arc::new(stack.key.clone());
+
+    // The chain applies this accept at once and replies 20 s later: the call ends
+    // with its own timeout, and its reply is outstanding.
+    let got = answer(port, &key, stack.slow.as_str(), 1).await;
+    assert_eq!(got, Got::Timeout, "{mode}");
+    assert_eq!(
+        metric(port, "mes_chain_fences_total{outcome=\"raised\"}").await,
+        1,
+        "{mode}"
+    );
+
+    // Four callers answer unknown requests for 30 s (the chain answers each with an
+    // error naming it); one lists all along.
+    let tally = Arc::new(Tally::default());
+    let wrong = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let until = Instant::now() + Duration::from_secs(30);
+    let mut callers = Vec::new();
+    for _ in 0..4 {
+        let (key, tally, wrong) = (Arc::clone(&key), Arc::clone(&tally), Arc::clone(&wrong));
+        callers.push(tokio::spawn(async move {
+            while Instant::now() < until {
+                let id = random_id();
+                match answer(port, &key, &id, 0).await {
+                    Got::Own => tally.own.fetch_add(1, Ordering::Relaxed),
+                    Got::Timeout => tally.timeouts.fetch_add(1, Ordering::Relaxed),
+                    Got::Behind => {
+                        // An operator told to try again shortly does not hammer.
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        tally.behind.fetch_add(1, Ordering::Relaxed)
+                    }
+                    Got::Wrong(text) => {
+                        wrong.lock().unwrap().push(format!("{id} got {text}"));
+                        0
+                    }
+                };
+            }
+        }));
+    }
+    let listing = {
+        let (key, tally) = (Arc::clone(&key), Arc::clone(&tally));
+        let fence_seen = Arc::new(AtomicBool::new(false));
+        tokio::spawn(async move {
+            while Instant::now() < until {
+                let fenced = fences_up(port).await > 0;
+                fence_seen.fetch_or(fenced, Ordering::Relaxed);
+                let (status, body) = http(
+                    port,
+                    "GET",
+                    "/api/KafkaPartner/LIST?limit=100",
+                    Some(&key),
+                    None,
+                )
+                .await
+                .unwrap();
+                assert_eq!(status, 200, "a list failed during the fence: {body}");
+                let items: Vec<Value> = serde_json::from_str(&body).unwrap();
+                assert_eq!(items.len(), 6, "{body}");
+                if fenced {
+                    tally.lists_during_fence.fetch_add(1, Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+    for caller in callers {
+        caller.await.unwrap();
+    }
+    listing.await.unwrap();
+
+    let wrong = wrong.lock().unwrap().clone();
+    eprintln!("{mode}: {tally:?}, {} wrong", wrong.len());
+    assert!(
+        wrong.is_empty(),
+        "{mode}: {} callers got a reply that is not theirs, first: {:?}",
+        wrong.len(),
+        wrong.first()
+    );
+    assert!(
+        tally.behind.load(Ordering::Relaxed) > 0,
+        "{mode}: no caller met the fence: the test did not test it"
+    );
+    assert!(
+        tally.lists_during_fence.load(Ordering::Relaxed) > 0,
+        "{mode}: no list ran while answers were fenced"
+    );
+    assert!(
+        tally.own.load(Ordering::Relaxed) > 0,
+        "{mode}: no answer got through after the late reply"
+    );
+    // The late reply came, lifted the fence and went to nobody.
+    assert_eq!(
+        metric(port, "mes_chain_fences_total{outcome=\"lifted_by_reply\"}").await,
+        1,
+        "{mode}"
+    );
+    assert_eq!(fences_up(port).await, 0, "{mode}");
+    assert_eq!(
+        answer(port, &key, &random_id(), 0).await,
+        Got::Own,
+        "{mode}"
+    );
+    // The chain applied the slow accept: the partner request is ACCEPTED.
+    let status = stack.sim.with_ledger(|l| {
+        l.snapshot()
+            .partners
+            .iter()
+            .find(|p| p.partner_request_id == stack.slow)
+            .map(|p| p.status.clone())
+    });
+    assert_eq!(status, Some(Status::Accepted), "{mode}");
+    stack.server.terminate().await;
+    stack.sim.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_mode_a_reply_20s_late_behind_a_3s_timeout_never_answers_another_caller() {
+    a_late_reply_never_answers_another_caller("legacy").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_mode_a_reply_20s_late_behind_a_3s_timeout_never_answers_another_caller() {
+    a_late_reply_never_answers_another_caller("auto").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_reply_fences_answers_until_the_fence_bound_then_they_work_again() {
+    let mut stack = stack("legacy", Fate::Lost, "6s").await;
+    let port = stack.server.port;
+    let key = stack.key.clone();
+    assert_eq!(
+        answer(port, &key, stack.slow.as_str(), 1).await,
+        Got::Timeout
+    );
+    // Told at once, nothing sent: the chain never sees these.
+    let before = stack.sim.counters().by_topic.get("BLK_Part_Ans").copied();
+    assert_eq!(answer(port, &key, &random_id(), 0).await, Got::Behind);
+    assert_eq!(
+        stack.sim.counters().by_topic.get("BLK_Part_Ans").copied(),
+        before
+    );
+    let (status, _) = http(port, "GET", "/api/KafkaPartner/LIST", Some(&key), None)
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "lists run while answers are fenced");
+    // The reply never comes: the fence lifts after its bound, counted as expired.
+    let start = Instant::now();
+    while fences_up(port).await > 0 {
+        assert!(start.elapsed() < DEADLINE, "the fence never lifted");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        metric(port, "mes_chain_fences_total{outcome=\"expired\"}").await,
+        1
+    );
+    assert_eq!(answer(port, &key, &random_id(), 0).await, Got::Own);
+    stack.server.terminate().await;
+    stack.sim.shutdown().await.unwrap();
+}
