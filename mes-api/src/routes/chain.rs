@@ -92,7 +92,7 @@ fn parse_id(name: &str, id: &str) -> ApiResult<RequestId> {
     params(
         ("start" = Option<u32>, Query, description = "Index of the first item (default 0)"),
         ("limit" = Option<u32>, Query, description = "Most items, 1–100 (default 10)"),
-        ("status" = Option<String>, Query, description = "Only items with this status (OPEN, ACCEPTED, REJECTED)"),
+        ("status" = Option<String>, Query, description = "Only items with this status (OPEN, ACCEPTED, REJECTED; any case); the filter applies to the chain's whole list (at most 5,000 items) and `start`/`limit` page over the matching items"),
     ),
     responses(
         (status = 200, description = "The chain's `data` list, as it sent it", body = Vec<Object>),
@@ -119,7 +119,7 @@ pub async fn partner_list(
     params(
         ("start" = Option<u32>, Query, description = "Index of the first item (default 0)"),
         ("limit" = Option<u32>, Query, description = "Most items, 1–100 (default 10)"),
-        ("status" = Option<String>, Query, description = "Only items with this status"),
+        ("status" = Option<String>, Query, description = "Only items with this status (OPEN, ACCEPTED, REJECTED; any case); the filter applies to the chain's whole list (at most 5,000 items) and `start`/`limit` page over the matching items"),
     ),
     responses(
         (status = 200, description = "The chain's `data` list, as it sent it", body = Vec<Object>),
