@@ -1,5 +1,7 @@
 // MES Bridge operator console: plain ES module, no dependencies. Everything shown is
-// built with DOM calls (never innerHTML with data), so chain text cannot inject markup.
+// built with DOM calls (never innerHTML with data), so chain text cannot inject markup,
+// and every value put into a URL goes through encodeURIComponent (or URLSearchParams),
+// so a chain id cannot change which URL a click calls.
 
 const KEY = "mes.operatorKey";
 const PAGE_SIZE = 25;
@@ -20,8 +22,8 @@ const state = {
 };
 
 const KINDS = {
-  partners: { kind: "partner", idField: "partner_request_id", list: "/api/KafkaPartner/LIST", answer: (id) => `/api/partners/${id}/answer`, noun: "partner request" },
-  orders: { kind: "order", idField: "abs_action_id", list: "/api/KafkaOrder/LIST", answer: (id) => `/api/orders/${id}/answer`, noun: "order request" },
+  partners: { kind: "partner", idField: "partner_request_id", list: "/api/KafkaPartner/LIST", answer: (id) => `/api/partners/${encodeURIComponent(id)}/answer`, noun: "partner request" },
+  orders: { kind: "order", idField: "abs_action_id", list: "/api/KafkaOrder/LIST", answer: (id) => `/api/orders/${encodeURIComponent(id)}/answer`, noun: "order request" },
 };
 const TAB_OF_KIND = { partner: "partners", order: "orders" };
 
@@ -232,8 +234,9 @@ function refresh(tab) {
 
 // ---------- partner and order requests ----------
 
+// The id as the chain spells it: ids are case-sensitive, never folded.
 function itemId(tab, item) {
-  return String(item?.[KINDS[tab].idField] ?? "").toLowerCase();
+  return String(item?.[KINDS[tab].idField] ?? "");
 }
 
 function listPanel(tab) {
@@ -287,9 +290,10 @@ function renderRows(tab) {
   if (!l.items.length) {
     body.append(h("tr", {}, h("td", { class: "empty", colspan: 7 }, l.status ? `No ${l.status.toLowerCase()} ${KINDS[tab].noun}s on this page.` : `No ${KINDS[tab].noun}s on this page.`)));
   }
-  $(`${tab}-range`).textContent = l.items.length ? `Chain items ${l.start + 1}–${l.start + PAGE_SIZE}` : "";
+  $(`${tab}-range`).textContent = l.items.length ? `Items ${l.start + 1}–${l.start + l.items.length}` : "";
   $(`${tab}-prev`).disabled = l.start === 0;
-  $(`${tab}-next`).disabled = l.status ? l.items.length === 0 : l.items.length < PAGE_SIZE;
+  // The server filters the chain's whole list before paging, so a short page is the last.
+  $(`${tab}-next`).disabled = l.items.length < PAGE_SIZE;
   if (tab === "partners" || tab === "orders") {
     const open = l.status === "OPEN" ? l.items.length : l.items.filter((i) => String(i.status).toUpperCase() === "OPEN").length;
     $(`count-${tab}`).textContent = open ? String(open) : "";
@@ -300,13 +304,13 @@ function txLinks(tab, item) {
   const ids = Array.isArray(item.transaction_ids) ? item.transaction_ids : [];
   if (!ids.length) return h("span", { class: "muted" }, "—");
   return h("span", {}, ...ids.map((tx, n) =>
-    h("a", { class: "tx mono", href: `#${tab}/${itemId(tab, item)}/tx${n}`, title: tx, onclick: (e) => { e.preventDefault(); openDetail(tab, item, n); } }, short(tx, 8, 6))));
+    h("a", { class: "tx mono", href: `#${tab}/${encodeURIComponent(itemId(tab, item))}/tx${n}`, title: tx, onclick: (e) => { e.preventDefault(); openDetail(tab, item, n); } }, short(tx, 8, 6))));
 }
 
 function requestRow(tab, item) {
   const id = itemId(tab, item);
   const status = String(item.status ?? "").toUpperCase();
-  const idLink = h("a", { class: "mono", href: `#${tab}/${id}`, title: id, onclick: (e) => { e.preventDefault(); openDetail(tab, item); } }, short(id, 8, 4));
+  const idLink = h("a", { class: "mono", href: `#${tab}/${encodeURIComponent(id)}`, title: id, onclick: (e) => { e.preventDefault(); openDetail(tab, item); } }, short(id, 8, 4));
   const cells = tab === "partners"
     ? [h("td", {}, idLink), h("td", {}, keyCell(item.issuing_agent, "issuing agent")), h("td", { class: "status" }, badge(status)),
       h("td", {}, timeCell(item.timestamp)), h("td", { class: "opt" }, timeCell(item.answer_timestamp)), h("td", { class: "opt" }, txLinks(tab, item))]
@@ -882,7 +886,7 @@ function onStatus(data) {
 function onDecision(data) {
   const tab = TAB_OF_KIND[data.kind];
   if (!tab) return;
-  const id = String(data.request_id).toLowerCase();
+  const id = String(data.request_id ?? "");
   const existing = state.lists[tab].items.find((i) => itemId(tab, i) === id);
   const mine = data.operator === state.me?.name;
   if (existing && data.outcome === "ok") {

@@ -143,6 +143,73 @@ fn text_of(value: &Value) -> String {
     }
 }
 
+/// The id of a chain list item, if it has one that is a valid [`RequestId`]; an item
+/// whose id breaks the rule is logged and never stored, cached or announced.
+pub fn chain_id(kind: Kind, item: &Value) -> Option<RequestId> {
+    let raw = item.get(kind.id_field())?;
+    match raw.as_str().map(str::parse::<RequestId>) {
+        Some(Ok(id)) => Some(id),
+        Some(Err(e)) => {
+            tracing::warn!("ignoring a chain {} with a bad id: {e}", kind.as_str());
+            None
+        }
+        None => {
+            tracing::warn!(
+                "ignoring a chain {} whose id is not a string",
+                kind.as_str()
+            );
+            None
+        }
+    }
+}
+
+/// Page size when the whole chain list is read to filter it.
+pub const FILTER_SCAN_PAGE: u32 = 100;
+/// Most chain pages read to filter a list (so at most 5,000 requests are looked at).
+pub const FILTER_SCAN_PAGES: u32 = 50;
+
+/// Whether a chain list item has status `status`, ignoring case.
+pub fn has_status(item: &Value, status: &str) -> bool {
+    item.get("status")
+        .and_then(Value::as_str)
+        .is_some_and(|s| s.eq_ignore_ascii_case(status))
+}
+
+/// Items `[page.start, page.start + page.limit)` of the chain's whole list filtered by
+/// `status`: reads the chain's list in pages of [`FILTER_SCAN_PAGE`] through `fetch`,
+/// stopping at a short page or after [`FILTER_SCAN_PAGES`] pages, and stops early once
+/// the page asked for is complete.
+pub async fn list_filtered<F, Fut, E>(
+    page: Page,
+    status: &str,
+    mut fetch: F,
+) -> Result<Vec<Value>, E>
+where
+    F: FnMut(Page) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<Value>, E>>,
+{
+    let skip = page.start as usize;
+    let want = skip.saturating_add(page.limit as usize);
+    let mut matched = Vec::new();
+    for n in 0..FILTER_SCAN_PAGES {
+        let items = fetch(Page {
+            start: n * FILTER_SCAN_PAGE,
+            limit: FILTER_SCAN_PAGE,
+        })
+        .await?;
+        let last = items.len() < FILTER_SCAN_PAGE as usize;
+        matched.extend(items.into_iter().filter(|item| has_status(item, status)));
+        if last || matched.len() >= want {
+            break;
+        }
+    }
+    Ok(matched
+        .into_iter()
+        .skip(skip)
+        .take(page.limit as usize)
+        .collect())
+}
+
 impl App {
     /// State over a connected bridge and a migrated pool; `embedded` is the in-process
     /// broker and chain, stopped with the server.
@@ -277,8 +344,12 @@ impl App {
         Ok(token)
     }
 
-    /// A page of partner or order requests, as the chain sent them, optionally only
-    /// those whose `status` is `status` (case-insensitive).
+    /// A page of partner or order requests, as the chain sent them.
+    ///
+    /// Without `status`, one chain request for the page. With it, the filter applies to
+    /// the chain's whole list before the page: [`list_filtered`] pages through it and
+    /// returns items `[start, start + limit)` of those whose `status` is `status`
+    /// (case-insensitive), so a match past the chain's first page is not lost.
     pub async fn list(
         &self,
         kind: Kind,
@@ -286,24 +357,30 @@ impl App {
         status: Option<&str>,
     ) -> ApiResult<Vec<Value>> {
         let token = self.master_token().await?;
+        let Some(status) = status else {
+            return Ok(self.list_page(&token, kind, page).await?);
+        };
+        Ok(list_filtered(page, status, |chain_page| {
+            self.list_page(&token, kind, chain_page)
+        })
+        .await?)
+    }
+
+    /// One page of the chain's list, remembering orders for [`App::answer`].
+    async fn list_page(
+        &self,
+        token: &str,
+        kind: Kind,
+        page: Page,
+    ) -> kafka_bridge::Result<Vec<Value>> {
         let items = match kind {
-            Kind::Partner => self.bridge.list_partners(&token, page).await?,
-            Kind::Order => self.bridge.list_orders(&token, page).await?,
+            Kind::Partner => self.bridge.list_partners(token, page).await?,
+            Kind::Order => self.bridge.list_orders(token, page).await?,
         };
         if kind == Kind::Order {
             self.remember_orders(&items);
         }
-        Ok(match status {
-            None => items,
-            Some(status) => items
-                .into_iter()
-                .filter(|item| {
-                    item.get("status")
-                        .and_then(Value::as_str)
-                        .is_some_and(|s| s.eq_ignore_ascii_case(status))
-                })
-                .collect(),
-        })
+        Ok(items)
     }
 
     fn remember_orders(&self, items: &[Value]) {
@@ -312,8 +389,9 @@ impl App {
             cache.clear();
         }
         for item in items {
-            if let Some(id) = item.get(Kind::Order.id_field()).and_then(Value::as_str) {
-                cache.insert(id.to_ascii_lowercase(), item.clone());
+            // Only ids an operator could answer with are kept, as the chain spells them.
+            if let Some(id) = chain_id(Kind::Order, item) {
+                cache.insert(id.into(), item.clone());
             }
         }
     }
@@ -557,4 +635,134 @@ pub fn not_ready(database: bool, bridge: bool) -> ApiError {
         },
         format!("not ready: {}", missing.join(", ")),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::cell::RefCell;
+
+    use serde_json::json;
+
+    use super::*;
+
+    /// A chain list of `n` partners; every third one accepted.
+    fn chain(n: usize) -> Vec<Value> {
+        (0..n)
+            .map(|i| {
+                let status = if i % 3 == 0 { "ACCEPTED" } else { "OPEN" };
+                json!({"partner_request_id": format!("p{i}"), "status": status})
+            })
+            .collect()
+    }
+
+    /// Runs [`list_filtered`] over `items`; returns the ids and the pages asked for.
+    fn filtered(items: &[Value], page: Page, status: &str) -> (Vec<String>, Vec<Page>) {
+        let asked = RefCell::new(Vec::new());
+        let result = rocket::async_test(list_filtered(page, status, |p: Page| {
+            asked.borrow_mut().push(p);
+            let from = (p.start as usize).min(items.len());
+            let to = (from + p.limit as usize).min(items.len());
+            std::future::ready(Ok::<_, ()>(items[from..to].to_vec()))
+        }))
+        .unwrap();
+        let ids = result
+            .iter()
+            .map(|i| i["partner_request_id"].as_str().unwrap().to_owned())
+            .collect();
+        (ids, asked.into_inner())
+    }
+
+    fn ids(range: impl Iterator<Item = usize>) -> Vec<String> {
+        range.map(|i| format!("p{i}")).collect()
+    }
+
+    #[test]
+    fn the_filter_applies_to_the_whole_list_before_the_page() {
+        let items = chain(250);
+        let page = Page {
+            start: 0,
+            limit: 100,
+        };
+        let (got, asked) = filtered(&items, page, "accepted");
+        assert_eq!(got, ids((0..250).step_by(3).take(84)));
+        assert_eq!(asked.len(), 3, "pages until the short one: {asked:?}");
+        assert_eq!(
+            asked[2],
+            Page {
+                start: 200,
+                limit: 100
+            }
+        );
+
+        let (got, _) = filtered(
+            &items,
+            Page {
+                start: 40,
+                limit: 10,
+            },
+            "ACCEPTED",
+        );
+        assert_eq!(got, ids((0..250).step_by(3).skip(40).take(10)));
+        let (got, _) = filtered(
+            &items,
+            Page {
+                start: 80,
+                limit: 10,
+            },
+            "ACCEPTED",
+        );
+        assert_eq!(got, ids((240..250).step_by(3)));
+        let (got, _) = filtered(
+            &items,
+            Page {
+                start: 84,
+                limit: 10,
+            },
+            "ACCEPTED",
+        );
+        assert!(got.is_empty());
+    }
+
+    #[test]
+    fn reading_stops_once_the_page_is_complete_or_at_the_bound() {
+        let items = chain(1000);
+        let (got, asked) = filtered(
+            &items,
+            Page {
+                start: 0,
+                limit: 10,
+            },
+            "ACCEPTED",
+        );
+        assert_eq!(got.len(), 10);
+        assert_eq!(asked.len(), 1);
+
+        let items = vec![json!({"partner_request_id": "x", "status": "OPEN"}); 10_000];
+        let (got, asked) = filtered(
+            &items,
+            Page {
+                start: 0,
+                limit: 10,
+            },
+            "ACCEPTED",
+        );
+        assert!(got.is_empty());
+        assert_eq!(asked.len(), FILTER_SCAN_PAGES as usize);
+    }
+
+    #[test]
+    fn chain_ids_are_kept_as_spelled_and_bad_ones_dropped() {
+        let item = |id: Value| json!({"abs_action_id": id});
+        assert_eq!(
+            chain_id(Kind::Order, &item(json!("ABC_def-123")))
+                .unwrap()
+                .as_str(),
+            "ABC_def-123"
+        );
+        assert!(chain_id(Kind::Order, &item(json!("../reports/daily/run?x=1#"))).is_none());
+        assert!(chain_id(Kind::Order, &item(json!(12))).is_none());
+        assert!(chain_id(Kind::Partner, &item(json!("abc"))).is_none());
+    }
 }

@@ -22,7 +22,7 @@ pub type ApiResult<T> = Result<T, ApiError>;
 pub mod code {
     /// A query parameter is missing.
     pub const MISSING_PARAMETER: &str = "missing_parameter";
-    /// A parameter or path segment is malformed (e.g. an id that is not 32 hex digits).
+    /// A parameter or path segment is malformed (e.g. a request id with a `/`).
     pub const INVALID_PARAMETER: &str = "invalid_parameter";
     /// The request body is not the JSON the route expects.
     pub const INVALID_BODY: &str = "invalid_body";

@@ -206,11 +206,8 @@ impl Seen {
     fn update(&mut self, kind: Kind, items: Vec<Value>) -> Vec<LiveEvent> {
         let mut events = Vec::new();
         for item in items {
-            let Some(id) = item
-                .get(kind.id_field())
-                .and_then(Value::as_str)
-                .map(str::to_ascii_lowercase)
-            else {
+            // As the chain spells it; an id that breaks the rule is not announced.
+            let Some(id) = crate::app::chain_id(kind, &item).map(String::from) else {
                 continue;
             };
             let status = item_status(&item);
@@ -457,5 +454,22 @@ mod tests {
             seen.update(Kind::Partner, vec![partner("c", "OPEN")])
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn ids_keep_their_case_and_bad_ids_are_not_announced() {
+        let mut seen = Seen::default();
+        assert!(seen.update(Kind::Partner, vec![]).is_empty());
+        let events = seen.update(
+            Kind::Partner,
+            vec![
+                partner("ABC_def-123", "OPEN"),
+                partner("abc_def-123", "OPEN"),
+                partner("../reports/daily/run?x=1#", "OPEN"),
+                json!({"partner_request_id": 7, "status": "OPEN"}),
+            ],
+        );
+        let ids: Vec<_> = events.iter().map(|e| e.data["id"].clone()).collect();
+        assert_eq!(ids, vec![json!("ABC_def-123"), json!("abc_def-123")]);
     }
 }

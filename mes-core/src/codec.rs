@@ -1004,7 +1004,7 @@ mod tests {
             (Topic::RecordType, update.clone()),
             (Topic::Record, json!({"action": "drop_table"})),
             (Topic::Record, json!("not an object")),
-            (Topic::PartnerAnswer, json!({"id": "short", "response": 1})),
+            (Topic::PartnerAnswer, json!({"id": "a/b", "response": 1})),
             (Topic::OrderList, json!({"start": -1, "limit": 10})),
         ] {
             let e = Request::from_body(topic, body).unwrap_err();

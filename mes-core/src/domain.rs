@@ -1,8 +1,11 @@
 //! Typed values for what travels between the MES and the chain.
 //!
 //! Identifiers are validated once, when they enter the program (an HTTP parameter, a
-//! chain reply), so the rest of the code never handles a malformed one. Hex values are
-//! accepted in either case and kept in lower case, the chain's own spelling.
+//! chain reply), so the rest of the code never handles a malformed one. Hex values
+//! (keys, transaction ids) are accepted in either case and kept in lower case, the
+//! chain's own spelling. Request ids are kept exactly as the chain spells them: the
+//! reference documents the answer's `ID` as a public key while its examples are 32 hex
+//! digits, so any short, URL-safe token is accepted and never case-folded.
 //!
 //! Partner and order requests carry every field of the reference's examples as typed
 //! fields, and keep any field the chain adds later in `extra`, in order, so nothing an
@@ -107,14 +110,6 @@ macro_rules! hex_id {
 }
 
 hex_id!(
-    /// The chain's id of a partner request or an order (`partner_request_id`,
-    /// `abs_action_id`, the `ID` an operator answers): 32 hex characters.
-    RequestId,
-    "request id",
-    32
-);
-
-hex_id!(
     /// A transaction id on the chain: a 64-byte signature, 128 hex characters.
     TxId,
     "transaction id",
@@ -129,11 +124,99 @@ hex_id!(
     66
 );
 
+/// The chain's id of a partner request or an order (`partner_request_id`,
+/// `abs_action_id`, the `ID` an operator answers).
+///
+/// The rule is [`RequestId::RULE`]: wide enough for the 32-hex ids of the reference's
+/// examples and for a public key, narrow enough that an id is safe as one URL path
+/// segment or query value and in a log line. The spelling is kept exactly: two ids that
+/// differ only in case are two ids.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RequestId(String);
+
+impl RequestId {
+    /// Most characters in a valid id.
+    pub const MAX_LEN: usize = 128;
+
+    /// The rule, as error messages and API docs state it.
+    pub const RULE: &'static str =
+        "1 to 128 characters, each a letter (A-Z, a-z), a digit, '_' or '-'";
+
+    /// The id as the chain spells it.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether `c` may appear in a request id.
+    pub fn is_id_char(c: char) -> bool {
+        c.is_ascii_alphanumeric() || c == '_' || c == '-'
+    }
+}
+
 impl TryFrom<String> for RequestId {
     type Error = InvalidValue;
 
     fn try_from(s: String) -> Result<Self, Self::Error> {
-        check_hex("request id", &s, Self::LEN).map(Self)
+        let what = "request id";
+        if s.is_empty() {
+            return Err(InvalidValue::new(
+                what,
+                format!("empty; expected {}", Self::RULE),
+            ));
+        }
+        let len = s.chars().count();
+        if len > Self::MAX_LEN {
+            return Err(InvalidValue::new(
+                what,
+                format!("{len} characters; expected {}", Self::RULE),
+            ));
+        }
+        if let Some(bad) = s.chars().find(|c| !Self::is_id_char(*c)) {
+            return Err(InvalidValue::new(
+                what,
+                format!("{bad:?} is not allowed; expected {}", Self::RULE),
+            ));
+        }
+        Ok(Self(s))
+    }
+}
+
+impl FromStr for RequestId {
+    type Err = InvalidValue;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::try_from(s.to_owned())
+    }
+}
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for RequestId {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<RequestId> for String {
+    fn from(v: RequestId) -> String {
+        v.0
+    }
+}
+
+impl Serialize for RequestId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for RequestId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Self::try_from(s).map_err(serde::de::Error::custom)
     }
 }
 
@@ -358,22 +441,67 @@ mod tests {
     const AGENT: &str = "025e451e2caf44821d0fb262c1cfd2e8c02fb37c989adf548aede227283126d5cb";
 
     #[test]
-    fn request_id_is_32_hex_and_lowercased() {
+    fn request_id_keeps_the_chains_spelling() {
         let id: RequestId = "9DF8888DEA6DF991F86E0E61B2379E46".parse().unwrap();
-        assert_eq!(id.as_str(), "9df8888dea6df991f86e0e61b2379e46");
-        assert!(
-            "9df8888dea6df991f86e0e61b2379e4"
-                .parse::<RequestId>()
-                .is_err()
-        );
-        assert!(
-            "9df8888dea6df991f86e0e61b2379e4g"
-                .parse::<RequestId>()
-                .is_err()
-        );
-        assert!("".parse::<RequestId>().is_err());
+        assert_eq!(id.as_str(), "9DF8888DEA6DF991F86E0E61B2379E46");
+        let id: RequestId = "ABC_def-123".parse().unwrap();
+        assert_eq!(id.to_string(), "ABC_def-123");
+        assert_ne!(id, "abc_def-123".parse::<RequestId>().unwrap());
+        assert!(AGENT.parse::<RequestId>().is_ok(), "a public key is an id");
+        assert!("a".repeat(128).parse::<RequestId>().is_ok());
+        for bad in [
+            "",
+            "a/b",
+            "a.b",
+            "..",
+            "a?b",
+            "a#b",
+            "a b",
+            " ab",
+            "a%2Fb",
+            "../reports/daily/run?x=1#",
+        ] {
+            let e = bad.parse::<RequestId>().unwrap_err();
+            assert_eq!(e.what, "request id");
+            assert!(e.reason.contains("1 to 128 characters"), "{e}");
+        }
+        let e = "a".repeat(129).parse::<RequestId>().unwrap_err();
+        assert!(e.reason.starts_with("129 characters"), "{e}");
         let e = "é".repeat(32).parse::<RequestId>().unwrap_err();
-        assert_eq!(e.what, "request id");
+        assert!(e.reason.contains("'é'"), "{e}");
+        let e = serde_json::from_str::<RequestId>("\"a/b\"").unwrap_err();
+        assert!(e.to_string().contains("request id"), "{e}");
+    }
+
+    mod request_id_rule {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn valid_ids_round_trip(s in "[0-9A-Za-z_-]{1,128}") {
+                let id: RequestId = s.parse().unwrap();
+                prop_assert_eq!(id.as_str(), s.as_str());
+                let json = serde_json::to_string(&id).unwrap();
+                prop_assert_eq!(serde_json::from_str::<RequestId>(&json).unwrap(), id);
+            }
+
+            #[test]
+            fn ids_with_another_character_are_refused(
+                head in "[0-9A-Za-z_-]{0,60}",
+                bad in any::<char>().prop_filter("not an id character", |c| !RequestId::is_id_char(*c)),
+                tail in "[0-9A-Za-z_-]{0,60}",
+            ) {
+                let s = format!("{head}{bad}{tail}");
+                prop_assert!(s.parse::<RequestId>().is_err());
+                prop_assert!(serde_json::from_value::<RequestId>(serde_json::Value::String(s)).is_err());
+            }
+
+            #[test]
+            fn ids_longer_than_128_are_refused(s in "[0-9A-Za-z_-]{129,300}") {
+                prop_assert!(s.parse::<RequestId>().is_err());
+            }
+        }
     }
 
     #[test]

@@ -5,12 +5,15 @@
 
 use std::time::Duration;
 
-use kafka_bridge::sim::{SimConfig, SimHandle, SimTopics, Simulator};
+use kafka_bridge::sim::{
+    Ledger, LedgerState, NewOrder, SimConfig, SimHandle, SimTopics, Simulator,
+};
 use mes_api::app::App;
 use mes_api::config::Settings;
 use mes_api::server;
 use mes_core::db::{self, decisions, tokens};
-use mes_core::domain::Status as ChainStatus;
+use mes_core::domain::{RequestId, Status as ChainStatus};
+use mes_core::signing::SigningKey;
 use mes_e2e::db::{PgSchema, TempDir};
 use mes_e2e::{PrivateBroker, kafka_brokers};
 use rocket::http::{ContentType, Header, Status};
@@ -409,10 +412,6 @@ async fn bad_parameters_are_400_json_with_stable_codes() {
             "invalid_parameter",
         ),
         (
-            "/api/KafkaOrder/ANS?ID=xyz&Response=1".to_owned(),
-            "invalid_parameter",
-        ),
-        (
             "/api/KafkaPartner/LIST?limit=0".to_owned(),
             "invalid_parameter",
         ),
@@ -450,15 +449,51 @@ async fn bad_parameters_are_400_json_with_stable_codes() {
             r#"{"other": 1}"#,
             "invalid_body",
         ),
-        (
-            "/api/partners/not-an-id/answer".to_owned(),
-            r#"{"response": 1}"#,
-            "invalid_parameter",
-        ),
     ] {
         let got = s.post(&uri, key, body).await;
         assert_error(&got, Status::BadRequest, code);
     }
+    // Request ids: 1–128 characters from [0-9A-Za-z_-], as query value and as path
+    // segment (percent-encoded, as a client must send them).
+    let too_long = "a".repeat(129);
+    for bad in [
+        too_long.as_str(),
+        "a%2Fb",
+        "a.b",
+        "..",
+        "a%3Fb",
+        "a%23b",
+        "a%20b",
+        "%20ab",
+    ] {
+        for kind in ["KafkaPartner", "KafkaOrder"] {
+            let got = s
+                .get(&format!("/api/{kind}/ANS?ID={bad}&Response=1"), key)
+                .await;
+            assert_error(&got, Status::BadRequest, "invalid_parameter");
+            let message = got.1["error"]["message"].as_str().unwrap();
+            assert!(message.contains("1 to 128 characters"), "{bad}: {message}");
+        }
+        // A `..` segment is the client's to resolve, never a parameter.
+        for kind in ["partners", "orders"].iter().filter(|_| bad != "..") {
+            let got = s
+                .post(
+                    &format!("/api/{kind}/{bad}/answer"),
+                    key,
+                    r#"{"response": 1}"#,
+                )
+                .await;
+            assert_error(&got, Status::BadRequest, "invalid_parameter");
+        }
+    }
+    let got = s.get("/api/KafkaPartner/ANS?ID=&Response=1", key).await;
+    assert_error(&got, Status::BadRequest, "invalid_parameter");
+    assert!(
+        got.1["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("empty")
+    );
     // Rocket's own failures are JSON too.
     assert_error(
         &s.get("/api/nothing-here", key).await,
@@ -711,7 +746,7 @@ async fn openapi_covers_every_route_and_metrics_parse() {
     let s = server(Options::default()).await;
     let key = Some(s.operator.as_str());
     let _ = s.get("/api/KafkaPartner/LIST", key).await;
-    let _ = s.get("/api/KafkaPartner/ANS?ID=zz&Response=1", key).await;
+    let _ = s.get("/api/KafkaPartner/ANS?ID=z.z&Response=1", key).await;
 
     let (status, doc) = s.get("/api/openapi.json", None).await;
     assert_eq!(status, Status::Ok);
@@ -772,6 +807,247 @@ async fn openapi_covers_every_route_and_metrics_parse() {
     assert!(text.contains("mes_chain_request_duration_seconds_count{topic=\"BLK_Part_Lst\"} 1"));
     assert!(text.contains("mes_outbox_rows{status=\"pending\"} 0"));
     assert!(text.contains("mes_chain_replies_dropped_total{reason=\"late\"}"));
+    s.stop().await;
+}
+
+/// Replaces the id of the partner request `old` in the simulator's ledger with `new`:
+/// the chain may spell ids in any way the rule allows.
+fn respell_partner(sim: &SimHandle, old: &RequestId, new: &str) {
+    let new: RequestId = new.parse().unwrap();
+    sim.with_ledger(|ledger| {
+        let mut state = ledger.snapshot();
+        let partner = state
+            .partners
+            .iter_mut()
+            .find(|p| &p.partner_request_id == old)
+            .unwrap();
+        partner.partner_request_id = new;
+        resume(ledger, state);
+    });
+}
+
+/// Like [`respell_partner`], for an order.
+fn respell_order(sim: &SimHandle, old: &RequestId, new: &str) {
+    let new: RequestId = new.parse().unwrap();
+    sim.with_ledger(|ledger| {
+        let mut state = ledger.snapshot();
+        let order = state
+            .orders
+            .iter_mut()
+            .find(|o| &o.abs_action_id == old)
+            .unwrap();
+        order.abs_action_id = new;
+        resume(ledger, state);
+    });
+}
+
+/// The same chain (key, agent, tokens) holding `state`.
+fn resume(ledger: &mut Ledger, state: LedgerState) {
+    let placeholder = Ledger::new(SigningKey::generate(), ledger.mes_agent().clone(), []);
+    let current = std::mem::replace(ledger, placeholder);
+    *ledger = current.with_state(state);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_ids_are_kept_as_the_chain_spells_them() {
+    let s = server(Options::default()).await;
+    let key = Some(s.operator.as_str());
+    let erp = SigningKey::generate().agent_key();
+    let (partner, order) = s.sim().with_ledger(|ledger| {
+        let partner = ledger
+            .add_partner(erp.clone(), ChainStatus::Open, 1_900_000_000)
+            .unwrap();
+        let order = ledger
+            .add_order(
+                NewOrder {
+                    issuing_agent: erp.clone(),
+                    order_type: "dummy_action".to_owned(),
+                    description: "mixed-case id".to_owned(),
+                    metadata: json!({"qty": 1}),
+                    files: vec![],
+                },
+                ChainStatus::Open,
+                1_900_000_001,
+            )
+            .unwrap();
+        (partner, order)
+    });
+    respell_partner(s.sim(), &partner, "ABC_def-123");
+    respell_order(s.sim(), &order, "Order_XY-9");
+
+    // Another case is another id: the chain does not know it.
+    let got = s
+        .post(
+            "/api/partners/abc_DEF-123/answer",
+            key,
+            r#"{"response": 1}"#,
+        )
+        .await;
+    assert_error(&got, Status::BadGateway, "chain_error");
+    assert!(
+        got.1["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("abc_DEF-123"),
+        "{}",
+        short(&got.1)
+    );
+
+    let (status, body) = s
+        .get("/api/KafkaPartner/ANS?ID=ABC_def-123&Response=1", key)
+        .await;
+    assert_eq!(status, Status::Ok, "{}", short(&body));
+    assert_eq!(body, json!("Request ABC_def-123 accepted"));
+    let on_chain = s.sim().with_ledger(|ledger| {
+        ledger
+            .partner(&"ABC_def-123".parse().unwrap())
+            .map(|p| p.status.clone())
+    });
+    assert_eq!(on_chain, Some(ChainStatus::Accepted));
+
+    // The order is listed (and remembered) as spelled, then taken over as spelled.
+    let (status, listed) = s
+        .get("/api/KafkaOrder/LIST?status=OPEN&limit=100", key)
+        .await;
+    assert_eq!(status, Status::Ok, "{}", short(&listed));
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|o| o["abs_action_id"] == "Order_XY-9"),
+        "{}",
+        short(&listed)
+    );
+    let (status, body) = s
+        .post(
+            "/api/orders/Order_XY-9/answer",
+            key,
+            r#"{"response": "accept"}"#,
+        )
+        .await;
+    assert_eq!(status, Status::Ok, "{}", short(&body));
+    assert_eq!(body["message"], json!("Request Order_XY-9 accepted"));
+    assert_eq!(body["production_order"]["chain_order_id"], "Order_XY-9");
+    assert_eq!(body["production_order"]["description"], "mixed-case id");
+
+    let (_, decisions) = s.get("/api/decisions", key).await;
+    let ids: Vec<&str> = decisions
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["request_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["Order_XY-9", "ABC_def-123", "abc_DEF-123"]);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_status_filter_applies_to_the_whole_chain_list_before_paging() {
+    let s = server(Options::default()).await;
+    let key = Some(s.operator.as_str());
+    // 240 more partner requests, after the demo's; some accepted on the chain, on
+    // several of its pages of 100.
+    let erp = SigningKey::generate().agent_key();
+    let seeded: Vec<RequestId> = s.sim().with_ledger(|ledger| {
+        for p in ledger.snapshot().partners {
+            if p.status == ChainStatus::Accepted {
+                ledger.set_partner_status(&p.partner_request_id, ChainStatus::Open);
+            }
+        }
+        (0..240)
+            .map(|i| {
+                let status = if [17, 95, 160].contains(&i) {
+                    ChainStatus::Accepted
+                } else {
+                    ChainStatus::Open
+                };
+                ledger
+                    .add_partner(erp.clone(), status, 1_900_000_000 + i)
+                    .unwrap()
+            })
+            .collect()
+    });
+    // Two more accepted through the API, further down the list.
+    for i in [120, 230] {
+        let (status, body) = s
+            .post(
+                &format!("/api/partners/{}/answer", seeded[i]),
+                key,
+                r#"{"response": "accept"}"#,
+            )
+            .await;
+        assert_eq!(status, Status::Ok, "{}", short(&body));
+    }
+    // The chain's order: by timestamp, then id.
+    let mut chain = s.sim().ledger_snapshot().partners;
+    chain.sort_by(|a, b| {
+        (a.timestamp, &a.partner_request_id).cmp(&(b.timestamp, &b.partner_request_id))
+    });
+    assert!(chain.len() >= 250);
+    let accepted: Vec<Value> = chain
+        .iter()
+        .filter(|p| p.status == ChainStatus::Accepted)
+        .map(|p| json!(p.partner_request_id))
+        .collect();
+    assert_eq!(accepted.len(), 5);
+    let ids = |body: &Value| -> Vec<Value> {
+        body.as_array()
+            .unwrap_or_else(|| panic!("{}", short(body)))
+            .iter()
+            .map(|p| p["partner_request_id"].clone())
+            .collect()
+    };
+
+    // The default limit (10): every accepted one, though the chain's first 10 have none.
+    let (status, body) = s.get("/api/KafkaPartner/LIST?status=ACCEPTED", key).await;
+    assert_eq!(status, Status::Ok, "{}", short(&body));
+    assert_eq!(ids(&body), accepted);
+    assert!(
+        body.as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["status"] == "ACCEPTED")
+    );
+    // start/limit page over the filtered list.
+    let (_, body) = s
+        .get(
+            "/api/KafkaPartner/LIST?status=accepted&start=1&limit=2",
+            key,
+        )
+        .await;
+    assert_eq!(ids(&body), accepted[1..3]);
+    let (_, body) = s
+        .get(
+            "/api/KafkaPartner/LIST?status=ACCEPTED&start=4&limit=100",
+            key,
+        )
+        .await;
+    assert_eq!(ids(&body), accepted[4..]);
+    let (_, body) = s
+        .get("/api/KafkaPartner/LIST?status=ACCEPTED&start=5", key)
+        .await;
+    assert_eq!(ids(&body), Vec::<Value>::new());
+    // Open ones: the filtered list's third page of 100.
+    let open: Vec<Value> = chain
+        .iter()
+        .filter(|p| p.status == ChainStatus::Open)
+        .map(|p| json!(p.partner_request_id))
+        .collect();
+    let (_, body) = s
+        .get(
+            "/api/KafkaPartner/LIST?status=OPEN&start=200&limit=100",
+            key,
+        )
+        .await;
+    assert_eq!(ids(&body), open[200..]);
+    // Without a status, a page of the chain's list as before.
+    let (_, body) = s.get("/api/KafkaPartner/LIST?start=100&limit=5", key).await;
+    let page: Vec<Value> = chain[100..105]
+        .iter()
+        .map(|p| json!(p.partner_request_id))
+        .collect();
+    assert_eq!(ids(&body), page);
     s.stop().await;
 }
 

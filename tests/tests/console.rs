@@ -8,6 +8,7 @@
 //! - the event stream: a new partner request and a decision arrive on `/api/events`;
 //! - the page in headless Chromium (Debian's `chromium` and `chromedriver`, driven
 //!   over WebDriver): sign in, accept a demo request, see a new one appear live, a
+//!   hostile id from the chain shown as text and percent-encoded in the answer's URL, a
 //!   viewer without answer buttons; edit a production unit and see its change
 //!   delivered, the outbox and a day report run from the page, the connection lost
 //!   when the server stops. Screenshots go to `target/screenshots/`.
@@ -791,6 +792,87 @@ async fn the_console_in_chromium_accepts_a_request_shows_a_new_one_live_and_hide
     browser.wait("the actions at tablet width", "document.querySelector('#partners-rows .btn.accept')?.getBoundingClientRect().right <= window.innerWidth", json!(null)).await;
     browser.screenshot("5-tablet").await;
     browser.window(1280, 800).await;
+
+    // A hostile id from the chain (the server passes list items on as the chain sent
+    // them) is shown as text and cannot change the URL an Accept click calls: the page's
+    // list call gets such an item, every later call is recorded and passed on.
+    let hostile = "../reports/daily/run?x=1#";
+    browser
+        .js(
+            r##"const [id] = arguments;
+            const real = window.fetch.bind(window);
+            window.__realFetch = real;
+            window.__calls = [];
+            window.fetch = (url, init) => {
+              window.__calls.push([init?.method ?? "GET", String(url)]);
+              if (String(url).startsWith("/api/KafkaPartner/LIST")) {
+                const item = { partner_request_id: id, status: "OPEN", timestamp: 1,
+                  issuing_agent: "<img src=x onerror=\"window.__injected = 1\">", transaction_ids: [] };
+                return Promise.resolve(new Response(JSON.stringify([item]),
+                  { status: 200, headers: { "Content-Type": "application/json" } }));
+              }
+              return real(url, init);
+            };
+            document.querySelector("#panel-partners .toolbar .btn").click();
+            return true;"##,
+            json!([hostile]),
+        )
+        .await;
+    let row = browser
+        .wait(
+            "the hostile row",
+            "[...document.querySelectorAll('#partners-rows tr')].length === 1 && document.querySelector('#partners-rows tr')?.dataset.id === arguments[0] && '#partners-rows tr'",
+            json!(hostile),
+        )
+        .await;
+    let row = row.as_str().unwrap().to_owned();
+    let shown = browser
+        .js(
+            "return [document.querySelector('#partners-rows a.mono').title, document.querySelectorAll('#partners-rows img').length, document.querySelector('#partners-rows a.mono').getAttribute('href')]",
+            json!([]),
+        )
+        .await;
+    assert_eq!(
+        shown,
+        json!([
+            hostile,
+            0,
+            "#partners/..%2Freports%2Fdaily%2Frun%3Fx%3D1%23"
+        ])
+    );
+    browser.click(&format!("{row} .btn.accept")).await;
+    browser.click(&format!("{row} .btn.accept.confirm")).await;
+    let refused = browser
+        .wait(
+            "the answer to be refused",
+            "document.querySelector(arguments[0] + ' .result.bad')?.textContent",
+            json!(row),
+        )
+        .await;
+    assert!(
+        refused.as_str().unwrap().contains("not a request id"),
+        "{refused}"
+    );
+    let calls = browser
+        .js(
+            "window.fetch = window.__realFetch; return window.__calls.filter(([m]) => m === 'POST')",
+            json!([]),
+        )
+        .await;
+    assert_eq!(
+        calls,
+        json!([[
+            "POST",
+            "/api/partners/..%2Freports%2Fdaily%2Frun%3Fx%3D1%23/answer"
+        ]])
+    );
+    assert_eq!(
+        browser
+            .js("return window.__injected ?? null", json!([]))
+            .await,
+        Value::Null
+    );
+    browser.screenshot("5b-hostile-id").await;
 
     // A viewer sees the requests but no answer buttons.
     browser.click("#sign-out").await;

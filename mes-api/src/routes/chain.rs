@@ -80,10 +80,11 @@ impl AnsQuery {
     }
 }
 
+/// The request id in parameter `name`, exactly as given: no trimming, no case folding,
+/// so the chain gets back the id it listed.
 fn parse_id(name: &str, id: &str) -> ApiResult<RequestId> {
-    id.trim()
-        .parse()
-        .map_err(|e| ApiError::invalid(name, format!("not a request id (32 hex digits): {e}")))
+    id.parse::<RequestId>()
+        .map_err(|e| ApiError::invalid(name, format!("not a request id: {}", e.reason)))
 }
 
 /// `GET /api/KafkaPartner/LIST`: the chain's partner requests.
@@ -91,7 +92,7 @@ fn parse_id(name: &str, id: &str) -> ApiResult<RequestId> {
     params(
         ("start" = Option<u32>, Query, description = "Index of the first item (default 0)"),
         ("limit" = Option<u32>, Query, description = "Most items, 1–100 (default 10)"),
-        ("status" = Option<String>, Query, description = "Only items with this status (OPEN, ACCEPTED, REJECTED)"),
+        ("status" = Option<String>, Query, description = "Only items with this status (OPEN, ACCEPTED, REJECTED; any case); the filter applies to the chain's whole list (at most 5,000 items) and `start`/`limit` page over the matching items"),
     ),
     responses(
         (status = 200, description = "The chain's `data` list, as it sent it", body = Vec<Object>),
@@ -118,7 +119,7 @@ pub async fn partner_list(
     params(
         ("start" = Option<u32>, Query, description = "Index of the first item (default 0)"),
         ("limit" = Option<u32>, Query, description = "Most items, 1–100 (default 10)"),
-        ("status" = Option<String>, Query, description = "Only items with this status"),
+        ("status" = Option<String>, Query, description = "Only items with this status (OPEN, ACCEPTED, REJECTED; any case); the filter applies to the chain's whole list (at most 5,000 items) and `start`/`limit` page over the matching items"),
     ),
     responses(
         (status = 200, description = "The chain's `data` list, as it sent it", body = Vec<Object>),
@@ -143,7 +144,7 @@ pub async fn order_list(
 /// `GET /api/KafkaPartner/ANS?ID=…&Response=0|1`: the chain's `message`.
 #[utoipa::path(get, path = "/api/KafkaPartner/ANS", tag = "partners",
     params(
-        ("ID" = String, Query, description = "The partner request id (32 hex digits)"),
+        ("ID" = String, Query, description = "The partner request id (1–128 characters from A-Z, a-z, 0-9, `_` and `-`, exactly as the chain spells it)"),
         ("Response" = u8, Query, description = "0 rejects, 1 accepts"),
     ),
     responses(
@@ -171,7 +172,7 @@ pub async fn partner_ans(
 /// `GET /api/KafkaOrder/ANS?ID=…&Response=0|1`: the chain's `message`.
 #[utoipa::path(get, path = "/api/KafkaOrder/ANS", tag = "orders",
     params(
-        ("ID" = String, Query, description = "The order id, `abs_action_id` (32 hex digits)"),
+        ("ID" = String, Query, description = "The order id, `abs_action_id` (1–128 characters from A-Z, a-z, 0-9, `_` and `-`, exactly as the chain spells it)"),
         ("Response" = u8, Query, description = "0 rejects, 1 accepts"),
     ),
     responses(
@@ -267,7 +268,7 @@ async fn answer_route(
 
 /// `POST /api/partners/<id>/answer`: accept or reject a partner request.
 #[utoipa::path(post, path = "/api/partners/{id}/answer", tag = "partners",
-    params(("id" = String, Path, description = "The partner request id (32 hex digits)")),
+    params(("id" = String, Path, description = "The partner request id (1–128 characters from A-Z, a-z, 0-9, `_` and `-`, exactly as the chain spells it)")),
     request_body = AnswerRequest,
     responses(
         (status = 200, description = "The chain accepted the answer", body = AnswerResponse),
@@ -293,7 +294,7 @@ pub async fn partner_answer(
 /// `POST /api/orders/<id>/answer`: accept or reject an order request; an accepted
 /// order becomes a production order.
 #[utoipa::path(post, path = "/api/orders/{id}/answer", tag = "orders",
-    params(("id" = String, Path, description = "The order id, `abs_action_id` (32 hex digits)")),
+    params(("id" = String, Path, description = "The order id, `abs_action_id` (1–128 characters from A-Z, a-z, 0-9, `_` and `-`, exactly as the chain spells it)")),
     request_body = AnswerRequest,
     responses(
         (status = 200, description = "The chain accepted the answer", body = AnswerResponse),

@@ -44,7 +44,7 @@ pub struct Decision {
     pub id: i64,
     /// [`KIND_PARTNER`] or [`KIND_ORDER`].
     pub kind: String,
-    /// The chain's id of the request decided on (32 hex chars).
+    /// The chain's id of the request decided on (as the chain spells it).
     pub request_id: String,
     /// [`REJECT`] or [`ACCEPT`].
     pub response: i32,
