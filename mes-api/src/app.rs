@@ -288,6 +288,7 @@ impl App {
         if kind == Kind::Order {
             self.remember_orders(&items);
         }
+        crate::mirror::take_in_reply(&self.db, &self.events, kind, &items).await;
         Ok(match status {
             None => items,
             Some(status) => items

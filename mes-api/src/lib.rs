@@ -9,6 +9,7 @@ pub mod embedded;
 pub mod error;
 pub mod events;
 pub mod metrics;
+pub mod mirror;
 pub mod notify;
 pub mod routes;
 pub mod server;
