@@ -121,7 +121,11 @@ pub async fn take_in(
 /// never the operator's problem.
 pub async fn take_in_reply(db: &Db, hub: &Hub, kind: Kind, items: &[Value]) {
     if let Err(e) = take_in(db, hub, kind, items, None).await {
-        tracing::warn!("mirror: cannot record a {} list: {}", kind.as_str(), e.message);
+        tracing::warn!(
+            "mirror: cannot record a {} list: {}",
+            kind.as_str(),
+            e.message
+        );
     }
 }
 

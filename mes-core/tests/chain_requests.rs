@@ -30,7 +30,9 @@ fn item(id: &str, status: &str, timestamp: i64) -> Item {
         agent: format!("agent-of-{id}"),
         timestamp,
         description: String::new(),
-        json: format!(r#"{{"partner_request_id":"{id}","status":"{status}","timestamp":{timestamp}}}"#),
+        json: format!(
+            r#"{{"partner_request_id":"{id}","status":"{status}","timestamp":{timestamp}}}"#
+        ),
     }
 }
 

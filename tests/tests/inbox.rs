@@ -16,7 +16,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use kafka_bridge::kafka::KafkaConfig;
-use kafka_bridge::sim::{ErpPartner, ErpRequest, SimConfig, SimHandle, SimTopics, Simulator, send_erp};
+use kafka_bridge::sim::{
+    ErpPartner, ErpRequest, SimConfig, SimHandle, SimTopics, Simulator, send_erp,
+};
 use mes_core::codec::ReplyBody;
 use mes_core::db::{self, tokens};
 use mes_core::domain::AgentKey;
@@ -39,7 +41,6 @@ struct Stack {
     sim: SimHandle,
     topics: SimTopics,
     token: String,
-    operator: String,
     viewer: String,
     http: reqwest::Client,
     schema: PgSchema,
@@ -72,7 +73,7 @@ impl Stack {
         let sim = Simulator::start(config).await.unwrap();
         let schema = PgSchema::create_in(&mes_e2e::database_url());
         let url = schema.url().to_owned();
-        let (operator, viewer) = tokio::task::spawn_blocking(move || {
+        let (_operator, viewer) = tokio::task::spawn_blocking(move || {
             let mut conn = db::connect(&url).unwrap();
             mes_e2e::db::add_operators(&mut conn).unwrap()
         })
@@ -82,7 +83,6 @@ impl Stack {
             sim,
             topics,
             token,
-            operator,
             viewer,
             http: reqwest::Client::new(),
             schema,
@@ -260,7 +260,11 @@ impl Stack {
     fn chain_counts(&self, kind: &str) -> BTreeMap<String, i64> {
         let ledger = self.sim.ledger_snapshot();
         let statuses: Vec<String> = if kind == "partner" {
-            ledger.partners.iter().map(|p| p.status.to_string()).collect()
+            ledger
+                .partners
+                .iter()
+                .map(|p| p.status.to_string())
+                .collect()
         } else {
             ledger.orders.iter().map(|o| o.status.to_string()).collect()
         };
@@ -397,16 +401,25 @@ async fn the_inbox_shows_open_requests_past_the_first_chain_pages_with_true_coun
         .unwrap();
     assert!(position >= 25, "the request sits past the first chain page");
 
-    let (status, open) = stack.get(&server, "/api/requests?kind=partner&status=OPEN").await;
+    let (status, open) = stack
+        .get(&server, "/api/requests?kind=partner&status=OPEN")
+        .await;
     assert_eq!(status, 200, "{open}");
     let chain = stack.chain_counts("partner");
-    assert_eq!(open["total"], chain["OPEN"], "every OPEN partner, not one page");
+    assert_eq!(
+        open["total"], chain["OPEN"],
+        "every OPEN partner, not one page"
+    );
     assert_eq!(open["items"][0]["id"], id.as_str(), "newest first");
     assert_eq!(open["items"][0]["status"], "OPEN");
     assert_eq!(open["items"][0]["item"]["partner_request_id"], id.as_str());
     assert!(open["as_of"].is_string(), "{open}");
     let every: Vec<&Value> = open["items"].as_array().unwrap().iter().collect();
-    assert!(every.iter().all(|i| i["status"] == "OPEN" && i["kind"] == "partner"));
+    assert!(
+        every
+            .iter()
+            .all(|i| i["status"] == "OPEN" && i["kind"] == "partner")
+    );
 
     // Paging over the filtered list reaches all of it, in pages.
     let total = open["total"].as_i64().unwrap();
@@ -414,7 +427,10 @@ async fn the_inbox_shows_open_requests_past_the_first_chain_pages_with_true_coun
     let mut offset = 0;
     while offset < total {
         let (_, page) = stack
-            .get(&server, &format!("/api/requests?kind=partner&status=open&limit=4&offset={offset}"))
+            .get(
+                &server,
+                &format!("/api/requests?kind=partner&status=open&limit=4&offset={offset}"),
+            )
             .await;
         for item in page["items"].as_array().unwrap() {
             assert!(seen.insert(item["id"].as_str().unwrap().to_owned()));
@@ -423,7 +439,9 @@ async fn the_inbox_shows_open_requests_past_the_first_chain_pages_with_true_coun
     }
     assert_eq!(i64::try_from(seen.len()).unwrap(), total);
 
-    let (_, found) = stack.get(&server, &format!("/api/requests?q={}", &agent[10..30])).await;
+    let (_, found) = stack
+        .get(&server, &format!("/api/requests?q={}", &agent[10..30]))
+        .await;
     assert_eq!(found["total"], 1);
     assert_eq!(found["items"][0]["id"], id.as_str());
 
@@ -481,7 +499,10 @@ async fn requests_that_arrive_while_the_server_is_down_are_announced_once_after_
     while announced.len() < 2 {
         let event = next_event(&mut events, "request", |_| true).await;
         let agent = event["item"]["issuing_agent"].as_str().unwrap().to_owned();
-        assert!(agents.contains(&agent), "only the new requests are news: {event}");
+        assert!(
+            agents.contains(&agent),
+            "only the new requests are news: {event}"
+        );
         assert!(announced.insert(agent), "announced twice: {event}");
     }
     let mut hooked = HashSet::new();
@@ -491,8 +512,14 @@ async fn requests_that_arrive_while_the_server_is_down_are_announced_once_after_
             .expect("a webhook POST per new request")
             .unwrap();
         assert_eq!(post["event"], "new_request");
-        let agent = post["data"]["request"]["issuing_agent"].as_str().unwrap().to_owned();
-        assert!(agents.contains(&agent), "only the new requests are news: {post}");
+        let agent = post["data"]["request"]["issuing_agent"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            agents.contains(&agent),
+            "only the new requests are news: {post}"
+        );
         assert!(hooked.insert(agent), "POSTed twice: {post}");
     }
 

@@ -322,7 +322,10 @@ mod tests {
             }
         );
         let defaults = query(&[]).parse().unwrap();
-        assert_eq!((defaults.kind, defaults.limit, defaults.offset), (None, 50, 0));
+        assert_eq!(
+            (defaults.kind, defaults.limit, defaults.offset),
+            (None, 50, 0)
+        );
         for (name, value) in [
             ("kind", "partners"),
             ("status", "OPEN;DROP"),

@@ -290,9 +290,7 @@ pub fn upsert(
 }
 
 /// The boxed query of the rows `filter` matches (without paging).
-fn filtered<'a>(
-    filter: &RequestFilter<'a>,
-) -> chain_requests::BoxedQuery<'a, super::MultiBackend> {
+fn filtered<'a>(filter: &RequestFilter<'a>) -> chain_requests::BoxedQuery<'a, super::MultiBackend> {
     let mut query = chain_requests::table.into_boxed();
     if let Some(kind) = filter.kind {
         query = query.filter(chain_requests::kind.eq(kind));
