@@ -101,8 +101,9 @@ pub struct Settings {
     pub report_lookback_days: u32,
     /// Partner requests and orders the embedded chain starts with.
     pub demo_size: usize,
-    /// Seconds between two looks at the chain's partner and order lists, for the
-    /// console's live updates and the webhooks (docs/console.md).
+    /// Seconds between two scans of the chain's partner and order lists into the
+    /// mirror the inbox reads, which also drive the console's live updates and the
+    /// webhooks (docs/console.md).
     pub poll_interval_secs: u64,
     /// Webhook URLs, comma-separated; a URL prefixed `telegram:` gets Telegram's
     /// `sendMessage` body, any other [`Settings::webhook_format`]'s.
