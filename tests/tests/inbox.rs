@@ -7,7 +7,8 @@
 //!   first pages, and its counts (`GET /api/requests/counts`) are the chain's;
 //! - a server stopped, two requests injected while it is down, the server restarted on
 //!   the same database: exactly one `request` event and one webhook for each, none for
-//!   the requests that were there before.
+//!   the requests that were there before;
+//! - two instances on one database: each new request announced by one of them, once.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -535,4 +536,70 @@ async fn requests_that_arrive_while_the_server_is_down_are_announced_once_after_
         extra.push(post);
     }
     assert!(extra.is_empty(), "announced again: {extra:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_on_one_database_announce_each_new_request_once() {
+    let stack = Stack::start().await;
+    let (url, mut posts) = receiver().await;
+    let one = stack.server(Some(&url)).await;
+    let two = stack.server(Some(&url)).await;
+    let (mut events_one, hello) = stack.events(&one).await;
+    wait_watching(&mut events_one, &hello).await;
+    let (mut events_two, hello) = stack.events(&two).await;
+    wait_watching(&mut events_two, &hello).await;
+
+    let agents: HashSet<String> = [
+        stack.erp_partner().await.to_string(),
+        stack.erp_partner().await.to_string(),
+    ]
+    .into_iter()
+    .collect();
+    let mut hooked = HashSet::new();
+    while hooked.len() < 2 {
+        let post = timeout(DEADLINE, posts.recv())
+            .await
+            .expect("a webhook POST per new request")
+            .unwrap();
+        let agent = post["data"]["request"]["issuing_agent"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            agents.contains(&agent),
+            "only the new requests are news: {post}"
+        );
+        assert!(hooked.insert(agent), "POSTed twice: {post}");
+    }
+
+    // Both instances scan again, several times: neither announces them again.
+    stack.more_polls(&one, 3).await;
+    stack.more_polls(&two, 3).await;
+    let mut extra: Vec<Value> = Vec::new();
+    for events in [&mut events_one, &mut events_two] {
+        while let Ok((name, data)) = events.try_recv() {
+            if name == "request" {
+                extra.push(data);
+            }
+        }
+    }
+    // Each request was announced on exactly one instance's stream (2 in all, the
+    // webhooks' count), and nothing came later.
+    assert_eq!(
+        extra.len(),
+        2,
+        "one request event per new request: {extra:?}"
+    );
+    while let Ok(post) = posts.try_recv() {
+        extra.push(post);
+    }
+    assert_eq!(extra.len(), 2, "announced again: {extra:?}");
+
+    // The mirror agrees with the chain, read through either instance.
+    for server in [&one, &two] {
+        let (_, counts) = stack.get(server, "/api/requests/counts").await;
+        let mirrored: BTreeMap<String, i64> =
+            serde_json::from_value(counts["partner"]["by_status"].clone()).unwrap();
+        assert_eq!(mirrored, stack.chain_counts("partner"));
+    }
 }
