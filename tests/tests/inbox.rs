@@ -8,7 +8,8 @@
 //! - a server stopped, two requests injected while it is down, the server restarted on
 //!   the same database: exactly one `request` event and one webhook for each, none for
 //!   the requests that were there before;
-//! - two instances on one database: each new request announced by one of them, once.
+//! - two instances on one database: each new request announced by one of them, once;
+//! - a ledger longer than one poll cycle reads is scanned whole over several cycles.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -63,6 +64,11 @@ impl Drop for Server {
 
 impl Stack {
     async fn start() -> Stack {
+        Stack::start_with(DEMO).await
+    }
+
+    /// A stack whose chain is seeded with `demo` partner requests and as many orders.
+    async fn start_with(demo: usize) -> Stack {
         let suffix = format!("-{}", uuid::Uuid::new_v4().simple());
         let token = format!("inbox-test{suffix}");
         let topics = SimTopics::with_suffix(&suffix);
@@ -70,7 +76,7 @@ impl Stack {
         config.topics = topics.clone();
         config.group_id = format!("chain-sim-{}", uuid::Uuid::new_v4().simple());
         config.tokens = vec![token.clone()];
-        config.demo = DEMO;
+        config.demo = demo;
         let sim = Simulator::start(config).await.unwrap();
         let schema = PgSchema::create_in(&mes_e2e::database_url());
         let url = schema.url().to_owned();
@@ -601,5 +607,27 @@ async fn two_instances_on_one_database_announce_each_new_request_once() {
         let mirrored: BTreeMap<String, i64> =
             serde_json::from_value(counts["partner"]["by_status"].clone()).unwrap();
         assert_eq!(mirrored, stack.chain_counts("partner"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ledger_longer_than_one_cycle_reads_is_scanned_whole_over_several_cycles() {
+    // More than POLL_PAGES pages of POLL_PAGE of each kind.
+    const LEDGER: usize = 5_050;
+    let stack = Stack::start_with(LEDGER).await;
+    let server = stack.server(None).await;
+    let (mut events, hello) = stack.events(&server).await;
+    wait_watching(&mut events, &hello).await;
+    assert!(
+        stack.polls(&server).await >= 2,
+        "one cycle reads at most 5,000 requests of a kind"
+    );
+    let (_, counts) = stack.get(&server, "/api/requests/counts").await;
+    for kind in ["partner", "order"] {
+        let mirrored: BTreeMap<String, i64> =
+            serde_json::from_value(counts[kind]["by_status"].clone()).unwrap();
+        assert_eq!(mirrored, stack.chain_counts(kind), "{kind}");
+        assert_eq!(counts[kind]["total"], i64::try_from(LEDGER).unwrap());
+        assert!(counts[kind]["as_of"].is_string());
     }
 }
