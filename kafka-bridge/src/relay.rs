@@ -503,6 +503,7 @@ impl Inner {
                         timeout: Some(self.config.send_timeout.min(left)),
                         // Operators go first for the legacy slot.
                         priority: Priority::Background,
+                        receipt: None,
                     };
                     self.stats.sent.fetch_add(1, Ordering::Relaxed);
                     verdict(self.bridge.request(token, request, options).await)

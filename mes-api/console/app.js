@@ -11,8 +11,8 @@ const state = {
   me: null,
   tab: "partners",
   lists: {
-    partners: { start: 0, status: "OPEN", items: [], loaded: false },
-    orders: { start: 0, status: "OPEN", items: [], loaded: false },
+    partners: { start: 0, status: "OPEN", items: [], total: 0, asOf: null, loaded: false },
+    orders: { start: 0, status: "OPEN", items: [], total: 0, asOf: null, loaded: false },
   },
   outbox: { status: "", dayOnly: false, rows: [], depth: null, date: "", reports: [] },
   units: [],
@@ -22,8 +22,8 @@ const state = {
 };
 
 const KINDS = {
-  partners: { kind: "partner", idField: "partner_request_id", list: "/api/KafkaPartner/LIST", answer: (id) => `/api/partners/${encodeURIComponent(id)}/answer`, noun: "partner request" },
-  orders: { kind: "order", idField: "abs_action_id", list: "/api/KafkaOrder/LIST", answer: (id) => `/api/orders/${encodeURIComponent(id)}/answer`, noun: "order request" },
+  partners: { kind: "partner", idField: "partner_request_id", answer: (id) => `/api/partners/${encodeURIComponent(id)}/answer`, noun: "partner request" },
+  orders: { kind: "order", idField: "abs_action_id", answer: (id) => `/api/orders/${encodeURIComponent(id)}/answer`, noun: "order request" },
 };
 const TAB_OF_KIND = { partner: "partners", order: "orders" };
 
@@ -244,7 +244,7 @@ function listPanel(tab) {
   const k = KINDS[tab];
   const panel = $(`panel-${tab}`);
   const filter = h("select", { id: `${tab}-status`, onchange: (e) => { l.status = e.target.value; l.start = 0; loadList(tab); } },
-    ...[["OPEN", "Open"], ["ACCEPTED", "Accepted"], ["REJECTED", "Rejected"], ["", "All"]].map(([v, t]) => h("option", { value: v, selected: l.status === v }, t)));
+    ...[["OPEN", "Needs attention (open)"], ["ACCEPTED", "Accepted"], ["REJECTED", "Rejected"], ["", "All"]].map(([v, t]) => h("option", { value: v, selected: l.status === v }, t)));
   const head = tab === "partners"
     ? ["Request", "Issuing agent", "Status", "Requested", ["Answered", "opt"], ["Transactions", "opt"], "Action"]
     : ["Order", "Issuing agent", "What", "Status", "Ordered", ["Transactions", "opt"], "Action"];
@@ -252,7 +252,8 @@ function listPanel(tab) {
     h("div", { class: "toolbar" },
       h("h2", {}, tab === "partners" ? "Partner requests" : "Order requests"),
       h("label", { for: `${tab}-status` }, "Status"), filter,
-      h("button", { type: "button", class: "btn", onclick: () => loadList(tab) }, "Refresh")),
+      h("button", { type: "button", class: "btn", onclick: () => loadList(tab) }, "Refresh"),
+      h("span", { class: "hint", id: `${tab}-asof`, role: "status" })),
     h("p", { class: "notice bad", id: `${tab}-error`, role: "alert", hidden: true }),
     h("div", { class: "table-wrap" },
       h("table", { "aria-label": k.noun + "s" },
@@ -264,15 +265,19 @@ function listPanel(tab) {
       h("button", { type: "button", class: "btn small", id: `${tab}-next`, onclick: () => { l.start += PAGE_SIZE; loadList(tab); } }, "Next")));
 }
 
+// The tabs read the inbox (the server's mirror of the chain), so a status filter and
+// the counts cover every request on the chain, not one chain page.
 async function loadList(tab) {
   const l = state.lists[tab];
   if (!$(`${tab}-rows`)) listPanel(tab);
-  const params = new URLSearchParams({ start: l.start, limit: PAGE_SIZE });
+  const params = new URLSearchParams({ kind: KINDS[tab].kind, limit: PAGE_SIZE, offset: l.start });
   if (l.status) params.set("status", l.status);
   const error = $(`${tab}-error`);
   try {
-    const items = await api("GET", `${KINDS[tab].list}?${params}`);
-    l.items = Array.isArray(items) ? items : [];
+    const page = await api("GET", `/api/requests?${params}`);
+    l.items = Array.isArray(page?.items) ? page.items.map((r) => r.item) : [];
+    l.total = Number(page?.total) || 0;
+    l.asOf = page?.as_of ?? null;
     l.loaded = true;
     error.hidden = true;
     renderRows(tab);
@@ -280,7 +285,36 @@ async function loadList(tab) {
     error.textContent = e.message;
     error.hidden = false;
   }
+  loadCounts();
 }
+
+// True counts of open requests in the tab badges, from the whole mirror.
+async function loadCounts() {
+  try {
+    const counts = await api("GET", "/api/requests/counts");
+    for (const tab of ["partners", "orders"]) {
+      const open = Number(counts?.[KINDS[tab].kind]?.by_status?.OPEN) || 0;
+      $(`count-${tab}`).textContent = open ? String(open) : "";
+      const l = state.lists[tab];
+      if (counts?.[KINDS[tab].kind]?.as_of) l.asOf = counts[KINDS[tab].kind].as_of;
+    }
+    showFreshness();
+  } catch { /* the badges keep their last value */ }
+}
+
+// "as of 12 s ago": when the server last read the chain's whole list.
+function showFreshness() {
+  for (const tab of ["partners", "orders"]) {
+    const el = $(`${tab}-asof`);
+    if (!el) continue;
+    const at = state.lists[tab].asOf ? Date.parse(state.lists[tab].asOf) : NaN;
+    if (Number.isNaN(at)) { el.textContent = "Reading the chain…"; continue; }
+    const s = Math.max(0, Math.round((Date.now() - at) / 1000));
+    el.textContent = s < 60 ? `as of ${s} s ago` : s < 3600 ? `as of ${Math.round(s / 60)} min ago` : `as of ${new Date(at).toLocaleString()}`;
+    el.title = new Date(at).toISOString();
+  }
+}
+setInterval(showFreshness, 1000);
 
 function renderRows(tab) {
   const l = state.lists[tab];
@@ -288,16 +322,13 @@ function renderRows(tab) {
   if (!body) return;
   body.replaceChildren(...l.items.map((item) => requestRow(tab, item)));
   if (!l.items.length) {
-    body.append(h("tr", {}, h("td", { class: "empty", colspan: 7 }, l.status ? `No ${l.status.toLowerCase()} ${KINDS[tab].noun}s on this page.` : `No ${KINDS[tab].noun}s on this page.`)));
+    const what = l.status === "OPEN" ? `No ${KINDS[tab].noun}s need attention.` : l.status ? `No ${l.status.toLowerCase()} ${KINDS[tab].noun}s.` : `No ${KINDS[tab].noun}s.`;
+    body.append(h("tr", {}, h("td", { class: "empty", colspan: 7 }, l.asOf ? what : `${what} The server has not read the whole chain yet.`)));
   }
-  $(`${tab}-range`).textContent = l.items.length ? `Items ${l.start + 1}–${l.start + l.items.length}` : "";
+  $(`${tab}-range`).textContent = l.items.length ? `${l.start + 1}–${l.start + l.items.length} of ${l.total}` : "";
   $(`${tab}-prev`).disabled = l.start === 0;
-  // The server filters the chain's whole list before paging, so a short page is the last.
-  $(`${tab}-next`).disabled = l.items.length < PAGE_SIZE;
-  if (tab === "partners" || tab === "orders") {
-    const open = l.status === "OPEN" ? l.items.length : l.items.filter((i) => String(i.status).toUpperCase() === "OPEN").length;
-    $(`count-${tab}`).textContent = open ? String(open) : "";
-  }
+  $(`${tab}-next`).disabled = l.start + PAGE_SIZE >= l.total;
+  showFreshness();
 }
 
 function txLinks(tab, item) {
@@ -352,6 +383,12 @@ async function sendAnswer(tab, item, cell, answer) {
   cell.replaceChildren(h("p", { class: "result busy", role: "status" }, "Sending the answer to the chain…"));
   try {
     const res = await api("POST", KINDS[tab].answer(id), { response: answer });
+    if (res?.decision?.outcome === "unknown") {
+      // 202: sent, not confirmed. The row turns by itself when the server's scan of
+      // the chain's list settles the decision (a "decision" event).
+      updateRow(tab, item, h("p", { class: "result busy", role: "status" }, "Sent — waiting for the chain to confirm"));
+      return;
+    }
     item.status = answer === "accept" ? "ACCEPTED" : "REJECTED";
     const msg = typeof res?.message === "string" ? res.message : JSON.stringify(res?.message ?? "");
     let text = `The chain answered: ${sentence(msg)}`;
@@ -826,7 +863,10 @@ function connect() {
     if (JSON.parse(e.data).watching) setLive("Live", "on");
     else setLive("Starting live updates…", "on");
   });
-  source.addEventListener("watching", () => setLive("Live", "on"));
+  source.addEventListener("watching", () => {
+    setLive("Live", "on");
+    for (const tab of ["partners", "orders"]) if (state.lists[tab].loaded && !state.lists[tab].asOf) loadList(tab);
+  });
   source.addEventListener("request", (e) => onRequest(JSON.parse(e.data)));
   source.addEventListener("status", (e) => onStatus(JSON.parse(e.data)));
   source.addEventListener("decision", (e) => onDecision(JSON.parse(e.data)));
@@ -860,8 +900,10 @@ function onRequest(data) {
   const l = state.lists[tab];
   const item = data.item;
   toast(`New ${KINDS[tab].noun} from ${short(item?.issuing_agent)}.`);
+  loadCounts();
   if (!l.loaded || l.start !== 0 || (l.status && l.status !== "OPEN")) return;
-  if (l.items.some((i) => itemId(tab, i) === data.id)) return;
+  if (l.items.some((i) => itemId(tab, i) === String(data.id))) return;
+  l.total += 1;
   l.items.unshift(item);
   const body = $(`${tab}-rows`);
   if (!body) return;
@@ -869,14 +911,14 @@ function onRequest(data) {
   const row = requestRow(tab, item);
   row.classList.add("fresh");
   body.prepend(row);
-  const count = $(`count-${tab}`);
-  count.textContent = String((Number(count.textContent) || 0) + 1);
+  $(`${tab}-range`).textContent = `${l.start + 1}–${l.start + l.items.length} of ${l.total}`;
 }
 
 function onStatus(data) {
   const tab = TAB_OF_KIND[data.kind];
   if (!tab) return;
-  const existing = state.lists[tab].items.find((i) => itemId(tab, i) === data.id);
+  loadCounts();
+  const existing = state.lists[tab].items.find((i) => itemId(tab, i) === String(data.id).toLowerCase());
   if (existing && String(existing.status).toUpperCase() !== data.status) {
     Object.assign(existing, data.item ?? { status: data.status });
     updateRow(tab, existing);
@@ -889,14 +931,15 @@ function onDecision(data) {
   const id = String(data.request_id ?? "");
   const existing = state.lists[tab].items.find((i) => itemId(tab, i) === id);
   const mine = data.operator === state.me?.name;
-  if (existing && data.outcome === "ok") {
+  const applied = data.outcome === "accepted" || data.outcome === "rejected";
+  if (existing && applied) {
     const status = data.response === "accept" ? "ACCEPTED" : "REJECTED";
     if (String(existing.status).toUpperCase() !== status) {
       existing.status = status;
       updateRow(tab, existing, mine ? null : h("p", { class: "result ok", role: "status" }, `${data.response === "accept" ? "Accepted" : "Rejected"} by ${data.operator}.`));
     }
   }
-  if (!mine && data.outcome === "ok") toast(`${data.operator} ${data.response}ed ${KINDS[tab].noun} ${short(id, 8, 4)}.`);
+  if (!mine && applied) toast(`${data.operator} ${data.response}ed ${KINDS[tab].noun} ${short(id, 8, 4)}.`);
   if (state.tab === "decisions") loadDecisions();
 }
 

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kafka_bridge::bridge::{Bridge, CallOptions};
+use kafka_bridge::bridge::{Bridge, CallOptions, Listing, SendReceipt};
 use kafka_bridge::relay::{Relay, RelayConfig, TokenSource};
 use mes_core::codec::Page;
 use mes_core::db::{decisions, orders, tokens};
@@ -53,6 +53,14 @@ impl Kind {
         }
     }
 
+    /// The chain's list of this kind.
+    pub fn listing(self) -> Listing {
+        match self {
+            Kind::Partner => Listing::Partners,
+            Kind::Order => Listing::Orders,
+        }
+    }
+
     /// The id field of a list item.
     pub fn id_field(self) -> &'static str {
         match self {
@@ -62,10 +70,14 @@ impl Kind {
     }
 }
 
+/// The message of an answer that was sent but not confirmed (decision `unknown`).
+pub const UNCONFIRMED: &str = "sent; the chain has not confirmed yet";
+
 /// What answering a request did.
 #[derive(Debug, Clone)]
 pub struct AnswerOutcome {
-    /// The chain's `message`, as it sent it.
+    /// The chain's `message`, as it sent it; [`UNCONFIRMED`] while the decision is
+    /// `unknown`.
     pub message: Value,
     /// The `decisions` row.
     pub decision: decisions::Decision,
@@ -135,13 +147,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// The text to store for a chain value: strings as they are, anything else as JSON.
-fn text_of(value: &Value) -> String {
-    match value {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
+use crate::reconcile::text_of;
 
 /// The id of a chain list item, if it has one that is a valid [`RequestId`]; an item
 /// whose id breaks the rule is logged and never stored, cached or announced.
@@ -373,13 +379,14 @@ impl App {
         kind: Kind,
         page: Page,
     ) -> kafka_bridge::Result<Vec<Value>> {
-        let items = match kind {
-            Kind::Partner => self.bridge.list_partners(token, page).await?,
-            Kind::Order => self.bridge.list_orders(token, page).await?,
-        };
+        let items = self
+            .bridge
+            .list(token, kind.listing(), page, CallOptions::default())
+            .await?;
         if kind == Kind::Order {
             self.remember_orders(&items);
         }
+        crate::mirror::take_in_reply(&self.db, &self.events, kind, &items).await;
         Ok(items)
     }
 
@@ -428,6 +435,12 @@ impl App {
     /// Accepts or rejects a partner or order request on the chain, recording the
     /// decision before anything is sent and its outcome after; an accepted order
     /// becomes a production order (once, however often it is accepted).
+    ///
+    /// A call whose request may have reached the chain but got no reply ends with the
+    /// decision `unknown` (`Ok`, for the route to say 202 or 504): the mirror settles it
+    /// ([`crate::reconcile`]). While the last decision on a request is `pending` or
+    /// `unknown`, answering again sends nothing: the chain's list is read for that
+    /// request and the decision reports what it shows.
     pub async fn answer(
         &self,
         kind: Kind,
@@ -436,6 +449,17 @@ impl App {
         caller: &Caller,
     ) -> ApiResult<AnswerOutcome> {
         let token = self.master_token().await?;
+        let last = {
+            let id = id.to_string();
+            self.db
+                .run(move |conn| Ok(decisions::latest(conn, kind.as_str(), &id)?))
+                .await?
+        };
+        if let Some(last) = last.filter(|d| {
+            d.outcome == decisions::OUTCOME_UNKNOWN || d.outcome == decisions::OUTCOME_PENDING
+        }) {
+            return self.recheck(kind, &token, &id, last).await;
+        }
         let corr = uuid::Uuid::new_v4().to_string();
         let decision = {
             let (id, operator, corr) = (id.to_string(), caller.name.clone(), corr.clone());
@@ -454,14 +478,16 @@ impl App {
                 })
                 .await?
         };
-        // The order's fields are needed to produce it; fetch them while it is open.
+        // The order's fields are needed to produce it: from the mirror, or the chain.
         let order = if kind == Kind::Order && answer == Answer::Accept {
-            self.find_order(&token, &id).await
+            self.order_item(&token, &id).await
         } else {
             None
         };
+        let receipt = SendReceipt::new();
         let options = CallOptions {
             corr: Some(corr),
+            receipt: Some(receipt.clone()),
             ..CallOptions::default()
         };
         let result = match kind {
@@ -476,21 +502,15 @@ impl App {
                     .await
             }
         };
+        let applied = decisions::applied(i32::from(answer.code()));
         let (outcome, message, error) = match &result {
-            Ok(answered) => (
-                decisions::OUTCOME_OK,
-                Some(text_of(&answered.message)),
-                None,
-            ),
+            Ok(answered) => (applied, Some(text_of(&answered.message)), None),
             Err(e) => {
                 use kafka_bridge::Error as E;
                 let outcome = match e {
                     E::Chain { .. } => decisions::OUTCOME_CHAIN_ERROR,
-                    E::Timeout(_) => decisions::OUTCOME_TIMEOUT,
-                    E::BrokerUnavailable(_) => decisions::OUTCOME_BROKER_UNAVAILABLE,
-                    E::Overloaded(_) => decisions::OUTCOME_OVERLOADED,
-                    E::ChainBehind { .. } => decisions::OUTCOME_NOT_SENT,
-                    _ => decisions::OUTCOME_FAILED,
+                    _ if !receipt.was_sent() => decisions::OUTCOME_NOT_SENT,
+                    _ => decisions::OUTCOME_UNKNOWN,
                 };
                 let text = match e {
                     E::Chain { message, .. } => message.clone(),
@@ -513,26 +533,33 @@ impl App {
             })
             .await?;
         // Other operators' consoles update the row; the decider's gets it too.
-        self.events.publish(
-            "decision",
-            serde_json::json!({
-                "kind": if kind == Kind::Partner { "partner" } else { "order" },
-                "request_id": decision.request_id,
-                "response": if answer == Answer::Accept { "accept" } else { "reject" },
-                "operator": decision.operator,
-                "outcome": decision.outcome,
-                "message": decision.chain_message,
-                "error": decision.chain_error,
-            }),
-        );
-        let answered = result?;
+        crate::reconcile::publish_decision(&self.events, kind, &decision);
+        let message = match result {
+            Ok(answered) => answered.message,
+            Err(_) if outcome == decisions::OUTCOME_UNKNOWN => {
+                return Ok(AnswerOutcome {
+                    message: Value::String(UNCONFIRMED.to_owned()),
+                    decision,
+                    production_order: None,
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let status = if answer == Answer::Accept {
+            "ACCEPTED"
+        } else {
+            "REJECTED"
+        };
+        crate::mirror::set_status(&self.db, &self.events, kind, &id, status).await;
         let production_order = if kind == Kind::Order && answer == Answer::Accept {
             let order = match order {
                 Some(order) => Some(order),
-                None => self.find_order(&token, &id).await,
+                None => self.order_item(&token, &id).await,
             };
             match order {
-                Some(order) => Some(self.take_over(&id, &order, decision.id).await?),
+                Some(order) => Some(
+                    crate::reconcile::take_over(&self.db, id.as_str(), &order, decision.id).await?,
+                ),
                 None => {
                     tracing::warn!(
                         "order {id} was accepted but the chain does not list it: no production order"
@@ -544,44 +571,138 @@ impl App {
             None
         };
         Ok(AnswerOutcome {
-            message: answered.message,
+            message,
             decision,
             production_order,
         })
     }
 
-    async fn take_over(
-        &self,
-        id: &RequestId,
-        order: &Value,
-        decision_id: i64,
-    ) -> ApiResult<orders::ProductionOrder> {
-        let field = |name: &str| order.get(name).map(text_of).unwrap_or_default();
-        let chain_order_id = id.to_string();
-        let issuing_agent = field("issuing_agent");
-        let order_type = field("type");
-        let description = field("description");
-        let metadata = order
-            .get("metadata")
-            .map_or_else(|| "null".to_owned(), Value::to_string);
-        let timestamp = order.get("timestamp").and_then(Value::as_i64).unwrap_or(0);
-        self.db
+    /// The chain's order `id`: from the mirror, else from the lists seen so far or by
+    /// paging through the chain's list.
+    async fn order_item(&self, token: &str, id: &RequestId) -> Option<Value> {
+        let chain_id = id.to_string();
+        let row = self
+            .db
             .run(move |conn| {
-                Ok(orders::create_from_chain(
+                Ok(mes_core::db::chain_requests::get(
                     conn,
-                    &orders::NewProductionOrder {
-                        chain_order_id: &chain_order_id,
-                        issuing_agent: &issuing_agent,
-                        order_type: &order_type,
-                        description: &description,
-                        metadata: &metadata,
-                        chain_timestamp: timestamp,
-                        decision_id: Some(decision_id),
-                        status: orders::STATUS_PLANNED,
-                    },
+                    Kind::Order.as_str(),
+                    &chain_id,
                 )?)
             })
             .await
+            .ok()
+            .flatten();
+        if let Some(item) = row.and_then(|r| serde_json::from_str(&r.item).ok()) {
+            return Some(item);
+        }
+        self.find_order(token, id).await
+    }
+
+    /// Answering again while the last decision is `pending` or `unknown`: nothing is
+    /// sent; the chain's list is read until the request is found (into the mirror), and
+    /// the decision settled if it shows the answer.
+    async fn recheck(
+        &self,
+        kind: Kind,
+        token: &str,
+        id: &RequestId,
+        last: decisions::Decision,
+    ) -> ApiResult<AnswerOutcome> {
+        let item = self.find_in_chain(kind, token, id).await?;
+        let status = item
+            .as_ref()
+            .and_then(|i| i.get("status"))
+            .and_then(Value::as_str)
+            .map(str::to_ascii_uppercase);
+        let mut decision = last;
+        if decision.outcome == decisions::OUTCOME_UNKNOWN
+            && let Some(status @ ("ACCEPTED" | "REJECTED")) = status.as_deref()
+        {
+            let expected = decisions::applied(decision.response);
+            let applied = (status == "ACCEPTED") == (decision.response == decisions::ACCEPT);
+            let (outcome, message) = if applied {
+                (
+                    expected,
+                    "confirmed from the chain's request list".to_owned(),
+                )
+            } else {
+                (
+                    decisions::OUTCOME_NOT_APPLIED,
+                    format!("the chain shows the request {status}"),
+                )
+            };
+            if outcome == decisions::OUTCOME_ACCEPTED
+                && kind == Kind::Order
+                && let Some(item) = &item
+            {
+                crate::reconcile::take_over(&self.db, id.as_str(), item, decision.id).await?;
+            }
+            let decision_id = decision.id;
+            let settled = self
+                .db
+                .run(move |conn| {
+                    decisions::settle_unknown(conn, decision_id, outcome, Some(&message))?;
+                    Ok(decisions::get(conn, decision_id)?)
+                })
+                .await?;
+            if let Some(settled) = settled {
+                crate::reconcile::publish_decision(&self.events, kind, &settled);
+                decision = settled;
+            }
+        }
+        let production_order = if kind == Kind::Order {
+            let chain_id = id.to_string();
+            self.db
+                .run(move |conn| Ok(orders::get_by_chain_id(conn, &chain_id)?))
+                .await?
+        } else {
+            None
+        };
+        let message = match decision.outcome.as_str() {
+            decisions::OUTCOME_UNKNOWN | decisions::OUTCOME_PENDING => {
+                Value::String(UNCONFIRMED.to_owned())
+            }
+            _ => Value::String(
+                decision
+                    .chain_message
+                    .clone()
+                    .unwrap_or_else(|| decision.outcome.clone()),
+            ),
+        };
+        Ok(AnswerOutcome {
+            message,
+            decision,
+            production_order,
+        })
+    }
+
+    /// The chain's list item for request `id` of `kind`, paging through the chain's
+    /// list (each page goes into the mirror); `None` if the chain does not list it.
+    async fn find_in_chain(
+        &self,
+        kind: Kind,
+        token: &str,
+        id: &RequestId,
+    ) -> ApiResult<Option<Value>> {
+        for n in 0..ORDER_SCAN_PAGES {
+            let page = Page {
+                start: n * ORDER_SCAN_PAGE,
+                limit: ORDER_SCAN_PAGE,
+            };
+            let items = self.list_page(token, kind, page).await?;
+            let found = items
+                .iter()
+                .find(|item| chain_id(kind, item).is_some_and(|c| c == *id))
+                .cloned();
+            if found.is_some() {
+                return Ok(found);
+            }
+            if items.len() < ORDER_SCAN_PAGE as usize {
+                break;
+            }
+        }
+        Ok(None)
     }
 
     /// Whether the database answers and the bridge's reply consumer runs.

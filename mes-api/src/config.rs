@@ -75,6 +75,9 @@ pub struct Settings {
     /// without its reply keeps new requests of its shape waiting for that reply, e.g.
     /// `2m`, `90s` (a bare number is seconds). docs/protocol.md §9.
     pub legacy_fence_max: String,
+    /// Complete scans of the chain's list that must still show a request OPEN before
+    /// an answer sent to it but never confirmed is `not_applied` (docs/protocol.md §10).
+    pub reconcile_after_scans: u32,
     /// Create missing topics at start-up (turn off where the cluster forbids it).
     pub create_topics: bool,
     /// Name of `BLK_Part_Lst`.
@@ -105,8 +108,9 @@ pub struct Settings {
     pub report_lookback_days: u32,
     /// Partner requests and orders the embedded chain starts with.
     pub demo_size: usize,
-    /// Seconds between two looks at the chain's partner and order lists, for the
-    /// console's live updates and the webhooks (docs/console.md).
+    /// Seconds between two scans of the chain's partner and order lists into the
+    /// mirror the inbox reads, which also drive the console's live updates and the
+    /// webhooks (docs/console.md).
     pub poll_interval_secs: u64,
     /// Webhook URLs, comma-separated; a URL prefixed `telegram:` gets Telegram's
     /// `sendMessage` body, any other [`Settings::webhook_format`]'s.
@@ -204,6 +208,7 @@ impl Default for Settings {
             correlation: "auto".to_owned(),
             max_in_flight: 1024,
             legacy_fence_max: "2m".to_owned(),
+            reconcile_after_scans: 3,
             create_topics: true,
             topic_partner_list: topics.partner_list,
             topic_partner_answer: topics.partner_answer,
@@ -304,6 +309,7 @@ impl Settings {
             "correlation",
             "max_in_flight",
             "legacy_fence_max",
+            "reconcile_after_scans",
             "create_topics",
             "topic_partner_list",
             "topic_partner_answer",
@@ -349,6 +355,12 @@ impl Settings {
             return Err(ConfigError::new("MES_MAX_IN_FLIGHT", "must be at least 1"));
         }
         self.legacy_fence_max()?;
+        if self.reconcile_after_scans == 0 {
+            return Err(ConfigError::new(
+                "MES_RECONCILE_AFTER_SCANS",
+                "must be at least 1",
+            ));
+        }
         for (key, name) in self.topic_settings() {
             if name.is_empty() || name.len() > 249 {
                 return Err(ConfigError::new(
@@ -485,6 +497,14 @@ impl Settings {
     /// The request deadline.
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
+    }
+
+    /// How unconfirmed decisions are settled from the chain's lists.
+    pub fn reconcile(&self) -> crate::reconcile::Reconcile {
+        crate::reconcile::Reconcile {
+            after_scans: self.reconcile_after_scans,
+            pending_after: (self.request_timeout() * 2).max(Duration::from_secs(60)),
+        }
     }
 
     /// How long a legacy request's outstanding reply fences its shape.

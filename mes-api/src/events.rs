@@ -1,28 +1,32 @@
 //! Live updates: what the console's event stream (`GET /api/events`) and the webhooks
 //! are told, and the background tasks that find it out.
 //!
-//! The chain pushes nothing to the MES, so a poller lists partner and order requests
-//! every `MES_POLL_INTERVAL_SECS` (through the app's bridge, with the master token),
-//! compares them with the previous look and publishes what is new or changed on a
-//! [`Hub`] (a tokio broadcast channel). Its first look is the baseline: requests that
-//! were there when the server started are not announced (a restart must not send a
-//! webhook for every open request again). Decisions are published by the app as it
-//! records them; outbox rows whose status changed are found by watching the table.
+//! The chain pushes nothing to the MES, so a poller scans the whole partner and order
+//! lists every `MES_POLL_INTERVAL_SECS` (through the app's bridge, with the master
+//! token) into the mirror of the chain's requests (`chain_requests`, see
+//! [`crate::mirror`]), at most [`POLL_PAGES`] pages of [`POLL_PAGE`] per kind and
+//! cycle, continuing next cycle where it stopped on a larger ledger. What an upsert
+//! inserts or changes is published on a [`Hub`] (a tokio broadcast channel) and sent
+//! to the webhooks. The mirror outlives restarts and is shared by instances, so a
+//! request is announced once, even one that arrived while no server ran; the first
+//! complete scan of an empty mirror is the baseline and announces nothing. Decisions
+//! are published by the app as it records them; outbox rows whose status changed are
+//! found by watching the table.
 //!
-//! The poller only asks the chain while someone listens (an open console) or
-//! webhooks are configured: an idle server does not load the chain.
+//! The poller runs whether or not anyone listens: the operator inbox
+//! (`GET /api/requests`) reads the mirror it keeps fresh.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
-use kafka_bridge::bridge::Bridge;
+use kafka_bridge::bridge::{Bridge, CallOptions};
 use mes_core::codec::Page;
 use mes_core::db::schema::chain_outbox;
-use mes_core::db::{outbox, tokens};
+use mes_core::db::{chain_requests, outbox, tokens};
 use rocket::Shutdown;
 use rocket::fairing::AdHoc;
 use rocket::tokio::sync::broadcast;
@@ -31,13 +35,16 @@ use serde_json::{Value, json};
 
 use crate::app::{App, Kind};
 use crate::db::Db;
+use crate::mirror;
 use crate::notify::{Notification, Notifier};
+use crate::reconcile::Reconcile;
 
 /// Events kept for a slow subscriber before it misses some (it is told it did).
 pub const CHANNEL_CAPACITY: usize = 1024;
 /// Page size of the poller's list requests.
 pub const POLL_PAGE: u32 = 100;
-/// Most pages the poller reads per kind and look (so at most 5,000 requests).
+/// Most pages the poller reads per kind and cycle (so at most 5,000 requests; a scan
+/// of a longer list continues next cycle).
 pub const POLL_PAGES: u32 = 50;
 /// Longest pause between two looks at the outbox (a cheap local query).
 pub const OUTBOX_WATCH_MAX: Duration = Duration::from_secs(5);
@@ -50,7 +57,9 @@ const OUTBOX_BATCH: i64 = 500;
 pub struct LiveEvent {
     /// `request` (a new OPEN request), `status` (a request's status changed on the
     /// chain), `decision` (an operator answered), `outbox` (rows changed), `watching`
-    /// (the poller has its baseline) or `poll_error` (the chain could not be listed).
+    /// (both kinds have a complete scan in the mirror: news are announced from now
+    /// on), `poll_error` (the chain could not be listed) or `chain` (a reply-shape
+    /// fence went up or came down: "the chain is behind", docs/protocol.md §9).
     pub name: &'static str,
     /// The details.
     pub data: Value,
@@ -89,7 +98,8 @@ impl Hub {
         self.tx.subscribe()
     }
 
-    /// Whether the poller has its baseline, so that new requests are announced.
+    /// Whether both kinds have a complete scan in the mirror, so that new requests are
+    /// announced.
     pub fn is_watching(&self) -> bool {
         self.watching.load(Ordering::Acquire)
     }
@@ -168,6 +178,7 @@ pub fn stage() -> AdHoc {
                 app.bridge.clone(),
                 hub.clone(),
                 interval,
+                app.settings.reconcile(),
                 rocket.shutdown(),
             ));
             rocket::tokio::spawn(watch_outbox(
@@ -180,96 +191,76 @@ pub fn stage() -> AdHoc {
     })
 }
 
-/// What the poller knows of one kind of request: id → status.
-#[derive(Debug, Default)]
-struct Seen {
-    baseline: bool,
-    status: HashMap<String, String>,
-}
-
-fn item_status(item: &Value) -> String {
-    item.get("status")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_ascii_uppercase()
-}
-
-fn kind_name(kind: Kind) -> &'static str {
-    match kind {
-        Kind::Partner => "partner",
-        Kind::Order => "order",
-    }
-}
-
-impl Seen {
-    /// Takes in a full list; returns the events it makes.
-    fn update(&mut self, kind: Kind, items: Vec<Value>) -> Vec<LiveEvent> {
-        let mut events = Vec::new();
-        for item in items {
-            // As the chain spells it; an id that breaks the rule is not announced.
-            let Some(id) = crate::app::chain_id(kind, &item).map(String::from) else {
-                continue;
-            };
-            let status = item_status(&item);
-            let before = self.status.insert(id.clone(), status.clone());
-            if !self.baseline {
-                continue;
-            }
-            match before {
-                None if status == "OPEN" => events.push(LiveEvent {
-                    name: "request",
-                    data: json!({"kind": kind_name(kind), "id": id, "item": item}),
-                }),
-                Some(before) if before != status => events.push(LiveEvent {
-                    name: "status",
-                    data: json!({"kind": kind_name(kind), "id": id, "status": status, "item": item}),
-                }),
-                _ => {}
-            }
-        }
-        self.baseline = true;
-        events
-    }
-}
-
-async fn list_all(bridge: &Bridge, token: &str, kind: Kind) -> kafka_bridge::Result<Vec<Value>> {
-    let mut all = Vec::new();
-    for n in 0..POLL_PAGES {
+/// Scans the chain's list of `kind` into the mirror: continues the scan in progress
+/// where the last cycle stopped, reads at most [`POLL_PAGES`] pages of [`POLL_PAGE`],
+/// and records either the completed scan or where the next cycle continues.
+async fn scan(
+    db: &Db,
+    bridge: &Bridge,
+    hub: &Hub,
+    token: &str,
+    kind: Kind,
+    tuning: Reconcile,
+) -> Result<chain_requests::ScanState, String> {
+    let name = kind.as_str();
+    let state = db
+        .run(move |conn| Ok(chain_requests::scan_state(conn, name)?))
+        .await
+        .map_err(|e| e.message)?;
+    let number = state.next_scan();
+    let mut start = state.next_start();
+    let save = |start: i64| {
+        db.run(move |conn| Ok(chain_requests::save_progress(conn, name, number, start)?))
+    };
+    for _ in 0..POLL_PAGES {
         let page = Page {
-            start: n * POLL_PAGE,
+            start: u32::try_from(start).unwrap_or(0),
             limit: POLL_PAGE,
         };
-        let items = match kind {
-            Kind::Partner => bridge.list_partners(token, page).await?,
-            Kind::Order => bridge.list_orders(token, page).await?,
+        // Background: an operator waiting for the legacy slot goes between pages.
+        let listed = bridge
+            .list(token, kind.listing(), page, CallOptions::background())
+            .await;
+        let items = match listed {
+            Ok(items) => items,
+            Err(e) => {
+                let _ = save(start).await;
+                return Err(e.to_string());
+            }
         };
-        let full = items.len() >= POLL_PAGE as usize;
-        all.extend(items);
-        if !full {
-            break;
+        if let Err(e) = mirror::take_in(db, hub, kind, &items, Some(number)).await {
+            let _ = save(start).await;
+            return Err(e.message);
+        }
+        start += i64::try_from(items.len()).unwrap_or(i64::MAX);
+        if items.len() < POLL_PAGE as usize {
+            let state = db
+                .run(move |conn| Ok(chain_requests::complete_scan(conn, name, number)?))
+                .await
+                .map_err(|e| e.message)?;
+            // The whole list is in the mirror: settle the decisions it confirms.
+            crate::reconcile::after_scan(db, hub, tuning, kind, number).await;
+            return Ok(state);
         }
     }
-    Ok(all)
+    save(start).await.map_err(|e| e.message)
 }
 
 /// The chain poller (see the module doc).
-async fn poll_chain(db: Db, bridge: Bridge, hub: Hub, interval: Duration, mut shutdown: Shutdown) {
-    let mut seen = [
-        (Kind::Partner, Seen::default()),
-        (Kind::Order, Seen::default()),
-    ];
+async fn poll_chain(
+    db: Db,
+    bridge: Bridge,
+    hub: Hub,
+    interval: Duration,
+    tuning: Reconcile,
+    mut shutdown: Shutdown,
+) {
     let mut ticks = rocket::tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(rocket::tokio::time::MissedTickBehavior::Delay);
-    // Someone who subscribes should not wait a whole interval for the baseline.
-    let mut listening = rocket::tokio::time::interval(Duration::from_millis(250));
     loop {
         rocket::tokio::select! {
             _ = &mut shutdown => return,
             _ = ticks.tick() => {}
-            _ = listening.tick(), if !hub.is_watching() && hub.someone_listens() => {}
-        }
-        if !hub.someone_listens() {
-            continue;
         }
         let token = match db.run(|conn| Ok(tokens::master(conn)?)).await {
             Ok(Some(master)) => master.token,
@@ -280,32 +271,21 @@ async fn poll_chain(db: Db, bridge: Bridge, hub: Hub, interval: Duration, mut sh
             }
         };
         let mut failed = None;
-        for (kind, seen) in &mut seen {
-            match list_all(&bridge, &token, *kind).await {
-                Ok(items) => {
-                    for event in seen.update(*kind, items) {
-                        if event.name == "request"
-                            && let Some(notifier) = hub.notifier()
-                        {
-                            let id = event.data["id"].as_str().unwrap_or_default();
-                            notifier.notify(&Notification::new_request(
-                                kind_name(*kind),
-                                id,
-                                &event.data["item"],
-                            ));
-                        }
-                        hub.publish(event.name, event.data);
-                    }
-                }
-                Err(e) => failed = Some(e.to_string()),
+        let mut baseline = true;
+        for kind in [Kind::Partner, Kind::Order] {
+            let scanned = rocket::tokio::select! {
+                _ = &mut shutdown => return,
+                scanned = scan(&db, &bridge, &hub, &token, kind, tuning) => scanned,
+            };
+            match scanned {
+                Ok(state) => baseline &= state.has_baseline(),
+                Err(message) => failed = Some(message),
             }
         }
         match failed {
             None => {
                 hub.polls.fetch_add(1, Ordering::Relaxed);
-                if seen.iter().all(|(_, s)| s.baseline)
-                    && !hub.watching.swap(true, Ordering::AcqRel)
-                {
+                if baseline && !hub.watching.swap(true, Ordering::AcqRel) {
                     hub.publish("watching", json!({}));
                 }
             }
@@ -412,64 +392,5 @@ async fn watch_outbox(db: Db, hub: Hub, interval: Duration, mut shutdown: Shutdo
                 })),
             }),
         );
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn partner(id: &str, status: &str) -> Value {
-        json!({"partner_request_id": id, "status": status})
-    }
-
-    #[test]
-    fn the_first_look_is_the_baseline_then_only_news_are_events() {
-        let mut seen = Seen::default();
-        assert!(
-            seen.update(
-                Kind::Partner,
-                vec![partner("a", "OPEN"), partner("b", "ACCEPTED")]
-            )
-            .is_empty()
-        );
-        assert!(
-            seen.update(Kind::Partner, vec![partner("a", "OPEN")])
-                .is_empty()
-        );
-        let events = seen.update(
-            Kind::Partner,
-            vec![
-                partner("a", "REJECTED"),
-                partner("c", "OPEN"),
-                partner("d", "ACCEPTED"),
-            ],
-        );
-        let names: Vec<_> = events
-            .iter()
-            .map(|e| (e.name, e.data["id"].clone()))
-            .collect();
-        assert_eq!(names, vec![("status", json!("a")), ("request", json!("c"))]);
-        assert!(
-            seen.update(Kind::Partner, vec![partner("c", "OPEN")])
-                .is_empty()
-        );
-    }
-
-    #[test]
-    fn ids_keep_their_case_and_bad_ids_are_not_announced() {
-        let mut seen = Seen::default();
-        assert!(seen.update(Kind::Partner, vec![]).is_empty());
-        let events = seen.update(
-            Kind::Partner,
-            vec![
-                partner("ABC_def-123", "OPEN"),
-                partner("abc_def-123", "OPEN"),
-                partner("../reports/daily/run?x=1#", "OPEN"),
-                json!({"partner_request_id": 7, "status": "OPEN"}),
-            ],
-        );
-        let ids: Vec<_> = events.iter().map(|e| e.data["id"].clone()).collect();
-        assert_eq!(ids, vec![json!("ABC_def-123"), json!("abc_def-123")]);
     }
 }

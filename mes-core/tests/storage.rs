@@ -452,7 +452,7 @@ backend_tests! {
         let history = decisions::for_request(conn, new.request_id).unwrap();
         assert_eq!(history, [completed, retry]);
 
-        let missing = decisions::complete(conn, 4242, decisions::OUTCOME_OK, None, None);
+        let missing = decisions::complete(conn, 4242, decisions::OUTCOME_ACCEPTED, None, None);
         assert!(matches!(missing, Err(DieselError::NotFound)), "{missing:?}");
     }
 

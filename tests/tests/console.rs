@@ -11,7 +11,8 @@
 //!   hostile id from the chain shown as text and percent-encoded in the answer's URL, a
 //!   viewer without answer buttons; edit a production unit and see its change
 //!   delivered, the outbox and a day report run from the page, the connection lost
-//!   when the server stops. Screenshots go to `target/screenshots/`.
+//!   when the server stops; the partner tab (the inbox) shows an open request that sits
+//!   past the chain's first pages, with the true count in its badge. Screenshots go to `target/screenshots/`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -52,6 +53,11 @@ struct Server {
 }
 
 async fn start(webhooks: Option<&str>) -> Server {
+    start_with(webhooks, 6).await
+}
+
+/// [`start`] with a chain seeded with `demo` partner requests and as many orders.
+async fn start_with(webhooks: Option<&str>, demo: usize) -> Server {
     let suffix = format!("-{}", uuid::Uuid::new_v4().simple());
     let token = format!("console-test{suffix}");
     let topics = SimTopics::with_suffix(&suffix);
@@ -60,7 +66,7 @@ async fn start(webhooks: Option<&str>) -> Server {
     config.topics = topics.clone();
     config.group_id = format!("chain-sim-{}", uuid::Uuid::new_v4().simple());
     config.tokens = vec![token.clone()];
-    config.demo = 6;
+    config.demo = demo;
     let sim = Simulator::start(config).await.unwrap();
 
     let schema = PgSchema::create_in(&mes_e2e::database_url());
@@ -465,7 +471,7 @@ async fn a_new_partner_request_and_a_decision_arrive_on_the_event_stream() {
     let decision = next_event(&mut events, "decision", |d| d["request_id"] == id.as_str()).await;
     assert_eq!(decision["operator"], "olga");
     assert_eq!(decision["response"], "accept");
-    assert_eq!(decision["outcome"], "ok");
+    assert_eq!(decision["outcome"], "accepted");
     // The poller sees the chain's new status too.
     let status = next_event(&mut events, "status", |d| d["id"] == id.as_str()).await;
     assert_eq!(status["status"], "ACCEPTED");
@@ -793,9 +799,9 @@ async fn the_console_in_chromium_accepts_a_request_shows_a_new_one_live_and_hide
     browser.screenshot("5-tablet").await;
     browser.window(1280, 800).await;
 
-    // A hostile id from the chain (the server passes list items on as the chain sent
-    // them) is shown as text and cannot change the URL an Accept click calls: the page's
-    // list call gets such an item, every later call is recorded and passed on.
+    // A hostile id from the chain is shown as text and cannot change the URL an Accept
+    // click calls: the page's inbox call gets such an item (the server would not store
+    // it; a page must not trust that), every later call is recorded and passed on.
     let hostile = "../reports/daily/run?x=1#";
     browser
         .js(
@@ -805,10 +811,11 @@ async fn the_console_in_chromium_accepts_a_request_shows_a_new_one_live_and_hide
             window.__calls = [];
             window.fetch = (url, init) => {
               window.__calls.push([init?.method ?? "GET", String(url)]);
-              if (String(url).startsWith("/api/KafkaPartner/LIST")) {
+              if (String(url).startsWith("/api/requests?")) {
                 const item = { partner_request_id: id, status: "OPEN", timestamp: 1,
                   issuing_agent: "<img src=x onerror=\"window.__injected = 1\">", transaction_ids: [] };
-                return Promise.resolve(new Response(JSON.stringify([item]),
+                const page = { items: [{ kind: "partner", id, status: "OPEN", item }], total: 1, as_of: null };
+                return Promise.resolve(new Response(JSON.stringify(page),
                   { status: 200, headers: { "Content-Type": "application/json" } }));
               }
               return real(url, init);
@@ -1093,4 +1100,72 @@ async fn the_console_in_chromium_edits_a_unit_shows_its_delivery_the_outbox_and_
     browser.screenshot("12-connection-lost").await;
 
     browser.quit().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_in_chromium_shows_an_open_request_past_the_first_chain_pages_with_true_counts()
+{
+    let server = start_with(None, 30).await;
+    let mut events = server.events().await;
+    wait_watching(&mut events).await;
+    // The chain lists oldest first: this request comes after 30 older ones.
+    let agent = server.erp_partner().await.to_string();
+    next_event(&mut events, "request", |d| {
+        d["item"]["issuing_agent"] == agent.as_str()
+    })
+    .await;
+    let open = server
+        .sim
+        .ledger_snapshot()
+        .partners
+        .iter()
+        .filter(|p| p.status == ChainStatus::Open)
+        .count();
+    assert!(open > 10, "more open requests than one chain page of 10");
+
+    let browser = Browser::start().await;
+    browser.goto(&server.base).await;
+    browser.sign_in(&server.viewer).await;
+    browser
+        .wait(
+            "the newest open request, first",
+            "document.querySelector('#partners-rows tr[data-status=\"OPEN\"] span[title=\"' + arguments[0] + '\"]')",
+            json!(agent),
+        )
+        .await;
+    let rows = browser
+        .js(
+            "return document.querySelectorAll('#partners-rows tr[data-status=\"OPEN\"]').length",
+            json!([]),
+        )
+        .await;
+    assert_eq!(
+        rows,
+        json!(open),
+        "every open partner request, across chain pages"
+    );
+    browser
+        .wait(
+            "the true count in the tab badge",
+            "document.getElementById('count-partners').textContent === arguments[0]",
+            json!(open.to_string()),
+        )
+        .await;
+    let range = browser
+        .js(
+            "return document.getElementById('partners-range').textContent",
+            json!([]),
+        )
+        .await;
+    assert_eq!(range, json!(format!("1–{open} of {open}")));
+    browser
+        .wait(
+            "the mirror's freshness",
+            "/^as of \\d+ (s|min) ago$/.test(document.getElementById('partners-asof').textContent)",
+            json!(null),
+        )
+        .await;
+    browser.screenshot("7-inbox").await;
+    browser.quit().await;
+    server.stop();
 }

@@ -174,6 +174,30 @@ pub struct CallOptions {
     /// before background work. Operator by default; the relay and the poller say
     /// [`Priority::Background`].
     pub priority: Priority,
+    /// Set once the request is handed to the producer: from then on it may reach the
+    /// chain even if the call fails. A caller that must know whether a failed call
+    /// was sent (an operator's answer: `unknown` or `not_sent`) passes one.
+    pub receipt: Option<SendReceipt>,
+}
+
+/// Whether a call's request was handed to the producer ([`CallOptions::receipt`]).
+#[derive(Debug, Clone, Default)]
+pub struct SendReceipt(Arc<std::sync::atomic::AtomicBool>);
+
+impl SendReceipt {
+    /// A receipt that says "not sent" until the request is handed to the producer.
+    pub fn new() -> SendReceipt {
+        SendReceipt::default()
+    }
+
+    /// Whether the request may have reached the broker. `false` proves it did not.
+    pub fn was_sent(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn mark(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::Release);
+    }
 }
 
 impl CallOptions {
@@ -430,6 +454,7 @@ impl Bridge {
             corr,
             idem,
             priority,
+            receipt,
             ..
         } = options;
         if *self.inner.shutdown.borrow() {
@@ -456,6 +481,7 @@ impl Bridge {
             topic: request.topic(),
             shape: Shape::of(&request),
             priority,
+            receipt,
             payload: envelope.to_bytes(),
             auth: auth.to_owned(),
             corr,
@@ -726,6 +752,7 @@ struct Job {
     topic: Topic,
     shape: Shape,
     priority: Priority,
+    receipt: Option<SendReceipt>,
     payload: Vec<u8>,
     auth: String,
     corr: String,
@@ -770,6 +797,9 @@ async fn execute(
             return Err(inner.broker_error(&producer, e.to_string()));
         }
     };
+    if let Some(receipt) = &job.receipt {
+        receipt.mark();
+    }
     inner.metrics.sent(job.topic);
     // librdkafka's own message timeout should fire first; this bounds the wait for an
     // acknowledgement even when it does not (seen with an idempotent producer that

@@ -2,18 +2,20 @@
 //! reference) and the proper `POST …/answer` beside them.
 
 use mes_core::codec::Page;
+use mes_core::db::decisions;
 use mes_core::db::orders::ProductionOrder;
 use mes_core::domain::{Answer, RequestId};
+use rocket::http::Status;
 use rocket::serde::json::Json;
 use rocket::{FromForm, State, get, post};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use crate::app::{App, Kind};
+use crate::app::{AnswerOutcome, App, Kind};
 use crate::auth::{Reader, Writer};
 use crate::error::{ApiError, ApiResult, ErrorBody, code};
-use crate::routes::records::ProductionOrderView;
+use crate::routes::records::{DecisionView, ProductionOrderView};
 
 /// Most items one list call may ask for.
 pub const MAX_LIMIT: u32 = 100;
@@ -166,7 +168,7 @@ pub async fn partner_ans(
 ) -> ApiResult<Json<Value>> {
     let (id, answer) = query.parse()?;
     let outcome = app.answer(Kind::Partner, id, answer, &caller.0).await?;
-    Ok(Json(outcome.message))
+    Ok(Json(original_answer(outcome)?))
 }
 
 /// `GET /api/KafkaOrder/ANS?ID=…&Response=0|1`: the chain's `message`.
@@ -194,7 +196,29 @@ pub async fn order_ans(
 ) -> ApiResult<Json<Value>> {
     let (id, answer) = query.parse()?;
     let outcome = app.answer(Kind::Order, id, answer, &caller.0).await?;
-    Ok(Json(outcome.message))
+    Ok(Json(original_answer(outcome)?))
+}
+
+/// The original routes answer the chain's message, and 504 `chain_timeout` (naming the
+/// decision) when it did not confirm: their clients know no 202.
+fn original_answer(outcome: AnswerOutcome) -> ApiResult<Value> {
+    if is_unconfirmed(&outcome) {
+        return Err(ApiError::new(
+            Status::GatewayTimeout,
+            code::CHAIN_TIMEOUT,
+            format!(
+                "the chain did not answer in time; decision {} is unknown until the chain's \
+                 list shows the request answered (GET /api/decisions)",
+                outcome.decision.id
+            ),
+        ));
+    }
+    Ok(outcome.message)
+}
+
+fn is_unconfirmed(outcome: &AnswerOutcome) -> bool {
+    outcome.decision.outcome == decisions::OUTCOME_UNKNOWN
+        || outcome.decision.outcome == decisions::OUTCOME_PENDING
 }
 
 /// Body of `POST /api/{partners,orders}/<id>/answer`.
@@ -223,9 +247,12 @@ impl AnswerRequest {
 /// What `POST …/answer` returns.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AnswerResponse {
-    /// The chain's `message`.
+    /// The chain's `message`; `"sent; the chain has not confirmed yet"` with 202.
     #[schema(value_type = Object)]
     pub message: Value,
+    /// The recorded decision: its `outcome` is `accepted`/`rejected` with 200, and
+    /// `unknown` with 202 (it turns by itself once the chain's list shows the answer).
+    pub decision: DecisionView,
     /// The id of the recorded decision.
     pub decision_id: i64,
     /// The correlation id the request carried.
@@ -253,17 +280,26 @@ async fn answer_route(
     kind: Kind,
     id: &str,
     body: Result<Json<AnswerRequest>, rocket::serde::json::Error<'_>>,
-) -> ApiResult<Json<AnswerResponse>> {
+) -> ApiResult<(Status, Json<AnswerResponse>)> {
     let id = parse_id("id", id)?;
     let body = body.map_err(|e| body_error(&e))?;
     let answer = body.answer()?;
     let outcome = app.answer(kind, id, answer, &caller.0).await?;
-    Ok(Json(AnswerResponse {
-        message: outcome.message,
-        decision_id: outcome.decision.id,
-        correlation_id: outcome.decision.correlation_id,
-        production_order: outcome.production_order.map(|o: ProductionOrder| o.into()),
-    }))
+    let status = if is_unconfirmed(&outcome) {
+        Status::Accepted
+    } else {
+        Status::Ok
+    };
+    Ok((
+        status,
+        Json(AnswerResponse {
+            message: outcome.message,
+            decision_id: outcome.decision.id,
+            correlation_id: outcome.decision.correlation_id.clone(),
+            decision: outcome.decision.into(),
+            production_order: outcome.production_order.map(|o: ProductionOrder| o.into()),
+        }),
+    ))
 }
 
 /// `POST /api/partners/<id>/answer`: accept or reject a partner request.
@@ -271,14 +307,14 @@ async fn answer_route(
     params(("id" = String, Path, description = "The partner request id (1–128 characters from A-Z, a-z, 0-9, `_` and `-`, exactly as the chain spells it)")),
     request_body = AnswerRequest,
     responses(
-        (status = 200, description = "The chain accepted the answer", body = AnswerResponse),
+        (status = 200, description = "The chain applied the answer", body = AnswerResponse),
+        (status = 202, description = "Sent, not confirmed yet (decision `unknown`): it settles from the chain's list by itself; answering again sends nothing meanwhile", body = AnswerResponse),
         (status = 400, description = "Malformed id or body", body = ErrorBody),
         (status = 401, description = "No or unknown key", body = ErrorBody),
         (status = 403, description = "A viewer may not answer", body = ErrorBody),
         (status = 409, description = "No master token", body = ErrorBody),
         (status = 502, description = "The chain answered an error", body = ErrorBody),
-        (status = 503, description = "Broker unavailable or overloaded", body = ErrorBody),
-        (status = 504, description = "The chain did not answer in time", body = ErrorBody),
+        (status = 503, description = "Not sent (decision `not_sent`): broker unavailable, overloaded, or the chain is behind (`chain_behind`)", body = ErrorBody),
     ),
     security(("bearer" = [])))]
 #[post("/api/partners/<id>/answer", data = "<body>")]
@@ -287,7 +323,7 @@ pub async fn partner_answer(
     caller: Writer,
     id: &str,
     body: Result<Json<AnswerRequest>, rocket::serde::json::Error<'_>>,
-) -> ApiResult<Json<AnswerResponse>> {
+) -> ApiResult<(Status, Json<AnswerResponse>)> {
     answer_route(app, caller, Kind::Partner, id, body).await
 }
 
@@ -297,14 +333,14 @@ pub async fn partner_answer(
     params(("id" = String, Path, description = "The order id, `abs_action_id` (1–128 characters from A-Z, a-z, 0-9, `_` and `-`, exactly as the chain spells it)")),
     request_body = AnswerRequest,
     responses(
-        (status = 200, description = "The chain accepted the answer", body = AnswerResponse),
+        (status = 200, description = "The chain applied the answer", body = AnswerResponse),
+        (status = 202, description = "Sent, not confirmed yet (decision `unknown`): it settles from the chain's list by itself; answering again sends nothing meanwhile", body = AnswerResponse),
         (status = 400, description = "Malformed id or body", body = ErrorBody),
         (status = 401, description = "No or unknown key", body = ErrorBody),
         (status = 403, description = "A viewer may not answer", body = ErrorBody),
         (status = 409, description = "No master token", body = ErrorBody),
         (status = 502, description = "The chain answered an error", body = ErrorBody),
-        (status = 503, description = "Broker unavailable or overloaded", body = ErrorBody),
-        (status = 504, description = "The chain did not answer in time", body = ErrorBody),
+        (status = 503, description = "Not sent (decision `not_sent`): broker unavailable, overloaded, or the chain is behind (`chain_behind`)", body = ErrorBody),
     ),
     security(("bearer" = [])))]
 #[post("/api/orders/<id>/answer", data = "<body>")]
@@ -313,6 +349,6 @@ pub async fn order_answer(
     caller: Writer,
     id: &str,
     body: Result<Json<AnswerRequest>, rocket::serde::json::Error<'_>>,
-) -> ApiResult<Json<AnswerResponse>> {
+) -> ApiResult<(Status, Json<AnswerResponse>)> {
     answer_route(app, caller, Kind::Order, id, body).await
 }

@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod chain;
 pub mod console;
+pub mod inbox;
 pub mod ops;
 pub mod records;
 pub mod reports;
@@ -26,6 +27,8 @@ use utoipa::{Modify, OpenApi};
         chain::order_ans,
         chain::partner_answer,
         chain::order_answer,
+        inbox::request_list,
+        inbox::request_counts,
         records::decision_list,
         records::production_order_list,
         units::unit_create,
@@ -76,6 +79,8 @@ pub fn routes() -> Vec<Route> {
         chain::order_ans,
         chain::partner_answer,
         chain::order_answer,
+        inbox::request_list,
+        inbox::request_counts,
         records::decision_list,
         records::production_order_list,
         units::unit_create,

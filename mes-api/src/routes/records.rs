@@ -66,7 +66,9 @@ pub struct DecisionView {
     pub operator: String,
     /// The Kafka request's correlation id.
     pub correlation_id: Option<String>,
-    /// `pending`, `ok`, `chain_error`, `timeout`, `broker_unavailable`, `overloaded`, `failed`.
+    /// `pending` (being sent), `accepted`, `rejected`, `chain_error` (the chain refused),
+    /// `unknown` (sent, not confirmed yet: settles from the chain's list), `not_sent`
+    /// (never reached the broker), `not_applied` (the chain's list never showed it).
     pub outcome: String,
     /// The chain's message.
     pub chain_message: Option<String>,

@@ -18,23 +18,34 @@ pub const REJECT: i32 = 0;
 /// `response` value that accepts the request.
 pub const ACCEPT: i32 = 1;
 
-/// Outcome of a decision whose request has not been answered yet.
+/// Outcome of a decision whose request is being sent.
 pub const OUTCOME_PENDING: &str = "pending";
-/// The chain acknowledged the decision.
-pub const OUTCOME_OK: &str = "ok";
-/// The chain answered with an error.
+/// The chain accepted the request (its reply said so, or its list shows it ACCEPTED).
+pub const OUTCOME_ACCEPTED: &str = "accepted";
+/// The chain rejected the request (its reply said so, or its list shows it REJECTED).
+pub const OUTCOME_REJECTED: &str = "rejected";
+/// The chain refused the answer; its text is kept in `chain_error`.
 pub const OUTCOME_CHAIN_ERROR: &str = "chain_error";
-/// No reply arrived in time.
-pub const OUTCOME_TIMEOUT: &str = "timeout";
-/// Kafka could not be reached.
-pub const OUTCOME_BROKER_UNAVAILABLE: &str = "broker_unavailable";
-/// The request provably never reached the broker (e.g. refused at once because the
-/// chain is behind): answering again is safe.
+/// Sent, but not confirmed: a timeout, a lost reply, a lost acknowledgement after
+/// sending, a shutdown. The mirror of the chain's lists settles it (docs/protocol.md
+/// §10); answering again sends nothing while it is unknown.
+pub const OUTCOME_UNKNOWN: &str = "unknown";
+/// The request provably never reached the broker (refused at once because the chain
+/// is behind, too many requests in flight, the broker refused it): answering again is
+/// safe.
 pub const OUTCOME_NOT_SENT: &str = "not_sent";
-/// Too many requests were in flight; the request was not sent.
-pub const OUTCOME_OVERLOADED: &str = "overloaded";
-/// Any other failure.
-pub const OUTCOME_FAILED: &str = "failed";
+/// Sent, but the chain never applied it: its list still showed the request OPEN after
+/// several complete scans (or shows the other answer). The operator may answer again.
+pub const OUTCOME_NOT_APPLIED: &str = "not_applied";
+
+/// The outcome an answer `response` has once the chain applied it.
+pub fn applied(response: i32) -> &'static str {
+    if response == ACCEPT {
+        OUTCOME_ACCEPTED
+    } else {
+        OUTCOME_REJECTED
+    }
+}
 
 /// A stored decision.
 #[derive(Debug, Clone, PartialEq, Queryable, Selectable, Identifiable)]
@@ -62,6 +73,12 @@ pub struct Decision {
     pub created_at: NaiveDateTime,
     /// When the outcome was last written (UTC).
     pub updated_at: NaiveDateTime,
+    /// Complete scans of the chain's list that still showed the request OPEN while
+    /// this decision was [`OUTCOME_UNKNOWN`].
+    pub open_scans: i32,
+    /// The last scan counted in `open_scans` (each scan counts once, whichever
+    /// instance saw it).
+    pub last_scan: Option<i64>,
 }
 
 /// A decision to [`record`]; its outcome starts as [`OUTCOME_PENDING`].
@@ -125,6 +142,112 @@ pub fn complete(
         ))
         .returning(returning::<Decision>())
         .get_result(conn)
+}
+
+/// Settles an [`OUTCOME_UNKNOWN`] decision: `None` if it is no longer unknown (another
+/// instance, or a late reply, settled it first), so exactly one caller acts on it.
+pub fn settle_unknown(
+    conn: &mut DbConnection,
+    id: i64,
+    outcome: &str,
+    chain_message: Option<&str>,
+) -> QueryResult<Option<Decision>> {
+    diesel::update(
+        decisions::table
+            .find(id)
+            .filter(decisions::outcome.eq(OUTCOME_UNKNOWN)),
+    )
+    .set((
+        decisions::outcome.eq(outcome),
+        decisions::chain_message.eq(chain_message),
+        decisions::updated_at.eq(now()),
+    ))
+    .returning(returning::<Decision>())
+    .get_result(conn)
+    .optional()
+}
+
+/// Counts complete scan `scan` as one more that still showed the request of an unknown
+/// decision OPEN; `None` if the decision is settled or this scan was counted already.
+pub fn count_open_scan(
+    conn: &mut DbConnection,
+    id: i64,
+    scan: i64,
+) -> QueryResult<Option<Decision>> {
+    diesel::update(
+        decisions::table
+            .find(id)
+            .filter(decisions::outcome.eq(OUTCOME_UNKNOWN))
+            .filter(
+                decisions::last_scan
+                    .is_null()
+                    .or(decisions::last_scan.lt(scan)),
+            ),
+    )
+    .set((
+        decisions::open_scans.eq(decisions::open_scans + 1),
+        decisions::last_scan.eq(scan),
+        decisions::updated_at.eq(now()),
+    ))
+    .returning(returning::<Decision>())
+    .get_result(conn)
+    .optional()
+}
+
+/// Decisions on `kind` still [`OUTCOME_PENDING`] since before `before` belong to calls
+/// that died with their server (a call records its outcome within its deadline):
+/// they become [`OUTCOME_UNKNOWN`], since they may have been sent. Returns how many.
+pub fn expire_pending(
+    conn: &mut DbConnection,
+    kind: &str,
+    before: NaiveDateTime,
+) -> QueryResult<usize> {
+    diesel::update(
+        decisions::table
+            .filter(decisions::kind.eq(kind))
+            .filter(decisions::outcome.eq(OUTCOME_PENDING))
+            .filter(decisions::updated_at.lt(before)),
+    )
+    .set((
+        decisions::outcome.eq(OUTCOME_UNKNOWN),
+        decisions::chain_error.eq("the server stopped before the chain answered"),
+        decisions::updated_at.eq(now()),
+    ))
+    .execute(conn)
+}
+
+/// Every [`OUTCOME_UNKNOWN`] decision on `kind`, oldest first: what the mirror settles.
+pub fn unknown(conn: &mut DbConnection, kind: &str) -> QueryResult<Vec<Decision>> {
+    decisions::table
+        .filter(decisions::kind.eq(kind))
+        .filter(decisions::outcome.eq(OUTCOME_UNKNOWN))
+        .order(decisions::id)
+        .select(Decision::as_select())
+        .load(conn)
+}
+
+/// The latest decision on request `request_id` of `kind`, if any.
+pub fn latest(
+    conn: &mut DbConnection,
+    kind: &str,
+    request_id: &str,
+) -> QueryResult<Option<Decision>> {
+    decisions::table
+        .filter(decisions::kind.eq(kind))
+        .filter(decisions::request_id.eq(request_id))
+        .order(decisions::id.desc())
+        .select(Decision::as_select())
+        .first(conn)
+        .optional()
+}
+
+/// One decision by id.
+pub fn get(conn: &mut DbConnection, id: i64) -> QueryResult<Option<Decision>> {
+    decisions::table
+        .find(id)
+        .select(Decision::as_select())
+        .first(conn)
+        .optional()
 }
 
 /// A page of decisions, newest first.

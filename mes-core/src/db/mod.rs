@@ -28,6 +28,7 @@ macro_rules! per_backend {
     };
 }
 
+pub mod chain_requests;
 pub mod day_reports;
 pub mod decisions;
 pub mod operators;

@@ -25,6 +25,35 @@ diesel::table! {
 }
 
 diesel::table! {
+    /// The mirror of the chain's partner and order requests (poller scans, LIST replies).
+    chain_requests (id) {
+        id -> BigInt,
+        kind -> Text,
+        chain_id -> Text,
+        status -> Text,
+        issuing_agent -> Text,
+        chain_timestamp -> BigInt,
+        description -> Text,
+        item -> Text,
+        first_seen -> Timestamp,
+        last_seen -> Timestamp,
+        last_scan -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    /// How far the poller's scans of each kind of request list have got.
+    chain_scans (kind) {
+        kind -> Text,
+        completed_scan -> BigInt,
+        completed_at -> Nullable<Timestamp>,
+        resume_scan -> BigInt,
+        resume_start -> BigInt,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
     /// Daily KPIs of a production unit, one row per unit, date and shift.
     day_reports (id) {
         id -> BigInt,
@@ -64,6 +93,8 @@ diesel::table! {
         chain_error -> Nullable<Text>,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        open_scans -> Integer,
+        last_scan -> Nullable<BigInt>,
     }
 }
 
@@ -129,6 +160,8 @@ diesel::joinable!(production_orders -> decisions (decision_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     chain_outbox,
+    chain_requests,
+    chain_scans,
     day_reports,
     decisions,
     kafka_tokens,

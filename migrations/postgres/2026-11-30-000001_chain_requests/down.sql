@@ -1,0 +1,2 @@
+DROP TABLE chain_scans;
+DROP TABLE chain_requests;
