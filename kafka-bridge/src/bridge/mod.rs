@@ -14,6 +14,7 @@
 
 mod matcher;
 mod metrics;
+mod publish;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -40,6 +41,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 pub use matcher::{DropReason, Echo};
+pub use publish::Published;
 pub use metrics::{
     Histogram, HistogramSnapshot, LATENCY_BUCKETS_MS, Metrics, MetricsSnapshot, TopicMetrics,
 };
