@@ -47,12 +47,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use diesel::result::Error as DieselError;
 use futures::StreamExt;
 use mes_core::codec::{ReplyBody, Request, Topic};
 use mes_core::db::outbox::{self, NewOutboxRow, OutboxRow};
 use mes_core::db::{DbConnection, Pool, tokens};
-use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -185,9 +185,7 @@ impl RelayConfig {
             return fail("backoff_max must not be below backoff_base");
         }
         if self.breaker_backoff.is_zero() || self.breaker_backoff_max < self.breaker_backoff {
-            return fail(
-                "breaker_backoff must be positive and breaker_backoff_max not below it",
-            );
+            return fail("breaker_backoff must be positive and breaker_backoff_max not below it");
         }
         Ok(())
     }
@@ -303,13 +301,13 @@ pub struct RelayStatus {
     /// Rows put back unsent because their topic is on hold (no attempt spent).
     pub held: u64,
     /// Each record topic's breaker, `BLK_Rty` then `BLK_Rec`.
-    pub topics: Vec<TopicStatus>,
+    pub topics: Vec<RecordTopicStatus>,
 }
 
 /// How the relay stands with one record topic, for `/health/ready`, `/metrics` and the
 /// console ("the chain has not answered BLK_Rec since 10:42; next try 10:52").
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TopicStatus {
+pub struct RecordTopicStatus {
     /// The topic.
     pub topic: Topic,
     /// The Kafka topic its rows are sent to (the configured name).
@@ -320,14 +318,12 @@ pub struct TopicStatus {
     pub consecutive_timeouts: u32,
 }
 
-impl TopicStatus {
+impl RecordTopicStatus {
     /// Since when the chain has not answered, while the topic is on hold.
     pub fn since(&self) -> Option<DateTime<Utc>> {
         match self.state {
             BreakerState::Closed => None,
-            BreakerState::Open { since, .. } | BreakerState::HalfOpen { since, .. } => {
-                Some(since)
-            }
+            BreakerState::Open { since, .. } | BreakerState::HalfOpen { since, .. } => Some(since),
         }
     }
 
@@ -467,7 +463,7 @@ impl Relay {
             held: s.held.load(Ordering::Relaxed),
             topics: lock(&self.inner.breakers)
                 .iter()
-                .map(|(topic, breaker)| TopicStatus {
+                .map(|(topic, breaker)| RecordTopicStatus {
                     topic: *topic,
                     name: self.inner.bridge.config().topics.request(*topic).to_owned(),
                     state: breaker.state(),
@@ -735,7 +731,12 @@ impl Inner {
         breaker.record(outcome, probe, now);
         let name = &self.config.name;
         match (before, breaker.state()) {
-            (BreakerState::Closed, BreakerState::Open { since, next_probe, .. }) => {
+            (
+                BreakerState::Closed,
+                BreakerState::Open {
+                    since, next_probe, ..
+                },
+            ) => {
                 tracing::warn!(
                     relay = %name,
                     topic = topic.name(),
@@ -1114,6 +1115,14 @@ mod tests {
                 backoff_max: Duration::from_millis(10),
                 ..RelayConfig::default()
             },
+            RelayConfig {
+                breaker_backoff: Duration::ZERO,
+                ..RelayConfig::default()
+            },
+            RelayConfig {
+                breaker_backoff_max: Duration::from_secs(1),
+                ..RelayConfig::default()
+            },
         ];
         for config in bad {
             assert!(
@@ -1121,6 +1130,47 @@ mod tests {
                 "{config:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_published_row_is_done_on_the_brokers_word_and_retried_without_it() {
+        let published = Published {
+            corr: "c".into(),
+            topic: "BLK_Rec".into(),
+            partition: 0,
+            offset: 41,
+        };
+        assert_eq!(
+            published_verdict(Ok(published)),
+            Verdict::Done("published (no reply awaited): BLK_Rec partition 0 offset 41".into())
+        );
+        let down = Error::BrokerUnavailable("Local: Message timed out".into());
+        assert_eq!(
+            published_verdict(Err(down.clone())),
+            Verdict::Retry(down.to_string())
+        );
+        assert!(matches!(
+            published_verdict(Err(Error::Shutdown)),
+            Verdict::Release(_)
+        ));
+    }
+
+    #[test]
+    fn record_replies_read_wait_or_none() {
+        assert_eq!(
+            "wait".parse::<RecordReplies>().unwrap(),
+            RecordReplies::Wait
+        );
+        assert_eq!(
+            " None ".parse::<RecordReplies>().unwrap(),
+            RecordReplies::None
+        );
+        assert!(matches!(
+            "never".parse::<RecordReplies>(),
+            Err(Error::Config(_))
+        ));
+        assert_eq!(RecordReplies::default().to_string(), "wait");
+        assert_eq!(RecordReplies::None.to_string(), "none");
     }
 
     #[test]

@@ -41,10 +41,10 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 pub use matcher::{DropReason, Echo};
-pub use publish::Published;
 pub use metrics::{
     Histogram, HistogramSnapshot, LATENCY_BUCKETS_MS, Metrics, MetricsSnapshot, TopicMetrics,
 };
+pub use publish::Published;
 
 use self::matcher::Matcher;
 use crate::kafka::{KafkaConfig, TopicNames, ensure_topics};

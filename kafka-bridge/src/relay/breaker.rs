@@ -358,7 +358,12 @@ mod tests {
         };
         let json = serde_json::to_value(state).unwrap();
         assert_eq!(json["state"], "open");
-        assert!(json["since"].as_str().unwrap().starts_with("2023-11-14T22:13:20"));
+        assert!(
+            json["since"]
+                .as_str()
+                .unwrap()
+                .starts_with("2023-11-14T22:13:20")
+        );
         assert!(json.get("backoff").is_none());
     }
 }

@@ -1,7 +1,7 @@
 //! For operations: liveness, readiness, Prometheus metrics, the OpenAPI document.
 //! None of these needs a key.
 
-use kafka_bridge::relay::{RelayStatus, TopicStatus};
+use kafka_bridge::relay::{RecordTopicStatus, RelayStatus};
 use mes_core::db::outbox;
 use rocket::http::ContentType;
 use rocket::serde::json::Json;
@@ -61,8 +61,8 @@ pub struct RelayTopicView {
     pub consecutive_timeouts: u32,
 }
 
-impl From<&TopicStatus> for RelayTopicView {
-    fn from(t: &TopicStatus) -> Self {
+impl From<&RecordTopicStatus> for RelayTopicView {
+    fn from(t: &RecordTopicStatus) -> Self {
         RelayTopicView {
             topic: t.topic.name().to_owned(),
             name: t.name.clone(),

@@ -181,7 +181,10 @@ pub fn claim_due_except(
     let until = now + lease;
     let mut rows = match conn {
         DbConnection::Pg(pg) => pg.transaction(|pg| {
-            let ids: Vec<i64> = due_ids!(now, limit, held).for_update().skip_locked().load(pg)?;
+            let ids: Vec<i64> = due_ids!(now, limit, held)
+                .for_update()
+                .skip_locked()
+                .load(pg)?;
             if ids.is_empty() {
                 return Ok(Vec::new());
             }
