@@ -383,9 +383,7 @@ backend_tests! {
         assert!(matches!(not_in_flight, Err(DieselError::NotFound)), "{not_in_flight:?}");
     }
 
-    fn outbox_held_topics_are_not_claimed_and_released_rows_spend_no_attempt(
-        conn: &mut DbConnection,
-    ) {
+    fn outbox_held_topics_wait_and_unsent_rows_spend_no_attempt(conn: &mut DbConnection) {
         outbox::enqueue(conn, &message("rec", "a")).unwrap();
         let rty = outbox::NewOutboxRow {
             topic: "BLK_Rty",
