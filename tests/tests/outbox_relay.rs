@@ -952,6 +952,12 @@ async fn a_record_topic_the_chain_never_answers_is_put_on_hold_probed_and_resume
         async || record_topic(&relay).state != BreakerState::Closed,
     )
     .await;
+    eventually(
+        "the batch is settled: three rows retried, three held back unsent",
+        Duration::from_secs(10),
+        async || depth(&pool).await.in_flight == 0 && relay.status().held == 3,
+    )
+    .await;
     let on_hold = record_topic(&relay);
     assert_eq!(on_hold.consecutive_timeouts, 3);
     assert!(on_hold.since().is_some() && on_hold.next_try().is_some());
