@@ -684,6 +684,9 @@ impl Inner {
         if record {
             let outcome = match &result {
                 Ok(_) => Outcome::Answered,
+                // Also when the call timed out waiting for the legacy slot: the bridge
+                // does not tell the two apart. Operators holding the slot that long
+                // is a reason to back off too.
                 Err(Error::Timeout(_)) => Outcome::TimedOut,
                 Err(_) => Outcome::Inconclusive,
             };
