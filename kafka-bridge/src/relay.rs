@@ -23,14 +23,31 @@
 //! concurrently (at most [`RelayConfig::concurrency`], one at a time while the gateway
 //! needs legacy matching, where the bridge serialises requests anyway).
 //!
+//! A gateway that never answers a record topic would make every row of it wait the
+//! full send timeout, holding the bridge's legacy slot that operators need. Two remedies,
+//! both here:
+//!
+//! - a circuit breaker per record topic ([`breaker`]): after
+//!   [`RelayConfig::breaker_threshold`] consecutive timeouts the topic's rows stay
+//!   pending (neither claimed nor charged an attempt) and one row is sent as a probe once
+//!   per backoff period; any answer closes the breaker. [`RelayStatus::topics`] says how
+//!   each topic stands.
+//! - [`RecordReplies::None`] (`MES_RECORD_REPLIES=none`): record rows are published
+//!   without waiting for a reply ([`Bridge::publish`]) and done once the broker
+//!   acknowledges them.
+//!
 //! Database calls are blocking diesel calls and run on tokio's blocking pool.
+
+pub mod breaker;
 
 use std::fmt;
 use std::future::Future;
+use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use diesel::result::Error as DieselError;
 use futures::StreamExt;
 use mes_core::codec::{ReplyBody, Request, Topic};
@@ -39,7 +56,8 @@ use mes_core::db::{DbConnection, Pool, tokens};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::bridge::{Bridge, CallOptions, CorrelationMode, Echo, Exchange, Priority};
+use self::breaker::{Admission, Breaker, BreakerConfig, BreakerState, Outcome};
+use crate::bridge::{Bridge, CallOptions, CorrelationMode, Echo, Exchange, Priority, Published};
 use crate::{Error, Result};
 
 /// Longest error text stored in a row or kept in the status: a chain or librdkafka
@@ -75,7 +93,59 @@ pub struct RelayConfig {
     pub backoff_max: Duration,
     /// Deadline of one send, from publishing to the chain's answer (default 10 s).
     pub send_timeout: Duration,
+    /// Consecutive timeouts on a record topic that put it on hold (default 3; 0 never
+    /// does): see [`breaker`].
+    pub breaker_threshold: u32,
+    /// Wait before the first probe of a topic on hold (default 30 s); doubled after
+    /// every unanswered probe.
+    pub breaker_backoff: Duration,
+    /// Longest wait between two probes (default 5 min).
+    pub breaker_backoff_max: Duration,
+    /// Whether record rows wait for the chain's answer (default) or are done once the
+    /// broker has them (`MES_RECORD_REPLIES`).
+    pub record_replies: RecordReplies,
 }
+
+/// Whether the relay waits for the chain's reply to `BLK_Rty`/`BLK_Rec` messages.
+///
+/// Some gateways (the original's among them) never answer record topics: waiting for
+/// them only costs each row the send timeout. `None` trades the chain's confirmation
+/// for the broker's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RecordReplies {
+    /// Wait for the chain's answer; a row is done when the chain confirms it.
+    #[default]
+    Wait,
+    /// Publish and await only the broker's acknowledgement (`acks=all`, idempotent
+    /// producer): no legacy slot, no pending reply. Chain errors are not seen.
+    None,
+}
+
+impl FromStr for RecordReplies {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "wait" => Ok(RecordReplies::Wait),
+            "none" => Ok(RecordReplies::None),
+            _ => Err(Error::Config(format!(
+                "record replies must be wait or none, got {s:?}"
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for RecordReplies {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RecordReplies::Wait => "wait",
+            RecordReplies::None => "none",
+        })
+    }
+}
+
+/// What a row delivered without a reply is settled with.
+pub const PUBLISHED_TEXT: &str = "published (no reply awaited)";
 
 impl Default for RelayConfig {
     fn default() -> Self {
@@ -88,6 +158,10 @@ impl Default for RelayConfig {
             backoff_base: Duration::from_secs(1),
             backoff_max: Duration::from_secs(300),
             send_timeout: Duration::from_secs(10),
+            breaker_threshold: 3,
+            breaker_backoff: Duration::from_secs(30),
+            breaker_backoff_max: Duration::from_secs(300),
+            record_replies: RecordReplies::Wait,
         }
     }
 }
@@ -110,7 +184,18 @@ impl RelayConfig {
         if self.backoff_max < self.backoff_base {
             return fail("backoff_max must not be below backoff_base");
         }
+        if self.breaker_backoff.is_zero() || self.breaker_backoff_max < self.breaker_backoff {
+            return fail("breaker_backoff must be positive and breaker_backoff_max not below it");
+        }
         Ok(())
+    }
+
+    fn breaker(&self) -> BreakerConfig {
+        BreakerConfig {
+            threshold: self.breaker_threshold,
+            backoff: self.breaker_backoff,
+            backoff_max: self.breaker_backoff_max,
+        }
     }
 
     /// Time kept free at the end of a lease for settling the row.
@@ -213,6 +298,43 @@ pub struct RelayStatus {
     pub last_error: Option<String>,
     /// No master token is configured: the relay claims nothing until there is one.
     pub waiting_for_token: bool,
+    /// Rows put back unsent because their topic is on hold (no attempt spent).
+    pub held: u64,
+    /// Each record topic's breaker, `BLK_Rty` then `BLK_Rec`.
+    pub topics: Vec<RecordTopicStatus>,
+}
+
+/// How the relay stands with one record topic, for `/health/ready`, `/metrics` and the
+/// console ("the chain has not answered BLK_Rec since 10:42; next try 10:52").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordTopicStatus {
+    /// The topic.
+    pub topic: Topic,
+    /// The Kafka topic its rows are sent to (the configured name).
+    pub name: String,
+    /// Its breaker's state.
+    pub state: BreakerState,
+    /// Sends in a row that got no answer.
+    pub consecutive_timeouts: u32,
+}
+
+impl RecordTopicStatus {
+    /// Since when the chain has not answered, while the topic is on hold.
+    pub fn since(&self) -> Option<DateTime<Utc>> {
+        match self.state {
+            BreakerState::Closed => None,
+            BreakerState::Open { since, .. } | BreakerState::HalfOpen { since, .. } => Some(since),
+        }
+    }
+
+    /// When the next probe goes (open), or went (half-open: being sent now).
+    pub fn next_try(&self) -> Option<DateTime<Utc>> {
+        match self.state {
+            BreakerState::Closed => None,
+            BreakerState::Open { next_probe, .. } => Some(next_probe),
+            BreakerState::HalfOpen { probing_since, .. } => Some(probing_since),
+        }
+    }
 }
 
 /// What one [`Relay::run_once`] did.
@@ -228,6 +350,8 @@ pub struct Batch {
     pub retried: usize,
     /// Nothing was claimed because there is no master token.
     pub waiting_for_token: bool,
+    /// Rows put back unsent because their topic is on hold.
+    pub held: usize,
 }
 
 #[derive(Default)]
@@ -240,7 +364,11 @@ struct Stats {
     passes: AtomicU64,
     last_error: Mutex<Option<String>>,
     waiting_for_token: AtomicBool,
+    held: AtomicU64,
 }
+
+/// The topics with a breaker: those the chain may leave unanswered.
+const RECORD_TOPICS: [Topic; 2] = [Topic::RecordType, Topic::Record];
 
 struct Inner {
     pool: Pool,
@@ -250,6 +378,7 @@ struct Inner {
     wake: Notify,
     stopping: AtomicBool,
     stats: Stats,
+    breakers: Mutex<Vec<(Topic, Breaker)>>,
 }
 
 /// Delivers the outbox to the chain; see the module documentation.
@@ -281,6 +410,8 @@ enum Verdict {
     Retry(String),
     /// Not sent, through no fault of the row (relay stopping, lease over): due again now.
     Release(String),
+    /// Not sent because its topic is on hold: pending, no attempt spent.
+    Held(String),
 }
 
 impl Relay {
@@ -293,6 +424,10 @@ impl Relay {
         config: RelayConfig,
     ) -> Result<Relay> {
         config.validate()?;
+        let breakers = RECORD_TOPICS
+            .iter()
+            .map(|t| (*t, Breaker::new(config.breaker())))
+            .collect();
         Ok(Relay {
             inner: Arc::new(Inner {
                 pool,
@@ -302,6 +437,7 @@ impl Relay {
                 wake: Notify::new(),
                 stopping: AtomicBool::new(false),
                 stats: Stats::default(),
+                breakers: Mutex::new(breakers),
             }),
         })
     }
@@ -324,6 +460,16 @@ impl Relay {
             passes: s.passes.load(Ordering::Relaxed),
             last_error: lock(&s.last_error).clone(),
             waiting_for_token: s.waiting_for_token.load(Ordering::Relaxed),
+            held: s.held.load(Ordering::Relaxed),
+            topics: lock(&self.inner.breakers)
+                .iter()
+                .map(|(topic, breaker)| RecordTopicStatus {
+                    topic: *topic,
+                    name: self.inner.bridge.config().topics.request(*topic).to_owned(),
+                    state: breaker.state(),
+                    consecutive_timeouts: breaker.consecutive_timeouts(),
+                })
+                .collect(),
         }
     }
 
@@ -429,9 +575,10 @@ impl Relay {
         let limit = i64::from(inner.config.batch_size);
         let lease = chrono::Duration::from_std(inner.config.lease)
             .map_err(|e| Error::Config(format!("lease: {e}")))?;
+        let held = inner.held_topics(Utc::now());
         let rows = blocking(move || {
             let mut conn = pool.get().map_err(|e| Error::Database(e.to_string()))?;
-            outbox::claim_due(&mut conn, mes_core::db::now(), limit, lease)
+            outbox::claim_due_except(&mut conn, mes_core::db::now(), limit, lease, &held)
                 .map_err(|e| Error::Database(format!("claiming due rows: {e}")))
         })
         .await;
@@ -464,6 +611,7 @@ impl Relay {
                 Some(Verdict::Done(_)) => batch.done += 1,
                 Some(Verdict::Failed(_)) => batch.failed += 1,
                 Some(Verdict::Retry(_) | Verdict::Release(_)) => batch.retried += 1,
+                Some(Verdict::Held(_)) => batch.held += 1,
                 None => {}
             }
         }
@@ -476,6 +624,11 @@ impl Inner {
     /// token (the bridge sends one request at a time then, and the others would spend
     /// their deadline waiting for the slot).
     fn parallel_sends(&self) -> usize {
+        // Published rows wait for no reply, hence for no slot (the outbox holds only
+        // record rows).
+        if self.config.record_replies == RecordReplies::None {
+            return self.config.concurrency;
+        }
         let serial = match self.bridge.config().correlation {
             CorrelationMode::Legacy => true,
             CorrelationMode::Id => false,
@@ -505,12 +658,129 @@ impl Inner {
                         priority: Priority::Background,
                         receipt: None,
                     };
-                    self.stats.sent.fetch_add(1, Ordering::Relaxed);
-                    verdict(self.bridge.request(token, request, options).await)
+                    self.send(request, token, options).await
                 }
             }
         };
         self.settle(&row, verdict, token).await
+    }
+
+    /// Sends one request the way its topic and [`RecordReplies`] call for, asking the
+    /// topic's breaker first.
+    async fn send(&self, request: Request, token: &str, options: CallOptions) -> Verdict {
+        let topic = request.topic();
+        let record = RECORD_TOPICS.contains(&topic);
+        if record && self.config.record_replies == RecordReplies::None {
+            self.stats.sent.fetch_add(1, Ordering::Relaxed);
+            return published_verdict(self.bridge.publish(token, request, options).await);
+        }
+        let admission = if record {
+            self.admit(topic)
+        } else {
+            Admission::Send
+        };
+        if admission == Admission::Hold {
+            return Verdict::Held(self.hold_note(topic));
+        }
+        self.stats.sent.fetch_add(1, Ordering::Relaxed);
+        let result = self.bridge.request(token, request, options).await;
+        if record {
+            let outcome = match &result {
+                Ok(_) => Outcome::Answered,
+                // Also when the call timed out waiting for the legacy slot: the bridge
+                // does not tell the two apart. Operators holding the slot that long
+                // is a reason to back off too.
+                Err(Error::Timeout(_)) => Outcome::TimedOut,
+                Err(_) => Outcome::Inconclusive,
+            };
+            self.record(topic, outcome, admission == Admission::Probe);
+        }
+        verdict(result)
+    }
+
+    /// Names (default and configured) of the topics on hold at `now`, for the claim.
+    fn held_topics(&self, now: DateTime<Utc>) -> Vec<String> {
+        let topics = &self.bridge.config().topics;
+        let mut names = Vec::new();
+        for (topic, breaker) in lock(&self.breakers).iter() {
+            if breaker.holds(now) {
+                names.push(topic.name().to_owned());
+                let configured = topics.request(*topic);
+                if configured != topic.name() {
+                    names.push(configured.to_owned());
+                }
+            }
+        }
+        names
+    }
+
+    fn admit(&self, topic: Topic) -> Admission {
+        let now = Utc::now();
+        let mut breakers = lock(&self.breakers);
+        let Some((_, breaker)) = breakers.iter_mut().find(|(t, _)| *t == topic) else {
+            return Admission::Send;
+        };
+        let admission = breaker.admit(now);
+        if admission == Admission::Probe {
+            tracing::info!(relay = %self.config.name, topic = topic.name(), "probing a topic on hold with one row");
+        }
+        admission
+    }
+
+    fn record(&self, topic: Topic, outcome: Outcome, probe: bool) {
+        let now = Utc::now();
+        let mut breakers = lock(&self.breakers);
+        let Some((_, breaker)) = breakers.iter_mut().find(|(t, _)| *t == topic) else {
+            return;
+        };
+        let before = breaker.state();
+        breaker.record(outcome, probe, now);
+        let name = &self.config.name;
+        match (before, breaker.state()) {
+            (
+                BreakerState::Closed,
+                BreakerState::Open {
+                    since, next_probe, ..
+                },
+            ) => {
+                tracing::warn!(
+                    relay = %name,
+                    topic = topic.name(),
+                    %since,
+                    %next_probe,
+                    "the chain does not answer this topic: its rows are on hold, probed once per backoff period"
+                );
+            }
+            (BreakerState::Open { .. } | BreakerState::HalfOpen { .. }, BreakerState::Closed) => {
+                tracing::info!(relay = %name, topic = topic.name(), "the chain answers this topic again: its rows go out");
+            }
+            _ => {}
+        }
+    }
+
+    /// Why a held row waits, as stored in the row (times in UTC).
+    fn hold_note(&self, topic: Topic) -> String {
+        let status = lock(&self.breakers)
+            .iter()
+            .find(|(t, _)| *t == topic)
+            .map(|(_, b)| b.state());
+        let (since, next) = match status {
+            Some(BreakerState::Open {
+                since, next_probe, ..
+            }) => (since, next_probe),
+            Some(BreakerState::HalfOpen {
+                since,
+                probing_since,
+                ..
+            }) => (since, probing_since),
+            _ => return format!("on hold: {} is being probed", topic.name()),
+        };
+        format!(
+            "on hold: the chain has not answered {} since {} UTC; next try {} UTC",
+            topic.name(),
+            since.format("%H:%M:%S"),
+            next.format("%H:%M:%S"),
+        )
     }
 
     /// The request a row stands for, or why it is none.
@@ -550,6 +820,7 @@ impl Inner {
                 Verdict::Retry(truncate(&redact(&text, token), MAX_ERROR_CHARS))
             }
             Verdict::Release(text) => Verdict::Release(text),
+            Verdict::Held(text) => Verdict::Held(text),
         };
         let next_attempt = match &verdict {
             Verdict::Retry(_) => {
@@ -577,6 +848,7 @@ impl Inner {
                 Verdict::Retry(error) | Verdict::Release(error) => {
                     outbox::retry_later(&mut conn, id, next_attempt, error)
                 }
+                Verdict::Held(note) => outbox::release_unsent(&mut conn, id, next_attempt, note),
             };
             match result {
                 Ok(_) => Ok(true),
@@ -619,6 +891,9 @@ impl Inner {
             Verdict::Release(_) => {
                 stats.retried.fetch_add(1, Ordering::Relaxed);
             }
+            Verdict::Held(_) => {
+                stats.held.fetch_add(1, Ordering::Relaxed);
+            }
         }
         Some(verdict)
     }
@@ -654,6 +929,19 @@ fn verdict(result: Result<Exchange>) -> Verdict {
         // Timeout, BrokerUnavailable, Overloaded, and anything else that is not the
         // chain's answer: the row may or may not have arrived, so it is sent again (the
         // idempotency key makes that harmless).
+        Err(e) => Verdict::Retry(e.to_string()),
+    }
+}
+
+/// The verdict on a row published without awaiting a reply: done once the broker has
+/// it.
+fn published_verdict(result: Result<Published>) -> Verdict {
+    match result {
+        Ok(published) => Verdict::Done(format!(
+            "{PUBLISHED_TEXT}: {} partition {} offset {}",
+            published.topic, published.partition, published.offset
+        )),
+        Err(Error::Shutdown) => Verdict::Release("not sent: the bridge shut down".to_owned()),
         Err(e) => Verdict::Retry(e.to_string()),
     }
 }
@@ -833,6 +1121,14 @@ mod tests {
                 backoff_max: Duration::from_millis(10),
                 ..RelayConfig::default()
             },
+            RelayConfig {
+                breaker_backoff: Duration::ZERO,
+                ..RelayConfig::default()
+            },
+            RelayConfig {
+                breaker_backoff_max: Duration::from_secs(1),
+                ..RelayConfig::default()
+            },
         ];
         for config in bad {
             assert!(
@@ -840,6 +1136,47 @@ mod tests {
                 "{config:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_published_row_is_done_on_the_brokers_word_and_retried_without_it() {
+        let published = Published {
+            corr: "c".into(),
+            topic: "BLK_Rec".into(),
+            partition: 0,
+            offset: 41,
+        };
+        assert_eq!(
+            published_verdict(Ok(published)),
+            Verdict::Done("published (no reply awaited): BLK_Rec partition 0 offset 41".into())
+        );
+        let down = Error::BrokerUnavailable("Local: Message timed out".into());
+        assert_eq!(
+            published_verdict(Err(down.clone())),
+            Verdict::Retry(down.to_string())
+        );
+        assert!(matches!(
+            published_verdict(Err(Error::Shutdown)),
+            Verdict::Release(_)
+        ));
+    }
+
+    #[test]
+    fn record_replies_read_wait_or_none() {
+        assert_eq!(
+            "wait".parse::<RecordReplies>().unwrap(),
+            RecordReplies::Wait
+        );
+        assert_eq!(
+            " None ".parse::<RecordReplies>().unwrap(),
+            RecordReplies::None
+        );
+        assert!(matches!(
+            "never".parse::<RecordReplies>(),
+            Err(Error::Config(_))
+        ));
+        assert_eq!(RecordReplies::default().to_string(), "wait");
+        assert_eq!(RecordReplies::None.to_string(), "none");
     }
 
     #[test]

@@ -665,6 +665,7 @@ function loadOutbox() {
         h("label", {}, dayOnly, " Day reports only"),
         h("button", { type: "button", class: "btn", onclick: loadOutboxRows }, "Refresh")),
       h("div", { class: "stats", id: "outbox-stats" }),
+      h("div", { id: "outbox-relay", role: "status" }),
       h("p", { class: "notice bad", id: "outbox-error", role: "alert", hidden: true }),
       h("div", { class: "table-wrap" }, h("table", { "aria-label": "Outbox" },
         h("thead", {}, h("tr", {}, ...[["Row", "opt"], "Message", "Status", ["Attempts", "opt"], "Last change", "Chain's answer or error"].map((c) => Array.isArray(c) ? h("th", { scope: "col", class: c[1] }, c[0]) : h("th", { scope: "col" }, c)))),
@@ -685,6 +686,28 @@ async function loadOutboxRows() {
     o.rows = [];
   }
   renderOutbox();
+  loadRelay();
+}
+
+// The relay's view of each record topic: a topic the chain does not answer is on hold
+// and probed now and then; say so, with when it will be tried again.
+async function loadRelay() {
+  const box = $("outbox-relay");
+  if (!box) return;
+  let relay;
+  try {
+    relay = await api("GET", "/api/outbox/relay");
+  } catch {
+    box.replaceChildren();
+    return;
+  }
+  const time = (iso) => (iso ? new Date(iso).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }) : "—");
+  const lines = (relay.topics ?? []).filter((t) => t.state !== "closed").map((t) => h("p", { class: "notice bad", "data-topic": t.topic, "data-state": t.state },
+    t.state === "half_open"
+      ? `The chain has not answered ${t.topic} since ${time(t.since)}; trying one message now. Its other messages wait.`
+      : `The chain has not answered ${t.topic} since ${time(t.since)}; next try ${time(t.next_try)}. Its messages wait and are sent once it answers.`));
+  if (relay.record_replies === "none") lines.push(h("p", { class: "notice" }, "Record messages are delivered when the broker has them; the chain's answer is not awaited (MES_RECORD_REPLIES=none)."));
+  box.replaceChildren(...lines);
 }
 
 function renderOutbox() {
@@ -950,7 +973,11 @@ function onOutbox(data) {
     onUnitOutboxRow(row);
     if (row.status === "failed") toast(`A chain message failed for good (${describe(row)}): ${sentence(row.last_error)}`);
   }
-  if (state.tab === "outbox") { renderOutbox(); renderDayReports(); }
+  if (state.tab === "outbox") {
+    renderOutbox(); renderDayReports();
+    // The relay's topic state changes with deliveries; look again at most every 5 s.
+    if (!state.relayLoaded || Date.now() - state.relayLoaded > 5000) { state.relayLoaded = Date.now(); loadRelay(); }
+  }
   else if (data.depth) $("count-outbox").textContent = data.depth.failed ? String(data.depth.failed) : "";
 }
 

@@ -234,7 +234,10 @@ impl App {
             pool.clone(),
             bridge.clone(),
             TokenSource::master_token(pool),
-            relay_config(settings.request_timeout()),
+            RelayConfig {
+                record_replies: settings.record_replies_mode()?,
+                ..relay_config(settings.request_timeout())
+            },
         )
         .map_err(|e| ConfigError::new("MES_REQUEST_TIMEOUT_MS", e.to_string()))?;
         Ok(App {

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use kafka_bridge::bridge::{BridgeConfig, CorrelationMode};
 use kafka_bridge::kafka::{KafkaConfig, TopicNames};
+use kafka_bridge::relay::RecordReplies;
 use mes_core::domain::AgentKey;
 use mes_core::signing::SigningKey;
 use rocket::figment::Figment;
@@ -69,6 +70,10 @@ pub struct Settings {
     pub request_timeout_ms: u64,
     /// `auto`, `id` or `legacy` (docs/protocol.md §9).
     pub correlation: String,
+    /// `wait` (default) or `none`: whether the outbox relay waits for the chain's
+    /// reply to `BLK_Rty`/`BLK_Rec` messages, or marks them delivered once the broker
+    /// has them (for gateways that never answer record topics).
+    pub record_replies: String,
     /// Most chain requests in flight before calls are refused with 503.
     pub max_in_flight: usize,
     /// Behind a gateway that echoes only the token: how long a request that ended
@@ -206,6 +211,7 @@ impl Default for Settings {
             kafka: BTreeMap::new(),
             request_timeout_ms: 10_000,
             correlation: "auto".to_owned(),
+            record_replies: "wait".to_owned(),
             max_in_flight: 1024,
             legacy_fence_max: "2m".to_owned(),
             reconcile_after_scans: 3,
@@ -307,6 +313,7 @@ impl Settings {
             "kafka",
             "request_timeout_ms",
             "correlation",
+            "record_replies",
             "max_in_flight",
             "legacy_fence_max",
             "reconcile_after_scans",
@@ -339,6 +346,7 @@ impl Settings {
             ));
         }
         self.correlation_mode()?;
+        self.record_replies_mode()?;
         if self.kafka_brokers.trim().is_empty() {
             return Err(ConfigError::new(
                 "MES_KAFKA_BROKERS",
@@ -534,6 +542,13 @@ impl Settings {
             .map_err(|_| ConfigError::new("MES_CORRELATION", "must be auto, id or legacy"))
     }
 
+    /// The parsed [`Settings::record_replies`].
+    pub fn record_replies_mode(&self) -> Result<RecordReplies, ConfigError> {
+        self.record_replies
+            .parse()
+            .map_err(|_| ConfigError::new("MES_RECORD_REPLIES", "must be wait or none"))
+    }
+
     /// The topic names.
     pub fn topics(&self) -> TopicNames {
         TopicNames {
@@ -639,6 +654,15 @@ mod tests {
         assert_eq!(s.report_tz, "UTC");
         assert_eq!(s.report_lookback_days, 7);
         assert_eq!(s.correlation_mode().unwrap(), CorrelationMode::Auto);
+        assert_eq!(s.record_replies_mode().unwrap(), RecordReplies::Wait);
+    }
+
+    #[test]
+    fn record_replies_is_wait_or_none() {
+        let s = from(&[("MES_RECORD_REPLIES", "NONE")]).unwrap();
+        assert_eq!(s.record_replies_mode().unwrap(), RecordReplies::None);
+        let e = from(&[("MES_RECORD_REPLIES", "never")]).unwrap_err();
+        assert_eq!(e.setting, "MES_RECORD_REPLIES", "{e}");
     }
 
     #[test]

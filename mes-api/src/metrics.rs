@@ -332,4 +332,23 @@ pub fn render_relay(out: &mut String, relay: &RelayStatus) {
          mes_outbox_relay_waiting_for_token {}",
         u8::from(relay.waiting_for_token)
     );
+    let _ = writeln!(
+        out,
+        "# HELP mes_outbox_relay_held_total Outbox rows put back unsent because their topic was on hold.\n\
+         # TYPE mes_outbox_relay_held_total counter\n\
+         mes_outbox_relay_held_total {}",
+        relay.held
+    );
+    out.push_str(
+        "# HELP mes_relay_topic_state The relay's breaker per record topic: 0 closed, 1 open (on hold: the chain does not answer), 2 half-open (probing).\n",
+    );
+    out.push_str("# TYPE mes_relay_topic_state gauge\n");
+    for topic in &relay.topics {
+        let _ = writeln!(
+            out,
+            "mes_relay_topic_state{{topic=\"{}\"}} {}",
+            topic.topic.name(),
+            topic.state.gauge()
+        );
+    }
 }

@@ -383,6 +383,35 @@ backend_tests! {
         assert!(matches!(not_in_flight, Err(DieselError::NotFound)), "{not_in_flight:?}");
     }
 
+    fn outbox_held_topics_wait_and_unsent_rows_spend_no_attempt(conn: &mut DbConnection) {
+        outbox::enqueue(conn, &message("rec", "a")).unwrap();
+        let rty = outbox::NewOutboxRow {
+            topic: "BLK_Rty",
+            ..message("rty", "b")
+        };
+        outbox::enqueue(conn, &rty).unwrap();
+        let t0 = db::now();
+        let lease = Duration::seconds(30);
+        let held = ["BLK_Rec".to_owned()];
+        let claimed = outbox::claim_due_except(conn, t0, 10, lease, &held).unwrap();
+        assert_eq!(claimed.len(), 1);
+        assert_eq!(claimed[0].topic, "BLK_Rty");
+        let rec = outbox::get_by_dedup_key(conn, "rec").unwrap().unwrap();
+        assert_eq!((rec.status.as_str(), rec.attempts), (outbox::PENDING, 0));
+
+        // Claimed, then put back unsent: the attempt does not count.
+        let rec = outbox::claim_due_except(conn, t0, 10, lease, &[]).unwrap();
+        assert_eq!(claimed_ids(&rec), [rec[0].id]);
+        assert_eq!(rec[0].attempts, 1);
+        let back = outbox::release_unsent(conn, rec[0].id, t0, "on hold").unwrap();
+        assert_eq!(back.status, outbox::PENDING);
+        assert_eq!(back.attempts, 0);
+        assert_eq!(back.last_error.as_deref(), Some("on hold"));
+        assert_eq!(back.locked_until, None);
+        let again = outbox::release_unsent(conn, rec[0].id, t0, "on hold");
+        assert!(matches!(again, Err(DieselError::NotFound)), "{again:?}");
+    }
+
     fn outbox_mark_failed_is_permanent(conn: &mut DbConnection) {
         outbox::enqueue(conn, &message("m1", "k")).unwrap();
         outbox::enqueue(conn, &message("m2", "k")).unwrap();

@@ -563,7 +563,28 @@ async fn keys_and_roles_are_enforced() {
         "{}",
         short(&ready)
     );
-    assert_eq!(s.get("/metrics", None).await.0, Status::Ok);
+    // Both record topics are answered: nothing is on hold.
+    let topics = ready["outbox"]["topics"].as_array().unwrap();
+    let states: Vec<(&str, &str)> = topics
+        .iter()
+        .map(|t| (t["topic"].as_str().unwrap(), t["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(states, [("BLK_Rty", "closed"), ("BLK_Rec", "closed")]);
+    let (status, relay) = s.get("/api/outbox/relay", viewer).await;
+    assert_eq!(status, Status::Ok, "{}", short(&relay));
+    assert_eq!(relay["record_replies"], "wait");
+    assert_eq!(relay["topics"].as_array().map(Vec::len), Some(2));
+    let (status, metrics) = s.get("/metrics", None).await;
+    assert_eq!(status, Status::Ok);
+    assert!(
+        metrics
+            .as_str()
+            .unwrap()
+            .lines()
+            .any(|l| l == "mes_relay_topic_state{topic=\"BLK_Rec\"} 0"),
+        "{}",
+        short(&metrics)
+    );
     s.stop().await;
 }
 

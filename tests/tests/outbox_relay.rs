@@ -68,6 +68,13 @@ async fn with_db<T: Send + 'static>(
 /// record type already defined.
 async fn chain(delay: Duration) -> (SimHandle, String) {
     let suffix = format!("-{}", uuid::Uuid::new_v4().simple());
+    let sim = chain_on(&suffix, delay).await;
+    (sim, suffix)
+}
+
+/// A simulated chain on the topics of `suffix`, with `ProductionUnit` defined.
+async fn chain_on(suffix: &str, delay: Duration) -> SimHandle {
+    let suffix = suffix.to_owned();
     let mut config = SimConfig::new(kafka_brokers());
     config.topics = SimTopics::with_suffix(&suffix);
     config.group_id = format!("chain-sim{suffix}");
@@ -85,7 +92,7 @@ async fn chain(delay: Duration) -> (SimHandle, String) {
         )
     });
     assert!(matches!(created, mes_core::codec::ReplyBody::Message(_)));
-    (sim, suffix)
+    sim
 }
 
 async fn bridge(
@@ -860,4 +867,233 @@ async fn notify_wakes_a_sleeping_relay_and_shutdown_stops_it() {
     assert_eq!(status_history(&state, &codes[0]), vec!["NEW".to_owned()]);
     bridge.shutdown().await;
     sim.shutdown().await.unwrap();
+}
+
+// ---------------------------------------------------------------------------------
+// A gateway that never answers BLK_Rec (docs/operations.md, "A record topic on hold").
+
+/// One `create_record` row for each of `units` units (one ordering key each, so all
+/// are due at once); returns their dedup keys.
+async fn record_rows(pool: &Pool, units: usize) -> Vec<String> {
+    let rows: Vec<(Request, String, String)> = (0..units)
+        .map(|i| {
+            let code = format!("PT{i}");
+            let (request, dedup) = unit_rows(&code, 0).remove(0);
+            (request, dedup, format!("unit:{code}"))
+        })
+        .collect();
+    let keys = rows.iter().map(|(_, dedup, _)| dedup.clone()).collect();
+    with_db(pool, move |conn| {
+        for (request, dedup, ordering) in &rows {
+            assert!(relay::enqueue(conn, request, dedup, ordering).unwrap());
+        }
+    })
+    .await;
+    keys
+}
+
+fn record_topic(relay: &Relay) -> relay::RecordTopicStatus {
+    relay
+        .status()
+        .topics
+        .into_iter()
+        .find(|t| t.topic == Topic::Record)
+        .unwrap()
+}
+
+fn bridge_sent_to(bridge: &Bridge, topic: Topic) -> u64 {
+    bridge
+        .metrics()
+        .per_topic
+        .iter()
+        .find(|t| t.topic == topic)
+        .map_or(0, |t| t.requests)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_topic_the_chain_never_answers_is_put_on_hold_probed_and_resumed() {
+    use kafka_bridge::relay::breaker::BreakerState;
+
+    // Nobody reads these topics yet: the chain is silent.
+    let suffix = format!("-{}", uuid::Uuid::new_v4().simple());
+    let topics = TopicNames::with_suffix(&suffix);
+    let db = TestDb::postgres();
+    let pool = db.pool();
+    const ROWS: usize = 6;
+    let keys = record_rows(&pool, ROWS).await;
+    let bridge = bridge(&kafka_brokers(), &topics, |config| {
+        // One request at a time, as behind the original gateway; a short fence (the
+        // silent chain's replies never come).
+        config.correlation = kafka_bridge::bridge::CorrelationMode::Legacy;
+        config.legacy_fence_max = Duration::from_millis(50);
+    })
+    .await;
+    let config = RelayConfig {
+        send_timeout: Duration::from_millis(300),
+        lease: Duration::from_secs(5),
+        backoff_base: Duration::from_millis(500),
+        backoff_max: Duration::from_millis(500),
+        breaker_threshold: 3,
+        breaker_backoff: Duration::from_secs(1),
+        breaker_backoff_max: Duration::from_secs(4),
+        ..quick("breaker")
+    };
+    let relay = Relay::new(
+        pool.clone(),
+        bridge.clone(),
+        TokenSource::fixed(DEFAULT_TOKEN),
+        config,
+    )
+    .unwrap();
+    let running = start(&relay);
+
+    eventually(
+        "the topic is on hold after three timeouts",
+        Duration::from_secs(30),
+        async || record_topic(&relay).state != BreakerState::Closed,
+    )
+    .await;
+    eventually(
+        "the batch is settled: three rows retried, three held back unsent",
+        Duration::from_secs(10),
+        async || depth(&pool).await.in_flight == 0 && relay.status().held == 3,
+    )
+    .await;
+    let on_hold = record_topic(&relay);
+    assert_eq!(on_hold.consecutive_timeouts, 3);
+    assert!(on_hold.since().is_some() && on_hold.next_try().is_some());
+    assert_eq!(on_hold.name, format!("BLK_Rec{suffix}"));
+    // Exactly three rows were sent; the others were not even charged an attempt.
+    assert_eq!(relay.status().sent, 3);
+    assert_eq!(bridge_sent_to(&bridge, Topic::Record), 3);
+    let mut attempts = Vec::new();
+    for key in &keys {
+        let row = row(&pool, key).await;
+        assert_eq!(row.status, outbox::PENDING, "{key}");
+        attempts.push(row.attempts);
+    }
+    attempts.sort_unstable();
+    assert_eq!(attempts, [0, 0, 0, 1, 1, 1]);
+
+    // One probe goes once the backoff is over; unanswered, it doubles the backoff.
+    eventually(
+        "a probe was sent and timed out",
+        Duration::from_secs(30),
+        async || record_topic(&relay).consecutive_timeouts >= 4,
+    )
+    .await;
+    eventually(
+        "the topic is on hold again, with a longer backoff",
+        Duration::from_secs(10),
+        async || {
+            matches!(record_topic(&relay).state, BreakerState::Open { backoff, .. } if backoff == Duration::from_secs(2))
+        },
+    )
+    .await;
+    assert_eq!(
+        bridge_sent_to(&bridge, Topic::Record),
+        4,
+        "one probe, not one send per row"
+    );
+
+    // The chain starts answering: the next probe closes the breaker, every row goes.
+    let sim = chain_on(&suffix, Duration::ZERO).await;
+    eventually(
+        "every row is delivered once the chain answers",
+        Duration::from_secs(60),
+        async || depth(&pool).await.done == ROWS as i64,
+    )
+    .await;
+    assert_eq!(record_topic(&relay).state, BreakerState::Closed);
+    assert_eq!(record_topic(&relay).consecutive_timeouts, 0);
+    running.stop().await;
+    let state = sim.ledger_snapshot();
+    for i in 0..ROWS {
+        assert!(state.records.contains_key(&format!("PT{i}")), "PT{i}");
+    }
+    assert!(relay.status().held > 0, "rows of the batch were held back");
+    bridge.shutdown().await;
+    sim.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_record_replies_none_rows_are_done_when_the_broker_has_them() {
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    use rdkafka::message::{Headers, Message};
+
+    // Nobody reads these topics: no reply will ever come.
+    let topics = TopicNames::with_suffix(&format!("-{}", uuid::Uuid::new_v4().simple()));
+    let db = TestDb::postgres();
+    let pool = db.pool();
+    const ROWS: usize = 3;
+    let keys = record_rows(&pool, ROWS).await;
+    let bridge = bridge(&kafka_brokers(), &topics, |config| {
+        config.correlation = kafka_bridge::bridge::CorrelationMode::Legacy;
+    })
+    .await;
+    let config = RelayConfig {
+        record_replies: relay::RecordReplies::None,
+        ..quick("none")
+    };
+    let relay = Relay::new(
+        pool.clone(),
+        bridge.clone(),
+        TokenSource::fixed(DEFAULT_TOKEN),
+        config,
+    )
+    .unwrap();
+    let batch = relay.run_once().await.unwrap();
+    assert_eq!((batch.claimed, batch.done), (ROWS, ROWS));
+    assert_eq!(bridge.pending(), 0, "no reply is awaited");
+    assert_eq!(bridge_sent_to(&bridge, Topic::Record), ROWS as u64);
+    for key in &keys {
+        let row = row(&pool, key).await;
+        assert_eq!(row.status, outbox::DONE);
+        assert_eq!(row.attempts, 1);
+        assert!(
+            row.chain_message
+                .as_deref()
+                .is_some_and(|m| m.starts_with(relay::PUBLISHED_TEXT)),
+            "{:?}",
+            row.chain_message
+        );
+    }
+    let status = relay.status();
+    assert_eq!((status.sent, status.done, status.retried), (3, 3, 0));
+
+    // What the broker holds: each row once, with its idempotency key and a
+    // correlation id in both the head and the header.
+    let consumer: StreamConsumer = mes_e2e::client_config(&kafka_brokers())
+        .set("group.id", format!("reader-{}", uuid::Uuid::new_v4()))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut assignment = rdkafka::TopicPartitionList::new();
+    assignment
+        .add_partition_offset(&topics.record, 0, rdkafka::Offset::Beginning)
+        .unwrap();
+    consumer.assign(&assignment).unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < ROWS {
+        let message = tokio::time::timeout(Duration::from_secs(20), consumer.recv())
+            .await
+            .expect("the published rows are on the topic")
+            .unwrap();
+        let envelope: serde_json::Value =
+            serde_json::from_slice(message.payload().unwrap()).unwrap();
+        let head = &envelope[0];
+        let header = message
+            .headers()
+            .and_then(|h| h.iter().find(|h| h.key == "correlation_id"))
+            .and_then(|h| h.value)
+            .map(|v| String::from_utf8_lossy(v).into_owned());
+        assert_eq!(head["auth"], DEFAULT_TOKEN);
+        assert_eq!(head["corr"].as_str(), header.as_deref());
+        seen.push(head["idem"].as_str().unwrap().to_owned());
+    }
+    seen.sort();
+    let mut expected = keys.clone();
+    expected.sort();
+    assert_eq!(seen, expected);
+    bridge.shutdown().await;
 }

@@ -16,6 +16,7 @@
 
 mod matcher;
 mod metrics;
+mod publish;
 mod slot;
 
 use std::collections::HashMap;
@@ -46,6 +47,7 @@ pub use matcher::{DropReason, Echo, Fence, FenceCounts, Shape};
 pub use metrics::{
     Histogram, HistogramSnapshot, LATENCY_BUCKETS_MS, Metrics, MetricsSnapshot, TopicMetrics,
 };
+pub use publish::Published;
 pub use slot::Priority;
 
 use self::matcher::Matcher;

@@ -1,6 +1,7 @@
 //! For operations: liveness, readiness, Prometheus metrics, the OpenAPI document.
 //! None of these needs a key.
 
+use kafka_bridge::relay::{RecordTopicStatus, RelayStatus};
 use mes_core::db::outbox;
 use rocket::http::ContentType;
 use rocket::serde::json::Json;
@@ -82,6 +83,46 @@ pub struct OutboxHealth {
     pub waiting_for_token: bool,
     /// The relay's last error, if any (never a secret).
     pub last_error: Option<String>,
+    /// How this instance's relay stands with each record topic: `open` means the chain
+    /// has not answered it for a while and its rows are on hold (docs/operations.md).
+    pub topics: Vec<RelayTopicView>,
+}
+
+/// One record topic as the outbox relay sees it: whether the chain answers it, and if
+/// not since when and when the relay tries again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct RelayTopicView {
+    /// The record topic: `BLK_Rty` or `BLK_Rec`.
+    pub topic: String,
+    /// The Kafka topic its messages go to (`MES_TOPIC_RECORD…`).
+    pub name: String,
+    /// `closed` (sent as usual), `open` (on hold: the chain has not answered) or
+    /// `half_open` (one message is being sent as a probe).
+    pub state: String,
+    /// While on hold: since when the chain has not answered (RFC 3339, UTC).
+    pub since: Option<String>,
+    /// While on hold: when the next probe goes (RFC 3339, UTC).
+    pub next_try: Option<String>,
+    /// Sends in a row the chain did not answer.
+    pub consecutive_timeouts: u32,
+}
+
+impl From<&RecordTopicStatus> for RelayTopicView {
+    fn from(t: &RecordTopicStatus) -> Self {
+        RelayTopicView {
+            topic: t.topic.name().to_owned(),
+            name: t.name.clone(),
+            state: t.state.label().to_owned(),
+            since: t.since().map(|t| t.to_rfc3339()),
+            next_try: t.next_try().map(|t| t.to_rfc3339()),
+            consecutive_timeouts: t.consecutive_timeouts,
+        }
+    }
+}
+
+/// The per-topic part of a relay's status.
+pub fn topic_views(relay: &RelayStatus) -> Vec<RelayTopicView> {
+    relay.topics.iter().map(Into::into).collect()
 }
 
 /// `GET /health/live`: the process answers HTTP.
@@ -116,6 +157,7 @@ pub async fn ready(app: &State<App>) -> ApiResult<Json<Health>> {
                     in_flight: d.in_flight,
                     failed: d.failed,
                     waiting_for_token: relay.waiting_for_token,
+                    topics: topic_views(&relay),
                     last_error: relay.last_error,
                 }),
                 chain: Some(ChainHealth::of(&app.bridge)),

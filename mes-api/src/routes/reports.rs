@@ -352,3 +352,39 @@ pub async fn outbox_list(
         .await?;
     Ok(Json(rows.into_iter().map(Into::into).collect()))
 }
+
+/// The answer of `GET /api/outbox/relay`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RelayView {
+    /// `wait` or `none` (`MES_RECORD_REPLIES`): whether record messages wait for the
+    /// chain's reply.
+    pub record_replies: String,
+    /// Each record topic: whether the chain answers it (see `/health/ready`).
+    pub topics: Vec<crate::routes::ops::RelayTopicView>,
+    /// Rows put back unsent because their topic was on hold, since start-up.
+    pub held: u64,
+    /// No master token is configured: nothing is sent.
+    pub waiting_for_token: bool,
+    /// The relay's last error, if any (never a secret).
+    pub last_error: Option<String>,
+}
+
+/// `GET /api/outbox/relay`: how this instance's outbox relay stands, for the console's
+/// outbox tab ("the chain has not answered BLK_Rec since 10:42; next try 10:52").
+#[utoipa::path(get, path = "/api/outbox/relay", tag = "daily report",
+    responses(
+        (status = 200, description = "The relay's state", body = RelayView),
+        (status = 401, description = "No or unknown key", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+#[get("/api/outbox/relay")]
+pub fn outbox_relay(app: &State<App>, _caller: Reader) -> Json<RelayView> {
+    let status = app.relay.status();
+    Json(RelayView {
+        record_replies: app.relay.config().record_replies.to_string(),
+        topics: crate::routes::ops::topic_views(&status),
+        held: status.held,
+        waiting_for_token: status.waiting_for_token,
+        last_error: status.last_error,
+    })
+}

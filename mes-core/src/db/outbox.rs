@@ -111,10 +111,12 @@ const HEAD_OF_ORDERING_KEY: &str = "NOT EXISTS (SELECT 1 FROM chain_outbox AS ea
      AND earlier.id < chain_outbox.id \
      AND earlier.status IN ('pending', 'in_flight'))";
 
-/// Ids of the rows [`claim_due`] may take at `$now`, oldest first.
+/// Ids of the rows [`claim_due`] may take at `$now`, oldest first, leaving the rows of
+/// the topics `$held` alone.
 macro_rules! due_ids {
-    ($now:expr, $limit:expr) => {
+    ($now:expr, $limit:expr, $held:expr) => {
         chain_outbox::table
+            .filter(chain_outbox::topic.ne_all($held))
             .filter(
                 chain_outbox::status
                     .eq(PENDING)
@@ -163,10 +165,26 @@ pub fn claim_due(
     limit: i64,
     lease: Duration,
 ) -> QueryResult<Vec<OutboxRow>> {
+    claim_due_except(conn, now, limit, lease, &[])
+}
+
+/// [`claim_due`], but rows whose topic is in `held` are neither claimed nor charged an
+/// attempt: the relay's circuit breaker holds a topic the chain does not answer this
+/// way. Rows after a held row in its ordering key stay behind it, as always.
+pub fn claim_due_except(
+    conn: &mut DbConnection,
+    now: NaiveDateTime,
+    limit: i64,
+    lease: Duration,
+    held: &[String],
+) -> QueryResult<Vec<OutboxRow>> {
     let until = now + lease;
     let mut rows = match conn {
         DbConnection::Pg(pg) => pg.transaction(|pg| {
-            let ids: Vec<i64> = due_ids!(now, limit).for_update().skip_locked().load(pg)?;
+            let ids: Vec<i64> = due_ids!(now, limit, held)
+                .for_update()
+                .skip_locked()
+                .load(pg)?;
             if ids.is_empty() {
                 return Ok(Vec::new());
             }
@@ -174,7 +192,7 @@ pub fn claim_due(
         }),
         DbConnection::Sqlite(lite) => {
             let claim = |lite: &mut SqliteConnection| {
-                let ids: Vec<i64> = due_ids!(now, limit).load(lite)?;
+                let ids: Vec<i64> = due_ids!(now, limit, held).load(lite)?;
                 if ids.is_empty() {
                     return Ok(Vec::new());
                 }
@@ -253,6 +271,34 @@ pub fn retry_later(
         chain_outbox::status.eq(PENDING),
         chain_outbox::next_attempt_at.eq(next_attempt_at),
         chain_outbox::last_error.eq(Some(error)),
+        chain_outbox::locked_until.eq(None::<NaiveDateTime>),
+        chain_outbox::updated_at.eq(now()),
+    ))
+    .returning(returning::<OutboxRow>())
+    .get_result(conn)
+}
+
+/// Returns an in-flight row to pending without counting its claim as an attempt: it
+/// was not sent (its topic is on hold). Due again at `next_attempt_at`; `note` says why
+/// it waits.
+///
+/// `NotFound` if the row is not in flight (missing, or settled by someone else).
+pub fn release_unsent(
+    conn: &mut DbConnection,
+    id: i64,
+    next_attempt_at: NaiveDateTime,
+    note: &str,
+) -> QueryResult<OutboxRow> {
+    diesel::update(
+        chain_outbox::table
+            .find(id)
+            .filter(chain_outbox::status.eq(IN_FLIGHT)),
+    )
+    .set((
+        chain_outbox::status.eq(PENDING),
+        chain_outbox::attempts.eq(chain_outbox::attempts - 1),
+        chain_outbox::next_attempt_at.eq(next_attempt_at),
+        chain_outbox::last_error.eq(Some(note)),
         chain_outbox::locked_until.eq(None::<NaiveDateTime>),
         chain_outbox::updated_at.eq(now()),
     ))

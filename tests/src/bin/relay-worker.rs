@@ -71,6 +71,7 @@ async fn main() -> anyhow::Result<()> {
         poll_interval: Duration::from_millis(cli.poll_ms),
         backoff_base: Duration::from_millis(200),
         backoff_max: Duration::from_secs(2),
+        ..RelayConfig::default()
     };
     let relay = Relay::new(pool, bridge.clone(), TokenSource::fixed(cli.token), config)?;
 
