@@ -926,6 +926,9 @@ fn verdict(result: Result<Exchange>) -> Verdict {
             }
         }
         Err(Error::Shutdown) => Verdict::Release("not answered: the bridge shut down".to_owned()),
+        // Not sent: an earlier request's reply is outstanding behind a legacy gateway
+        // (docs/protocol.md §9). Pending again, no attempt spent.
+        Err(e @ Error::ChainBehind { .. }) => Verdict::Held(format!("not sent: {e}")),
         // Timeout, BrokerUnavailable, Overloaded, and anything else that is not the
         // chain's answer: the row may or may not have arrived, so it is sent again (the
         // idempotency key makes that harmless).
@@ -1057,6 +1060,12 @@ mod tests {
             assert_eq!(verdict(Err(e)), Verdict::Retry(text));
         }
         assert!(matches!(verdict(Err(Error::Shutdown)), Verdict::Release(_)));
+        let behind = Error::ChainBehind {
+            shape: crate::bridge::Shape::Message,
+            waited: Duration::from_secs(1),
+            retry_after: Duration::from_secs(1),
+        };
+        assert!(matches!(verdict(Err(behind)), Verdict::Held(_)));
     }
 
     #[test]

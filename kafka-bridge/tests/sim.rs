@@ -636,7 +636,7 @@ fn the_binary_refuses_bad_gateway_flags() {
     for (args, says) in [
         (vec!["--answer-topics", "BLK_Part_Lst,BLK_Nope"], "BLK_Nope"),
         (vec!["--lose-replies", "1.5"], "fraction"),
-        (vec!["--lose-reply-for", "xyz"], "xyz"),
+        (vec!["--lose-reply-for", "a/b"], "a/b"),
         (
             vec!["--late-reply", "0123456789abcdef0123456789abcdef"],
             "ID:MS",

@@ -922,10 +922,10 @@ async fn a_record_topic_the_chain_never_answers_is_put_on_hold_probed_and_resume
     const ROWS: usize = 6;
     let keys = record_rows(&pool, ROWS).await;
     let bridge = bridge(&kafka_brokers(), &topics, |config| {
-        // One request at a time, as behind the original gateway; a short fence (the
-        // silent chain's replies never come).
+        // One request at a time, as behind the original gateway; a fence that lifts at
+        // once (this test is about the breaker: every row must reach the silent chain).
         config.correlation = kafka_bridge::bridge::CorrelationMode::Legacy;
-        config.legacy_fence_max = Duration::from_millis(50);
+        config.legacy_fence_max = Duration::from_millis(1);
     })
     .await;
     let config = RelayConfig {
