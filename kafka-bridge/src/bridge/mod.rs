@@ -858,6 +858,10 @@ async fn execute(
     Err(failure)
 }
 
+/// Least time left before a call's deadline for its request to be sent behind the
+/// legacy slot (it waited for the slot until then).
+const MIN_SEND_WINDOW: Duration = Duration::from_millis(100);
+
 /// Waits for the legacy slot within the job's deadline, by its priority. A fenced
 /// shape is refused at once ([`Error::ChainBehind`]), before and after the wait; while
 /// the broker is known to be down, a caller that would have to wait gets
@@ -882,6 +886,11 @@ async fn acquire_legacy_slot(inner: &Arc<Inner>, job: &Job) -> Result<SlotPermit
     };
     // A fence may have gone up while this call waited.
     inner.check_fence(job.shape)?;
+    // Sent with no time left for a reply, a request would only time out at once and
+    // fence its shape: give up unsent instead.
+    if job.deadline.saturating_duration_since(Instant::now()) < MIN_SEND_WINDOW {
+        return Err(Error::Timeout(job.timeout));
+    }
     if let Some(until) = inner.matcher.legacy_blocked_until() {
         let until = Instant::from_std(until);
         if until > Instant::now() {

@@ -1,11 +1,14 @@
-//! Behind a gateway that echoes only the token, a reply that comes late never answers
-//! another caller (docs/protocol.md §9): `mes-api` as a process, the real broker and
-//! PostgreSQL, and the chain simulator replying like the original gateway (Python
-//! literals, no `corr` echo) with one answer's reply 20 s late or lost, behind a 3 s
-//! request timeout.
+//! Behind a gateway like the original's (Python literals, no `corr` echo, replies late,
+//! lost, or committed slower than the MES waits): `mes-api` as a process, the real
+//! broker and PostgreSQL, and the chain simulator, behind a 3 s request timeout.
 //!
-//! The simulator names the request id in every answer reply ("Request X accepted",
-//! "no partner request X"), so each caller can check that the reply it got is its own.
+//! - A reply that comes late never answers another caller (docs/protocol.md §9). The
+//!   simulator names the request id in every answer reply ("Request X accepted", "no
+//!   partner request X"), so each caller can check that the reply it got is its own.
+//! - Decisions converge with the chain (docs/protocol.md §10): an accept whose reply is
+//!   lost or late is `unknown` (202), sends nothing when answered again, and settles as
+//!   `accepted` with exactly one production order once the chain's list shows it; an
+//!   accept that was never sent is `not_sent`, and answering again works.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -14,7 +17,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use kafka_bridge::sim::{Ledger, SimConfig, SimHandle, SimTopics, Simulator, derived_mes_agent};
+use kafka_bridge::sim::{
+    Ledger, NewOrder, SimConfig, SimHandle, SimTopics, Simulator, derived_mes_agent,
+};
 use mes_core::db::{self, tokens};
 use mes_core::domain::{RequestId, Status};
 use mes_core::signing::SigningKey;
@@ -34,6 +39,9 @@ enum Fate {
     Late(Duration),
     /// Never published.
     Lost,
+    /// Every answer is applied this long after it arrives, then answered (a chain that
+    /// commits slower than the MES waits).
+    Commit(Duration),
 }
 
 struct Stack {
@@ -42,12 +50,25 @@ struct Stack {
     key: String,
     /// The partner request whose answer's reply is late or lost.
     slow: RequestId,
+    /// An OPEN order from an accepted partner.
+    order: RequestId,
     _schema: PgSchema,
 }
 
 /// A chain holding one OPEN partner request (`slow`) whose answer's reply has `fate`,
-/// and a server in front of it with the given correlation mode and fence bound.
+/// four more, an accepted partner's OPEN order (`order`, with `order_fate` if any), and
+/// a server in front of it with the given correlation mode, fence bound and settings.
 async fn stack(mode: &str, fate: Fate, fence_max: &str) -> Stack {
+    stack_with(mode, fate, fence_max, None, &[]).await
+}
+
+async fn stack_with(
+    mode: &str,
+    fate: Fate,
+    fence_max: &str,
+    order_fate: Option<Fate>,
+    settings: &[(&str, &str)],
+) -> Stack {
     let suffix = format!("-{}", uuid::Uuid::new_v4().simple());
     let token = format!("fence-token{suffix}");
     let key = SigningKey::generate();
@@ -59,7 +80,24 @@ async fn stack(mode: &str, fate: Fate, fence_max: &str) -> Stack {
             1_700_000_000,
         )
         .unwrap();
-    for i in 0..5 {
+    let erp = SigningKey::generate().agent_key();
+    ledger
+        .add_partner(erp.clone(), Status::Accepted, 1_700_000_100)
+        .unwrap();
+    let order = ledger
+        .add_order(
+            NewOrder {
+                issuing_agent: erp,
+                order_type: "dummy_action".into(),
+                description: "Steering wheels".into(),
+                metadata: serde_json::json!({"Part": "steering wheel", "Size": 3}),
+                files: Vec::new(),
+            },
+            Status::Open,
+            1_700_000_200,
+        )
+        .unwrap();
+    for i in 0..4 {
         ledger
             .add_partner(
                 SigningKey::generate().agent_key(),
@@ -76,12 +114,22 @@ async fn stack(mode: &str, fate: Fate, fence_max: &str) -> Stack {
     config.ledger = Some(ledger.snapshot());
     config.gateway.python_literal = true;
     config.gateway.no_echo = true;
-    match fate {
-        Fate::Late(delay) => {
-            config.gateway.late_replies = BTreeMap::from([(slow.clone(), delay)]);
+    let mut late = BTreeMap::new();
+    let mut lost = BTreeSet::new();
+    for (id, fate) in [(slow.clone(), Some(fate)), (order.clone(), order_fate)] {
+        match fate {
+            Some(Fate::Late(delay)) => {
+                late.insert(id, delay);
+            }
+            Some(Fate::Lost) => {
+                lost.insert(id);
+            }
+            Some(Fate::Commit(delay)) => config.gateway.commit_delay = delay,
+            None => {}
         }
-        Fate::Lost => config.gateway.lose_reply_for = BTreeSet::from([slow.clone()]),
     }
+    config.gateway.late_replies = late;
+    config.gateway.lose_reply_for = lost;
     let sim = Simulator::start(config).await.unwrap();
 
     let schema = PgSchema::create_in(&mes_e2e::database_url());
@@ -126,6 +174,11 @@ async fn stack(mode: &str, fate: Fate, fence_max: &str) -> Stack {
     ] {
         env.push((setting.into(), name.clone()));
     }
+    env.extend(
+        settings
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
     let mut server = ServerProc::spawn(BIN, &env);
     server.wait_ready().await;
     Stack {
@@ -133,6 +186,7 @@ async fn stack(mode: &str, fate: Fate, fence_max: &str) -> Stack {
         server,
         key: operator,
         slow,
+        order,
         _schema: schema,
     }
 }
@@ -370,6 +424,152 @@ async fn a_lost_reply_fences_answers_until_the_fence_bound_then_they_work_again(
         1
     );
     assert_eq!(answer(port, &key, &random_id(), 0).await, Got::Own);
+    stack.server.terminate().await;
+    stack.sim.shutdown().await.unwrap();
+}
+
+/// `POST /api/orders/<id>/answer` with `accept`: the status and the JSON answer.
+async fn accept_order(port: u16, key: &str, id: &str) -> (u16, Value) {
+    let path = format!("/api/orders/{id}/answer");
+    let (status, body) = http(
+        port,
+        "POST",
+        &path,
+        Some(key),
+        Some(r#"{"response": "accept"}"#),
+    )
+    .await
+    .unwrap();
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
+/// The decisions on `id`, newest first.
+async fn decisions_on(port: u16, key: &str, id: &str) -> Vec<Value> {
+    let (status, body) = http(port, "GET", "/api/decisions?limit=100", Some(key), None)
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let all: Vec<Value> = serde_json::from_str(&body).unwrap();
+    all.into_iter().filter(|d| d["request_id"] == id).collect()
+}
+
+async fn production_orders_for(port: u16, key: &str, id: &str) -> usize {
+    let (status, body) = http(port, "GET", "/api/production-orders", Some(key), None)
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let all: Vec<Value> = serde_json::from_str(&body).unwrap();
+    all.iter().filter(|o| o["chain_order_id"] == id).count()
+}
+
+/// Order answers the server published to the chain.
+async fn order_answers_sent(port: u16) -> u64 {
+    metric(port, "mes_chain_requests_total{topic=\"BLK_Act_Ans\"}").await
+}
+
+/// An accept whose reply never comes (`Lost`) or comes after the MES stopped waiting
+/// (`Commit`): 202 `unknown`, answering again sends nothing, and the poller's scans
+/// settle it as `accepted` with exactly one production order.
+async fn an_unconfirmed_accept_converges(fate: Fate) {
+    let mut stack = stack_with(
+        "legacy",
+        Fate::Lost,
+        "5s",
+        Some(fate),
+        &[("MES_POLL_INTERVAL_SECS", "1")],
+    )
+    .await;
+    let (port, key, order) = (
+        stack.server.port,
+        stack.key.clone(),
+        stack.order.to_string(),
+    );
+    let (status, answer) = accept_order(port, &key, &order).await;
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(answer["decision"]["outcome"], "unknown", "{answer}");
+    assert_eq!(answer["message"], "sent; the chain has not confirmed yet");
+    let sent = order_answers_sent(port).await;
+    assert_eq!(sent, 1);
+
+    // Answering again while unknown sends nothing: it reads the chain's list instead.
+    let (status, again) = accept_order(port, &key, &order).await;
+    assert!(status == 202 || status == 200, "{status} {again}");
+    assert_eq!(again["decision"]["id"], answer["decision"]["id"], "{again}");
+    assert_eq!(
+        order_answers_sent(port).await,
+        sent,
+        "a second answer was sent"
+    );
+
+    let start = Instant::now();
+    let settled = loop {
+        let decisions = decisions_on(port, &key, &order).await;
+        assert_eq!(decisions.len(), 1, "{decisions:?}");
+        if decisions[0]["outcome"] != "unknown" {
+            break decisions[0].clone();
+        }
+        assert!(start.elapsed() < DEADLINE, "never settled: {decisions:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(settled["outcome"], "accepted", "{settled}");
+    assert_eq!(production_orders_for(port, &key, &order).await, 1);
+    // Later scans change nothing: still one decision, one production order.
+    let polls = metric(port, "mes_chain_polls_total{outcome=\"ok\"}").await;
+    while metric(port, "mes_chain_polls_total{outcome=\"ok\"}").await < polls + 2 {
+        assert!(start.elapsed() < DEADLINE, "the poller stopped");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(decisions_on(port, &key, &order).await.len(), 1);
+    assert_eq!(production_orders_for(port, &key, &order).await, 1);
+    assert_eq!(order_answers_sent(port).await, sent);
+    stack.server.terminate().await;
+    stack.sim.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_accept_whose_reply_is_lost_settles_as_accepted_with_one_production_order() {
+    an_unconfirmed_accept_converges(Fate::Lost).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_accept_committed_slower_than_the_timeout_settles_as_accepted_with_one_production_order()
+{
+    an_unconfirmed_accept_converges(Fate::Commit(Duration::from_secs(5))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_accept_that_never_reached_the_broker_is_not_sent_and_can_be_answered_again() {
+    let mut stack = stack("legacy", Fate::Lost, "4s").await;
+    let (port, key, order) = (
+        stack.server.port,
+        stack.key.clone(),
+        stack.order.to_string(),
+    );
+    // A lost partner answer fences answers: the order's accept is refused unsent.
+    assert_eq!(
+        answer(port, &key, stack.slow.as_str(), 1).await,
+        Got::Timeout
+    );
+    let (status, refused) = accept_order(port, &key, &order).await;
+    assert_eq!(status, 503, "{refused}");
+    assert_eq!(refused["error"]["code"], "chain_behind");
+    let decisions = decisions_on(port, &key, &order).await;
+    assert_eq!(decisions[0]["outcome"], "not_sent", "{decisions:?}");
+    assert_eq!(order_answers_sent(port).await, 0);
+    // Once the fence lifts, the same operator answers again, and it goes through.
+    let start = Instant::now();
+    while fences_up(port).await > 0 {
+        assert!(start.elapsed() < DEADLINE, "the fence never lifted");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (status, accepted) = accept_order(port, &key, &order).await;
+    assert_eq!(status, 200, "{accepted}");
+    assert_eq!(accepted["decision"]["outcome"], "accepted");
+    assert_eq!(
+        accepted["production_order"]["chain_order_id"],
+        order.as_str()
+    );
+    assert_eq!(production_orders_for(port, &key, &order).await, 1);
     stack.server.terminate().await;
     stack.sim.shutdown().await.unwrap();
 }
