@@ -11,6 +11,10 @@
 //! | the other answer | `not_applied` |
 //! | still OPEN (or not listed) after `MES_RECONCILE_AFTER_SCANS` complete scans | `not_applied`: the operator may answer again |
 //!
+//! A `not_applied` decision is still compared with the list for a day: a chain that
+//! commits the answer later after all turns it `accepted`/`rejected` (and produces the
+//! order), so an accepted order never stays without its production order.
+//!
 //! Every step is a conditional update (`… WHERE outcome = 'unknown'`), and a production
 //! order is created once per chain order (unique `chain_order_id`), so two instances
 //! reconciling the same scan settle each decision once and produce each order once.
@@ -37,6 +41,11 @@ pub struct Reconcile {
     pub pending_after: Duration,
 }
 
+/// How long a `not_applied` decision is still compared with the chain's list: a chain
+/// that commits an answer after the scans gave up on it still gets its production
+/// order.
+const NOT_APPLIED_WATCH_HOURS: i64 = 24;
+
 /// The message stored on a decision settled from the chain's list.
 const CONFIRMED: &str = "confirmed from the chain's request list";
 
@@ -61,14 +70,15 @@ async fn settle_kind(
 ) -> ApiResult<()> {
     let stale = Utc::now().naive_utc()
         - chrono::Duration::from_std(tuning.pending_after).unwrap_or(chrono::Duration::MAX);
+    let recent = Utc::now().naive_utc() - chrono::Duration::hours(NOT_APPLIED_WATCH_HOURS);
     let name = kind.as_str();
-    let unknown = db
+    let unsettled = db
         .run(move |conn| {
             decisions::expire_pending(conn, name, stale)?;
-            Ok(decisions::unknown(conn, name)?)
+            Ok(decisions::unsettled(conn, name, recent)?)
         })
         .await?;
-    for decision in unknown {
+    for decision in unsettled {
         let request_id = decision.request_id.clone();
         let row = db
             .run(move |conn| Ok(chain_requests::get(conn, name, &request_id)?))
@@ -77,7 +87,10 @@ async fn settle_kind(
             Some(status @ ("ACCEPTED" | "REJECTED")) => {
                 settle_from_status(db, kind, &decision, status, row.as_ref()).await?
             }
-            _ => count_open(db, &decision, scan, tuning.after_scans).await?,
+            _ if decision.outcome == decisions::OUTCOME_UNKNOWN => {
+                count_open(db, &decision, scan, tuning.after_scans).await?
+            }
+            _ => None,
         };
         if let Some(settled) = settled {
             tracing::info!(
@@ -106,6 +119,9 @@ async fn settle_from_status(
     } else {
         "REJECTED"
     };
+    if status != expected && decision.outcome == decisions::OUTCOME_NOT_APPLIED {
+        return Ok(None); // already says so
+    }
     let (outcome, message) = if status == expected {
         (applied, CONFIRMED.to_owned())
     } else {

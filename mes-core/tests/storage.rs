@@ -436,6 +436,44 @@ backend_tests! {
         assert!(matches!(outbox::mark_failed(conn, id, "again"), Err(DieselError::NotFound)));
     }
 
+    fn an_unknown_decision_is_settled_once_and_each_scan_counts_once(conn: &mut DbConnection) {
+        let new = decisions::NewDecision {
+            kind: decisions::KIND_ORDER,
+            request_id: "Order_XY-9",
+            response: decisions::ACCEPT,
+            operator: "olga",
+            correlation_id: None,
+        };
+        let d = decisions::record(conn, &new).unwrap();
+        decisions::complete(conn, d.id, decisions::OUTCOME_UNKNOWN, None, Some("timeout")).unwrap();
+        let far_past = chrono::NaiveDate::from_ymd_opt(2000, 1, 1)
+            .unwrap()
+            .and_hms_opt(0, 0, 0)
+            .unwrap();
+        let unsettled = decisions::unsettled(conn, decisions::KIND_ORDER, far_past).unwrap();
+        assert_eq!(unsettled.len(), 1);
+        assert!(decisions::unsettled(conn, decisions::KIND_PARTNER, far_past).unwrap().is_empty());
+        // Scan 7 counts once, however many instances see it; scan 8 counts again.
+        let counted = decisions::count_open_scan(conn, d.id, 7).unwrap().unwrap();
+        assert_eq!((counted.open_scans, counted.last_scan), (1, Some(7)));
+        assert!(decisions::count_open_scan(conn, d.id, 7).unwrap().is_none());
+        assert_eq!(decisions::count_open_scan(conn, d.id, 8).unwrap().unwrap().open_scans, 2);
+        // Settled once: the second instance gets None.
+        let settled = decisions::settle_unknown(conn, d.id, decisions::OUTCOME_ACCEPTED, Some("confirmed"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(settled.outcome, decisions::OUTCOME_ACCEPTED);
+        assert!(decisions::settle_unknown(conn, d.id, decisions::OUTCOME_ACCEPTED, None).unwrap().is_none());
+        assert!(decisions::count_open_scan(conn, d.id, 9).unwrap().is_none());
+        assert_eq!(decisions::latest(conn, decisions::KIND_ORDER, "Order_XY-9").unwrap().unwrap().id, d.id);
+        assert!(decisions::latest(conn, decisions::KIND_ORDER, "order_xy-9").unwrap().is_none());
+        // A pending decision left by a dead server becomes unknown.
+        let pending = decisions::record(conn, &new).unwrap();
+        let later = mes_core::db::now() + chrono::Duration::seconds(1);
+        assert_eq!(decisions::expire_pending(conn, decisions::KIND_ORDER, later).unwrap(), 1);
+        assert_eq!(decisions::get(conn, pending.id).unwrap().unwrap().outcome, decisions::OUTCOME_UNKNOWN);
+    }
+
     fn decisions_are_recorded_then_completed(conn: &mut DbConnection) {
         let new = decisions::NewDecision {
             kind: decisions::KIND_PARTNER,

@@ -131,7 +131,9 @@ async fn a_silent_chain_gives_timeout_to_every_queued_caller_within_one_deadline
     assert_eq!(metrics.requests(Topic::PartnerList), 1, "{metrics:?}");
     // Counted once per call, whichever timer fired first (the call's or its request's).
     assert_eq!(metrics.timeouts, timeouts);
-    assert_eq!(metrics.chain_behind, 16 - timeouts);
+    // A call refused with chain_behind just as its own deadline passed reads as a
+    // timeout to its caller: counted in both.
+    assert!(metrics.chain_behind >= 16 - timeouts, "{metrics:?}");
     bridge.shutdown().await;
 }
 

@@ -107,7 +107,9 @@ pub struct BridgeConfig {
     pub topics: TopicNames,
     /// Reply matching.
     pub correlation: CorrelationMode,
-    /// Deadline of a whole call, waiting for a slot included (default 10 s).
+    /// Deadline of a whole call, waiting for a slot included (default 10 s). Behind
+    /// the legacy slot an operator's call may first wait up to this long more for a
+    /// background request in flight, so its own round trip keeps the whole timeout.
     pub request_timeout: Duration,
     /// Behind a gateway that echoes only the token, how long a request that ended
     /// without its reply keeps new requests of its shape from being sent while that
@@ -387,8 +389,17 @@ impl Bridge {
         options: CallOptions,
     ) -> Result<Exchange> {
         let timeout = options.timeout.unwrap_or(self.inner.config.request_timeout);
+        // Behind the legacy slot, an operator may first wait for a background request
+        // in flight (at most its timeout): that wait is not taken from the operator's
+        // own round trip, so background work never makes an operator's call time out.
+        let behind_background =
+            if options.priority == Priority::Operator && self.inner.matcher.uses_legacy() {
+                timeout
+            } else {
+                Duration::ZERO
+            };
         let deadline = Deadline {
-            at: Instant::now() + timeout,
+            at: Instant::now() + timeout + behind_background,
             timeout,
         };
         let list_page = match &request {
@@ -777,6 +788,9 @@ async fn execute(
     } else {
         None
     };
+    // The reply is awaited for the call's timeout from now (an operator's call may
+    // have waited for the slot), never past the call's end.
+    let reply_deadline = (Instant::now() + timeout).min(job.deadline);
 
     let mut reply_rx = inner
         .matcher
@@ -830,13 +844,13 @@ async fn execute(
                 Ok(Err((e, _))) => break inner.broker_error(&producer, e.to_string()),
                 Err(_) => break inner.broker_error(&producer, "the producer was closed".into()),
             },
-            () = tokio::time::sleep_until(ack_deadline), if !delivered && ack_deadline < job.deadline => {
+            () = tokio::time::sleep_until(ack_deadline), if !delivered && ack_deadline < reply_deadline => {
                 break inner.broker_error(
                     &producer,
                     format!("no acknowledgement within {:?}", inner.config.message_timeout),
                 );
             }
-            () = tokio::time::sleep_until(job.deadline) => break Error::Timeout(timeout),
+            () = tokio::time::sleep_until(reply_deadline) => break Error::Timeout(timeout),
         }
     };
     // Timed out, or the delivery failed after the message was queued: it may still

@@ -144,8 +144,9 @@ pub fn complete(
         .get_result(conn)
 }
 
-/// Settles an [`OUTCOME_UNKNOWN`] decision: `None` if it is no longer unknown (another
-/// instance, or a late reply, settled it first), so exactly one caller acts on it.
+/// Settles an [`OUTCOME_UNKNOWN`] decision, or a [`OUTCOME_NOT_APPLIED`] one the chain
+/// applied after all (a commit slower than the scans): `None` if it is no longer in
+/// either state (another instance settled it first), so exactly one caller acts on it.
 pub fn settle_unknown(
     conn: &mut DbConnection,
     id: i64,
@@ -155,7 +156,8 @@ pub fn settle_unknown(
     diesel::update(
         decisions::table
             .find(id)
-            .filter(decisions::outcome.eq(OUTCOME_UNKNOWN)),
+            .filter(decisions::outcome.eq_any([OUTCOME_UNKNOWN, OUTCOME_NOT_APPLIED]))
+            .filter(decisions::outcome.ne(outcome)),
     )
     .set((
         decisions::outcome.eq(outcome),
@@ -216,11 +218,21 @@ pub fn expire_pending(
     .execute(conn)
 }
 
-/// Every [`OUTCOME_UNKNOWN`] decision on `kind`, oldest first: what the mirror settles.
-pub fn unknown(conn: &mut DbConnection, kind: &str) -> QueryResult<Vec<Decision>> {
+/// What the mirror settles on `kind`, oldest first: every [`OUTCOME_UNKNOWN`]
+/// decision, and the [`OUTCOME_NOT_APPLIED`] ones written since `recent` (a chain that
+/// commits later than the scans gave it may still show them applied).
+pub fn unsettled(
+    conn: &mut DbConnection,
+    kind: &str,
+    recent: NaiveDateTime,
+) -> QueryResult<Vec<Decision>> {
     decisions::table
         .filter(decisions::kind.eq(kind))
-        .filter(decisions::outcome.eq(OUTCOME_UNKNOWN))
+        .filter(
+            decisions::outcome.eq(OUTCOME_UNKNOWN).or(decisions::outcome
+                .eq(OUTCOME_NOT_APPLIED)
+                .and(decisions::updated_at.ge(recent))),
+        )
         .order(decisions::id)
         .select(Decision::as_select())
         .load(conn)
