@@ -77,6 +77,10 @@ fn list_and_answer_topics() -> HashSet<Topic> {
 /// the four list/answer topics.
 const ONLY_LIST_AND_ANSWER_TOPICS: (&str, &str) = ("SIM_ANSWER_TOPICS", "list,answer");
 
+/// A `settings` key that is not a server setting: `START:MS`, the simulated gateway
+/// replies to a list of the page starting at START that much later.
+const LATE_LIST_REPLY: &str = "SIM_LATE_LIST_REPLY";
+
 async fn stack_with(
     mode: &str,
     fate: Fate,
@@ -146,6 +150,13 @@ async fn stack_with(
     config.gateway.late_replies = late;
     if settings.contains(&ONLY_LIST_AND_ANSWER_TOPICS) {
         config.gateway.answer_topics = Some(list_and_answer_topics());
+    }
+    for (_, late) in settings.iter().filter(|(k, _)| *k == LATE_LIST_REPLY) {
+        let (start, ms) = late.split_once(':').unwrap();
+        config.gateway.late_list_replies.insert(
+            start.parse().unwrap(),
+            Duration::from_millis(ms.parse().unwrap()),
+        );
     }
     config.gateway.lose_reply_for = lost;
     let sim = Simulator::start(config).await.unwrap();
@@ -721,6 +732,110 @@ async fn with_record_replies_none_units_are_delivered_on_the_brokers_acknowledge
     assert_eq!(ready(port).await["chain"]["fences"], serde_json::json!([]));
     let (status, accepted) = accept_order(port, &key, stack.order.as_str()).await;
     assert_eq!(status, 200, "{accepted}");
+    stack.server.terminate().await;
+    stack.sim.shutdown().await.unwrap();
+}
+
+/// A list reply 20 s late behind a 3 s timeout, while four callers list other pages
+/// for 30 s: nobody gets another page; lists are refused (503) while the reply is
+/// outstanding, answers keep working, and lists work again once it came.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_reply_20s_late_never_answers_another_page() {
+    let mut stack = stack_with(
+        "legacy",
+        Fate::Lost,
+        "2m",
+        None,
+        &[(LATE_LIST_REPLY, "3:20000")],
+    )
+    .await;
+    let (port, key) = (stack.server.port, Arc::new(stack.key.clone()));
+    // The chain lists partner requests oldest first (by their timestamp).
+    let ids: Arc<Vec<String>> = Arc::new(stack.sim.with_ledger(|l| {
+        let mut partners = l.snapshot().partners;
+        partners.sort_by_key(|p| p.timestamp);
+        partners
+            .iter()
+            .map(|p| p.partner_request_id.to_string())
+            .collect()
+    }));
+    assert_eq!(ids.len(), 6);
+    let page = |start: usize| format!("/api/KafkaPartner/LIST?start={start}&limit=1");
+    let (status, body) = http(port, "GET", &page(3), Some(&key), None).await.unwrap();
+    assert_eq!(status, 504, "{body}");
+
+    let tally = Arc::new(Tally::default());
+    let wrong = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let until = Instant::now() + Duration::from_secs(30);
+    let mut callers = Vec::new();
+    for caller in 0..4usize {
+        let (key, ids, tally, wrong) = (
+            Arc::clone(&key),
+            Arc::clone(&ids),
+            Arc::clone(&tally),
+            Arc::clone(&wrong),
+        );
+        callers.push(tokio::spawn(async move {
+            let mut n = caller;
+            while Instant::now() < until {
+                // Every page but the late one.
+                let start = [0, 1, 2, 4, 5][n % 5];
+                n += 1;
+                let (status, body) = http(port, "GET", &page(start), Some(&key), None)
+                    .await
+                    .unwrap();
+                let json: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+                match status {
+                    200 => {
+                        let got = json[0]["partner_request_id"].as_str().unwrap_or_default();
+                        if got == ids[start] {
+                            tally.own.fetch_add(1, Ordering::Relaxed);
+                        } else {
+                            wrong
+                                .lock()
+                                .unwrap()
+                                .push(format!("page {start} got {body}"));
+                        }
+                    }
+                    503 if json["error"]["code"] == "chain_behind" => {
+                        tally.behind.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    504 => {
+                        tally.timeouts.fetch_add(1, Ordering::Relaxed);
+                    }
+                    _ => panic!("page {start}: {status} {body}"),
+                }
+            }
+        }));
+    }
+    // Answers are not fenced by a late list (an answer the chain applies: its reply is
+    // a message; a chain error could be the list's, docs/protocol.md §9 rule 4).
+    let (status, accepted) = accept_order(port, &key, stack.order.as_str()).await;
+    assert_eq!(status, 200, "{accepted}");
+    for caller in callers {
+        caller.await.unwrap();
+    }
+    let wrong = wrong.lock().unwrap().clone();
+    eprintln!("lists: {tally:?}, {} wrong", wrong.len());
+    assert!(
+        wrong.is_empty(),
+        "{} got another page, first: {:?}",
+        wrong.len(),
+        wrong.first()
+    );
+    assert!(
+        tally.behind.load(Ordering::Relaxed) > 0,
+        "no list met the fence"
+    );
+    assert!(
+        tally.own.load(Ordering::Relaxed) > 0,
+        "no list got through after the late reply"
+    );
+    assert_eq!(
+        metric(port, "mes_chain_fences_total{outcome=\"lifted_by_reply\"}").await,
+        1
+    );
     stack.server.terminate().await;
     stack.sim.shutdown().await.unwrap();
 }

@@ -117,6 +117,10 @@ struct RunArgs {
     /// later than the others, which overtake it (repeatable).
     #[arg(long, value_name = "ID:MS", value_parser = late_reply)]
     late_reply: Vec<(RequestId, u64)>,
+    /// Publish the reply to a list whose page starts at index START MS milliseconds
+    /// later than the others, which overtake it (repeatable).
+    #[arg(long, value_name = "START:MS", value_parser = late_list_reply)]
+    late_list_reply: Vec<(u32, u64)>,
     /// Sign replies with the simulator's key.
     #[arg(long)]
     sign_replies: bool,
@@ -211,6 +215,13 @@ fn late_reply(text: &str) -> Result<(RequestId, u64), String> {
     Ok((request_id(id)?, ms))
 }
 
+fn late_list_reply(text: &str) -> Result<(u32, u64), String> {
+    let parsed = text
+        .split_once(':')
+        .and_then(|(start, ms)| Some((start.trim().parse().ok()?, ms.trim().parse().ok()?)));
+    parsed.ok_or_else(|| format!("expected START:MS (an index and milliseconds), got {text:?}"))
+}
+
 fn json_value(text: &str) -> Result<serde_json::Value, String> {
     serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))
 }
@@ -294,6 +305,11 @@ async fn run(
             .late_reply
             .into_iter()
             .map(|(id, ms)| (id, Duration::from_millis(ms)))
+            .collect(),
+        late_list_replies: args
+            .late_list_reply
+            .into_iter()
+            .map(|(start, ms)| (start, Duration::from_millis(ms)))
             .collect(),
     };
     config.delay = Duration::from_millis(args.delay_ms);

@@ -157,6 +157,10 @@ pub struct GatewayOptions {
     /// own task: replies produced meanwhile overtake them, as on a gateway that answers
     /// late and out of order.
     pub late_replies: BTreeMap<RequestId, Duration>,
+    /// List requests (`BLK_Part_Lst`/`BLK_Act_Lst`) whose page starts at one of these
+    /// indexes get their reply this much later than the others, which overtake it: a
+    /// late list reply a test can aim at.
+    pub late_list_replies: BTreeMap<u32, Duration>,
 }
 
 impl GatewayOptions {
@@ -187,6 +191,7 @@ impl GatewayOptions {
         let late = self
             .late_replies
             .values()
+            .chain(self.late_list_replies.values())
             .max()
             .copied()
             .unwrap_or_default();

@@ -18,6 +18,8 @@ pub(crate) struct Subject {
     pub(crate) route: Route,
     /// The partner or order request it answers (`BLK_Part_Ans`/`BLK_Act_Ans` only).
     pub(crate) answers: Option<RequestId>,
+    /// The first index of the page it lists (`BLK_Part_Lst`/`BLK_Act_Lst` only).
+    pub(crate) list_start: Option<u32>,
 }
 
 impl Subject {
@@ -35,7 +37,22 @@ impl Subject {
             }
             _ => None,
         };
-        Subject { route, answers }
+        let list_start = match route {
+            Route::Chain(topic @ (Topic::PartnerList | Topic::OrderList)) => {
+                match Request::decode(topic, payload) {
+                    Ok((_, Request::ListPartners(page) | Request::ListOrders(page))) => {
+                        Some(page.start)
+                    }
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        Subject {
+            route,
+            answers,
+            list_start,
+        }
     }
 }
 
@@ -93,6 +110,11 @@ impl Fate {
         } else {
             let late = id
                 .and_then(|id| options.late_replies.get(id))
+                .or_else(|| {
+                    subject
+                        .list_start
+                        .and_then(|start| options.late_list_replies.get(&start))
+                })
                 .copied()
                 .unwrap_or_default();
             ReplyFate::Publish(delay + late)
@@ -107,6 +129,8 @@ impl Fate {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
+
+    use std::collections::BTreeMap;
 
     use mes_core::codec::{AnswerBody, Page};
     use mes_core::domain::Answer;
@@ -123,6 +147,7 @@ mod tests {
         Subject {
             route: Route::Chain(topic),
             answers: Some(id(n)),
+            list_start: None,
         }
     }
 
@@ -130,6 +155,7 @@ mod tests {
         Subject {
             route: Route::Chain(topic),
             answers: None,
+            list_start: None,
         }
     }
 
@@ -173,7 +199,10 @@ mod tests {
             .to_bytes();
         assert_eq!(
             Subject::of(Route::Chain(Topic::PartnerList), &list),
-            on(Topic::PartnerList)
+            Subject {
+                list_start: Some(0),
+                ..on(Topic::PartnerList)
+            }
         );
         let garbage = Subject::of(Route::Chain(Topic::OrderAnswer), b"\xff not json");
         assert_eq!(garbage, on(Topic::OrderAnswer));
@@ -201,8 +230,28 @@ mod tests {
         let erp = Subject {
             route: Route::ErpPartner,
             answers: None,
+            list_start: None,
         };
         assert_eq!(fate(&erp), ReplyFate::Publish(Duration::ZERO));
+    }
+
+    #[test]
+    fn a_list_reply_is_late_for_its_page_only() {
+        let o = GatewayOptions {
+            late_list_replies: BTreeMap::from([(3, 20 * MS)]),
+            ..GatewayOptions::default()
+        };
+        let list = |start| {
+            let payload = Request::ListPartners(Page { start, limit: 1 })
+                .envelope("t", None)
+                .to_bytes();
+            Subject::of(Route::Chain(Topic::PartnerList), &payload)
+        };
+        assert_eq!(list(3).list_start, Some(3));
+        let fate = |s: &Subject| Fate::decide(&o, MS, s, 0.5).reply;
+        assert_eq!(fate(&list(3)), ReplyFate::Publish(21 * MS));
+        assert_eq!(fate(&list(4)), ReplyFate::Publish(MS));
+        assert_eq!(fate(&on(Topic::PartnerList)), ReplyFate::Publish(MS));
     }
 
     #[test]
