@@ -114,11 +114,15 @@ async fn a_silent_chain_gives_timeout_to_every_queued_caller_within_one_deadline
     // The first request times out and its reply is outstanding: the callers queued
     // behind it are told at once that the chain is behind (or reach their own deadline
     // first), and the silent chain is sent nothing more.
-    let mut timeouts = 0;
+    // (On a loaded machine the broker may acknowledge the one request later than the
+    // producer's 1 s message timeout: then the callers are told the broker is
+    // unavailable, also at once.)
+    let (mut timeouts, mut unavailable) = (0, 0);
     for call in calls {
         match call.await.unwrap() {
             Err(Error::Timeout(_)) => timeouts += 1,
             Err(Error::ChainBehind { shape, .. }) => assert_eq!(shape, Shape::List),
+            Err(Error::BrokerUnavailable(_)) => unavailable += 1,
             other => panic!("{other:?}"),
         }
     }
@@ -127,13 +131,16 @@ async fn a_silent_chain_gives_timeout_to_every_queued_caller_within_one_deadline
     assert!(elapsed >= Duration::from_millis(900), "{elapsed:?}");
     assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
     let metrics = bridge.metrics();
-    assert!(timeouts >= 1);
+    assert!(timeouts + unavailable >= 1);
     assert_eq!(metrics.requests(Topic::PartnerList), 1, "{metrics:?}");
     // Counted once per call, whichever timer fired first (the call's or its request's).
     assert_eq!(metrics.timeouts, timeouts);
     // A call refused with chain_behind just as its own deadline passed reads as a
     // timeout to its caller: counted in both.
-    assert!(metrics.chain_behind >= 16 - timeouts, "{metrics:?}");
+    assert!(
+        metrics.chain_behind >= 16 - timeouts - unavailable,
+        "{metrics:?}"
+    );
     bridge.shutdown().await;
 }
 
