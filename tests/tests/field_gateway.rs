@@ -53,6 +53,8 @@ struct Stack {
     slow: RequestId,
     /// An OPEN order from an accepted partner.
     order: RequestId,
+    /// The server's environment, to start another instance on the same database.
+    env: Vec<(String, String)>,
     _schema: PgSchema,
 }
 
@@ -217,6 +219,7 @@ async fn stack_with(
         key: operator,
         slow,
         order,
+        env,
         _schema: schema,
     }
 }
@@ -836,6 +839,55 @@ async fn a_list_reply_20s_late_never_answers_another_page() {
         metric(port, "mes_chain_fences_total{outcome=\"lifted_by_reply\"}").await,
         1
     );
+    stack.server.terminate().await;
+    stack.sim.shutdown().await.unwrap();
+}
+
+/// Two instances on one database behind a gateway that lost an accept's reply: both
+/// scan the chain and reconcile, the decision is settled once and the order produced
+/// once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_settle_an_unconfirmed_accept_once_with_one_production_order() {
+    let mut stack = stack_with(
+        "legacy",
+        Fate::Lost,
+        "5s",
+        Some(Fate::Lost),
+        &[("MES_POLL_INTERVAL_SECS", "1")],
+    )
+    .await;
+    let mut second = ServerProc::spawn(BIN, &stack.env);
+    second.wait_ready().await;
+    let (port, key, order) = (
+        stack.server.port,
+        stack.key.clone(),
+        stack.order.to_string(),
+    );
+    let (status, answer) = accept_order(port, &key, &order).await;
+    assert_eq!(status, 202, "{answer}");
+    let start = Instant::now();
+    loop {
+        let decisions = decisions_on(second.port, &key, &order).await;
+        assert_eq!(decisions.len(), 1, "{decisions:?}");
+        if decisions[0]["outcome"] == "accepted" {
+            break;
+        }
+        assert!(start.elapsed() < DEADLINE, "never settled: {decisions:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Both keep scanning: still one decision and one production order, seen from both.
+    for server in [port, second.port] {
+        let polls = metric(server, "mes_chain_polls_total{outcome=\"ok\"}").await;
+        while metric(server, "mes_chain_polls_total{outcome=\"ok\"}").await < polls + 2 {
+            assert!(start.elapsed() < DEADLINE, "a poller stopped");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    for server in [port, second.port] {
+        assert_eq!(decisions_on(server, &key, &order).await.len(), 1);
+        assert_eq!(production_orders_for(server, &key, &order).await, 1);
+    }
+    second.terminate().await;
     stack.server.terminate().await;
     stack.sim.shutdown().await.unwrap();
 }
