@@ -4,7 +4,6 @@
 //! Routes stay thin (parse, authorise, call a method here, answer), so a library user
 //! can drive the same operations without HTTP.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -29,11 +28,6 @@ use crate::service::units::UnitService;
 /// How long the master token read from the database is reused. Short, because the
 /// CLI may change it from another process.
 const TOKEN_TTL: Duration = Duration::from_secs(1);
-/// Most chain orders remembered from lists, to take over an accepted order.
-const ORDER_CACHE_MAX: usize = 10_000;
-/// Page size and page count when looking an order up on the chain.
-const ORDER_SCAN_PAGE: u32 = 100;
-const ORDER_SCAN_PAGES: u32 = 50;
 
 /// Partner requests or order requests: the two things an operator answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,7 +102,6 @@ pub struct App {
     /// Live updates for the console's event stream and the webhooks.
     pub events: Hub,
     token: Mutex<Option<(String, Instant)>>,
-    orders: Mutex<HashMap<String, Value>>,
     embedded: Mutex<Option<Embedded>>,
     stop: rocket::tokio::sync::watch::Sender<bool>,
     background: Mutex<Vec<rocket::tokio::task::JoinHandle<()>>>,
@@ -169,10 +162,10 @@ pub fn chain_id(kind: Kind, item: &Value) -> Option<RequestId> {
     }
 }
 
-/// Page size when the whole chain list is read to filter it.
-pub const FILTER_SCAN_PAGE: u32 = 100;
-/// Most chain pages read to filter a list (so at most 5,000 requests are looked at).
-pub const FILTER_SCAN_PAGES: u32 = 50;
+/// Page size when the whole chain list is read (to filter it, or to find a request).
+pub const CHAIN_SCAN_PAGE: u32 = 100;
+/// Most chain pages read at once (so at most 5,000 requests are looked at).
+pub const CHAIN_SCAN_PAGES: u32 = 50;
 
 /// Whether a chain list item has status `status`, ignoring case.
 pub fn has_status(item: &Value, status: &str) -> bool {
@@ -182,8 +175,8 @@ pub fn has_status(item: &Value, status: &str) -> bool {
 }
 
 /// Items `[page.start, page.start + page.limit)` of the chain's whole list filtered by
-/// `status`: reads the chain's list in pages of [`FILTER_SCAN_PAGE`] through `fetch`,
-/// stopping at a short page or after [`FILTER_SCAN_PAGES`] pages, and stops early once
+/// `status`: reads the chain's list in pages of [`CHAIN_SCAN_PAGE`] through `fetch`,
+/// stopping at a short page or after [`CHAIN_SCAN_PAGES`] pages, and stops early once
 /// the page asked for is complete.
 pub async fn list_filtered<F, Fut, E>(
     page: Page,
@@ -197,13 +190,13 @@ where
     let skip = page.start as usize;
     let want = skip.saturating_add(page.limit as usize);
     let mut matched = Vec::new();
-    for n in 0..FILTER_SCAN_PAGES {
+    for n in 0..CHAIN_SCAN_PAGES {
         let items = fetch(Page {
-            start: n * FILTER_SCAN_PAGE,
-            limit: FILTER_SCAN_PAGE,
+            start: n * CHAIN_SCAN_PAGE,
+            limit: CHAIN_SCAN_PAGE,
         })
         .await?;
-        let last = items.len() < FILTER_SCAN_PAGE as usize;
+        let last = items.len() < CHAIN_SCAN_PAGE as usize;
         matched.extend(items.into_iter().filter(|item| has_status(item, status)));
         if last || matched.len() >= want {
             break;
@@ -251,7 +244,6 @@ impl App {
             schedule,
             events: Hub::default(),
             token: Mutex::new(None),
-            orders: Mutex::new(HashMap::new()),
             embedded: Mutex::new(embedded),
             stop: rocket::tokio::sync::watch::channel(false).0,
             background: Mutex::new(Vec::new()),
@@ -375,7 +367,7 @@ impl App {
         .await?)
     }
 
-    /// One page of the chain's list, remembering orders for [`App::answer`].
+    /// One page of the chain's list; every item goes into the mirror.
     async fn list_page(
         &self,
         token: &str,
@@ -386,53 +378,8 @@ impl App {
             .bridge
             .list(token, kind.listing(), page, CallOptions::default())
             .await?;
-        if kind == Kind::Order {
-            self.remember_orders(&items);
-        }
         crate::mirror::take_in_reply(&self.db, &self.events, kind, &items).await;
         Ok(items)
-    }
-
-    fn remember_orders(&self, items: &[Value]) {
-        let mut cache = lock(&self.orders);
-        if cache.len() + items.len() > ORDER_CACHE_MAX {
-            cache.clear();
-        }
-        for item in items {
-            // Only ids an operator could answer with are kept, as the chain spells them.
-            if let Some(id) = chain_id(Kind::Order, item) {
-                cache.insert(id.into(), item.clone());
-            }
-        }
-    }
-
-    /// The chain's order `id`, from the lists seen so far or by paging through the
-    /// chain's list; `None` if the chain does not list it.
-    async fn find_order(&self, token: &str, id: &RequestId) -> Option<Value> {
-        if let Some(order) = lock(&self.orders).get(id.as_str()) {
-            return Some(order.clone());
-        }
-        for n in 0..ORDER_SCAN_PAGES {
-            let page = Page {
-                start: n * ORDER_SCAN_PAGE,
-                limit: ORDER_SCAN_PAGE,
-            };
-            let items = match self.bridge.list_orders(token, page).await {
-                Ok(items) => items,
-                Err(e) => {
-                    tracing::warn!("looking up order {id} on the chain: {e}");
-                    return None;
-                }
-            };
-            self.remember_orders(&items);
-            if let Some(order) = lock(&self.orders).get(id.as_str()) {
-                return Some(order.clone());
-            }
-            if items.len() < ORDER_SCAN_PAGE as usize {
-                break;
-            }
-        }
-        None
     }
 
     /// Accepts or rejects a partner or order request on the chain, recording the
@@ -580,8 +527,8 @@ impl App {
         })
     }
 
-    /// The chain's order `id`: from the mirror, else from the lists seen so far or by
-    /// paging through the chain's list.
+    /// The chain's order `id`: from the mirror, else by paging through the chain's
+    /// list (into the mirror); `None` if the chain does not list it or cannot be read.
     async fn order_item(&self, token: &str, id: &RequestId) -> Option<Value> {
         let chain_id = id.to_string();
         let row = self
@@ -599,7 +546,13 @@ impl App {
         if let Some(item) = row.and_then(|r| serde_json::from_str(&r.item).ok()) {
             return Some(item);
         }
-        self.find_order(token, id).await
+        match self.find_in_chain(Kind::Order, token, id).await {
+            Ok(item) => item,
+            Err(e) => {
+                tracing::warn!("looking up order {id} on the chain: {}", e.message);
+                None
+            }
+        }
     }
 
     /// Answering again while the last decision is `pending` or `unknown`: nothing is
@@ -621,38 +574,17 @@ impl App {
         let mut decision = last;
         if decision.outcome == decisions::OUTCOME_UNKNOWN
             && let Some(status @ ("ACCEPTED" | "REJECTED")) = status.as_deref()
+            && let Some(settled) = crate::reconcile::settle_from_status(
+                &self.db,
+                kind,
+                &decision,
+                status,
+                item.as_ref(),
+            )
+            .await?
         {
-            let expected = decisions::applied(decision.response);
-            let applied = (status == "ACCEPTED") == (decision.response == decisions::ACCEPT);
-            let (outcome, message) = if applied {
-                (
-                    expected,
-                    "confirmed from the chain's request list".to_owned(),
-                )
-            } else {
-                (
-                    decisions::OUTCOME_NOT_APPLIED,
-                    format!("the chain shows the request {status}"),
-                )
-            };
-            if outcome == decisions::OUTCOME_ACCEPTED
-                && kind == Kind::Order
-                && let Some(item) = &item
-            {
-                crate::reconcile::take_over(&self.db, id.as_str(), item, decision.id).await?;
-            }
-            let decision_id = decision.id;
-            let settled = self
-                .db
-                .run(move |conn| {
-                    decisions::settle_unknown(conn, decision_id, outcome, Some(&message))?;
-                    Ok(decisions::get(conn, decision_id)?)
-                })
-                .await?;
-            if let Some(settled) = settled {
-                crate::reconcile::publish_decision(&self.events, kind, &settled);
-                decision = settled;
-            }
+            crate::reconcile::publish_decision(&self.events, kind, &settled);
+            decision = settled;
         }
         let production_order = if kind == Kind::Order {
             let chain_id = id.to_string();
@@ -688,10 +620,10 @@ impl App {
         token: &str,
         id: &RequestId,
     ) -> ApiResult<Option<Value>> {
-        for n in 0..ORDER_SCAN_PAGES {
+        for n in 0..CHAIN_SCAN_PAGES {
             let page = Page {
-                start: n * ORDER_SCAN_PAGE,
-                limit: ORDER_SCAN_PAGE,
+                start: n * CHAIN_SCAN_PAGE,
+                limit: CHAIN_SCAN_PAGE,
             };
             let items = self.list_page(token, kind, page).await?;
             let found = items
@@ -701,7 +633,7 @@ impl App {
             if found.is_some() {
                 return Ok(found);
             }
-            if items.len() < ORDER_SCAN_PAGE as usize {
+            if items.len() < CHAIN_SCAN_PAGE as usize {
                 break;
             }
         }
@@ -873,7 +805,7 @@ mod tests {
             "ACCEPTED",
         );
         assert!(got.is_empty());
-        assert_eq!(asked.len(), FILTER_SCAN_PAGES as usize);
+        assert_eq!(asked.len(), CHAIN_SCAN_PAGES as usize);
     }
 
     #[test]

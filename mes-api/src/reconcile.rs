@@ -85,7 +85,10 @@ async fn settle_kind(
             .await?;
         let settled = match row.as_ref().map(|r| r.status.as_str()) {
             Some(status @ ("ACCEPTED" | "REJECTED")) => {
-                settle_from_status(db, kind, &decision, status, row.as_ref()).await?
+                let item = row
+                    .as_ref()
+                    .and_then(|r| serde_json::from_str::<Value>(&r.item).ok());
+                settle_from_status(db, kind, &decision, status, item.as_ref()).await?
             }
             _ if decision.outcome == decisions::OUTCOME_UNKNOWN => {
                 count_open(db, &decision, scan, tuning.after_scans).await?
@@ -105,13 +108,15 @@ async fn settle_kind(
     Ok(())
 }
 
-/// The chain shows `status` for the request of `decision`.
-async fn settle_from_status(
+/// The chain shows `status` (`ACCEPTED` or `REJECTED`) for the request of `decision`,
+/// whose list item is `item`: settles the decision (once, whoever calls first) and
+/// produces an accepted order. `None` if there was nothing to change.
+pub(crate) async fn settle_from_status(
     db: &Db,
     kind: Kind,
     decision: &decisions::Decision,
     status: &str,
-    row: Option<&chain_requests::ChainRequest>,
+    item: Option<&Value>,
 ) -> ApiResult<Option<decisions::Decision>> {
     let applied = decisions::applied(decision.response);
     let expected = if decision.response == decisions::ACCEPT {
@@ -134,10 +139,9 @@ async fn settle_from_status(
     // between the two never leaves an accepted order without one.
     if outcome == decisions::OUTCOME_ACCEPTED
         && kind == Kind::Order
-        && let Some(row) = row
+        && let Some(item) = item
     {
-        let item: Value = serde_json::from_str(&row.item).unwrap_or(Value::Null);
-        take_over(db, &decision.request_id, &item, decision.id).await?;
+        take_over(db, &decision.request_id, item, decision.id).await?;
     }
     let id = decision.id;
     db.run(move |conn| {

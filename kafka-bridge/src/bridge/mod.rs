@@ -482,20 +482,13 @@ impl Bridge {
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 Error::Overloaded(self.inner.config.max_in_flight)
             })?;
-        let corr = corr.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        let mut envelope = request.envelope(auth, Some(&corr));
-        if let Some(idem) = &idem {
-            envelope = envelope.with_idem(idem);
-        }
-        if let Some(key) = &self.inner.config.signing_key {
-            key.sign_envelope(&mut envelope);
-        }
+        let (corr, payload) = self.inner.envelope(auth, &request, corr, idem.as_deref());
         let job = Job {
             topic: request.topic(),
             shape: Shape::of(&request),
             priority,
             receipt,
-            payload: envelope.to_bytes(),
+            payload,
             auth: auth.to_owned(),
             corr,
             deadline: deadline.at,
@@ -718,6 +711,26 @@ fn chain_error(body: &ReplyBody) -> Error {
 }
 
 impl Inner {
+    /// The bytes of `request`'s envelope as every call sends it: head `corr` (a new
+    /// UUID v4 unless given), `idem` if given, signed when a key is configured.
+    fn envelope(
+        &self,
+        auth: &str,
+        request: &Request,
+        corr: Option<String>,
+        idem: Option<&str>,
+    ) -> (String, Vec<u8>) {
+        let corr = corr.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let mut envelope = request.envelope(auth, Some(&corr));
+        if let Some(idem) = idem {
+            envelope = envelope.with_idem(idem);
+        }
+        if let Some(key) = &self.config.signing_key {
+            key.sign_envelope(&mut envelope);
+        }
+        (corr, envelope.to_bytes())
+    }
+
     fn producer(&self) -> Arc<FutureProducer> {
         Arc::clone(&self.producer.read().unwrap_or_else(|e| e.into_inner()))
     }

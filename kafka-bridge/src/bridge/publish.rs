@@ -55,17 +55,7 @@ impl Bridge {
                 inner.metrics.overloaded.fetch_add(1, Ordering::Relaxed);
                 Error::Overloaded(inner.config.max_in_flight)
             })?;
-        let corr = options
-            .corr
-            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        let mut envelope = request.envelope(auth, Some(&corr));
-        if let Some(idem) = &options.idem {
-            envelope = envelope.with_idem(idem);
-        }
-        if let Some(key) = &inner.config.signing_key {
-            key.sign_envelope(&mut envelope);
-        }
-        let payload = envelope.to_bytes();
+        let (corr, payload) = inner.envelope(auth, &request, options.corr, options.idem.as_deref());
         let topic = request.topic();
         let topic_name = inner.config.topics.request(topic);
         let headers = OwnedHeaders::new().insert(Header {
