@@ -1,5 +1,6 @@
 //! librdkafka plumbing shared by the bridge, the relay and the simulator: client
-//! configuration with pass-through settings, and topic creation.
+//! configuration with pass-through settings, topic creation, and clients that are
+//! destroyed off the async runtime ([`Detached`]).
 //!
 //! Nothing may assume a topic exists (tansu and many production clusters do not
 //! auto-create topics), so every component creates what it needs with
@@ -16,6 +17,51 @@ use rdkafka::types::RDKafkaErrorCode;
 use mes_core::codec::Topic;
 
 use crate::{Error, Result};
+
+/// A librdkafka client that is destroyed on a thread of its own.
+///
+/// librdkafka's destructors block: a consumer with a `group.id` polls until its group
+/// has closed, with no bound when the coordinator is gone or has forgotten the group
+/// (a restarted broker); a producer purges and flushes for up to 500 ms. Dropped on
+/// a tokio worker, that stalls every task and timer scheduled there, including the
+/// timeouts that would report the trouble. Wrapped in this, whoever drops the last
+/// owner inside a runtime hands the client to a short-lived thread and goes on;
+/// outside a runtime it is dropped in place.
+pub struct Detached<T: Send + 'static>(Option<T>);
+
+impl<T: Send + 'static> Detached<T> {
+    /// Wraps `client`.
+    pub fn new(client: T) -> Detached<T> {
+        Detached(Some(client))
+    }
+}
+
+impl<T: Send + 'static> std::ops::Deref for Detached<T> {
+    type Target = T;
+
+    #[allow(
+        clippy::expect_used,
+        reason = "the client is taken out only in drop, after which nothing can deref"
+    )]
+    fn deref(&self) -> &T {
+        self.0
+            .as_ref()
+            .expect("a Detached client is only taken out by drop")
+    }
+}
+
+impl<T: Send + 'static> Drop for Detached<T> {
+    fn drop(&mut self) {
+        let Some(client) = self.0.take() else { return };
+        if tokio::runtime::Handle::try_current().is_err() {
+            return; // dropped here, where blocking is allowed
+        }
+        // If no thread can be started the closure, and the client, drop here.
+        let _ = std::thread::Builder::new()
+            .name("kafka-close".into())
+            .spawn(move || drop(client));
+    }
+}
 
 /// Where the broker is and how to talk to it.
 ///

@@ -52,7 +52,7 @@ use diesel::result::Error as DieselError;
 use futures::StreamExt;
 use mes_core::codec::{ReplyBody, Request, Topic};
 use mes_core::db::outbox::{self, NewOutboxRow, OutboxRow};
-use mes_core::db::{DbConnection, Pool, tokens};
+use mes_core::db::{DbConnection, Pool};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -238,16 +238,12 @@ impl TokenSource {
         TokenSource(Arc::new(move || Ok(token())))
     }
 
-    /// The `token` of the master row of `kafka_tokens`, read from `pool` before every
-    /// batch: what the server uses, so that an operator who sets the token starts the
-    /// relay without a restart.
-    pub fn master_token(pool: Pool) -> TokenSource {
-        TokenSource(Arc::new(move || {
-            let mut conn = pool.get().map_err(|e| format!("database pool: {e}"))?;
-            tokens::master(&mut conn)
-                .map(|row| row.map(|row| row.token))
-                .map_err(|e| format!("reading the master token: {e}"))
-        }))
+    /// Whatever `token` returns, where reading it may fail (the error text is logged,
+    /// so it must not hold the token); `Ok(None)` means "not configured yet".
+    pub fn try_from_fn(
+        token: impl Fn() -> std::result::Result<Option<String>, String> + Send + Sync + 'static,
+    ) -> TokenSource {
+        TokenSource(Arc::new(token))
     }
 
     fn get(&self) -> std::result::Result<Option<String>, String> {

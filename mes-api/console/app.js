@@ -381,11 +381,13 @@ function confirmAnswer(tab, item, cell, answer) {
 async function sendAnswer(tab, item, cell, answer) {
   const id = itemId(tab, item);
   cell.replaceChildren(h("p", { class: "result busy", role: "status" }, "Sending the answer to the chain…"));
+  sending.add(`${tab}/${id}`);
   try {
     const res = await api("POST", KINDS[tab].answer(id), { response: answer });
     if (res?.decision?.outcome === "unknown") {
       // 202: sent, not confirmed. The row turns by itself when the server's scan of
       // the chain's list settles the decision (a "decision" event).
+      unconfirmed.set(`${tab}/${id}`, answer);
       updateRow(tab, item, h("p", { class: "result busy", role: "status" }, "Sent — waiting for the chain to confirm"));
       return;
     }
@@ -396,7 +398,26 @@ async function sendAnswer(tab, item, cell, answer) {
     updateRow(tab, item, h("p", { class: "result ok", role: "status" }, text));
   } catch (e) {
     renderActions(tab, item, cell, h("p", { class: "result bad", role: "alert" }, e.message));
+  } finally {
+    sending.delete(`${tab}/${id}`);
   }
+}
+
+// Rows whose answer is in flight: their own call's answer renders them, not the
+// decision event that may overtake it.
+const sending = new Set();
+// Rows answered here but not confirmed by the chain yet (202): the answer sent, by
+// "partners/<id>". The first event that shows the chain applied it says so.
+const unconfirmed = new Map();
+
+// If `tab`'s request `id` was answered here unconfirmed and the chain now shows
+// `status`: the sentence that says the chain confirmed it (and forget the row).
+function confirmation(tab, id, status) {
+  const key = `${tab}/${id}`;
+  const answer = unconfirmed.get(key);
+  if (!answer || status !== (answer === "accept" ? "ACCEPTED" : "REJECTED")) return null;
+  unconfirmed.delete(key);
+  return h("p", { class: "result ok", role: "status" }, `The chain confirmed the ${answer}.`);
 }
 
 function updateRow(tab, item, result) {
@@ -941,10 +962,11 @@ function onStatus(data) {
   const tab = TAB_OF_KIND[data.kind];
   if (!tab) return;
   loadCounts();
-  const existing = state.lists[tab].items.find((i) => itemId(tab, i) === String(data.id).toLowerCase());
+  // Ids are kept as the chain spells them.
+  const existing = state.lists[tab].items.find((i) => itemId(tab, i) === String(data.id));
   if (existing && String(existing.status).toUpperCase() !== data.status) {
     Object.assign(existing, data.item ?? { status: data.status });
-    updateRow(tab, existing);
+    updateRow(tab, existing, confirmation(tab, String(data.id), data.status));
   }
 }
 
@@ -954,13 +976,18 @@ function onDecision(data) {
   const id = String(data.request_id ?? "");
   const existing = state.lists[tab].items.find((i) => itemId(tab, i) === id);
   const mine = data.operator === state.me?.name;
+  if (mine && sending.has(`${tab}/${id}`)) return;
   const applied = data.outcome === "accepted" || data.outcome === "rejected";
   if (existing && applied) {
     const status = data.response === "accept" ? "ACCEPTED" : "REJECTED";
-    if (String(existing.status).toUpperCase() !== status) {
+    const confirmed = mine ? confirmation(tab, id, status) : null;
+    if (confirmed || String(existing.status).toUpperCase() !== status) {
       existing.status = status;
-      updateRow(tab, existing, mine ? null : h("p", { class: "result ok", role: "status" }, `${data.response === "accept" ? "Accepted" : "Rejected"} by ${data.operator}.`));
+      updateRow(tab, existing, confirmed ?? (mine ? null : h("p", { class: "result ok", role: "status" }, `${data.response === "accept" ? "Accepted" : "Rejected"} by ${data.operator}.`)));
     }
+  } else if (existing && mine && data.outcome === "not_applied") {
+    // Still watched: a chain that commits later after all turns it ACCEPTED/REJECTED.
+    updateRow(tab, existing, h("p", { class: "result bad", role: "status" }, "The chain did not apply the answer; you may answer again."));
   }
   if (!mine && applied) toast(`${data.operator} ${data.response}ed ${KINDS[tab].noun} ${short(id, 8, 4)}.`);
   if (state.tab === "decisions") loadDecisions();

@@ -52,6 +52,24 @@ impl Db {
         })?
     }
 
+    /// Runs the query `f` with a pooled connection on the blocking thread pool, for
+    /// services with a typed error of their own (they wrap [`DbError`]).
+    pub async fn query<T, F>(&self, f: F) -> Result<T, DbError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut DbConnection) -> diesel::QueryResult<T> + Send + 'static,
+    {
+        let pool = self.pool.clone();
+        rocket::tokio::task::spawn_blocking(move || {
+            let mut conn = pool
+                .get()
+                .map_err(|e| DbError::Unavailable(e.to_string()))?;
+            Ok(f(&mut conn)?)
+        })
+        .await
+        .map_err(|e| DbError::Task(e.to_string()))?
+    }
+
     /// Whether a connection can be had and answers a trivial query.
     pub async fn ping(&self) -> bool {
         self.run(|conn| {
@@ -60,6 +78,30 @@ impl Db {
         })
         .await
         .is_ok()
+    }
+}
+
+/// Why [`Db::query`] failed. Its text may name tables and constraints: log it, and
+/// answer clients through `From<DbError> for ApiError` (a 503 without details).
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// The pool could not hand out a connection (the database is down or saturated).
+    #[error("no database connection: {0}")]
+    Unavailable(String),
+    /// The query failed.
+    #[error("database query failed: {0}")]
+    Query(#[from] diesel::result::Error),
+    /// The blocking task running the query panicked or was cancelled: a bug.
+    #[error("database task failed: {0}")]
+    Task(String),
+}
+
+impl From<DbError> for ApiError {
+    fn from(e: DbError) -> ApiError {
+        match e {
+            DbError::Task(_) => ApiError::internal(e),
+            other => ApiError::database(other),
+        }
     }
 }
 

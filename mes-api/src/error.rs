@@ -207,6 +207,17 @@ impl From<kafka_bridge::Error> for ApiError {
     }
 }
 
+impl From<crate::service::requests::RequestError> for ApiError {
+    fn from(e: crate::service::requests::RequestError) -> ApiError {
+        use crate::service::requests::RequestError as E;
+        match e {
+            E::NoMasterToken => ApiError::no_master_token(),
+            E::Chain(e) => e.into(),
+            E::Database(e) => e.into(),
+        }
+    }
+}
+
 impl<'r> Responder<'r, 'static> for ApiError {
     fn respond_to(self, request: &'r Request<'_>) -> response::Result<'static> {
         let status = self.status;

@@ -26,18 +26,20 @@ use diesel::prelude::*;
 use kafka_bridge::bridge::{Bridge, CallOptions};
 use mes_core::codec::Page;
 use mes_core::db::schema::chain_outbox;
-use mes_core::db::{chain_requests, outbox, tokens};
+use mes_core::db::{chain_requests, outbox};
 use rocket::Shutdown;
 use rocket::fairing::AdHoc;
 use rocket::tokio::sync::broadcast;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::app::{App, Kind};
+use crate::app::App;
 use crate::db::Db;
 use crate::mirror;
 use crate::notify::{Notification, Notifier};
 use crate::reconcile::Reconcile;
+use crate::service::requests::Kind;
+use crate::service::tokens::TokenProvider;
 
 /// Events kept for a slow subscriber before it misses some (it is told it did).
 pub const CHANNEL_CAPACITY: usize = 1024;
@@ -176,6 +178,7 @@ pub fn stage() -> AdHoc {
             rocket::tokio::spawn(poll_chain(
                 app.db.clone(),
                 app.bridge.clone(),
+                app.tokens.clone(),
                 hub.clone(),
                 interval,
                 app.settings.reconcile(),
@@ -250,6 +253,7 @@ async fn scan(
 async fn poll_chain(
     db: Db,
     bridge: Bridge,
+    tokens: TokenProvider,
     hub: Hub,
     interval: Duration,
     tuning: Reconcile,
@@ -262,11 +266,11 @@ async fn poll_chain(
             _ = &mut shutdown => return,
             _ = ticks.tick() => {}
         }
-        let token = match db.run(|conn| Ok(tokens::master(conn)?)).await {
+        let token = match tokens.master_async(&db).await {
             Ok(Some(master)) => master.token,
             Ok(None) => continue,
             Err(e) => {
-                tracing::warn!("live updates: cannot read the master token: {}", e.message);
+                tracing::warn!("live updates: cannot read the master token: {e}");
                 continue;
             }
         };

@@ -14,11 +14,11 @@ use mes_core::db::chain_requests::{self as mirror, SeenRequest, UpsertOutcome};
 use mes_core::domain::RequestId;
 use serde_json::{Value, json};
 
-use crate::app::Kind;
 use crate::db::Db;
 use crate::error::ApiResult;
 use crate::events::Hub;
 use crate::notify::Notification;
+use crate::service::requests::Kind;
 
 /// One list item, with the columns the mirror keeps read out of it.
 #[derive(Debug, Clone, PartialEq)]
@@ -56,7 +56,7 @@ fn parse_items(kind: Kind, items: &[Value]) -> Vec<Parsed> {
     items
         .iter()
         .filter_map(|item| {
-            let id = crate::app::chain_id(kind, item)?;
+            let id = crate::service::requests::chain_id(kind, item)?;
             Some(Parsed {
                 id: id.to_string(),
                 status: text(item, "status").trim().to_ascii_uppercase(),

@@ -25,10 +25,9 @@ use chrono::Utc;
 use mes_core::db::{chain_requests, decisions, orders};
 use serde_json::Value;
 
-use crate::app::Kind;
-use crate::db::Db;
-use crate::error::ApiResult;
+use crate::db::{Db, DbError};
 use crate::events::Hub;
+use crate::service::requests::Kind;
 
 /// How reconciliation is tuned (`MES_RECONCILE_AFTER_SCANS`, the request timeout).
 #[derive(Debug, Clone, Copy)]
@@ -55,8 +54,7 @@ pub async fn after_scan(db: &Db, hub: &Hub, tuning: Reconcile, kind: Kind, scan:
     if let Err(e) = settle_kind(db, hub, tuning, kind, scan).await {
         tracing::warn!(
             kind = kind.as_str(),
-            "reconciling decisions with the chain: {}",
-            e.message
+            "reconciling decisions with the chain: {e}"
         );
     }
 }
@@ -67,21 +65,21 @@ async fn settle_kind(
     tuning: Reconcile,
     kind: Kind,
     scan: i64,
-) -> ApiResult<()> {
+) -> Result<(), DbError> {
     let stale = Utc::now().naive_utc()
         - chrono::Duration::from_std(tuning.pending_after).unwrap_or(chrono::Duration::MAX);
     let recent = Utc::now().naive_utc() - chrono::Duration::hours(NOT_APPLIED_WATCH_HOURS);
     let name = kind.as_str();
     let unsettled = db
-        .run(move |conn| {
+        .query(move |conn| {
             decisions::expire_pending(conn, name, stale)?;
-            Ok(decisions::unsettled(conn, name, recent)?)
+            decisions::unsettled(conn, name, recent)
         })
         .await?;
     for decision in unsettled {
         let request_id = decision.request_id.clone();
         let row = db
-            .run(move |conn| Ok(chain_requests::get(conn, name, &request_id)?))
+            .query(move |conn| chain_requests::get(conn, name, &request_id))
             .await?;
         let settled = match row.as_ref().map(|r| r.status.as_str()) {
             Some(status @ ("ACCEPTED" | "REJECTED")) => {
@@ -117,7 +115,7 @@ pub(crate) async fn settle_from_status(
     decision: &decisions::Decision,
     status: &str,
     item: Option<&Value>,
-) -> ApiResult<Option<decisions::Decision>> {
+) -> Result<Option<decisions::Decision>, DbError> {
     let applied = decisions::applied(decision.response);
     let expected = if decision.response == decisions::ACCEPT {
         "ACCEPTED"
@@ -144,15 +142,8 @@ pub(crate) async fn settle_from_status(
         take_over(db, &decision.request_id, item, decision.id).await?;
     }
     let id = decision.id;
-    db.run(move |conn| {
-        Ok(decisions::settle_unknown(
-            conn,
-            id,
-            outcome,
-            Some(&message),
-        )?)
-    })
-    .await
+    db.query(move |conn| decisions::settle_unknown(conn, id, outcome, Some(&message)))
+        .await
 }
 
 /// The chain still shows the request OPEN (or does not list it) after scan `scan`.
@@ -161,10 +152,10 @@ async fn count_open(
     decision: &decisions::Decision,
     scan: i64,
     after_scans: u32,
-) -> ApiResult<Option<decisions::Decision>> {
+) -> Result<Option<decisions::Decision>, DbError> {
     let id = decision.id;
     let counted = db
-        .run(move |conn| Ok(decisions::count_open_scan(conn, id, scan)?))
+        .query(move |conn| decisions::count_open_scan(conn, id, scan))
         .await?;
     match counted {
         Some(counted) if counted.open_scans >= i32::try_from(after_scans).unwrap_or(i32::MAX) => {
@@ -172,13 +163,8 @@ async fn count_open(
                 "not applied: the chain still showed the request OPEN after {} complete scans",
                 counted.open_scans
             );
-            db.run(move |conn| {
-                Ok(decisions::settle_unknown(
-                    conn,
-                    id,
-                    decisions::OUTCOME_NOT_APPLIED,
-                    Some(&message),
-                )?)
+            db.query(move |conn| {
+                decisions::settle_unknown(conn, id, decisions::OUTCOME_NOT_APPLIED, Some(&message))
             })
             .await
         }
@@ -218,7 +204,7 @@ pub async fn take_over(
     chain_order_id: &str,
     item: &Value,
     decision_id: i64,
-) -> ApiResult<orders::ProductionOrder> {
+) -> Result<orders::ProductionOrder, DbError> {
     let field = |name: &str| item.get(name).map(text_of).unwrap_or_default();
     let chain_order_id = chain_order_id.to_owned();
     let issuing_agent = field("issuing_agent");
@@ -228,8 +214,8 @@ pub async fn take_over(
         .get("metadata")
         .map_or_else(|| "null".to_owned(), Value::to_string);
     let timestamp = item.get("timestamp").and_then(Value::as_i64).unwrap_or(0);
-    db.run(move |conn| {
-        Ok(orders::create_from_chain(
+    db.query(move |conn| {
+        orders::create_from_chain(
             conn,
             &orders::NewProductionOrder {
                 chain_order_id: &chain_order_id,
@@ -241,7 +227,7 @@ pub async fn take_over(
                 decision_id: Some(decision_id),
                 status: orders::STATUS_PLANNED,
             },
-        )?)
+        )
     })
     .await
 }

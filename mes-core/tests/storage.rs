@@ -445,7 +445,7 @@ backend_tests! {
             correlation_id: None,
         };
         let d = decisions::record(conn, &new).unwrap();
-        decisions::complete(conn, d.id, decisions::OUTCOME_UNKNOWN, None, Some("timeout")).unwrap();
+        decisions::complete(conn, d.id, decisions::OUTCOME_UNKNOWN, None, Some("timeout")).unwrap().unwrap();
         let far_past = chrono::NaiveDate::from_ymd_opt(2000, 1, 1)
             .unwrap()
             .and_hms_opt(0, 0, 0)
@@ -493,6 +493,7 @@ backend_tests! {
             None,
             Some("unknown partner"),
         )
+        .unwrap()
         .unwrap();
         assert_eq!(completed.id, first.id);
         assert_eq!(completed.outcome, decisions::OUTCOME_CHAIN_ERROR);
@@ -520,7 +521,40 @@ backend_tests! {
         assert_eq!(history, [completed, retry]);
 
         let missing = decisions::complete(conn, 4242, decisions::OUTCOME_ACCEPTED, None, None);
-        assert!(matches!(missing, Err(DieselError::NotFound)), "{missing:?}");
+        assert!(matches!(missing, Ok(None)), "{missing:?}");
+        // Only a pending decision is completed: a settled one is never overwritten.
+        let again = decisions::complete(conn, first.id, decisions::OUTCOME_UNKNOWN, None, None);
+        assert!(matches!(again, Ok(None)), "{again:?}");
+        assert_eq!(decisions::get(conn, first.id).unwrap().unwrap().outcome, decisions::OUTCOME_CHAIN_ERROR);
+    }
+
+    fn a_late_reply_settles_its_decision_once_by_correlation_id(conn: &mut DbConnection) {
+        let new = decisions::NewDecision {
+            kind: decisions::KIND_ORDER,
+            request_id: "late-1",
+            response: decisions::ACCEPT,
+            operator: "olga",
+            correlation_id: Some("corr-late-1"),
+        };
+        let d = decisions::record(conn, &new).unwrap();
+        assert!(decisions::by_correlation_id(conn, "corr-other").unwrap().is_none());
+        assert_eq!(decisions::by_correlation_id(conn, "corr-late-1").unwrap().unwrap().id, d.id);
+        // The late reply overtakes the call's own bookkeeping: it settles the pending
+        // decision, and the call's `complete` then changes nothing.
+        let settled = decisions::settle_late(conn, d.id, decisions::OUTCOME_ACCEPTED, Some("ok"), None)
+            .unwrap()
+            .unwrap();
+        assert_eq!((settled.outcome.as_str(), settled.chain_message.as_deref()), (decisions::OUTCOME_ACCEPTED, Some("ok")));
+        assert!(decisions::complete(conn, d.id, decisions::OUTCOME_UNKNOWN, None, Some("timeout")).unwrap().is_none());
+        assert!(decisions::settle_late(conn, d.id, decisions::OUTCOME_ACCEPTED, None, None).unwrap().is_none());
+        // From unknown, once.
+        let u = decisions::record(conn, &decisions::NewDecision { correlation_id: Some("corr-late-2"), ..new }).unwrap();
+        decisions::complete(conn, u.id, decisions::OUTCOME_UNKNOWN, None, Some("timeout")).unwrap().unwrap();
+        let settled = decisions::settle_late(conn, u.id, decisions::OUTCOME_CHAIN_ERROR, None, Some("not_open"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(settled.chain_error.as_deref(), Some("not_open"));
+        assert!(decisions::settle_late(conn, u.id, decisions::OUTCOME_ACCEPTED, None, None).unwrap().is_none());
     }
 
     fn production_order_creation_is_idempotent(conn: &mut DbConnection) {

@@ -14,6 +14,7 @@
 
 mod broker;
 pub mod db;
+pub mod live;
 pub mod server;
 
 use std::time::Duration;

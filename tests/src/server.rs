@@ -16,6 +16,23 @@ use std::time::Duration;
 /// fails a test after this long, never hangs it.
 pub const DEADLINE: Duration = Duration::from_secs(120);
 
+/// The `MES_TOPIC_*` settings that point a server at the chain topics `names` (a
+/// simulator's, on topics of its own).
+pub fn topic_env(names: &kafka_bridge::kafka::TopicNames) -> Vec<(String, String)> {
+    [
+        ("MES_TOPIC_PARTNER_LIST", &names.partner_list),
+        ("MES_TOPIC_PARTNER_ANSWER", &names.partner_answer),
+        ("MES_TOPIC_ORDER_LIST", &names.order_list),
+        ("MES_TOPIC_ORDER_ANSWER", &names.order_answer),
+        ("MES_TOPIC_RECORD_TYPE", &names.record_type),
+        ("MES_TOPIC_RECORD", &names.record),
+        ("MES_TOPIC_REPLY", &names.reply),
+    ]
+    .into_iter()
+    .map(|(setting, name)| (setting.to_owned(), name.clone()))
+    .collect()
+}
+
 /// A server process; SIGKILLed if the test ends before it is stopped.
 pub struct ServerProc {
     child: Option<Child>,

@@ -143,18 +143,7 @@ async fn a_server_killed_mid_delivery_and_restarted_delivers_everything_exactly_
         ("MES_REQUEST_TIMEOUT_MS".into(), "2000".into()),
         ("MES_DATABASE_POOL_SIZE".into(), "4".into()),
     ];
-    let chain = &topics.chain;
-    for (name, value) in [
-        ("MES_TOPIC_PARTNER_LIST", &chain.partner_list),
-        ("MES_TOPIC_PARTNER_ANSWER", &chain.partner_answer),
-        ("MES_TOPIC_ORDER_LIST", &chain.order_list),
-        ("MES_TOPIC_ORDER_ANSWER", &chain.order_answer),
-        ("MES_TOPIC_RECORD_TYPE", &chain.record_type),
-        ("MES_TOPIC_RECORD", &chain.record),
-        ("MES_TOPIC_REPLY", &chain.reply),
-    ] {
-        env.push((name.into(), value.clone()));
-    }
+    env.extend(mes_e2e::server::topic_env(&topics.chain));
     let before = record_applications(&sim.counters());
 
     let mut first = ServerProc::spawn(BIN, &env);

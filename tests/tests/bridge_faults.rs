@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use kafka_bridge::Error;
 use kafka_bridge::bridge::{Bridge, BridgeConfig, CorrelationMode, DropReason, Shape};
-use kafka_bridge::kafka::{KafkaConfig, TopicNames};
+use kafka_bridge::kafka::{Detached, KafkaConfig, TopicNames};
 use mes_core::codec::{Page, Reply, ReplyBody, Request, Topic};
 use mes_e2e::{PrivateBroker, kafka_brokers};
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -47,6 +47,9 @@ fn tiny_gateway(brokers: &str, topics: &TopicNames, echo: bool) -> JoinHandle<()
         .set("linger.ms", "0")
         .create()
         .unwrap();
+    // Aborting the task drops these on a runtime worker; a group consumer's drop waits
+    // for its group to close, which a restarted broker can hold up indefinitely.
+    let (consumer, producer) = (Detached::new(consumer), Detached::new(producer));
     let reply_topic = topics.reply.clone();
     let order_topic = topics.request(Topic::OrderList).to_owned();
     tokio::spawn(async move {

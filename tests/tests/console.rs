@@ -32,7 +32,6 @@ use mes_core::signing::SigningKey;
 use mes_e2e::db::{PgSchema, TempDir};
 use mes_e2e::kafka_brokers;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep, timeout};
 
@@ -58,6 +57,16 @@ async fn start(webhooks: Option<&str>) -> Server {
 
 /// [`start`] with a chain seeded with `demo` partner requests and as many orders.
 async fn start_with(webhooks: Option<&str>, demo: usize) -> Server {
+    start_chain(webhooks, demo, None).await
+}
+
+/// [`start_with`]; with `commit_delay`, the chain applies every answer that long after
+/// it arrives and only then replies, past the server's 2 s request timeout.
+async fn start_chain(
+    webhooks: Option<&str>,
+    demo: usize,
+    commit_delay: Option<Duration>,
+) -> Server {
     let suffix = format!("-{}", uuid::Uuid::new_v4().simple());
     let token = format!("console-test{suffix}");
     let topics = SimTopics::with_suffix(&suffix);
@@ -67,6 +76,9 @@ async fn start_with(webhooks: Option<&str>, demo: usize) -> Server {
     config.group_id = format!("chain-sim-{}", uuid::Uuid::new_v4().simple());
     config.tokens = vec![token.clone()];
     config.demo = demo;
+    if let Some(delay) = commit_delay {
+        config.gateway.commit_delay = delay;
+    }
     let sim = Simulator::start(config).await.unwrap();
 
     let schema = PgSchema::create_in(&mes_e2e::database_url());
@@ -103,19 +115,16 @@ async fn start_with(webhooks: Option<&str>, demo: usize) -> Server {
         .env("MES_DATABASE_POOL_SIZE", "4")
         .env("MES_KAFKA_BROKERS", &brokers)
         .env("MES_POLL_INTERVAL_SECS", "1")
-        .env("MES_TOPIC_PARTNER_LIST", &names.partner_list)
-        .env("MES_TOPIC_PARTNER_ANSWER", &names.partner_answer)
-        .env("MES_TOPIC_ORDER_LIST", &names.order_list)
-        .env("MES_TOPIC_ORDER_ANSWER", &names.order_answer)
-        .env("MES_TOPIC_RECORD_TYPE", &names.record_type)
-        .env("MES_TOPIC_RECORD", &names.record)
-        .env("MES_TOPIC_REPLY", &names.reply)
+        .envs(mes_e2e::server::topic_env(names))
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
     if let Some(hooks) = webhooks {
         command.env("MES_WEBHOOKS", hooks);
+    }
+    if commit_delay.is_some() {
+        command.env("MES_REQUEST_TIMEOUT_MS", "2000");
     }
     let child = command.spawn().unwrap();
     let server = Server {
@@ -303,17 +312,7 @@ async fn next_event(
     name: &str,
     check: impl Fn(&Value) -> bool,
 ) -> Value {
-    let until = Instant::now() + DEADLINE;
-    loop {
-        let left = until.saturating_duration_since(Instant::now());
-        let (got, data) = timeout(left, rx.recv())
-            .await
-            .unwrap_or_else(|_| panic!("no {name} event in time"))
-            .expect("the event stream ended");
-        if got == name && check(&data) {
-            return data;
-        }
-    }
+    mes_e2e::live::next_event(rx, name, check, DEADLINE).await
 }
 
 /// Waits until the poller has its baseline, so that what comes next is news.
@@ -325,58 +324,9 @@ async fn wait_watching(rx: &mut mpsc::UnboundedReceiver<(String, Value)>) {
     }
 }
 
-/// A local webhook receiver: every POST body, as JSON.
-async fn receiver() -> (String, mpsc::UnboundedReceiver<Value>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let mut data = Vec::new();
-                let mut buf = [0u8; 4096];
-                loop {
-                    let Ok(n) = socket.read(&mut buf).await else {
-                        return;
-                    };
-                    if n == 0 {
-                        return;
-                    }
-                    data.extend_from_slice(&buf[..n]);
-                    let text = String::from_utf8_lossy(&data).to_string();
-                    let Some(head_end) = text.find("\r\n\r\n") else {
-                        continue;
-                    };
-                    let length = text[..head_end]
-                        .lines()
-                        .find_map(|l| {
-                            let (k, v) = l.split_once(':')?;
-                            k.eq_ignore_ascii_case("content-length")
-                                .then(|| v.trim().parse::<usize>().ok())?
-                        })
-                        .unwrap_or(0);
-                    if data.len() < head_end + 4 + length {
-                        continue;
-                    }
-                    let body = &data[head_end + 4..head_end + 4 + length];
-                    let _ = tx.send(serde_json::from_slice(body).unwrap_or(Value::Null));
-                    let _ = socket
-                        .write_all(
-                            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                        )
-                        .await;
-                    return;
-                }
-            });
-        }
-    });
-    (url, rx)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhooks_get_one_post_per_new_request_and_none_twice() {
-    let (url, mut posts) = receiver().await;
+    let (url, mut posts) = mes_e2e::live::receiver().await;
     let server = start(Some(&url)).await;
     let mut events = server.events().await;
     wait_watching(&mut events).await;
@@ -1166,6 +1116,84 @@ async fn the_console_in_chromium_shows_an_open_request_past_the_first_chain_page
         )
         .await;
     browser.screenshot("7-inbox").await;
+    browser.quit().await;
+    server.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_in_chromium_shows_an_unconfirmed_accept_turn_accepted_by_itself() {
+    // Every answer is applied 6 s after it arrives, and answered then: the server's
+    // call ends after 2 s with the decision `unknown`.
+    let server = start_chain(None, 6, Some(Duration::from_secs(6))).await;
+    let browser = Browser::start().await;
+    browser.goto(&server.base).await;
+    browser.sign_in(&server.operator).await;
+    let id = browser
+        .wait(
+            "an open request",
+            "document.querySelector('#partners-rows tr[data-status=\"OPEN\"]')?.dataset.id",
+            json!(null),
+        )
+        .await;
+    let id = id.as_str().unwrap().to_owned();
+    let row = format!("#partners-rows tr[data-id=\"{id}\"]");
+    browser.click(&format!("{row} .btn.accept")).await;
+    browser
+        .wait(
+            "the confirmation",
+            "document.querySelector(arguments[0] + ' .btn.accept.confirm')",
+            json!(row),
+        )
+        .await;
+    browser.click(&format!("{row} .btn.accept.confirm")).await;
+    // "Sending the answer to the chain…" first, then, after the server's 2 s timeout:
+    browser
+        .wait(
+            "the unconfirmed answer",
+            "document.querySelector(arguments[0] + ' .result.busy')?.textContent === 'Sent — waiting for the chain to confirm'",
+            json!(row),
+        )
+        .await;
+    let status = browser
+        .js(
+            "return document.querySelector(arguments[0]).dataset.status",
+            json!([row]),
+        )
+        .await;
+    assert_eq!(
+        status, "OPEN",
+        "not shown as accepted before the chain says so"
+    );
+    browser.screenshot("13-unconfirmed").await;
+
+    // Nobody touches the page: the chain commits, and the row turns by itself.
+    let confirmed = browser
+        .wait(
+            "the row to turn ACCEPTED by itself",
+            "document.querySelector(arguments[0])?.dataset.status === 'ACCEPTED' && document.querySelector(arguments[0] + ' .result.ok')?.textContent",
+            json!(row),
+        )
+        .await;
+    assert_eq!(confirmed, "The chain confirmed the accept.");
+    let badge = browser
+        .js(
+            "return document.querySelector(arguments[0] + ' td.status').textContent",
+            json!([row]),
+        )
+        .await;
+    assert_eq!(badge, "ACCEPTED");
+    let decisions = server
+        .api(reqwest::Method::GET, "/api/decisions?limit=10", None)
+        .await;
+    let mine: Vec<&Value> = decisions
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["request_id"] == id.as_str())
+        .collect();
+    assert_eq!(mine.len(), 1, "{decisions}");
+    assert_eq!(mine[0]["outcome"], "accepted");
+    browser.screenshot("14-confirmed").await;
     browser.quit().await;
     server.stop();
 }

@@ -79,6 +79,10 @@ fn list_and_answer_topics() -> HashSet<Topic> {
 /// the four list/answer topics.
 const ONLY_LIST_AND_ANSWER_TOPICS: (&str, &str) = ("SIM_ANSWER_TOPICS", "list,answer");
 
+/// A `settings` entry that is not a server setting: the simulated gateway echoes the
+/// correlation id (a gateway of ours, not the original's).
+const GATEWAY_ECHOES: (&str, &str) = ("SIM_ECHO", "yes");
+
 /// A `settings` key that is not a server setting: `START:MS`, the simulated gateway
 /// replies to a list of the page starting at START that much later.
 const LATE_LIST_REPLY: &str = "SIM_LATE_LIST_REPLY";
@@ -134,7 +138,7 @@ async fn stack_with(
     config.key = Some(key);
     config.ledger = Some(ledger.snapshot());
     config.gateway.python_literal = true;
-    config.gateway.no_echo = true;
+    config.gateway.no_echo = !settings.contains(&GATEWAY_ECHOES);
     let mut late = BTreeMap::new();
     let mut lost = BTreeSet::new();
     for (id, fate) in [(slow.clone(), Some(fate)), (order.clone(), order_fate)] {
@@ -194,17 +198,7 @@ async fn stack_with(
         ),
         ("MES_LEGACY_FENCE_MAX".into(), fence_max.into()),
     ];
-    for (setting, name) in [
-        ("MES_TOPIC_PARTNER_LIST", &topics.chain.partner_list),
-        ("MES_TOPIC_PARTNER_ANSWER", &topics.chain.partner_answer),
-        ("MES_TOPIC_ORDER_LIST", &topics.chain.order_list),
-        ("MES_TOPIC_ORDER_ANSWER", &topics.chain.order_answer),
-        ("MES_TOPIC_RECORD_TYPE", &topics.chain.record_type),
-        ("MES_TOPIC_RECORD", &topics.chain.record),
-        ("MES_TOPIC_REPLY", &topics.chain.reply),
-    ] {
-        env.push((setting.into(), name.clone()));
-    }
+    env.extend(mes_e2e::server::topic_env(&topics.chain));
     env.extend(
         settings
             .iter()
@@ -606,6 +600,67 @@ async fn an_accept_that_never_reached_the_broker_is_not_sent_and_can_be_answered
     assert_eq!(production_orders_for(port, &key, &order).await, 1);
     stack.server.terminate().await;
     stack.sim.shutdown().await.unwrap();
+}
+
+/// An accept whose reply comes 8 s after the 3 s timeout, with the poller scanning
+/// only once (at start): the late reply itself settles the decision as `accepted`
+/// and produces the order, once; no scan and no second answer are involved.
+async fn a_late_accept_reply_settles_its_decision(mode: &str, echo: bool) {
+    let mut settings = vec![("MES_POLL_INTERVAL_SECS", "3600")];
+    if echo {
+        settings.push(GATEWAY_ECHOES);
+    }
+    let late = Fate::Late(Duration::from_secs(8));
+    let mut stack = stack_with(mode, Fate::Lost, "2m", Some(late), &settings).await;
+    let (port, key, order) = (
+        stack.server.port,
+        stack.key.clone(),
+        stack.order.to_string(),
+    );
+    let start = Instant::now();
+    while metric(port, "mes_chain_polls_total{outcome=\"ok\"}").await < 1 {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "{mode}: the first scan never ended"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, answer) = accept_order(port, &key, &order).await;
+    assert_eq!(status, 202, "{mode}: {answer}");
+    assert_eq!(answer["decision"]["outcome"], "unknown", "{mode}: {answer}");
+    assert_eq!(production_orders_for(port, &key, &order).await, 0);
+    let settled = loop {
+        let decisions = decisions_on(port, &key, &order).await;
+        assert_eq!(decisions.len(), 1, "{mode}: {decisions:?}");
+        if decisions[0]["outcome"] != "unknown" {
+            break decisions[0].clone();
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "{mode}: never settled: {decisions:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(settled["outcome"], "accepted", "{mode}: {settled}");
+    assert_eq!(production_orders_for(port, &key, &order).await, 1, "{mode}");
+    assert_eq!(
+        metric(port, "mes_chain_polls_total{outcome=\"ok\"}").await,
+        1,
+        "{mode}: a scan ran, so it may have settled the decision instead"
+    );
+    assert_eq!(order_answers_sent(port).await, 1, "{mode}");
+    stack.server.terminate().await;
+    stack.sim.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_mode_a_late_accept_reply_settles_its_decision_and_produces_the_order_once() {
+    a_late_accept_reply_settles_its_decision("legacy", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn id_mode_a_late_accept_reply_settles_its_decision_and_produces_the_order_once() {
+    a_late_accept_reply_settles_its_decision("id", true).await;
 }
 
 /// Creates unit `code` and changes it `changes` times through the API.

@@ -28,7 +28,6 @@ use mes_core::signing::SigningKey;
 use mes_e2e::db::{PgSchema, TempDir};
 use mes_e2e::kafka_brokers;
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep, timeout};
 
@@ -138,13 +137,7 @@ impl Stack {
             .env("MES_DATABASE_POOL_SIZE", "4")
             .env("MES_KAFKA_BROKERS", kafka_brokers())
             .env("MES_POLL_INTERVAL_SECS", "1")
-            .env("MES_TOPIC_PARTNER_LIST", &names.partner_list)
-            .env("MES_TOPIC_PARTNER_ANSWER", &names.partner_answer)
-            .env("MES_TOPIC_ORDER_LIST", &names.order_list)
-            .env("MES_TOPIC_ORDER_ANSWER", &names.order_answer)
-            .env("MES_TOPIC_RECORD_TYPE", &names.record_type)
-            .env("MES_TOPIC_RECORD", &names.record)
-            .env("MES_TOPIC_REPLY", &names.reply)
+            .envs(mes_e2e::server::topic_env(names))
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -316,17 +309,7 @@ async fn next_event(
     name: &str,
     check: impl Fn(&Value) -> bool,
 ) -> Value {
-    let until = Instant::now() + DEADLINE;
-    loop {
-        let left = until.saturating_duration_since(Instant::now());
-        let (got, data) = timeout(left, rx.recv())
-            .await
-            .unwrap_or_else(|_| panic!("no {name} event in time"))
-            .expect("the event stream ended");
-        if got == name && check(&data) {
-            return data;
-        }
-    }
+    mes_e2e::live::next_event(rx, name, check, DEADLINE).await
 }
 
 /// Waits until both kinds have a complete scan (from `hello`, or the `watching` event).
@@ -334,55 +317,6 @@ async fn wait_watching(rx: &mut mpsc::UnboundedReceiver<(String, Value)>, hello:
     if hello["watching"] != true {
         next_event(rx, "watching", |_| true).await;
     }
-}
-
-/// A local webhook receiver: every POST body, as JSON.
-async fn receiver() -> (String, mpsc::UnboundedReceiver<Value>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let mut data = Vec::new();
-                let mut buf = [0u8; 4096];
-                loop {
-                    let Ok(n) = socket.read(&mut buf).await else {
-                        return;
-                    };
-                    if n == 0 {
-                        return;
-                    }
-                    data.extend_from_slice(&buf[..n]);
-                    let text = String::from_utf8_lossy(&data).to_string();
-                    let Some(head_end) = text.find("\r\n\r\n") else {
-                        continue;
-                    };
-                    let length = text[..head_end]
-                        .lines()
-                        .find_map(|l| {
-                            let (k, v) = l.split_once(':')?;
-                            k.eq_ignore_ascii_case("content-length")
-                                .then(|| v.trim().parse::<usize>().ok())?
-                        })
-                        .unwrap_or(0);
-                    if data.len() < head_end + 4 + length {
-                        continue;
-                    }
-                    let body = &data[head_end + 4..head_end + 4 + length];
-                    let _ = tx.send(serde_json::from_slice(body).unwrap_or(Value::Null));
-                    let _ = socket
-                        .write_all(
-                            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                        )
-                        .await;
-                    return;
-                }
-            });
-        }
-    });
-    (url, rx)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -479,7 +413,7 @@ async fn the_inbox_shows_open_requests_past_the_first_chain_pages_with_true_coun
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_that_arrive_while_the_server_is_down_are_announced_once_after_restart() {
     let stack = Stack::start().await;
-    let (url, mut posts) = receiver().await;
+    let (url, mut posts) = mes_e2e::live::receiver().await;
 
     // The first server takes the baseline: the demo requests are not news.
     let first = stack.server(Some(&url)).await;
@@ -547,7 +481,7 @@ async fn requests_that_arrive_while_the_server_is_down_are_announced_once_after_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_on_one_database_announce_each_new_request_once() {
     let stack = Stack::start().await;
-    let (url, mut posts) = receiver().await;
+    let (url, mut posts) = mes_e2e::live::receiver().await;
     let one = stack.server(Some(&url)).await;
     let two = stack.server(Some(&url)).await;
     let (mut events_one, hello) = stack.events(&one).await;

@@ -18,6 +18,8 @@ use kafka_bridge::bridge::{Bridge, BridgeConfig};
 use kafka_bridge::kafka::{KafkaConfig, TopicNames};
 use kafka_bridge::relay::{self, Relay, RelayConfig, TokenSource};
 use kafka_bridge::sim::{DEFAULT_TOKEN, LedgerState, SimConfig, SimHandle, SimTopics, Simulator};
+use mes_api::db::Db;
+use mes_api::service::tokens::TokenProvider;
 use mes_core::codec::{Head, PropertyValue, RecordAction, Request, Topic, record_types};
 use mes_core::db::testing::{PgSchema, SqliteFile};
 use mes_core::db::{self, DbConnection, Pool, outbox, tokens};
@@ -786,7 +788,7 @@ async fn without_a_master_token_the_relay_waits_and_spends_no_attempt() {
     let relay = Relay::new(
         pool.clone(),
         bridge.clone(),
-        TokenSource::master_token(pool.clone()),
+        TokenProvider::default().relay_source(&Db::new(pool.clone())),
         quick("r"),
     )
     .unwrap();

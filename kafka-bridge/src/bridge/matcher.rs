@@ -175,6 +175,49 @@ struct Waiter {
     tx: oneshot::Sender<Reply>,
 }
 
+/// A reply that came after its call ended without it (a timeout, a lost delivery
+/// report), with the `corr` the call was sent with: nobody waits for it any more, but
+/// whoever recorded what the call was for (an operator's decision) can settle it.
+///
+/// In `id` mode the `corr` is the echoed one; in `legacy` mode it is the call whose
+/// unanswered reply fenced its shape, which this reply lifts (docs/protocol.md §9).
+#[derive(Clone)]
+pub struct LateReply {
+    /// The correlation id the call was sent with.
+    pub corr: String,
+    /// The reply as it came (its head holds the master token: never log it).
+    pub reply: Reply,
+}
+
+impl fmt::Debug for LateReply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LateReply")
+            .field("corr", &self.corr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where [`Matcher::route`] sent a reply.
+#[derive(Debug)]
+pub(crate) enum Routed {
+    /// To the call waiting for it.
+    Delivered,
+    /// Nobody: its call ended without it (counted as a [`DropReason::Late`] drop).
+    Late(Box<LateReply>),
+    /// Nobody, for this reason.
+    Dropped(DropReason),
+}
+
+impl Routed {
+    /// A reply handed to a waiter whose call just ended is late, not lost.
+    fn send(waiter: Waiter, corr: String, reply: Reply) -> Routed {
+        match waiter.tx.send(reply) {
+            Ok(()) => Routed::Delivered,
+            Err(reply) => Routed::Late(Box::new(LateReply { corr, reply })),
+        }
+    }
+}
+
 /// The request holding the legacy slot.
 struct Held {
     corr: String,
@@ -375,7 +418,18 @@ impl Matcher {
     }
 
     /// Delivers `reply` to its request or says why it was dropped.
+    #[cfg(test)]
     pub(crate) fn dispatch(&self, reply: Reply, now: Instant) -> Result<(), DropReason> {
+        match self.route(reply, now) {
+            Routed::Delivered => Ok(()),
+            Routed::Late(_) => Err(DropReason::Late),
+            Routed::Dropped(reason) => Err(reason),
+        }
+    }
+
+    /// Delivers `reply` to its request, or hands it back as late with the `corr` of
+    /// the call it belonged to, or says why it was dropped.
+    pub(crate) fn route(&self, reply: Reply, now: Instant) -> Routed {
         let mut state = self.state();
         prune_late(&mut state, now);
         self.expire_fences(&mut state, now);
@@ -394,7 +448,7 @@ impl Matcher {
         token: &str,
         reply: Reply,
         now: Instant,
-    ) -> Result<(), DropReason> {
+    ) -> Routed {
         let held = state
             .slot
             .as_ref()
@@ -431,39 +485,51 @@ impl Matcher {
         match target {
             Target::Slot => {
                 let Some(held) = state.slot.take() else {
-                    return Err(DropReason::Unmatched);
+                    return Routed::Dropped(DropReason::Unmatched);
                 };
                 if state.echo == Echo::Unknown {
                     state.echo = Echo::Silent;
                 }
                 match state.pending.remove(&held.corr) {
                     // The receiver may have just timed out; then it is late.
-                    Some(waiter) => waiter.tx.send(reply).map_err(|_| DropReason::Late),
-                    None => Err(DropReason::Late),
+                    Some(waiter) => Routed::send(waiter, held.corr, reply),
+                    None => Routed::Late(Box::new(LateReply {
+                        corr: held.corr,
+                        reply,
+                    })),
                 }
             }
-            Target::Fence(shape) => {
-                if let Some(outstanding) = state.fences[shape.index()].take() {
+            Target::Fence(shape) => match state.fences[shape.index()].take() {
+                Some(outstanding) => {
                     state.counts.lifted_by_reply += 1;
                     tracing::info!(
                         shape = shape.label(),
                         late_by = ?now.saturating_duration_since(outstanding.since),
                         "the outstanding reply arrived; {shape} requests run again"
                     );
+                    if state.lost[shape.index()] > 0 {
+                        // An earlier reply of this shape, counted lost when its fence
+                        // expired, may be this one: it lifts the fence but is nobody's.
+                        return Routed::Dropped(DropReason::Late);
+                    }
+                    Routed::Late(Box::new(LateReply {
+                        corr: outstanding.corr,
+                        reply,
+                    }))
                 }
-                Err(DropReason::Late)
-            }
-            Target::Ambiguous => Err(DropReason::Ambiguous),
+                None => Routed::Dropped(DropReason::Late),
+            },
+            Target::Ambiguous => Routed::Dropped(DropReason::Ambiguous),
             Target::Nobody(shape) => {
                 let ours = state.pending.values().any(|w| w.token == token);
                 if let Some(shape) = shape
                     && state.lost[shape.index()] > 0
                 {
                     state.lost[shape.index()] -= 1;
-                    return Err(DropReason::Late);
+                    return Routed::Dropped(DropReason::Late);
                 }
                 if !ours {
-                    return Err(DropReason::OtherToken);
+                    return Routed::Dropped(DropReason::OtherToken);
                 }
                 if self.mode == CorrelationMode::Auto && state.echo == Echo::Echoes {
                     state.echo = Echo::Silent;
@@ -473,23 +539,19 @@ impl Matcher {
                          request at a time (legacy mode); requests in flight may time out"
                     );
                 }
-                Err(DropReason::Unmatched)
+                Routed::Dropped(DropReason::Unmatched)
             }
         }
     }
 
-    fn dispatch_corr(
-        &self,
-        state: &mut State,
-        corr: String,
-        token: &str,
-        reply: Reply,
-    ) -> Result<(), DropReason> {
+    fn dispatch_corr(&self, state: &mut State, corr: String, token: &str, reply: Reply) -> Routed {
         match state.pending.get(&corr) {
-            Some(waiter) if waiter.token != token => return Err(DropReason::TokenMismatch),
+            Some(waiter) if waiter.token != token => {
+                return Routed::Dropped(DropReason::TokenMismatch);
+            }
             Some(_) => {
                 let Some(waiter) = state.pending.remove(&corr) else {
-                    return Err(DropReason::UnknownCorr);
+                    return Routed::Dropped(DropReason::UnknownCorr);
                 };
                 if state.slot.as_ref().is_some_and(|h| h.corr == corr) {
                     state.slot = None;
@@ -503,7 +565,7 @@ impl Matcher {
                     state.echo = Echo::Echoes;
                     state.legacy_blocked_until = None;
                 }
-                return waiter.tx.send(reply).map_err(|_| DropReason::Late);
+                return Routed::send(waiter, corr, reply);
             }
             None => {}
         }
@@ -516,13 +578,13 @@ impl Matcher {
             {
                 state.fences[i] = None;
                 state.counts.lifted_by_reply += 1;
-                return Err(DropReason::Late);
+                return Routed::Late(Box::new(LateReply { corr, reply }));
             }
         }
         if state.late.contains(&corr) {
-            return Err(DropReason::Late);
+            return Routed::Late(Box::new(LateReply { corr, reply }));
         }
-        Err(DropReason::UnknownCorr)
+        Routed::Dropped(DropReason::UnknownCorr)
     }
 
     /// Requests waiting for a reply.
@@ -574,7 +636,7 @@ fn prune_late(state: &mut State, now: Instant) {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, clippy::panic)]
 
     use mes_core::codec::ReplyBody;
     use serde_json::json;
@@ -813,6 +875,52 @@ mod tests {
         echoed.head.corr = Some("a".into());
         assert_eq!(m.dispatch(echoed, now), Err(DropReason::Late));
         assert!(m.fences(now).is_empty());
+    }
+
+    fn late_corr(routed: Routed) -> String {
+        match routed {
+            Routed::Late(late) => late.corr,
+            other => panic!("expected a late reply, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_late_reply_comes_back_with_the_corr_of_the_call_it_belonged_to() {
+        // id mode: the echoed corr of a call that timed out.
+        let m = Matcher::new(CorrelationMode::Id, T, FENCE);
+        let now = Instant::now();
+        let _a = m.register("a", "tok", Shape::Message, false);
+        m.timed_out("a", now);
+        assert_eq!(late_corr(m.route(data("tok", Some("a"), 1), now)), "a");
+        // legacy mode: the call whose unanswered reply fenced its shape, even though
+        // the gateway echoes nothing.
+        let m = Matcher::new(CorrelationMode::Legacy, T, FENCE);
+        let _b = m.register("b", "tok", Shape::Message, true);
+        assert!(m.timed_out("b", now));
+        let late = m.route(message("tok", "Request B accepted"), now + T * 3);
+        assert_eq!(late_corr(late), "b");
+        // A reply whose call is unknown is only dropped.
+        assert!(matches!(
+            m.route(message("tok", "?"), now + T * 3),
+            Routed::Dropped(_)
+        ));
+        // Once a fence expired (its reply counted lost), a reply lifting a later fence
+        // may be that lost one: it lifts the fence but is attributed to nobody.
+        let m = Matcher::new(CorrelationMode::Legacy, T, FENCE);
+        let _c = m.register("c", "tok", Shape::Message, true);
+        assert!(m.timed_out("c", now));
+        let expired = now + FENCE + T;
+        assert!(m.fence(Shape::Message, expired).is_none());
+        let _d = m.register("d", "tok", Shape::Message, true);
+        assert!(m.timed_out("d", expired));
+        assert!(matches!(
+            m.route(message("tok", "Request C accepted"), expired),
+            Routed::Dropped(DropReason::Late)
+        ));
+        assert!(
+            m.fence(Shape::Message, expired).is_none(),
+            "the fence lifted"
+        );
     }
 
     #[test]

@@ -39,20 +39,20 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use serde_json::Value;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-pub use matcher::{DropReason, Echo, Fence, FenceCounts, Shape};
+pub use matcher::{DropReason, Echo, Fence, FenceCounts, LateReply, Shape};
 pub use metrics::{
     Histogram, HistogramSnapshot, LATENCY_BUCKETS_MS, Metrics, MetricsSnapshot, TopicMetrics,
 };
 pub use publish::Published;
 pub use slot::Priority;
 
-use self::matcher::Matcher;
+use self::matcher::{Matcher, Routed};
 use self::slot::{AcquireError, LegacySlot, SlotPermit};
-use crate::kafka::{KafkaConfig, TopicNames, ensure_topics};
+use crate::kafka::{Detached, KafkaConfig, TopicNames, ensure_topics};
 use crate::{Error, Result};
 
 /// The Kafka header that carries the correlation id beside the head's `corr`.
@@ -256,7 +256,7 @@ type ListKey = (Topic, String, Page, Priority);
 
 struct Inner {
     config: BridgeConfig,
-    producer: RwLock<Arc<FutureProducer>>,
+    producer: RwLock<Arc<Detached<FutureProducer>>>,
     matcher: Arc<Matcher>,
     legacy_slot: Arc<LegacySlot>,
     in_flight: Arc<Semaphore>,
@@ -267,7 +267,13 @@ struct Inner {
     broker_down: Mutex<Option<String>>,
     shutdown: watch::Sender<bool>,
     consumer_task: Mutex<Option<JoinHandle<()>>>,
+    /// Replies that came after their call ended, for [`Bridge::late_replies`].
+    late: broadcast::Sender<LateReply>,
 }
+
+/// Late replies kept for a slow [`Bridge::late_replies`] subscriber before it misses
+/// some (it is told it did; the mirror settles what it missed).
+pub const LATE_REPLY_CAPACITY: usize = 256;
 
 /// The MES side of the chain: typed calls that publish a request and await its reply.
 ///
@@ -342,7 +348,7 @@ impl Bridge {
             ])
             .create()
             .map_err(|e| Error::Config(format!("creating the Kafka reply consumer: {e}")))?;
-        let consumer = Arc::new(consumer);
+        let consumer = Arc::new(Detached::new(consumer));
         let reply_topic = config.topics.reply.clone();
         let assign_consumer = Arc::clone(&consumer);
         let remaining = deadline.saturating_duration_since(Instant::now());
@@ -361,13 +367,14 @@ impl Bridge {
             )),
             legacy_slot: Arc::new(LegacySlot::default()),
             in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
-            producer: RwLock::new(Arc::new(producer)),
+            producer: RwLock::new(Arc::new(Detached::new(producer))),
             producer_replaced: Mutex::new(None),
             broker_down: Mutex::new(None),
             lists: Mutex::new(HashMap::new()),
             metrics: Metrics::default(),
             shutdown,
             consumer_task: Mutex::new(None),
+            late: broadcast::channel(LATE_REPLY_CAPACITY).0,
             config,
         });
         let task = tokio::spawn(consume_replies(
@@ -540,6 +547,32 @@ impl Bridge {
             .await
     }
 
+    /// `BLK_Part_Ans` or `BLK_Act_Ans`: accept or reject a request of `listing`'s kind.
+    pub async fn answer(
+        &self,
+        auth: &str,
+        listing: Listing,
+        id: RequestId,
+        response: Answer,
+        options: CallOptions,
+    ) -> Result<Answered> {
+        let body = codec::AnswerBody { id, response };
+        let request = match listing {
+            Listing::Partners => Request::AnswerPartner(body),
+            Listing::Orders => Request::AnswerOrder(body),
+        };
+        message_of(self.request(auth, request, options).await?)
+    }
+
+    /// Replies that come after their call ended without them (a timeout, a lost
+    /// delivery report), each with the `corr` its call was sent with: what the call
+    /// was for can still be settled from them (an operator's answer). In `legacy`
+    /// mode this is the reply that lifts a fence. A subscriber sees those that come
+    /// after it subscribed.
+    pub fn late_replies(&self) -> broadcast::Receiver<LateReply> {
+        self.inner.late.subscribe()
+    }
+
     /// `BLK_Part_Ans`: accept or reject a partner request.
     pub async fn answer_partner(
         &self,
@@ -548,8 +581,8 @@ impl Bridge {
         response: Answer,
         options: CallOptions,
     ) -> Result<Answered> {
-        let request = Request::AnswerPartner(codec::AnswerBody { id, response });
-        message_of(self.request(auth, request, options).await?)
+        self.answer(auth, Listing::Partners, id, response, options)
+            .await
     }
 
     /// `BLK_Act_Ans`: accept or reject an order request.
@@ -560,8 +593,8 @@ impl Bridge {
         response: Answer,
         options: CallOptions,
     ) -> Result<Answered> {
-        let request = Request::AnswerOrder(codec::AnswerBody { id, response });
-        message_of(self.request(auth, request, options).await?)
+        self.answer(auth, Listing::Orders, id, response, options)
+            .await
     }
 
     /// `BLK_Rty`: create a record type; "already exists" is a success.
@@ -731,7 +764,7 @@ impl Inner {
         (corr, envelope.to_bytes())
     }
 
-    fn producer(&self) -> Arc<FutureProducer> {
+    fn producer(&self) -> Arc<Detached<FutureProducer>> {
         Arc::clone(&self.producer.read().unwrap_or_else(|e| e.into_inner()))
     }
 
@@ -742,7 +775,7 @@ impl Inner {
     /// without always raising a fatal error). A fresh producer costs one connection
     /// and a producer-id round trip, so it is replaced at most once per message
     /// timeout, and at once when librdkafka reports a fatal error.
-    fn replace_producer_after_failure(&self, failed: &FutureProducer) {
+    fn replace_producer_after_failure(&self, failed: &Detached<FutureProducer>) {
         let fatal = failed.client().fatal_error().is_some();
         let mut last = lock(&self.producer_replaced);
         let due = last.is_none_or(|t| t.elapsed() >= self.config.message_timeout);
@@ -759,7 +792,7 @@ impl Inner {
                     fatal,
                     "replaced the Kafka producer after a delivery failure"
                 );
-                *current = Arc::new(fresh);
+                *current = Arc::new(Detached::new(fresh));
                 *last = Some(Instant::now());
             }
             Err(e) => tracing::error!("could not replace the failed Kafka producer: {e}"),
@@ -964,7 +997,7 @@ impl Inner {
         lock(&self.broker_down).clone()
     }
 
-    fn broker_error(&self, producer: &FutureProducer, message: String) -> Error {
+    fn broker_error(&self, producer: &Detached<FutureProducer>, message: String) -> Error {
         *lock(&self.broker_down) = Some(message.clone());
         self.metrics
             .broker_errors
@@ -1032,7 +1065,7 @@ fn assign_at_end(consumer: &StreamConsumer, topic: &str, timeout: Duration) -> R
 /// until shutdown. Nothing it reads can stop it.
 async fn consume_replies(
     inner: std::sync::Weak<Inner>,
-    consumer: Arc<StreamConsumer>,
+    consumer: Arc<Detached<StreamConsumer>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut last_error_log: Option<Instant> = None;
@@ -1089,13 +1122,19 @@ impl Inner {
         if reply.head.corr.is_none() {
             reply.head.corr = header_corr;
         }
-        match self.matcher.dispatch(reply, std::time::Instant::now()) {
-            Ok(()) => {
+        match self.matcher.route(reply, std::time::Instant::now()) {
+            Routed::Delivered => {
                 self.metrics
                     .delivered
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
-            Err(reason) => {
+            Routed::Late(late) => {
+                tracing::debug!(corr = %late.corr, "a reply came after its call ended");
+                self.metrics.dropped(DropReason::Late);
+                // Nobody subscribed is fine: nothing was waiting for it.
+                let _ = self.late.send(*late);
+            }
+            Routed::Dropped(reason) => {
                 tracing::debug!("dropped a reply: {}", reason.label());
                 self.metrics.dropped(reason);
             }

@@ -20,7 +20,7 @@ use serde_json::{Map, Value};
 use super::config::SimTopics;
 use super::ledger::NewOrder;
 use super::wire;
-use crate::kafka::KafkaConfig;
+use crate::kafka::{Detached, KafkaConfig};
 use crate::{Error, Result};
 
 /// Default name of the topic on which an ERP asks to become a partner.
@@ -144,6 +144,7 @@ pub async fn send_erp(
         .client_config(&[("linger.ms", "0"), ("message.timeout.ms", "10000")])
         .create()
         .map_err(|e| Error::Config(e.to_string()))?;
+    let producer = Detached::new(producer);
     let payload = request.envelope(token, Some(&corr)).to_bytes();
     let headers = OwnedHeaders::new().insert(Header {
         key: "correlation_id",

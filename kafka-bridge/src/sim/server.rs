@@ -24,7 +24,7 @@ use super::demo;
 use super::fate::{Fate, ReplyFate, Subject};
 use super::gateway::{Gateway, Outgoing, lock};
 use super::ledger::{Counters, Ledger, LedgerState};
-use crate::kafka::ensure_topics;
+use crate::kafka::{Detached, ensure_topics};
 use crate::{Error, Result};
 
 /// The Kafka header that carries the correlation id (docs/protocol.md §2).
@@ -98,7 +98,7 @@ impl Simulator {
             ])
             .create()
             .map_err(|e| Error::Config(format!("request consumer: {e}")))?;
-        let consumer = Arc::new(consumer);
+        let consumer = Arc::new(Detached::new(consumer));
         // Every partition, assigned by hand: one ledger must see every request, and a
         // simulator restarted after a crash must not wait for its dead predecessor to
         // leave a consumer group (tansu 0.6 kept such a group stuck for more than 30 s).
@@ -224,7 +224,7 @@ fn assign_all(consumer: &StreamConsumer, topics: &[String], timeout: Duration) -
 }
 
 struct Worker {
-    consumer: Arc<StreamConsumer>,
+    consumer: Arc<Detached<StreamConsumer>>,
     step: Step,
     topics: SimTopics,
     options: GatewayOptions,

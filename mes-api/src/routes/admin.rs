@@ -130,7 +130,7 @@ pub async fn token_put(
             )?)
         })
         .await?;
-    app.forget_token();
+    app.tokens.forget();
     tracing::info!(operator = %caller.0.name, instance_type = %stored.instance_type, "token stored");
     Ok(Json(stored.into()))
 }
@@ -155,7 +155,7 @@ pub async fn token_delete(app: &State<App>, _caller: Writer, id: &str) -> ApiRes
         .db
         .run(move |conn| Ok(tokens::delete(conn, id)?))
         .await?;
-    app.forget_token();
+    app.tokens.forget();
     if existed {
         Ok(Status::NoContent)
     } else {

@@ -12,10 +12,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use crate::app::{AnswerOutcome, App, Kind};
+use crate::app::App;
 use crate::auth::{Reader, Writer};
 use crate::error::{ApiError, ApiResult, ErrorBody, code};
 use crate::routes::records::{DecisionView, ProductionOrderView};
+use crate::service::requests::{AnswerOutcome, Kind};
 
 /// Most items one list call may ask for.
 pub const MAX_LIMIT: u32 = 100;
@@ -113,7 +114,7 @@ pub async fn partner_list(
     query: ListQuery,
 ) -> ApiResult<Json<Vec<Value>>> {
     let (page, status) = query.parse()?;
-    Ok(Json(app.list(Kind::Partner, page, status).await?))
+    Ok(Json(app.requests.list(Kind::Partner, page, status).await?))
 }
 
 /// `GET /api/KafkaOrder/LIST`: the chain's order requests.
@@ -140,7 +141,7 @@ pub async fn order_list(
     query: ListQuery,
 ) -> ApiResult<Json<Vec<Value>>> {
     let (page, status) = query.parse()?;
-    Ok(Json(app.list(Kind::Order, page, status).await?))
+    Ok(Json(app.requests.list(Kind::Order, page, status).await?))
 }
 
 /// `GET /api/KafkaPartner/ANS?ID=…&Response=0|1`: the chain's `message`.
@@ -167,7 +168,10 @@ pub async fn partner_ans(
     query: AnsQuery,
 ) -> ApiResult<Json<Value>> {
     let (id, answer) = query.parse()?;
-    let outcome = app.answer(Kind::Partner, id, answer, &caller.0).await?;
+    let outcome = app
+        .requests
+        .answer(Kind::Partner, id, answer, &caller.0.name)
+        .await?;
     Ok(Json(original_answer(outcome)?))
 }
 
@@ -195,7 +199,10 @@ pub async fn order_ans(
     query: AnsQuery,
 ) -> ApiResult<Json<Value>> {
     let (id, answer) = query.parse()?;
-    let outcome = app.answer(Kind::Order, id, answer, &caller.0).await?;
+    let outcome = app
+        .requests
+        .answer(Kind::Order, id, answer, &caller.0.name)
+        .await?;
     Ok(Json(original_answer(outcome)?))
 }
 
@@ -284,7 +291,10 @@ async fn answer_route(
     let id = parse_id("id", id)?;
     let body = body.map_err(|e| body_error(&e))?;
     let answer = body.answer()?;
-    let outcome = app.answer(kind, id, answer, &caller.0).await?;
+    let outcome = app
+        .requests
+        .answer(kind, id, answer, &caller.0.name)
+        .await?;
     let status = if is_unconfirmed(&outcome) {
         Status::Accepted
     } else {

@@ -7,11 +7,17 @@
 //!   ([`reports::daily_run`]) and catch up days missed while no server ran.
 //! - [`schedule`]: the cron job that calls [`reports::daily_run`] every day.
 //! - [`chain`]: the outbox rows these enqueue (topics, keys, bodies).
+//! - [`requests`]: list and answer the chain's partner and order requests, record
+//!   decisions, take accepted orders over, settle decisions from late replies.
+//! - [`tokens`]: the master token, read in one place for everything that sends.
 //!
-//! Diesel is blocking: every function here takes a `&mut DbConnection` and runs
-//! synchronously; async callers wrap them in `spawn_blocking` (the scheduler does).
+//! Diesel is blocking: the unit and report functions take a `&mut DbConnection` and
+//! run synchronously (async callers wrap them in `spawn_blocking`, as the scheduler
+//! does); [`requests`] is async, because it waits for the chain.
 
 pub mod chain;
 pub mod reports;
+pub mod requests;
 pub mod schedule;
+pub mod tokens;
 pub mod units;

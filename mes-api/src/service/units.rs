@@ -12,14 +12,15 @@ use std::sync::Arc;
 use diesel::Connection;
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use mes_core::db::DbConnection;
 use mes_core::db::schema::production_units;
 use mes_core::db::units::{self as repo, NewProductionUnit, ProductionUnit};
-use mes_core::db::{DbConnection, tokens};
 use mes_core::domain::AgentKey;
 use mes_core::report::FlowId;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::chain;
+use super::tokens::TokenProvider;
 
 /// Longest display name, status or process name accepted.
 pub const MAX_TEXT_LEN: usize = 200;
@@ -118,6 +119,7 @@ pub enum Reporter {
 #[derive(Debug, Clone, Default)]
 pub struct ChainHook {
     reporter: Reporter,
+    tokens: TokenProvider,
 }
 
 impl ChainHook {
@@ -126,7 +128,19 @@ impl ChainHook {
 
     /// A hook that adds `reporter` as the reporter of each unit's record.
     pub fn new(reporter: Reporter) -> ChainHook {
-        ChainHook { reporter }
+        ChainHook {
+            reporter,
+            tokens: TokenProvider::default(),
+        }
+    }
+
+    /// The default hook (reporter: the master token's key), reading the master token
+    /// through `tokens`, the provider the rest of the server uses.
+    pub fn with_tokens(tokens: TokenProvider) -> ChainHook {
+        ChainHook {
+            reporter: Reporter::MasterToken,
+            tokens,
+        }
     }
 
     fn reporter(&self, conn: &mut DbConnection) -> Result<Option<AgentKey>, HookError> {
@@ -134,7 +148,10 @@ impl ChainHook {
             Reporter::Agent(key) => Ok(Some(key.clone())),
             Reporter::None => Ok(None),
             Reporter::MasterToken => {
-                let master = tokens::master(conn).map_err(|e| HookError::new(Self::NAME, e))?;
+                let master = self
+                    .tokens
+                    .master(conn)
+                    .map_err(|e| HookError::new(Self::NAME, e))?;
                 let Some(key) = master.and_then(|m| m.public_key) else {
                     return Ok(None);
                 };

@@ -273,7 +273,33 @@ pub fn upsert(
         }
     }
     if !touch.is_empty() {
-        let rows = chain_requests::table.filter(chain_requests::id.eq_any(&touch));
+        touch_rows(conn, &touch, at, scan)?;
+    }
+    Ok(outcome)
+}
+
+/// Sets `last_seen` (and `last_scan`, when given) of the rows `ids` in one statement.
+///
+/// Two instances touching overlapping rows at once must not deadlock: on PostgreSQL
+/// the rows are locked first in id order, in the same transaction, so every
+/// multi-row lock in [`upsert`] is taken in one order (the single-row statements
+/// there hold one lock each and cannot close a cycle). SQLite locks the database.
+fn touch_rows(
+    conn: &mut DbConnection,
+    ids: &[i64],
+    at: NaiveDateTime,
+    scan: Option<i64>,
+) -> QueryResult<()> {
+    conn.transaction(|conn| {
+        if let DbConnection::Pg(pg) = conn {
+            chain_requests::table
+                .filter(chain_requests::id.eq_any(ids))
+                .order(chain_requests::id)
+                .select(chain_requests::id)
+                .for_update()
+                .load::<i64>(pg)?;
+        }
+        let rows = chain_requests::table.filter(chain_requests::id.eq_any(ids));
         match scan {
             Some(scan) => diesel::update(rows)
                 .set((
@@ -285,8 +311,8 @@ pub fn upsert(
                 .set(chain_requests::last_seen.eq(at))
                 .execute(conn)?,
         };
-    }
-    Ok(outcome)
+        Ok(())
+    })
 }
 
 /// The boxed query of the rows `filter` matches (without paging).

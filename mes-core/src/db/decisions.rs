@@ -123,25 +123,75 @@ pub fn record(conn: &mut DbConnection, new: &NewDecision<'_>) -> QueryResult<Dec
         .get_result(conn)
 }
 
-/// Stores how the request ended; `NotFound` if there is no such decision.
+/// Stores how the request ended, if the decision is still [`OUTCOME_PENDING`]; `None`
+/// if it was settled meanwhile (by its late reply, which may overtake the call's own
+/// bookkeeping, or by another instance's reconciliation), so nothing is overwritten.
 pub fn complete(
     conn: &mut DbConnection,
     id: i64,
     outcome: &str,
     chain_message: Option<&str>,
     chain_error: Option<&str>,
-) -> QueryResult<Decision> {
-    diesel::update(decisions::table.find(id))
-        .set((
-            DecisionChangeset {
-                outcome,
-                chain_message,
-                chain_error,
-            },
-            decisions::updated_at.eq(now()),
-        ))
-        .returning(returning::<Decision>())
-        .get_result(conn)
+) -> QueryResult<Option<Decision>> {
+    diesel::update(
+        decisions::table
+            .find(id)
+            .filter(decisions::outcome.eq(OUTCOME_PENDING)),
+    )
+    .set((
+        DecisionChangeset {
+            outcome,
+            chain_message,
+            chain_error,
+        },
+        decisions::updated_at.eq(now()),
+    ))
+    .returning(returning::<Decision>())
+    .get_result(conn)
+    .optional()
+}
+
+/// Settles a decision from its late reply (a reply that came after the call ended):
+/// from [`OUTCOME_PENDING`] (the reply overtook the call's bookkeeping),
+/// [`OUTCOME_UNKNOWN`] or [`OUTCOME_NOT_APPLIED`]; `None` if it is in none of these
+/// (settled already), so exactly one caller acts on it.
+pub fn settle_late(
+    conn: &mut DbConnection,
+    id: i64,
+    outcome: &str,
+    chain_message: Option<&str>,
+    chain_error: Option<&str>,
+) -> QueryResult<Option<Decision>> {
+    diesel::update(
+        decisions::table
+            .find(id)
+            .filter(decisions::outcome.eq_any([
+                OUTCOME_PENDING,
+                OUTCOME_UNKNOWN,
+                OUTCOME_NOT_APPLIED,
+            ]))
+            .filter(decisions::outcome.ne(outcome)),
+    )
+    .set((
+        DecisionChangeset {
+            outcome,
+            chain_message,
+            chain_error,
+        },
+        decisions::updated_at.eq(now()),
+    ))
+    .returning(returning::<Decision>())
+    .get_result(conn)
+    .optional()
+}
+
+/// The decision whose request was sent with correlation id `corr`, if any.
+pub fn by_correlation_id(conn: &mut DbConnection, corr: &str) -> QueryResult<Option<Decision>> {
+    decisions::table
+        .filter(decisions::correlation_id.eq(corr))
+        .select(Decision::as_select())
+        .first(conn)
+        .optional()
 }
 
 /// Settles an [`OUTCOME_UNKNOWN`] decision, or a [`OUTCOME_NOT_APPLIED`] one the chain

@@ -1,0 +1,359 @@
+//! Operators behind a legacy gateway while the outbox holds a backlog the chain never
+//! answers (issue 9, "Background traffic never starves operators").
+//!
+//! The gateway is the original's: it answers only the four list/answer topics, echoes
+//! nothing but the token and writes Python literals, so every `BLK_Rty`/`BLK_Rec` send
+//! of the relay gets no reply. The server runs in `legacy` mode with a 3 s request
+//! timeout and `MES_RECORD_REPLIES=wait` (the default), its poller scanning the chain's
+//! lists every `--poll-secs`. One operator calls `GET /api/KafkaPartner/LIST` once a
+//! second for `--secs`; the run is made twice, each on a stack of its own: with an
+//! empty outbox, and with `--rows` outbox rows (unit changes of `--units` units)
+//! pending from the start. Printed per run: calls answered (200), p50/p99/max latency,
+//! and the backlog's p50 as a multiple of the empty run's.
+//!
+//! Run it with `./scripts/bench --starvation` (starts tansu) or, against a broker of
+//! your own, `cargo bench -p mes-e2e --bench starvation -- --brokers HOST:PORT`.
+//! Figures and their reading: docs/benchmarks.md ("Operators and an unanswered
+//! backlog").
+
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use clap::Parser;
+use kafka_bridge::sim::{SimConfig, SimTopics, Simulator};
+use mes_api::config::Settings;
+use mes_api::server;
+use mes_api::service::units::{ChainHook, NewUnit, Reporter, UnitPatch, UnitService};
+use mes_core::codec::Topic;
+use mes_core::db::{self, outbox, tokens};
+use mes_e2e::db::{PgSchema, TempDir};
+
+#[derive(Parser, Debug)]
+#[command(
+    about = "Operator LIST calls behind a legacy gateway, with and without an unanswered outbox backlog"
+)]
+struct Args {
+    /// Bootstrap servers of the broker.
+    #[arg(long, env = "MES_TEST_KAFKA_BROKERS")]
+    brokers: String,
+    /// PostgreSQL URL (a schema of its own per run); SQLite in a temp dir if unset.
+    #[arg(long, env = "MES_TEST_DATABASE_URL")]
+    database_url: Option<String>,
+    /// Length of each run, in seconds.
+    #[arg(long, default_value_t = 60)]
+    secs: u64,
+    /// Pending outbox rows of the backlog run.
+    #[arg(long, default_value_t = 1000)]
+    rows: usize,
+    /// Units the backlog's rows belong to (ordering keys).
+    #[arg(long, default_value_t = 50)]
+    units: usize,
+    /// The server's MES_POLL_INTERVAL_SECS.
+    #[arg(long, default_value_t = 5)]
+    poll_secs: u64,
+    /// Runs, in this order (repeats allowed): empty, backlog.
+    #[arg(long, value_delimiter = ',', default_value = "empty,backlog")]
+    only: Vec<String>,
+    /// Passed by `cargo bench`; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+/// Latency figures of one run (nearest rank).
+struct Stats {
+    p50: Duration,
+    p99: Duration,
+    max: Duration,
+}
+
+impl Stats {
+    fn of(mut samples: Vec<Duration>) -> Stats {
+        samples.sort_unstable();
+        let rank = |p: f64| {
+            let n = samples.len();
+            let i = ((p * n as f64).ceil() as usize).clamp(1, n) - 1;
+            samples[i]
+        };
+        Stats {
+            p50: rank(0.50),
+            p99: rank(0.99),
+            max: samples.last().copied().unwrap_or_default(),
+        }
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1}", d.as_secs_f64() * 1e3)
+}
+
+/// What one run measured.
+struct Run {
+    name: String,
+    calls: usize,
+    answered: usize,
+    failures: Vec<String>,
+    stats: Option<Stats>,
+    /// Outbox rows still pending at the end, and relay sends that timed out.
+    pending_after: i64,
+    relay_state: String,
+}
+
+/// Creates `units` units and changes them until `rows` outbox rows are pending, all
+/// through the unit service, as PATCHes would.
+fn backlog(url: &str, units: usize, rows: usize) -> anyhow::Result<i64> {
+    let mut conn = db::connect(url)?;
+    let service = UnitService::new(ChainHook::new(Reporter::None));
+    let codes: Vec<String> = (0..units.max(1)).map(|i| format!("B{i:03}")).collect();
+    for code in &codes {
+        service.create(
+            &mut conn,
+            &NewUnit {
+                code: code.clone(),
+                name: format!("Press {code}"),
+                status: "RUNNING".into(),
+                process_name: Some("Stamping".into()),
+            },
+        )?;
+    }
+    let mut n = 0usize;
+    while (outbox::depth(&mut conn)?.pending as usize) < rows {
+        let code = &codes[n % codes.len()];
+        let status = if n.is_multiple_of(2) {
+            "STOPPED"
+        } else {
+            "RUNNING"
+        };
+        service.patch(
+            &mut conn,
+            code,
+            &UnitPatch {
+                status: Some(status.into()),
+                process_name: None,
+            },
+        )?;
+        n += 1;
+    }
+    Ok(outbox::depth(&mut conn)?.pending)
+}
+
+async fn run(args: &Args, name: &str) -> anyhow::Result<Run> {
+    let with_backlog = match name {
+        "empty" => false,
+        "backlog" => true,
+        other => bail!("unknown run {other:?}: expected empty or backlog"),
+    };
+    let suffix = format!("-starve-{}", uuid::Uuid::new_v4().simple());
+    let token = format!("bench-token{suffix}");
+    let topics = SimTopics::with_suffix(&suffix);
+    let mut sim_config = SimConfig::new(&args.brokers);
+    sim_config.topics = topics.clone();
+    sim_config.group_id = format!("chain-sim{suffix}");
+    sim_config.tokens = vec![token.clone()];
+    sim_config.demo = 30;
+    sim_config.gateway.python_literal = true;
+    sim_config.gateway.no_echo = true;
+    sim_config.gateway.answer_topics = Some(HashSet::from([
+        Topic::PartnerList,
+        Topic::PartnerAnswer,
+        Topic::OrderList,
+        Topic::OrderAnswer,
+    ]));
+    let sim = Simulator::start(sim_config).await?;
+
+    let (pg, sqlite) = match &args.database_url {
+        Some(url) => (Some(PgSchema::create_in(url)), None),
+        None => (None, Some(TempDir::create()?)),
+    };
+    let database_url = match (&pg, &sqlite) {
+        (Some(schema), _) => schema.url().to_owned(),
+        (_, Some(dir)) => dir.path().join("mes.db").display().to_string(),
+        _ => bail!("no database"),
+    };
+    let mut settings = Settings {
+        database_url: Some(database_url),
+        kafka_brokers: args.brokers.clone(),
+        database_pool_size: 4,
+        correlation: "legacy".into(),
+        request_timeout_ms: 3000,
+        poll_interval_secs: args.poll_secs,
+        ..Settings::default()
+    };
+    settings.set_topics(&topics.chain);
+
+    let url = settings.database_url();
+    let master = token.clone();
+    let (rows, units) = (if with_backlog { args.rows } else { 0 }, args.units);
+    let (key, pending) = tokio::task::spawn_blocking(move || -> anyhow::Result<(String, i64)> {
+        // The tables first: the server's own start-up would run the migrations.
+        drop(db::pool(&url, 1)?);
+        let mut conn = db::connect(&url)?;
+        tokens::put(
+            &mut conn,
+            &tokens::NewKafkaToken {
+                instance_type: tokens::MASTER,
+                token: &master,
+                ..Default::default()
+            },
+        )?;
+        let (operator, _viewer) = mes_e2e::db::add_operators(&mut conn)?;
+        let pending = if rows > 0 {
+            backlog(&url, units, rows)?
+        } else {
+            0
+        };
+        Ok((operator, pending))
+    })
+    .await??;
+    if with_backlog {
+        eprintln!("{name}: {pending} outbox rows pending on {units} units");
+    }
+
+    let prepared = server::prepare(settings)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let port = mes_e2e::free_port()?;
+    let figment = rocket::Config::figment()
+        .merge(("address", "127.0.0.1"))
+        .merge(("port", port))
+        .merge(("log_level", rocket::config::LogLevel::Off))
+        .merge(("cli_colors", false));
+    let rocket = server::rocket(figment, prepared.app).ignite().await?;
+    let shutdown = rocket.shutdown();
+    let served = tokio::spawn(async move {
+        if let Err(e) = rocket.launch().await {
+            eprintln!("rocket: {e}");
+        }
+    });
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match client.get(format!("{base}/health/live")).send().await {
+            Ok(r) if r.status().is_success() => break,
+            _ if Instant::now() > deadline => bail!("the server did not start"),
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+
+    // One operator, one LIST a second (the next call starts on the next second tick,
+    // or at once if the last one took longer).
+    let list = format!("{base}/api/KafkaPartner/LIST");
+    let mut ticks = tokio::time::interval(Duration::from_secs(1));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let until = Instant::now() + Duration::from_secs(args.secs);
+    let (mut samples, mut failures, mut calls) = (Vec::new(), Vec::new(), 0usize);
+    while Instant::now() < until {
+        ticks.tick().await;
+        calls += 1;
+        let t = Instant::now();
+        let response = client.get(&list).bearer_auth(&key).send().await;
+        let took = t.elapsed();
+        match response {
+            Ok(r) if r.status().is_success() => samples.push(took),
+            Ok(r) => {
+                let status = r.status();
+                let body = r.text().await.unwrap_or_default();
+                failures.push(format!("{status} after {} ms: {body}", ms(took)));
+            }
+            Err(e) => failures.push(format!("{e} after {} ms", ms(took))),
+        }
+    }
+
+    let ready: serde_json::Value = client
+        .get(format!("{base}/health/ready"))
+        .send()
+        .await?
+        .json()
+        .await
+        .context("reading /health/ready")?;
+    let relay_state = ready["outbox"]["topics"].to_string();
+    let url = pg
+        .as_ref()
+        .map(|s| s.url().to_owned())
+        .or_else(|| {
+            sqlite
+                .as_ref()
+                .map(|d| d.path().join("mes.db").display().to_string())
+        })
+        .unwrap_or_default();
+    let pending_after = tokio::task::spawn_blocking(move || -> anyhow::Result<i64> {
+        let depth = outbox::depth(&mut db::connect(&url)?)?;
+        Ok(depth.pending + depth.in_flight)
+    })
+    .await??;
+
+    shutdown.notify();
+    let _ = tokio::time::timeout(Duration::from_secs(15), served).await;
+    sim.shutdown().await?;
+    Ok(Run {
+        name: name.to_owned(),
+        calls,
+        answered: samples.len(),
+        failures,
+        stats: (!samples.is_empty()).then(|| Stats::of(samples)),
+        pending_after,
+        relay_state,
+    })
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    println!(
+        "legacy gateway (answers only the list/answer topics, no echo, Python literals); \
+         MES_CORRELATION=legacy, MES_REQUEST_TIMEOUT_MS=3000, MES_POLL_INTERVAL_SECS={}; \
+         one LIST a second for {} s; database: {}",
+        args.poll_secs,
+        args.secs,
+        if args.database_url.is_some() {
+            "PostgreSQL"
+        } else {
+            "SQLite"
+        }
+    );
+    let mut runs = Vec::new();
+    for name in &args.only {
+        let run = run(&args, name).await?;
+        let (p50, p99, max) = run
+            .stats
+            .as_ref()
+            .map_or(("-".into(), "-".into(), "-".into()), |s| {
+                (ms(s.p50), ms(s.p99), ms(s.max))
+            });
+        println!(
+            "{:8} answered {:>3}/{:<3} ({:5.1} %)  p50 {:>7} ms  p99 {:>7} ms  max {:>7} ms  \
+             outbox pending at the end: {}  record topics: {}",
+            run.name,
+            run.answered,
+            run.calls,
+            100.0 * run.answered as f64 / run.calls.max(1) as f64,
+            p50,
+            p99,
+            max,
+            run.pending_after,
+            run.relay_state
+        );
+        for failure in run.failures.iter().take(5) {
+            println!("         failed: {failure}");
+        }
+        runs.push(run);
+    }
+    let p50 = |name: &str| {
+        runs.iter()
+            .find(|r| r.name == name)
+            .and_then(|r| r.stats.as_ref())
+            .map(|s| s.p50)
+    };
+    if let (Some(empty), Some(backlog)) = (p50("empty"), p50("backlog")) {
+        println!(
+            "backlog p50 / empty p50 = {:.2} (target ≤ 1.5)",
+            backlog.as_secs_f64() / empty.as_secs_f64()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,82 @@
+//! Live-update helpers: a local webhook receiver and a reader of the event stream's
+//! named events, shared by the tests of the console, the inbox and the notifications.
+//! Test helpers: a failure panics, naming what did not happen.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio::time::{Instant, timeout};
+
+/// A local webhook receiver: every POST body, as JSON.
+pub async fn receiver() -> (String, mpsc::UnboundedReceiver<Value>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut data = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    let Ok(n) = socket.read(&mut buf).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    data.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&data).to_string();
+                    let Some(head_end) = text.find("\r\n\r\n") else {
+                        continue;
+                    };
+                    let length = text[..head_end]
+                        .lines()
+                        .find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.eq_ignore_ascii_case("content-length")
+                                .then(|| v.trim().parse::<usize>().ok())?
+                        })
+                        .unwrap_or(0);
+                    if data.len() < head_end + 4 + length {
+                        continue;
+                    }
+                    let body = &data[head_end + 4..head_end + 4 + length];
+                    let _ = tx.send(serde_json::from_slice(body).unwrap_or(Value::Null));
+                    let _ = socket
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                        )
+                        .await;
+                    return;
+                }
+            });
+        }
+    });
+    (url, rx)
+}
+
+/// The next event named `name` whose data satisfies `check`, skipping others; panics
+/// if none comes within `within` or the stream ends.
+pub async fn next_event(
+    rx: &mut mpsc::UnboundedReceiver<(String, Value)>,
+    name: &str,
+    check: impl Fn(&Value) -> bool,
+    within: Duration,
+) -> Value {
+    let until = Instant::now() + within;
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        let (got, data) = timeout(left, rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no {name} event in time"))
+            .expect("the event stream ended");
+        if got == name && check(&data) {
+            return data;
+        }
+    }
+}
