@@ -28,12 +28,9 @@ use anyhow::{Context as _, bail, ensure};
 use clap::Parser;
 use kafka_bridge::bridge::Bridge;
 use kafka_bridge::sim::{SimConfig, SimTopics, Simulator};
-use mes_api::app::App;
 use mes_api::config::Settings;
-use mes_api::server;
 use mes_core::codec::Page;
-use mes_core::db::{self, tokens};
-use mes_e2e::db::{PgSchema, TempDir};
+use mes_e2e::bench::{BenchDb, InProcessServer, Stats, ms};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -67,30 +64,6 @@ struct Args {
     bench: bool,
 }
 
-/// Latency figures of one run.
-struct Stats {
-    p50: Duration,
-    p99: Duration,
-    max: Duration,
-}
-
-impl Stats {
-    fn of(mut samples: Vec<Duration>) -> Stats {
-        samples.sort_unstable();
-        // Nearest rank, as the round-trip bench.
-        let rank = |p: f64| {
-            let n = samples.len();
-            let i = ((p * n as f64).ceil() as usize).clamp(1, n) - 1;
-            samples[i]
-        };
-        Stats {
-            p50: rank(0.50),
-            p99: rank(0.99),
-            max: samples.last().copied().unwrap_or_default(),
-        }
-    }
-}
-
 /// One row of the table.
 struct Row {
     setup: &'static str,
@@ -106,10 +79,6 @@ impl Row {
     fn rate(&self) -> f64 {
         self.requests as f64 / self.elapsed.as_secs_f64()
     }
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.2}", d.as_secs_f64() * 1e3)
 }
 
 /// A field of `/proc/self/status` in KiB (`VmRSS`, `VmHWM`); 0 where unreadable.
@@ -188,10 +157,9 @@ struct Stack {
     url: String,
     key: String,
     token: String,
-    rocket: rocket::Shutdown,
-    served: tokio::task::JoinHandle<()>,
+    server: InProcessServer,
     sim: kafka_bridge::sim::SimHandle,
-    _db: (Option<PgSchema>, Option<TempDir>),
+    _db: BenchDb,
 }
 
 async fn stack(args: &Args) -> anyhow::Result<Stack> {
@@ -204,63 +172,20 @@ async fn stack(args: &Args) -> anyhow::Result<Stack> {
     sim_config.tokens = vec![token.clone()];
     let sim = Simulator::start(sim_config).await?;
 
-    let (pg, sqlite) = match &args.database_url {
-        Some(url) => (Some(PgSchema::create_in(url)), None),
-        None => (None, Some(TempDir::create()?)),
-    };
-    let database_url = match (&pg, &sqlite) {
-        (Some(schema), _) => schema.url().to_owned(),
-        (_, Some(dir)) => dir.path().join("mes.db").display().to_string(),
-        _ => bail!("no database"),
-    };
+    let database = BenchDb::create(args.database_url.as_deref())?;
     let mut settings = Settings {
-        database_url: Some(database_url),
+        database_url: Some(database.url.clone()),
         kafka_brokers: args.brokers.clone(),
         database_pool_size: 4,
         ..Settings::default()
     };
     settings.set_topics(&topics.chain);
-
     // The master token and an operator key, stored directly.
-    let url = settings.database_url();
-    let master = token.clone();
-    let key = tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
-        let mut conn = db::connect(&url)?;
-        tokens::put(
-            &mut conn,
-            &tokens::NewKafkaToken {
-                instance_type: tokens::MASTER,
-                token: &master,
-                ..Default::default()
-            },
-        )?;
-        let (operator, _viewer) = mes_e2e::db::add_operators(&mut conn)?;
-        Ok(operator)
-    })
-    .await??;
+    let key = database.seed(&token).await?;
 
-    let prepared = server::prepare(settings)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let port = mes_e2e::free_port()?;
-    let figment = rocket::Config::figment()
-        .merge(("address", "127.0.0.1"))
-        .merge(("port", port))
-        .merge(("log_level", rocket::config::LogLevel::Off))
-        .merge(("cli_colors", false));
-    let rocket = server::rocket(figment, prepared.app).ignite().await?;
-    let shutdown = rocket.shutdown();
-    let bridge = rocket
-        .state::<App>()
-        .context("no App in the Rocket instance")?
-        .bridge
-        .clone();
-    let served = tokio::spawn(async move {
-        if let Err(e) = rocket.launch().await {
-            eprintln!("rocket: {e}");
-        }
-    });
-    let url = format!("http://127.0.0.1:{port}/api/KafkaPartner/LIST");
+    let server = InProcessServer::start(settings).await?;
+    let bridge = server.bridge.clone();
+    let url = format!("{}/api/KafkaPartner/LIST", server.base);
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(usize::MAX)
         .tcp_nodelay(true)
@@ -282,18 +207,16 @@ async fn stack(args: &Args) -> anyhow::Result<Stack> {
         url,
         key,
         token,
-        rocket: shutdown,
-        served,
+        server,
         sim,
-        _db: (pg, sqlite),
+        _db: database,
     })
 }
 
 impl Stack {
     /// Stops the server (its bridge with it) and the simulator.
     async fn stop(self) -> anyhow::Result<()> {
-        self.rocket.notify();
-        let _ = tokio::time::timeout(Duration::from_secs(10), self.served).await;
+        self.server.stop().await;
         self.sim.shutdown().await?;
         Ok(())
     }

@@ -25,11 +25,10 @@ use anyhow::{Context as _, bail};
 use clap::Parser;
 use kafka_bridge::sim::{SimConfig, SimTopics, Simulator};
 use mes_api::config::Settings;
-use mes_api::server;
 use mes_api::service::units::{ChainHook, NewUnit, Reporter, UnitPatch, UnitService};
 use mes_core::codec::Topic;
-use mes_core::db::{self, outbox, tokens};
-use mes_e2e::db::{PgSchema, TempDir};
+use mes_core::db::{self, outbox};
+use mes_e2e::bench::{BenchDb, InProcessServer, Stats, ms};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -60,33 +59,6 @@ struct Args {
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
-}
-
-/// Latency figures of one run (nearest rank).
-struct Stats {
-    p50: Duration,
-    p99: Duration,
-    max: Duration,
-}
-
-impl Stats {
-    fn of(mut samples: Vec<Duration>) -> Stats {
-        samples.sort_unstable();
-        let rank = |p: f64| {
-            let n = samples.len();
-            let i = ((p * n as f64).ceil() as usize).clamp(1, n) - 1;
-            samples[i]
-        };
-        Stats {
-            p50: rank(0.50),
-            p99: rank(0.99),
-            max: samples.last().copied().unwrap_or_default(),
-        }
-    }
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.1}", d.as_secs_f64() * 1e3)
 }
 
 /// What one run measured.
@@ -163,17 +135,9 @@ async fn run(args: &Args, name: &str) -> anyhow::Result<Run> {
     ]));
     let sim = Simulator::start(sim_config).await?;
 
-    let (pg, sqlite) = match &args.database_url {
-        Some(url) => (Some(PgSchema::create_in(url)), None),
-        None => (None, Some(TempDir::create()?)),
-    };
-    let database_url = match (&pg, &sqlite) {
-        (Some(schema), _) => schema.url().to_owned(),
-        (_, Some(dir)) => dir.path().join("mes.db").display().to_string(),
-        _ => bail!("no database"),
-    };
+    let database = BenchDb::create(args.database_url.as_deref())?;
     let mut settings = Settings {
-        database_url: Some(database_url),
+        database_url: Some(database.url.clone()),
         kafka_brokers: args.brokers.clone(),
         database_pool_size: 4,
         correlation: "legacy".into(),
@@ -182,63 +146,29 @@ async fn run(args: &Args, name: &str) -> anyhow::Result<Run> {
         ..Settings::default()
     };
     settings.set_topics(&topics.chain);
-
-    let url = settings.database_url();
-    let master = token.clone();
-    let (rows, units) = (if with_backlog { args.rows } else { 0 }, args.units);
-    let (key, pending) = tokio::task::spawn_blocking(move || -> anyhow::Result<(String, i64)> {
-        // The tables first: the server's own start-up would run the migrations.
-        drop(db::pool(&url, 1)?);
-        let mut conn = db::connect(&url)?;
-        tokens::put(
-            &mut conn,
-            &tokens::NewKafkaToken {
-                instance_type: tokens::MASTER,
-                token: &master,
-                ..Default::default()
-            },
-        )?;
-        let (operator, _viewer) = mes_e2e::db::add_operators(&mut conn)?;
-        let pending = if rows > 0 {
-            backlog(&url, units, rows)?
+    let key = database.seed(&token).await?;
+    let (url, rows, units) = (
+        database.url.clone(),
+        if with_backlog { args.rows } else { 0 },
+        args.units,
+    );
+    let pending = tokio::task::spawn_blocking(move || -> anyhow::Result<i64> {
+        if rows > 0 {
+            backlog(&url, units, rows)
         } else {
-            0
-        };
-        Ok((operator, pending))
+            Ok(0)
+        }
     })
     .await??;
     if with_backlog {
         eprintln!("{name}: {pending} outbox rows pending on {units} units");
     }
 
-    let prepared = server::prepare(settings)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let port = mes_e2e::free_port()?;
-    let figment = rocket::Config::figment()
-        .merge(("address", "127.0.0.1"))
-        .merge(("port", port))
-        .merge(("log_level", rocket::config::LogLevel::Off))
-        .merge(("cli_colors", false));
-    let rocket = server::rocket(figment, prepared.app).ignite().await?;
-    let shutdown = rocket.shutdown();
-    let served = tokio::spawn(async move {
-        if let Err(e) = rocket.launch().await {
-            eprintln!("rocket: {e}");
-        }
-    });
-    let base = format!("http://127.0.0.1:{port}");
+    let server = InProcessServer::start(settings).await?;
+    let base = server.base.clone();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match client.get(format!("{base}/health/live")).send().await {
-            Ok(r) if r.status().is_success() => break,
-            _ if Instant::now() > deadline => bail!("the server did not start"),
-            _ => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    }
 
     // One operator, one LIST a second (the next call starts on the next second tick,
     // or at once if the last one took longer).
@@ -272,23 +202,14 @@ async fn run(args: &Args, name: &str) -> anyhow::Result<Run> {
         .await
         .context("reading /health/ready")?;
     let relay_state = ready["outbox"]["topics"].to_string();
-    let url = pg
-        .as_ref()
-        .map(|s| s.url().to_owned())
-        .or_else(|| {
-            sqlite
-                .as_ref()
-                .map(|d| d.path().join("mes.db").display().to_string())
-        })
-        .unwrap_or_default();
+    let url = database.url.clone();
     let pending_after = tokio::task::spawn_blocking(move || -> anyhow::Result<i64> {
         let depth = outbox::depth(&mut db::connect(&url)?)?;
         Ok(depth.pending + depth.in_flight)
     })
     .await??;
 
-    shutdown.notify();
-    let _ = tokio::time::timeout(Duration::from_secs(15), served).await;
+    server.stop().await;
     sim.shutdown().await?;
     Ok(Run {
         name: name.to_owned(),

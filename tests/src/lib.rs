@@ -12,6 +12,7 @@
 //! (and many production clusters forbid it), so a test creates its topics with
 //! [`create_topics`], under names from [`unique_topic`] so that tests never share one.
 
+pub mod bench;
 mod broker;
 pub mod db;
 pub mod live;

@@ -533,6 +533,31 @@ impl Browser {
         .await
     }
 
+    /// The first OPEN partner request listed: its id and the CSS selector of its row.
+    async fn open_partner_request(&self) -> (String, String) {
+        let id = self
+            .wait(
+                "an open request",
+                "document.querySelector('#partners-rows tr[data-status=\"OPEN\"]')?.dataset.id",
+                json!(null),
+            )
+            .await;
+        let id = id.as_str().unwrap().to_owned();
+        let row = format!("#partners-rows tr[data-id=\"{id}\"]");
+        (id, row)
+    }
+
+    /// Clicks Accept on `row` and waits for the confirmation step.
+    async fn ask_to_accept(&self, row: &str) {
+        self.click(&format!("{row} .btn.accept")).await;
+        self.wait(
+            "the confirmation",
+            "document.querySelector(arguments[0] + ' .btn.accept.confirm')",
+            json!(row),
+        )
+        .await;
+    }
+
     /// Waits until `expr` (a JavaScript expression, `arguments[0]` = `arg`) is truthy.
     async fn wait(&self, what: &str, expr: &str, arg: Value) -> Value {
         let until = Instant::now() + DEADLINE;
@@ -683,23 +708,8 @@ async fn the_console_in_chromium_accepts_a_request_shows_a_new_one_live_and_hide
     browser.screenshot("1-partners").await;
 
     // Accept the first one, through the confirmation step.
-    let id = browser
-        .wait(
-            "an open request",
-            "document.querySelector('#partners-rows tr[data-status=\"OPEN\"]')?.dataset.id",
-            json!(null),
-        )
-        .await;
-    let id = id.as_str().unwrap().to_owned();
-    let row = format!("#partners-rows tr[data-id=\"{id}\"]");
-    browser.click(&format!("{row} .btn.accept")).await;
-    browser
-        .wait(
-            "the confirmation",
-            "document.querySelector(arguments[0] + ' .btn.accept.confirm')",
-            json!(row),
-        )
-        .await;
+    let (_, row) = browser.open_partner_request().await;
+    browser.ask_to_accept(&row).await;
     browser.screenshot("2-confirm").await;
     browser.click(&format!("{row} .btn.accept.confirm")).await;
     let result = browser
@@ -1128,23 +1138,8 @@ async fn the_console_in_chromium_shows_an_unconfirmed_accept_turn_accepted_by_it
     let browser = Browser::start().await;
     browser.goto(&server.base).await;
     browser.sign_in(&server.operator).await;
-    let id = browser
-        .wait(
-            "an open request",
-            "document.querySelector('#partners-rows tr[data-status=\"OPEN\"]')?.dataset.id",
-            json!(null),
-        )
-        .await;
-    let id = id.as_str().unwrap().to_owned();
-    let row = format!("#partners-rows tr[data-id=\"{id}\"]");
-    browser.click(&format!("{row} .btn.accept")).await;
-    browser
-        .wait(
-            "the confirmation",
-            "document.querySelector(arguments[0] + ' .btn.accept.confirm')",
-            json!(row),
-        )
-        .await;
+    let (id, row) = browser.open_partner_request().await;
+    browser.ask_to_accept(&row).await;
     browser.click(&format!("{row} .btn.accept.confirm")).await;
     // "Sending the answer to the chain…" first, then, after the server's 2 s timeout:
     browser

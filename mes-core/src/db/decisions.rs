@@ -133,22 +133,12 @@ pub fn complete(
     chain_message: Option<&str>,
     chain_error: Option<&str>,
 ) -> QueryResult<Option<Decision>> {
-    diesel::update(
-        decisions::table
-            .find(id)
-            .filter(decisions::outcome.eq(OUTCOME_PENDING)),
-    )
-    .set((
-        DecisionChangeset {
-            outcome,
-            chain_message,
-            chain_error,
-        },
-        decisions::updated_at.eq(now()),
-    ))
-    .returning(returning::<Decision>())
-    .get_result(conn)
-    .optional()
+    let change = DecisionChangeset {
+        outcome,
+        chain_message,
+        chain_error,
+    };
+    settle_from(conn, id, &[OUTCOME_PENDING], change)
 }
 
 /// Settles a decision from its late reply (a reply that came after the call ended):
@@ -162,24 +152,30 @@ pub fn settle_late(
     chain_message: Option<&str>,
     chain_error: Option<&str>,
 ) -> QueryResult<Option<Decision>> {
+    let change = DecisionChangeset {
+        outcome,
+        chain_message,
+        chain_error,
+    };
+    let from = [OUTCOME_PENDING, OUTCOME_UNKNOWN, OUTCOME_NOT_APPLIED];
+    settle_from(conn, id, &from, change)
+}
+
+/// Writes `change` if the decision's outcome is one of `from` (and not already the new
+/// one): the conditional update that lets exactly one of several writers act.
+fn settle_from(
+    conn: &mut DbConnection,
+    id: i64,
+    from: &[&str],
+    change: DecisionChangeset<'_>,
+) -> QueryResult<Option<Decision>> {
     diesel::update(
         decisions::table
             .find(id)
-            .filter(decisions::outcome.eq_any([
-                OUTCOME_PENDING,
-                OUTCOME_UNKNOWN,
-                OUTCOME_NOT_APPLIED,
-            ]))
-            .filter(decisions::outcome.ne(outcome)),
+            .filter(decisions::outcome.eq_any(from))
+            .filter(decisions::outcome.ne(change.outcome)),
     )
-    .set((
-        DecisionChangeset {
-            outcome,
-            chain_message,
-            chain_error,
-        },
-        decisions::updated_at.eq(now()),
-    ))
+    .set((change, decisions::updated_at.eq(now())))
     .returning(returning::<Decision>())
     .get_result(conn)
     .optional()
