@@ -50,6 +50,15 @@ pub enum Error {
         /// How long until the fence lifts by itself at the latest.
         retry_after: Duration,
     },
+    /// An operator's answer was sent, and the broker has it, while background work's
+    /// reply of the same shape was outstanding behind a gateway that echoes only the
+    /// token: the answer's reply could not be told from that one, so it was not
+    /// waited for. Its outcome is to be read from the chain's state (the request list).
+    #[error(
+        "sent; its reply cannot be told from an earlier one behind this gateway: \
+         confirm it from the chain's request list"
+    )]
+    Unconfirmed,
     /// The bridge is shutting down.
     #[error("the bridge is shutting down")]
     Shutdown,

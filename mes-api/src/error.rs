@@ -201,6 +201,11 @@ impl From<kafka_bridge::Error> for ApiError {
                 code::SHUTTING_DOWN,
                 e.to_string(),
             ),
+            // The answer service confirms these from the chain's list; anywhere else
+            // the outcome is simply not known yet.
+            E::Unconfirmed => {
+                ApiError::new(Status::GatewayTimeout, code::CHAIN_TIMEOUT, e.to_string())
+            }
             // Config errors are caught at start-up; later ones are bugs.
             other => ApiError::internal(other),
         }

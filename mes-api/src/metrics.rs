@@ -282,6 +282,15 @@ pub fn render_fences(out: &mut String, bridge: &kafka_bridge::bridge::Bridge) {
     ] {
         let _ = writeln!(out, "mes_chain_fences_total{{outcome=\"{outcome}\"}} {n}");
     }
+    out.push_str(
+        "# HELP mes_chain_unmatched_answers_total Operators' answers sent while background work's reply was outstanding, confirmed from the chain's list.\n\
+         # TYPE mes_chain_unmatched_answers_total counter\n",
+    );
+    let _ = writeln!(
+        out,
+        "mes_chain_unmatched_answers_total {}",
+        counts.unmatched
+    );
 }
 
 /// The outbox relay's counters in Prometheus text, appended to [`render`]'s output:

@@ -758,6 +758,53 @@ async fn unanswered_record_topics_never_starve_operators_and_are_put_on_hold() {
     stack.sim.shutdown().await.unwrap();
 }
 
+/// Behind the same gateway, a record message's reply that never comes fences answers
+/// (its reply might still come and be taken for one). Operators are not kept waiting
+/// for background work: their answers go out unmatched and the chain's list confirms
+/// them, so an accept is answered `accepted`, with its production order, at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_answers_while_background_work_waits_for_an_unanswered_record() {
+    let mut stack = stack_with(
+        "legacy",
+        Fate::Lost,
+        "2m",
+        None,
+        &[ONLY_LIST_AND_ANSWER_TOPICS],
+    )
+    .await;
+    let (port, key, order) = (
+        stack.server.port,
+        stack.key.clone(),
+        stack.order.to_string(),
+    );
+    change_unit(port, &key, "PT10", 1).await;
+    let start = Instant::now();
+    while fences_up(port).await == 0 {
+        assert!(start.elapsed() < DEADLINE, "the relay's send never timed out");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (status, accepted) = accept_order(port, &key, &order).await;
+    assert_eq!(status, 200, "{accepted}");
+    assert_eq!(accepted["decision"]["outcome"], "accepted", "{accepted}");
+    assert_eq!(
+        accepted["production_order"]["chain_order_id"],
+        order.as_str(),
+        "{accepted}"
+    );
+    assert_eq!(metric(port, "mes_chain_unmatched_answers_total").await, 1);
+    assert_eq!(fences_up(port).await, 1, "the record's reply is still awaited");
+    // A partner answer through the original route, the same way (its reply would be
+    // lost anyway: the list confirms it).
+    let path = format!("/api/KafkaPartner/ANS?ID={}&Response=1", stack.slow);
+    let (status, body) = http(port, "GET", &path, Some(&key), None).await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(metric(port, "mes_chain_unmatched_answers_total").await, 2);
+    assert_eq!(production_orders_for(port, &key, &order).await, 1);
+    assert_eq!(decisions_on(port, &key, &order).await.len(), 1);
+    stack.server.terminate().await;
+    stack.sim.shutdown().await.unwrap();
+}
+
 /// The same gateway with `MES_RECORD_REPLIES=none`: record messages are delivered when
 /// the broker has them, hold no slot, and answers run with no fence.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

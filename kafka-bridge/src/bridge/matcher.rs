@@ -168,6 +168,9 @@ pub struct FenceCounts {
     pub lifted_by_reply: u64,
     /// Fences lifted by their bound: the reply was lost (or is later still).
     pub expired: u64,
+    /// Operators' answers sent unmatched during a fence raised by background work
+    /// (confirmed from the chain's state instead of their reply).
+    pub unmatched: u64,
 }
 
 struct Waiter {
@@ -223,13 +226,26 @@ struct Held {
     corr: String,
     token: String,
     shape: Shape,
+    /// Background work (the relay, the poller), not an operator's call.
+    background: bool,
 }
 
 /// A reply outstanding for a legacy request that ended without it.
 struct Outstanding {
     corr: String,
     token: String,
+    /// When the fence went up.
     since: Instant,
+    /// When the last reply counted here was added: the fence's bound runs from then.
+    last_added: Instant,
+    /// Raised by background work: operators' answers may be sent unmatched
+    /// ([`Matcher::add_unmatched`]) rather than wait for it.
+    background: bool,
+    /// Replies of answers sent unmatched during this fence, still to come.
+    extra: u32,
+    /// Whether any answer was sent unmatched during this fence: then no reply of its
+    /// shape can be attributed to one request any more.
+    mixed: bool,
 }
 
 struct State {
@@ -332,7 +348,7 @@ impl Matcher {
         state.fences[shape.index()].as_ref().map(|o| Fence {
             shape,
             since: o.since,
-            until: o.since + self.fence_max,
+            until: o.last_added + self.fence_max,
         })
     }
 
@@ -341,7 +357,7 @@ impl Matcher {
             let i = shape.index();
             if state.fences[i]
                 .as_ref()
-                .is_some_and(|o| now.saturating_duration_since(o.since) >= self.fence_max)
+                .is_some_and(|o| now.saturating_duration_since(o.last_added) >= self.fence_max)
             {
                 state.fences[i] = None;
                 state.lost[i] = state.lost[i].saturating_add(1);
@@ -357,12 +373,28 @@ impl Matcher {
 
     /// Registers a request expecting a reply of `shape`; with `legacy` it takes the
     /// slot (the caller holds the slot's permit and has checked the fence).
+    #[cfg(test)]
     pub(crate) fn register(
         &self,
         corr: &str,
         token: &str,
         shape: Shape,
         legacy: bool,
+    ) -> oneshot::Receiver<Reply> {
+        self.register_as(corr, token, shape, legacy, false)
+    }
+
+    /// Registers a request expecting a reply of `shape`; with `legacy` it takes the
+    /// slot (the caller holds the slot's permit and has checked the fence). A fence
+    /// raised by background work (`background`) lets operators' answers through
+    /// unmatched ([`Matcher::add_unmatched`]).
+    pub(crate) fn register_as(
+        &self,
+        corr: &str,
+        token: &str,
+        shape: Shape,
+        legacy: bool,
+        background: bool,
     ) -> oneshot::Receiver<Reply> {
         let (tx, rx) = oneshot::channel();
         let mut state = self.state();
@@ -378,9 +410,58 @@ impl Matcher {
                 corr: corr.to_owned(),
                 token: token.to_owned(),
                 shape,
+                background,
             });
         }
         rx
+    }
+
+    /// Whether `shape` is fenced by background work for `token`: an operator's answer
+    /// of that shape can then be sent unmatched instead of being refused.
+    pub(crate) fn fenced_by_background(&self, shape: Shape, token: &str, now: Instant) -> bool {
+        let mut state = self.state();
+        self.expire_fences(&mut state, now);
+        state.fences[shape.index()]
+            .as_ref()
+            .is_some_and(|o| o.background && o.token == token)
+    }
+
+    /// An operator's answer `corr` of `shape` goes out while background work's reply
+    /// of that shape is outstanding: nobody waits for its reply, which is counted as
+    /// one more outstanding reply of the fence (the fence lifts when all have come, or
+    /// at its bound from now). Returns false, changing nothing, if there is no such
+    /// fence any more: the caller takes the usual way. The answer's outcome is to be
+    /// confirmed from the chain's state; an echoed `corr` still settles it as late.
+    pub(crate) fn add_unmatched(
+        &self,
+        corr: &str,
+        shape: Shape,
+        token: &str,
+        now: Instant,
+    ) -> bool {
+        let mut state = self.state();
+        self.expire_fences(&mut state, now);
+        let Some(fence) = state.fences[shape.index()]
+            .as_mut()
+            .filter(|o| o.background && o.token == token)
+        else {
+            return false;
+        };
+        fence.extra = fence.extra.saturating_add(1);
+        fence.mixed = true;
+        fence.last_added = now;
+        state.counts.unmatched += 1;
+        remember_late(&mut state, corr, now + self.fence_max);
+        true
+    }
+
+    /// An answer counted by [`Matcher::add_unmatched`] was refused before it was
+    /// queued: its reply will never come.
+    pub(crate) fn withdraw_unmatched(&self, shape: Shape) {
+        let mut state = self.state();
+        if let Some(fence) = state.fences[shape.index()].as_mut() {
+            fence.extra = fence.extra.saturating_sub(1);
+        }
     }
 
     /// The request ended without a reply and without having been sent (refused before
@@ -406,6 +487,10 @@ impl Matcher {
                     corr: held.corr,
                     token: held.token,
                     since: now,
+                    last_added: now,
+                    background: held.background,
+                    extra: 0,
+                    mixed: false,
                 });
                 state.counts.raised += 1;
                 true
@@ -500,6 +585,13 @@ impl Matcher {
                 }
             }
             Target::Fence(shape) => match state.fences[shape.index()].take() {
+                Some(mut outstanding) if outstanding.extra > 0 => {
+                    // One of several outstanding replies of this shape: whose, nobody
+                    // can tell. The fence stays for the others.
+                    outstanding.extra -= 1;
+                    state.fences[shape.index()] = Some(outstanding);
+                    Routed::Dropped(DropReason::Late)
+                }
                 Some(outstanding) => {
                     state.counts.lifted_by_reply += 1;
                     tracing::info!(
@@ -507,7 +599,7 @@ impl Matcher {
                         late_by = ?now.saturating_duration_since(outstanding.since),
                         "the outstanding reply arrived; {shape} requests run again"
                     );
-                    if state.lost[shape.index()] > 0 {
+                    if state.lost[shape.index()] > 0 || outstanding.mixed {
                         // An earlier reply of this shape, counted lost when its fence
                         // expired, may be this one: it lifts the fence but is nobody's.
                         return Routed::Dropped(DropReason::Late);
@@ -782,7 +874,8 @@ mod tests {
             FenceCounts {
                 raised: 1,
                 lifted_by_reply: 1,
-                expired: 0
+                expired: 0,
+                unmatched: 0
             }
         );
     }
@@ -921,6 +1014,63 @@ mod tests {
             m.fence(Shape::Message, expired).is_none(),
             "the fence lifted"
         );
+    }
+
+    #[test]
+    fn answers_go_out_unmatched_behind_a_background_fence_and_replies_are_nobodys() {
+        let m = Matcher::new(CorrelationMode::Legacy, T, FENCE);
+        let t0 = Instant::now();
+        // An operator's own late answer fences answers the usual way: no unmatched sends.
+        let _op = m.register_as("op", "tok", Shape::Message, true, false);
+        assert!(m.timed_out("op", t0));
+        assert!(!m.fenced_by_background(Shape::Message, "tok", t0));
+        assert!(!m.add_unmatched("x", Shape::Message, "tok", t0));
+        assert!(matches!(
+            m.route(message("tok", "op's reply"), t0),
+            Routed::Late(_)
+        ));
+        // The relay's record send times out: its reply is outstanding.
+        let _rec = m.register_as("rec", "tok", Shape::Message, true, true);
+        assert!(m.timed_out("rec", t0));
+        assert!(m.fenced_by_background(Shape::Message, "tok", t0));
+        assert!(!m.fenced_by_background(Shape::Message, "other-token", t0));
+        // Two operators' answers go out unmatched.
+        let t1 = t0 + Duration::from_secs(1);
+        assert!(m.add_unmatched("a1", Shape::Message, "tok", t1));
+        assert!(m.add_unmatched("a2", Shape::Message, "tok", t1));
+        // Three replies are outstanding; none can be attributed, the fence lifts with
+        // the third, and its bound runs from the last unmatched send.
+        assert_eq!(m.fence(Shape::Message, t1).unwrap().until, t1 + FENCE);
+        for n in 0..2 {
+            assert!(
+                matches!(
+                    m.route(message("tok", "?"), t1),
+                    Routed::Dropped(DropReason::Late)
+                ),
+                "reply {n}"
+            );
+            assert!(m.fence(Shape::Message, t1).is_some(), "reply {n}");
+        }
+        assert!(matches!(
+            m.route(message("tok", "?"), t1),
+            Routed::Dropped(DropReason::Late)
+        ));
+        assert!(m.fence(Shape::Message, t1).is_none());
+        // Answers take the slot again and get their own replies.
+        let mut b = m.register_as("b", "tok", Shape::Message, true, false);
+        assert_eq!(m.dispatch(message("tok", "B"), t1), Ok(()));
+        assert_eq!(text_of(b.try_recv().unwrap()), "B");
+        // An unmatched send whose answer was refused before the broker had it is taken back.
+        let _rec2 = m.register_as("rec2", "tok", Shape::Message, true, true);
+        assert!(m.timed_out("rec2", t1));
+        assert!(m.add_unmatched("a3", Shape::Message, "tok", t1));
+        m.withdraw_unmatched(Shape::Message);
+        assert!(matches!(
+            m.route(message("tok", "rec2's reply"), t1),
+            Routed::Dropped(DropReason::Late)
+        ));
+        assert!(m.fence(Shape::Message, t1).is_none());
+        assert_eq!(m.fence_counts().unmatched, 3);
     }
 
     #[test]

@@ -829,6 +829,20 @@ async fn execute(
 ) -> Result<Exchange> {
     let timeout = job.timeout;
     let legacy = inner.matcher.uses_legacy();
+    if legacy
+        && job.priority == Priority::Operator
+        && matches!(job.topic, Topic::PartnerAnswer | Topic::OrderAnswer)
+        && inner
+            .matcher
+            .fenced_by_background(job.shape, &job.auth, std::time::Instant::now())
+    {
+        // Background work's reply is outstanding: rather than refuse the operator
+        // until it comes, send the answer unmatched and let the caller confirm it
+        // from the chain's state (docs/protocol.md §9, rule 6).
+        if let Some(result) = send_unmatched(inner, &job).await {
+            return result;
+        }
+    }
     let slot = if legacy {
         Some(acquire_legacy_slot(inner, &job).await?)
     } else {
@@ -838,9 +852,13 @@ async fn execute(
     // have waited for the slot), never past the call's end.
     let reply_deadline = (Instant::now() + timeout).min(job.deadline);
 
-    let mut reply_rx = inner
-        .matcher
-        .register(&job.corr, &job.auth, job.shape, legacy);
+    let mut reply_rx = inner.matcher.register_as(
+        &job.corr,
+        &job.auth,
+        job.shape,
+        legacy,
+        job.priority == Priority::Background,
+    );
     let producer = inner.producer();
     let topic_name = inner.config.topics.request(job.topic);
     let headers = OwnedHeaders::new().insert(Header {
@@ -916,6 +934,62 @@ async fn execute(
     }
     drop(slot);
     Err(failure)
+}
+
+/// Sends an operator's answer while background work's reply of its shape is
+/// outstanding: no slot, no waiter; the matcher counts its reply as one more
+/// outstanding reply of the fence. `None` if the fence lifted meanwhile (the caller
+/// takes the usual way); else [`Error::Unconfirmed`] once the broker has it, or the
+/// broker's error (with the receipt marked if it may have been sent).
+async fn send_unmatched(inner: &Arc<Inner>, job: &Job) -> Option<Result<Exchange>> {
+    let now = std::time::Instant::now();
+    if !inner
+        .matcher
+        .add_unmatched(&job.corr, job.shape, &job.auth, now)
+    {
+        return None;
+    }
+    let producer = inner.producer();
+    let topic_name = inner.config.topics.request(job.topic);
+    let headers = OwnedHeaders::new().insert(Header {
+        key: CORRELATION_HEADER,
+        value: Some(job.corr.as_bytes()),
+    });
+    let record: FutureRecord<'_, (), [u8]> = FutureRecord::to(topic_name)
+        .payload(job.payload.as_slice())
+        .headers(headers);
+    let delivery = match producer.send_result(record) {
+        Ok(delivery) => delivery,
+        Err((e, _)) => {
+            inner.matcher.withdraw_unmatched(job.shape);
+            return Some(Err(inner.broker_error(&producer, e.to_string())));
+        }
+    };
+    if let Some(receipt) = &job.receipt {
+        receipt.mark();
+    }
+    inner.metrics.sent(job.topic);
+    let ack_wait = inner.config.message_timeout + Duration::from_secs(1);
+    Some(match tokio::time::timeout(ack_wait, delivery).await {
+        Ok(Ok(Ok(_))) => {
+            inner.broker_up();
+            tracing::info!(
+                topic = job.topic.name(),
+                "an answer went out while background work's reply is outstanding; \
+                 its outcome is read from the chain's list"
+            );
+            Err(Error::Unconfirmed)
+        }
+        Ok(Ok(Err((e, _)))) => Err(inner.broker_error(&producer, e.to_string())),
+        Ok(Err(_)) => Err(inner.broker_error(&producer, "the producer was closed".into())),
+        Err(_) => Err(inner.broker_error(
+            &producer,
+            format!(
+                "no acknowledgement within {:?}",
+                inner.config.message_timeout
+            ),
+        )),
+    })
 }
 
 /// Least time left before a call's deadline for its request to be sent behind the

@@ -94,6 +94,10 @@ pub enum RequestError {
     Database(#[from] DbError),
 }
 
+/// How often an answer sent unmatched is looked for in the chain's list before the
+/// call ends `unknown` (pauses of 0.1, 0.2, 0.4, 0.8 and 1.6 s between).
+const CONFIRM_TRIES: u32 = 6;
+
 /// Page size when the whole chain list is read (to filter it, or to find a request).
 pub const CHAIN_SCAN_PAGE: u32 = 100;
 /// Most chain pages read at once (so at most 5,000 requests are looked at).
@@ -338,6 +342,9 @@ impl RequestService {
         publish_decision(&self.events, kind, &decision);
         let message = match result {
             Ok(answered) => answered.message,
+            Err(kafka_bridge::Error::Unconfirmed) => {
+                return Ok(self.confirm_from_list(kind, &token, &id, decision).await);
+            }
             Err(_) if outcome == decisions::OUTCOME_UNKNOWN => {
                 return Ok(AnswerOutcome {
                     message: Value::String(UNCONFIRMED.to_owned()),
@@ -524,6 +531,41 @@ impl RequestService {
             decision = settled;
         }
         self.report(kind, id, decision).await
+    }
+
+    /// An answer that went out while background work's reply was outstanding behind a
+    /// legacy gateway ([`kafka_bridge::Error::Unconfirmed`]): its reply cannot be told
+    /// apart, so the chain's list is read for the request a few times, with growing
+    /// pauses (about 3 s in all), until it shows the answer. Still not shown (or the
+    /// list cannot be read): the decision stays `unknown` and the mirror settles it.
+    async fn confirm_from_list(
+        &self,
+        kind: Kind,
+        token: &str,
+        id: &RequestId,
+        decision: decisions::Decision,
+    ) -> AnswerOutcome {
+        let mut last = decision;
+        let mut pause = std::time::Duration::from_millis(100);
+        for _ in 0..CONFIRM_TRIES {
+            match self.recheck(kind, token, id, last.clone()).await {
+                Ok(outcome) if outcome.decision.outcome != decisions::OUTCOME_UNKNOWN => {
+                    return outcome;
+                }
+                Ok(outcome) => last = outcome.decision,
+                Err(e) => {
+                    tracing::warn!("confirming the answer to {id} from the chain's list: {e}");
+                    break;
+                }
+            }
+            rocket::tokio::time::sleep(pause).await;
+            pause *= 2;
+        }
+        AnswerOutcome {
+            message: Value::String(UNCONFIRMED.to_owned()),
+            decision: last,
+            production_order: None,
+        }
     }
 
     /// What an answer call says about `decision` when it did not just get the chain's
