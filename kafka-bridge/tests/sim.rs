@@ -669,9 +669,60 @@ fn the_binary_refuses_bad_gateway_flags() {
         "--commit-delay-ms",
         "--ledger-size",
         "--late-reply",
+        "--late-list-reply",
+        "--ledger-dump",
+        "--ledger",
     ] {
         assert!(help.contains(flag), "{flag} missing from --help: {help}");
     }
+}
+
+#[test]
+fn the_binary_refuses_a_malformed_ledger_before_touching_the_broker() {
+    let bin = env!("CARGO_BIN_EXE_chain-sim");
+    let dir = std::env::temp_dir().join(format!("chain-sim-test-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("ledger.json");
+    for text in ["not json", r#"{"partners": [{"partner_request_id": "x"}]}"#] {
+        std::fs::write(&bad, text).unwrap();
+        // An unreachable broker: the refusal must come before any connection attempt.
+        let out = Command::new(bin)
+            .args(["--brokers", "127.0.0.1:1"])
+            .arg("--ledger")
+            .arg(&bad)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{text}: {stderr}");
+        assert!(
+            stderr.contains("not a ledger snapshot") && stderr.contains("ledger.json"),
+            "{text}: {stderr}"
+        );
+        assert!(
+            !String::from_utf8_lossy(&out.stdout).contains("ready"),
+            "{text}"
+        );
+    }
+    let out = Command::new(bin)
+        .args(["--brokers", "127.0.0.1:1", "--demo", "2"])
+        .arg("--ledger")
+        .arg(dir.join("missing.json"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--demo"), "{stderr}");
+    let out = Command::new(bin)
+        .args(["--brokers", "127.0.0.1:1"])
+        .arg("--ledger")
+        .arg(dir.join("missing.json"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("missing.json"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Kills the process on drop, so a failing test leaves nothing behind.
@@ -684,26 +735,17 @@ impl Drop for Running {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_binary_dumps_its_ledger_and_stops_on_sigterm() {
-    let id = uuid::Uuid::new_v4().simple().to_string();
-    let dir = std::env::temp_dir().join(format!("chain-sim-test-{id}"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let dump = dir.join("ledger.json");
-    let suffix = format!("-{id}");
+/// Starts the binary with `args` and waits for its `ready` line; what it printed before.
+fn spawn_ready(args: &[std::ffi::OsString]) -> (Running, Vec<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_chain-sim"))
         .args(["--brokers", &common::brokers()])
-        .args(["--token", TOKEN, "--demo", "2"])
-        .args(["--topic-suffix", &suffix])
-        .args(["--group-id", &format!("chain-sim-test-{id}")])
-        .arg("--ledger-dump")
-        .arg(&dump)
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
-    let mut process = Running(child);
+    let process = Running(child);
     let (lines_tx, lines_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in std::io::BufReader::new(stdout).lines() {
@@ -719,10 +761,152 @@ async fn the_binary_dumps_its_ledger_and_stops_on_sigterm() {
             .recv_timeout(common::WAIT)
             .unwrap_or_else(|_| panic!("chain-sim did not get ready; it printed {printed:?}"));
         if line == "ready" {
-            break;
+            return (process, printed);
         }
         printed.push(line);
     }
+}
+
+/// SIGTERM, then waits for a clean exit.
+async fn stop(process: &mut Running) {
+    let status = Command::new("kill")
+        .args(["-TERM", &process.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + common::WAIT;
+    let exit = loop {
+        if let Some(exit) = process.0.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "chain-sim did not stop on SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(exit.success(), "{exit:?}");
+}
+
+/// Reads a dump until `done` holds, bounded by `common::WAIT`.
+async fn dumped(
+    path: &std::path::Path,
+    what: &str,
+    done: impl Fn(&LedgerState) -> bool,
+) -> LedgerState {
+    let deadline = Instant::now() + common::WAIT;
+    loop {
+        let state: Option<LedgerState> = std::fs::read(path)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+        if let Some(state) = state.filter(|s| done(s)) {
+            return state;
+        }
+        assert!(Instant::now() < deadline, "the dump never showed {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_resumes_from_a_ledger_snapshot_with_its_key() {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let dir = std::env::temp_dir().join(format!("chain-sim-test-{id}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (state, key, open) = seeded(3);
+    let ledger = dir.join("ledger.json");
+    std::fs::write(&ledger, serde_json::to_vec(&state).unwrap()).unwrap();
+    let key_file = dir.join("chain-sim.key");
+    std::fs::write(&key_file, key.to_hex()).unwrap();
+    let dump = dir.join("dump.json");
+    let suffix = format!("-{id}");
+    let args: Vec<std::ffi::OsString> = vec![
+        "--token".into(),
+        TOKEN.into(),
+        format!("--topic-suffix={suffix}").into(),
+        "--group-id".into(),
+        format!("chain-sim-test-{id}").into(),
+        "--ledger".into(),
+        ledger.into(),
+        "--key-file".into(),
+        key_file.into(),
+        "--ledger-dump".into(),
+        dump.clone().into(),
+    ];
+    let (mut process, printed) = spawn_ready(&args);
+    let mes_agent = derived_mes_agent(&key);
+    assert!(
+        printed.contains(&format!("chain-sim public key: {}", key.agent_key())),
+        "{printed:?}"
+    );
+    assert!(
+        printed.contains(&format!("MES agent: {mes_agent}")),
+        "{printed:?}"
+    );
+    // The first dump is the snapshot it was given.
+    assert_eq!(dumped(&dump, "the snapshot", |_| true).await, state);
+
+    let topics = kafka_bridge::sim::SimTopics::with_suffix(&suffix);
+    let client = Client::new(&topics).await;
+    client
+        .send(
+            &topics.chain.partner_answer,
+            &accept_partner(&open[0], "a"),
+            None,
+        )
+        .await;
+    let got = client.next().await;
+    assert_eq!(
+        got.reply.body.text(),
+        format!("Request {} accepted", open[0])
+    );
+    client
+        .send(
+            &topics.chain.partner_list,
+            &list_partners().envelope(TOKEN, Some("l")).to_bytes(),
+            None,
+        )
+        .await;
+    let got = client.next().await;
+    let partners = got.reply.partners().unwrap();
+    assert_eq!(partners.len(), state.partners.len());
+    assert!(partners.iter().all(|p| p.receiving_agent == mes_agent));
+
+    let after = dumped(&dump, "the list", |s| {
+        s.counters.by_topic.get(Topic::PartnerList.name()) == Some(&1)
+    })
+    .await;
+    let accepted = after
+        .partners
+        .iter()
+        .find(|p| p.partner_request_id == open[0])
+        .map(|p| p.status.clone());
+    assert_eq!(accepted, Some(Status::Accepted));
+    assert_eq!(after.counters.by_topic[Topic::PartnerAnswer.name()], 1);
+    assert_eq!(after.partners.len(), state.partners.len());
+    stop(&mut process).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_dumps_its_ledger_and_stops_on_sigterm() {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let dir = std::env::temp_dir().join(format!("chain-sim-test-{id}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let dump = dir.join("ledger.json");
+    let suffix = format!("-{id}");
+    let args: Vec<std::ffi::OsString> = vec![
+        "--token".into(),
+        TOKEN.into(),
+        "--demo".into(),
+        "2".into(),
+        "--topic-suffix".into(),
+        suffix.clone().into(),
+        "--group-id".into(),
+        format!("chain-sim-test-{id}").into(),
+        "--ledger-dump".into(),
+        dump.clone().into(),
+    ];
+    let (mut process, printed) = spawn_ready(&args);
     assert!(
         printed[0].starts_with("chain-sim public key: 0"),
         "{printed:?}"
@@ -761,23 +945,7 @@ async fn the_binary_dumps_its_ledger_and_stops_on_sigterm() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    let status = Command::new("kill")
-        .args(["-TERM", &process.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let deadline = Instant::now() + common::WAIT;
-    let exit = loop {
-        if let Some(exit) = process.0.try_wait().unwrap() {
-            break exit;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "chain-sim did not stop on SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    assert!(exit.success(), "{exit:?}");
+    stop(&mut process).await;
     let state = read().unwrap();
     assert_eq!(state.partners.len(), 2);
     assert_eq!(state.counters.applied, 1);

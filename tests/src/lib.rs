@@ -17,6 +17,7 @@ mod broker;
 pub mod db;
 pub mod live;
 pub mod server;
+pub mod sim;
 
 use std::time::Duration;
 

@@ -1,6 +1,10 @@
 //! Behind a gateway like the original's (Python literals, no `corr` echo, replies late,
-//! lost, or committed slower than the MES waits): `mes-api` as a process, the real
-//! broker and PostgreSQL, and the chain simulator, behind a 3 s request timeout.
+//! lost, or committed slower than the MES waits): tansu, PostgreSQL, the chain simulator
+//! and `mes-api`, each as a process, behind a 3 s request timeout. The simulator
+//! (`chain-sim`, through `mes_e2e::sim::ChainSimProc`) starts from a ledger the test
+//! writes (`--ledger`), takes its behaviour from its flags, and is observed only from
+//! outside: through what it answers and the ledger it dumps (`--ledger-dump`, request
+//! counters included).
 //!
 //! - A reply that comes late never answers another caller (docs/protocol.md §9). The
 //!   simulator names the request id in every answer reply ("Request X accepted", "no
@@ -12,14 +16,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use kafka_bridge::sim::{
-    Ledger, NewOrder, SimConfig, SimHandle, SimTopics, Simulator, derived_mes_agent,
-};
+use kafka_bridge::sim::{Ledger, LedgerState, NewOrder, SimTopics, derived_mes_agent};
 use mes_core::codec::Topic;
 use mes_core::db::{self, tokens};
 use mes_core::domain::{RequestId, Status};
@@ -27,10 +28,12 @@ use mes_core::signing::SigningKey;
 use mes_e2e::db::{PgSchema, add_operators};
 use mes_e2e::kafka_brokers;
 use mes_e2e::server::{DEADLINE, ServerProc, http};
+use mes_e2e::sim::ChainSimProc;
 use serde_json::Value;
 use tokio::time::Instant;
 
 const BIN: &str = env!("CARGO_BIN_EXE_mes-api-proc");
+const CHAIN_SIM: &str = env!("CARGO_BIN_EXE_chain-sim-proc");
 const REQUEST_TIMEOUT_MS: u64 = 3000;
 
 /// What the late (or lost) reply does.
@@ -46,7 +49,7 @@ enum Fate {
 }
 
 struct Stack {
-    sim: SimHandle,
+    sim: ChainSimProc,
     server: ServerProc,
     key: String,
     /// The partner request whose answer's reply is late or lost.
@@ -65,14 +68,17 @@ async fn stack(mode: &str, fate: Fate, fence_max: &str) -> Stack {
     stack_with(mode, fate, fence_max, None, &[]).await
 }
 
-/// The four topics the original gateway answers.
-fn list_and_answer_topics() -> HashSet<Topic> {
-    HashSet::from([
+/// The four topics the original gateway answers, as `chain-sim --answer-topics` takes
+/// them.
+fn list_and_answer_topics() -> String {
+    [
         Topic::PartnerList,
         Topic::PartnerAnswer,
         Topic::OrderList,
         Topic::OrderAnswer,
-    ])
+    ]
+    .map(Topic::name)
+    .join(",")
 }
 
 /// A `settings` entry that is not a server setting: the simulated gateway answers only
@@ -131,41 +137,36 @@ async fn stack_with(
             )
             .unwrap();
     }
-    let mut config = SimConfig::new(kafka_brokers());
-    config.topics = SimTopics::with_suffix(&suffix);
-    config.group_id = format!("chain-sim{suffix}");
-    config.tokens = vec![token.clone()];
-    config.key = Some(key);
-    config.ledger = Some(ledger.snapshot());
-    config.gateway.python_literal = true;
-    config.gateway.no_echo = !settings.contains(&GATEWAY_ECHOES);
-    let mut late = BTreeMap::new();
-    let mut lost = BTreeSet::new();
+    let mut args = vec![
+        format!("--token={token}"),
+        format!("--topic-suffix={suffix}"),
+        format!("--group-id=chain-sim{suffix}"),
+        "--python-literal".to_owned(),
+    ];
+    if !settings.contains(&GATEWAY_ECHOES) {
+        args.push("--no-echo".to_owned());
+    }
+    let mut commit_delay = None;
     for (id, fate) in [(slow.clone(), Some(fate)), (order.clone(), order_fate)] {
         match fate {
             Some(Fate::Late(delay)) => {
-                late.insert(id, delay);
+                args.push(format!("--late-reply={id}:{}", delay.as_millis()));
             }
-            Some(Fate::Lost) => {
-                lost.insert(id);
-            }
-            Some(Fate::Commit(delay)) => config.gateway.commit_delay = delay,
+            Some(Fate::Lost) => args.push(format!("--lose-reply-for={id}")),
+            Some(Fate::Commit(delay)) => commit_delay = Some(delay),
             None => {}
         }
     }
-    config.gateway.late_replies = late;
+    if let Some(delay) = commit_delay {
+        args.push(format!("--commit-delay-ms={}", delay.as_millis()));
+    }
     if settings.contains(&ONLY_LIST_AND_ANSWER_TOPICS) {
-        config.gateway.answer_topics = Some(list_and_answer_topics());
+        args.push(format!("--answer-topics={}", list_and_answer_topics()));
     }
     for (_, late) in settings.iter().filter(|(k, _)| *k == LATE_LIST_REPLY) {
-        let (start, ms) = late.split_once(':').unwrap();
-        config.gateway.late_list_replies.insert(
-            start.parse().unwrap(),
-            Duration::from_millis(ms.parse().unwrap()),
-        );
+        args.push(format!("--late-list-reply={late}"));
     }
-    config.gateway.lose_reply_for = lost;
-    let sim = Simulator::start(config).await.unwrap();
+    let sim = ChainSimProc::spawn(CHAIN_SIM, &key, Some(&ledger.snapshot()), &args).await;
 
     let schema = PgSchema::create_in(&mes_e2e::database_url());
     let url = schema.url().to_owned();
@@ -187,7 +188,9 @@ async fn stack_with(
         .await
         .unwrap()
     };
-    let topics = sim.topics().clone();
+    let topics = SimTopics::with_suffix(&suffix);
+    let replies = format!("replies: {}", topics.chain.reply);
+    assert!(sim.banner.contains(&replies), "{:?}", sim.banner);
     let mut env: Vec<(String, String)> = vec![
         ("MES_DATABASE_URL".into(), url),
         ("MES_KAFKA_BROKERS".into(), kafka_brokers()),
@@ -398,16 +401,22 @@ async fn a_late_reply_never_answers_another_caller(mode: &str) {
         "{mode}"
     );
     // The chain applied the slow accept: the partner request is ACCEPTED.
-    let status = stack.sim.with_ledger(|l| {
-        l.snapshot()
-            .partners
+    let slow = stack.slow.clone();
+    let status_of_slow = move |l: &LedgerState| {
+        l.partners
             .iter()
-            .find(|p| p.partner_request_id == stack.slow)
+            .find(|p| p.partner_request_id == slow)
             .map(|p| p.status.clone())
-    });
-    assert_eq!(status, Some(Status::Accepted), "{mode}");
+    };
+    let ledger = stack
+        .sim
+        .wait_ledger("the slow partner request decided", |l| {
+            status_of_slow(l).is_none_or(|s| s != Status::Open)
+        })
+        .await;
+    assert_eq!(status_of_slow(&ledger), Some(Status::Accepted), "{mode}");
     stack.server.terminate().await;
-    stack.sim.shutdown().await.unwrap();
+    stack.sim.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -429,17 +438,36 @@ async fn a_lost_reply_fences_answers_until_the_fence_bound_then_they_work_again(
         answer(port, &key, stack.slow.as_str(), 1).await,
         Got::Timeout
     );
+    // The chain applied the slow accept and lost its reply on purpose: that answer is
+    // the only one it has seen.
+    let count = |l: &LedgerState, topic: Topic| l.counters.by_topic.get(topic.name()).copied();
+    let seen = stack
+        .sim
+        .wait_ledger("the lost reply", |l| l.counters.lost_replies == 1)
+        .await;
+    let before = count(&seen, Topic::PartnerAnswer);
+    assert_eq!(before, Some(1), "{:?}", seen.counters);
     // Told at once, nothing sent: the chain never sees these.
-    let before = stack.sim.counters().by_topic.get("BLK_Part_Ans").copied();
     assert_eq!(answer(port, &key, &random_id(), 0).await, Got::Behind);
-    assert_eq!(
-        stack.sim.counters().by_topic.get("BLK_Part_Ans").copied(),
-        before
-    );
     let (status, _) = http(port, "GET", "/api/KafkaPartner/LIST", Some(&key), None)
         .await
         .unwrap();
     assert_eq!(status, 200, "lists run while answers are fenced");
+    // The chain answered that list, sent after the refused answer; once its dump shows
+    // the list, it still shows no other answer.
+    let lists = count(&seen, Topic::PartnerList).unwrap_or(0);
+    let after = stack
+        .sim
+        .wait_ledger("the list", |l| {
+            count(l, Topic::PartnerList).unwrap_or(0) > lists
+        })
+        .await;
+    assert_eq!(
+        count(&after, Topic::PartnerAnswer),
+        before,
+        "{:?}",
+        after.counters
+    );
     // The reply never comes: the fence lifts after its bound, counted as expired.
     let start = Instant::now();
     while fences_up(port).await > 0 {
@@ -452,7 +480,7 @@ async fn a_lost_reply_fences_answers_until_the_fence_bound_then_they_work_again(
     );
     assert_eq!(answer(port, &key, &random_id(), 0).await, Got::Own);
     stack.server.terminate().await;
-    stack.sim.shutdown().await.unwrap();
+    stack.sim.stop().await;
 }
 
 /// `POST /api/orders/<id>/answer` with `accept`: the status and the JSON answer.
@@ -551,7 +579,7 @@ async fn an_unconfirmed_accept_converges(fate: Fate) {
     assert_eq!(production_orders_for(port, &key, &order).await, 1);
     assert_eq!(order_answers_sent(port).await, sent);
     stack.server.terminate().await;
-    stack.sim.shutdown().await.unwrap();
+    stack.sim.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -599,7 +627,7 @@ async fn an_accept_that_never_reached_the_broker_is_not_sent_and_can_be_answered
     );
     assert_eq!(production_orders_for(port, &key, &order).await, 1);
     stack.server.terminate().await;
-    stack.sim.shutdown().await.unwrap();
+    stack.sim.stop().await;
 }
 
 /// An accept whose reply comes 8 s after the 3 s timeout, with the poller scanning
@@ -650,7 +678,7 @@ async fn a_late_accept_reply_settles_its_decision(mode: &str, echo: bool) {
     );
     assert_eq!(order_answers_sent(port).await, 1, "{mode}");
     stack.server.terminate().await;
-    stack.sim.shutdown().await.unwrap();
+    stack.sim.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -755,7 +783,7 @@ async fn unanswered_record_topics_never_starve_operators_and_are_put_on_hold() {
     let unit: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(unit["chain"]["state"], "pending", "{unit}");
     stack.server.terminate().await;
-    stack.sim.shutdown().await.unwrap();
+    stack.sim.stop().await;
 }
 
 /// Behind the same gateway, a record message's reply that never comes fences answers
@@ -832,13 +860,15 @@ async fn with_record_replies_none_units_are_delivered_on_the_brokers_acknowledge
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // The chain applied them (it answers nothing on record topics) and nothing fenced.
-    let applied = stack.sim.with_ledger(|l| l.record("PT10").is_some());
-    assert!(applied, "the chain has no record PT10");
+    stack
+        .sim
+        .wait_ledger("record PT10", |l| l.records.contains_key("PT10"))
+        .await;
     assert_eq!(ready(port).await["chain"]["fences"], serde_json::json!([]));
     let (status, accepted) = accept_order(port, &key, stack.order.as_str()).await;
     assert_eq!(status, 200, "{accepted}");
     stack.server.terminate().await;
-    stack.sim.shutdown().await.unwrap();
+    stack.sim.stop().await;
 }
 
 /// A list reply 20 s late behind a 3 s timeout, while four callers list other pages
@@ -856,14 +886,14 @@ async fn a_list_reply_20s_late_never_answers_another_page() {
     .await;
     let (port, key) = (stack.server.port, Arc::new(stack.key.clone()));
     // The chain lists partner requests oldest first (by their timestamp).
-    let ids: Arc<Vec<String>> = Arc::new(stack.sim.with_ledger(|l| {
-        let mut partners = l.snapshot().partners;
+    let ids: Arc<Vec<String>> = Arc::new({
+        let mut partners = stack.sim.ledger().await.partners;
         partners.sort_by_key(|p| p.timestamp);
         partners
             .iter()
             .map(|p| p.partner_request_id.to_string())
             .collect()
-    }));
+    });
     assert_eq!(ids.len(), 6);
     let page = |start: usize| format!("/api/KafkaPartner/LIST?start={start}&limit=1");
     let (status, body) = http(port, "GET", &page(3), Some(&key), None).await.unwrap();
@@ -942,7 +972,7 @@ async fn a_list_reply_20s_late_never_answers_another_page() {
         1
     );
     stack.server.terminate().await;
-    stack.sim.shutdown().await.unwrap();
+    stack.sim.stop().await;
 }
 
 /// Two instances on one database behind a gateway that lost an accept's reply: both
@@ -991,5 +1021,5 @@ async fn two_instances_settle_an_unconfirmed_accept_once_with_one_production_ord
     }
     second.terminate().await;
     stack.server.terminate().await;
-    stack.sim.shutdown().await.unwrap();
+    stack.sim.stop().await;
 }

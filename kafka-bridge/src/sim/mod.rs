@@ -11,6 +11,8 @@
 //! - [`demo::seed`]: partner requests and orders to look at (`--demo N`,
 //!   `--ledger-size N`).
 //! - [`send_erp`]: what `chain-sim erp …` does: play an ERP at runtime.
+//! - [`cli`]: the `chain-sim` command line, in the library so that the end-to-end tests
+//!   can build the same program as a binary of their own.
 //!
 //! ```no_run
 //! # async fn run() -> kafka_bridge::Result<()> {
@@ -22,6 +24,7 @@
 //! # }
 //! ```
 
+pub mod cli;
 mod config;
 pub mod demo;
 mod erp;
