@@ -830,7 +830,7 @@ async fn an_operator_answers_while_background_work_waits_for_an_unanswered_recor
     assert_eq!(production_orders_for(port, &key, &order).await, 1);
     assert_eq!(decisions_on(port, &key, &order).await.len(), 1);
     stack.server.terminate().await;
-    stack.sim.shutdown().await.unwrap();
+    stack.sim.stop().await;
 }
 
 /// The same gateway with `MES_RECORD_REPLIES=none`: record messages are delivered when
