@@ -808,7 +808,10 @@ async fn an_operator_answers_while_background_work_waits_for_an_unanswered_recor
     change_unit(port, &key, "PT10", 1).await;
     let start = Instant::now();
     while fences_up(port).await == 0 {
-        assert!(start.elapsed() < DEADLINE, "the relay's send never timed out");
+        assert!(
+            start.elapsed() < DEADLINE,
+            "the relay's send never timed out"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let (status, accepted) = accept_order(port, &key, &order).await;
@@ -820,7 +823,11 @@ async fn an_operator_answers_while_background_work_waits_for_an_unanswered_recor
         "{accepted}"
     );
     assert_eq!(metric(port, "mes_chain_unmatched_answers_total").await, 1);
-    assert_eq!(fences_up(port).await, 1, "the record's reply is still awaited");
+    assert_eq!(
+        fences_up(port).await,
+        1,
+        "the record's reply is still awaited"
+    );
     // A partner answer through the original route, the same way (its reply would be
     // lost anyway: the list confirms it).
     let path = format!("/api/KafkaPartner/ANS?ID={}&Response=1", stack.slow);
