@@ -73,6 +73,17 @@ pub fn relay_config(timeout: Duration) -> RelayConfig {
 /// progress is settled within the request timeout.
 const BACKGROUND_STOP_GRACE: Duration = Duration::from_secs(60);
 
+/// Longest wait on shutdown for the webhooks to deliver what is queued.
+pub const WEBHOOK_DRAIN: Duration = Duration::from_secs(10);
+
+/// How long a stopping server lets HTTP calls accepted before the stop run: a chain
+/// call's deadline (`MES_REQUEST_TIMEOUT_MS`) plus time to write the answer, in whole
+/// seconds as Rocket's `shutdown.grace` takes it (`server::rocket` sets it from this).
+pub fn shutdown_grace(request_timeout: Duration) -> Duration {
+    let secs = request_timeout.as_secs() + u64::from(request_timeout.subsec_nanos() > 0);
+    Duration::from_secs(secs.saturating_add(2))
+}
+
 impl std::fmt::Debug for App {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("App")
@@ -191,9 +202,19 @@ impl App {
         lock(&self.background).extend([relay_task, job_task, fence_task, late_task]);
     }
 
-    /// Stops the relay and the daily job, then the bridge, then the embedded broker
-    /// and chain.
+    /// Stops in the order that loses nothing: lets the HTTP calls in flight finish
+    /// (Rocket no longer accepts new ones), stops the relay (after its current row) and
+    /// the daily job, waits for the bridge's pending calls to be answered or time out,
+    /// stops the bridge (flushing the producer), delivers the queued webhooks (bounded
+    /// by [`WEBHOOK_DRAIN`]), then stops the embedded broker and chain.
     pub async fn shutdown(&self) {
+        let grace = shutdown_grace(self.settings.request_timeout());
+        if !self.http_metrics.wait_idle(grace).await {
+            tracing::warn!(
+                "{} HTTP calls were still running after {grace:?}",
+                self.http_metrics.in_flight()
+            );
+        }
         self.stop.send_replace(true);
         let tasks: Vec<_> = lock(&self.background).drain(..).collect();
         for task in tasks {
@@ -204,7 +225,19 @@ impl App {
                 tracing::warn!("a background job did not stop within {BACKGROUND_STOP_GRACE:?}");
             }
         }
+        // Background callers (the poller) stopped with Rocket; what is left waits for
+        // its reply or its deadline.
+        let deadline = self.settings.request_timeout() + Duration::from_secs(1);
+        if !self.bridge.drain(deadline).await {
+            tracing::warn!(
+                "{} chain requests were still waiting after {deadline:?}",
+                self.bridge.pending()
+            );
+        }
         self.bridge.shutdown().await;
+        if let Some(notifier) = self.events.notifier() {
+            notifier.drain(WEBHOOK_DRAIN).await;
+        }
         let embedded = lock(&self.embedded).take();
         if let Some(embedded) = embedded {
             embedded.shutdown().await;

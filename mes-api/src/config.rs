@@ -62,8 +62,20 @@ pub struct Settings {
     pub database_url: Option<String>,
     /// Largest number of pooled database connections.
     pub database_pool_size: u32,
+    /// Longest wait for a pooled connection before a call gets 503, e.g. `2s`,
+    /// `500ms` (a bare number is seconds).
+    pub database_pool_timeout: String,
+    /// PostgreSQL `statement_timeout` of every pooled session, e.g. `5s`; `0` leaves
+    /// the database's own setting.
+    pub database_statement_timeout: String,
     /// `bootstrap.servers`, or [`EMBEDDED`] for the in-process broker and chain.
     pub kafka_brokers: String,
+    /// Whether [`Settings::kafka_brokers`] was given (environment or `Rocket.toml`)
+    /// rather than defaulted: the embedded demo runs on a database the user named
+    /// only when asked for by name, so that it never seeds a real database by
+    /// accident (docs/security.md, "Demo data").
+    #[serde(skip)]
+    pub kafka_brokers_explicit: bool,
     /// Extra librdkafka settings (`MES_KAFKA_*` and `[kafka]` in `Rocket.toml`).
     pub kafka: BTreeMap<String, String>,
     /// Deadline of one chain request, in milliseconds.
@@ -122,6 +134,9 @@ pub struct Settings {
     pub webhooks: String,
     /// Body of the webhooks without a prefix: `json` (default) or `telegram`.
     pub webhook_format: String,
+    /// Allows `http://` webhook URLs (default: `https://` only, since a webhook's body
+    /// names requests and agents, and its URL may hold a bot token).
+    pub webhook_allow_http: bool,
     /// The `chat_id` of Telegram-format webhooks.
     #[serde(deserialize_with = "string_or_number")]
     pub telegram_chat_id: Option<String>,
@@ -207,7 +222,10 @@ impl Default for Settings {
             data_dir: PathBuf::from("mes-data"),
             database_url: None,
             database_pool_size: 16,
+            database_pool_timeout: "2s".to_owned(),
+            database_statement_timeout: "5s".to_owned(),
             kafka_brokers: EMBEDDED.to_owned(),
+            kafka_brokers_explicit: false,
             kafka: BTreeMap::new(),
             request_timeout_ms: 10_000,
             correlation: "auto".to_owned(),
@@ -232,6 +250,7 @@ impl Default for Settings {
             poll_interval_secs: 15,
             webhooks: String::new(),
             webhook_format: "json".to_owned(),
+            webhook_allow_http: false,
             telegram_chat_id: None,
         }
     }
@@ -246,7 +265,14 @@ pub fn figment() -> Figment {
 /// [`figment`] over `base` and the given environment, for tests.
 pub fn figment_from(base: Figment, env: impl IntoIterator<Item = (String, String)>) -> Figment {
     let mut kafka = BTreeMap::new();
-    let mut figment = Figment::from(Serialized::defaults(Settings::default())).merge(base);
+    // Every default but the brokers': whether they were given is told by their
+    // presence (`extract`), and the struct's own default fills them in otherwise.
+    let mut defaults = match Value::serialize(Settings::default()) {
+        Ok(Value::Dict(_, dict)) => dict,
+        _ => Dict::new(),
+    };
+    defaults.remove("kafka_brokers");
+    let mut figment = Figment::from(Serialized::defaults(defaults)).merge(base);
     for (name, value) in env {
         let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
             continue;
@@ -280,12 +306,14 @@ pub fn extract(figment: &Figment) -> Result<Settings, ConfigError> {
     })?;
     let ours = Settings::known_keys();
     value.retain(|k, _| ours.contains(&k.as_str()));
-    let settings: Settings = Figment::from(Serialized::defaults(value))
+    let brokers_given = value.contains_key("kafka_brokers");
+    let mut settings: Settings = Figment::from(Serialized::defaults(value))
         .extract()
         .map_err(|e| {
             let key = e.path.first().cloned().unwrap_or_default();
             ConfigError::new(env_name(&key), e.kind.to_string())
         })?;
+    settings.kafka_brokers_explicit = brokers_given;
     settings.validate()?;
     Ok(settings)
 }
@@ -309,6 +337,8 @@ impl Settings {
             "data_dir",
             "database_url",
             "database_pool_size",
+            "database_pool_timeout",
+            "database_statement_timeout",
             "kafka_brokers",
             "kafka",
             "request_timeout_ms",
@@ -334,6 +364,7 @@ impl Settings {
             "poll_interval_secs",
             "webhooks",
             "webhook_format",
+            "webhook_allow_http",
             "telegram_chat_id",
         ]
     }
@@ -345,6 +376,28 @@ impl Settings {
                 "must be at least 1 (milliseconds)",
             ));
         }
+        if self.request_timeout_ms > MAX_REQUEST_TIMEOUT_MS {
+            return Err(ConfigError::new(
+                "MES_REQUEST_TIMEOUT_MS",
+                format!("must be at most {MAX_REQUEST_TIMEOUT_MS} (one hour)"),
+            ));
+        }
+        if self.max_in_flight > rocket::tokio::sync::Semaphore::MAX_PERMITS {
+            return Err(ConfigError::new(
+                "MES_MAX_IN_FLIGHT",
+                format!(
+                    "must be at most {}",
+                    rocket::tokio::sync::Semaphore::MAX_PERMITS
+                ),
+            ));
+        }
+        if self.poll_interval_secs > 86_400 {
+            return Err(ConfigError::new(
+                "MES_POLL_INTERVAL_SECS",
+                "must be at most 86400 (one day)",
+            ));
+        }
+        self.pool_options()?;
         self.correlation_mode()?;
         self.record_replies_mode()?;
         if self.kafka_brokers.trim().is_empty() {
@@ -431,6 +484,24 @@ impl Settings {
         self.kafka_brokers.trim().eq_ignore_ascii_case(EMBEDDED)
     }
 
+    /// Refuses to start the embedded demo on a database the user named without
+    /// asking for the demo by name (`MES_KAFKA_BROKERS=embedded`): the demo writes a
+    /// master token, an operator and production units whose outbox rows would later
+    /// go to a real chain. Checked before the database is opened, so nothing is
+    /// written.
+    pub fn check_demo_database(&self) -> Result<(), ConfigError> {
+        if !self.is_embedded() || self.kafka_brokers_explicit || self.database_url.is_none() {
+            return Ok(());
+        }
+        Err(ConfigError::new(
+            "MES_KAFKA_BROKERS",
+            format!(
+                "not set, and MES_DATABASE_URL names a {} database: the embedded demo runs only on its own SQLite file; set MES_KAFKA_BROKERS to the cluster's bootstrap servers (or to `embedded` to run the demo on that database)",
+                self.database_kind()
+            ),
+        ))
+    }
+
     /// The database URL in use: the configured one, or the SQLite file in the data dir.
     pub fn database_url(&self) -> String {
         match &self.database_url {
@@ -488,6 +559,15 @@ impl Settings {
                     format!("URL number {} must be http:// or https://", n + 1),
                 ));
             }
+            if parsed.scheme() == "http" && !self.webhook_allow_http {
+                return Err(ConfigError::new(
+                    "MES_WEBHOOKS",
+                    format!(
+                        "URL number {} is http://: use https://, or set MES_WEBHOOK_ALLOW_HTTP=true for a receiver on a trusted network",
+                        n + 1
+                    ),
+                ));
+            }
             if format == WebhookFormat::Telegram && self.telegram_chat_id.is_none() {
                 return Err(ConfigError::new(
                     "MES_TELEGRAM_CHAT_ID",
@@ -513,6 +593,33 @@ impl Settings {
             after_scans: self.reconcile_after_scans,
             pending_after: (self.request_timeout() * 2).max(Duration::from_secs(60)),
         }
+    }
+
+    /// The database pool's bounds (`MES_DATABASE_POOL_SIZE`, `MES_DATABASE_POOL_TIMEOUT`,
+    /// `MES_DATABASE_STATEMENT_TIMEOUT`); an error names the setting.
+    pub fn pool_options(&self) -> Result<mes_core::db::PoolOptions, ConfigError> {
+        let wait = parse_duration(&self.database_pool_timeout, "MES_DATABASE_POOL_TIMEOUT")?;
+        if wait.is_zero() || wait > Duration::from_secs(3600) {
+            return Err(ConfigError::new(
+                "MES_DATABASE_POOL_TIMEOUT",
+                "must be more than 0 and at most 1h",
+            ));
+        }
+        let statement = parse_duration(
+            &self.database_statement_timeout,
+            "MES_DATABASE_STATEMENT_TIMEOUT",
+        )?;
+        if statement > Duration::from_secs(24 * 3600) {
+            return Err(ConfigError::new(
+                "MES_DATABASE_STATEMENT_TIMEOUT",
+                "must be at most 24h (0 turns it off)",
+            ));
+        }
+        Ok(mes_core::db::PoolOptions {
+            max_size: self.database_pool_size,
+            connection_timeout: wait,
+            statement_timeout: (!statement.is_zero()).then_some(statement),
+        })
     }
 
     /// How long a legacy request's outstanding reply fences its shape.
@@ -621,6 +728,21 @@ impl Settings {
     }
 }
 
+/// Longest `MES_REQUEST_TIMEOUT_MS`: one hour. Larger values would overflow the
+/// timers and leases derived from it (six times it, twice it, Rocket's grace).
+pub const MAX_REQUEST_TIMEOUT_MS: u64 = 3_600_000;
+
+/// A duration like `2s`, `500ms`, `1m`; a bare number is seconds.
+fn parse_duration(text: &str, setting: &str) -> Result<Duration, ConfigError> {
+    let text = text.trim();
+    match text.parse::<u64>() {
+        Ok(secs) => Ok(Duration::from_secs(secs)),
+        Err(_) => humantime::parse_duration(text).map_err(|e| {
+            ConfigError::new(setting, format!("not a duration like 2s, 500ms or 1m: {e}"))
+        }),
+    }
+}
+
 fn read_key_file(path: &Path, setting: &str) -> Result<String, ConfigError> {
     std::fs::read_to_string(path)
         .map_err(|e| ConfigError::new(setting, format!("cannot read {}: {e}", path.display())))
@@ -655,6 +777,32 @@ mod tests {
         assert_eq!(s.report_lookback_days, 7);
         assert_eq!(s.correlation_mode().unwrap(), CorrelationMode::Auto);
         assert_eq!(s.record_replies_mode().unwrap(), RecordReplies::Wait);
+        let pool = s.pool_options().unwrap();
+        assert_eq!(pool.connection_timeout, Duration::from_secs(2));
+        assert_eq!(pool.statement_timeout, Some(Duration::from_secs(5)));
+        assert!(!s.kafka_brokers_explicit);
+        assert!(s.check_demo_database().is_ok(), "the demo on its own file");
+    }
+
+    #[test]
+    fn the_demo_needs_asking_for_on_a_database_the_user_named() {
+        let s = from(&[("MES_DATABASE_URL", "postgres://u:pw@db/mes")]).unwrap();
+        let e = s.check_demo_database().unwrap_err();
+        assert_eq!(e.setting, "MES_KAFKA_BROKERS", "{e}");
+        assert!(!e.to_string().contains("pw"), "{e}");
+        let s = from(&[
+            ("MES_DATABASE_URL", "postgres://u:pw@db/mes"),
+            ("MES_KAFKA_BROKERS", "embedded"),
+        ])
+        .unwrap();
+        assert!(s.kafka_brokers_explicit);
+        assert!(s.check_demo_database().is_ok());
+        let s = from(&[
+            ("MES_DATABASE_URL", "postgres://u:pw@db/mes"),
+            ("MES_KAFKA_BROKERS", "k1:9092"),
+        ])
+        .unwrap();
+        assert!(s.check_demo_database().is_ok());
     }
 
     #[test]
@@ -706,6 +854,7 @@ mod tests {
                 "MES_WEBHOOKS",
                 "http://127.0.0.1:9/hook, telegram:https://api.telegram.invalid/botSECRET/sendMessage",
             ),
+            ("MES_WEBHOOK_ALLOW_HTTP", "true"),
             ("MES_TELEGRAM_CHAT_ID", "-1001234"),
             ("MES_POLL_INTERVAL_SECS", "2"),
         ])
@@ -731,6 +880,10 @@ mod tests {
         assert_eq!(e.setting, "MES_REQUEST_TIMEOUT_MS");
         let e = from(&[("MES_WEBHOOKS", "ftp://x/hook")]).unwrap_err();
         assert_eq!(e.setting, "MES_WEBHOOKS");
+        let e = from(&[("MES_WEBHOOKS", "http://hooks.invalid/botSECRET/x")]).unwrap_err();
+        assert_eq!(e.setting, "MES_WEBHOOKS");
+        assert!(e.message.contains("MES_WEBHOOK_ALLOW_HTTP"), "{e}");
+        assert!(!e.to_string().contains("SECRET"), "{e}");
         let e = from(&[(
             "MES_WEBHOOKS",
             "telegram:https://t.invalid/botSECRET/sendMessage",
@@ -739,6 +892,16 @@ mod tests {
         assert_eq!(e.setting, "MES_TELEGRAM_CHAT_ID");
         let e = from(&[("MES_POLL_INTERVAL_SECS", "0")]).unwrap_err();
         assert_eq!(e.setting, "MES_POLL_INTERVAL_SECS");
+        let e = from(&[("MES_POLL_INTERVAL_SECS", "18446744073709551615")]).unwrap_err();
+        assert_eq!(e.setting, "MES_POLL_INTERVAL_SECS");
+        let e = from(&[("MES_REQUEST_TIMEOUT_MS", "18446744073709551615")]).unwrap_err();
+        assert_eq!(e.setting, "MES_REQUEST_TIMEOUT_MS");
+        let e = from(&[("MES_MAX_IN_FLIGHT", "18446744073709551615")]).unwrap_err();
+        assert_eq!(e.setting, "MES_MAX_IN_FLIGHT");
+        let e = from(&[("MES_DATABASE_POOL_TIMEOUT", "0")]).unwrap_err();
+        assert_eq!(e.setting, "MES_DATABASE_POOL_TIMEOUT");
+        let e = from(&[("MES_DATABASE_STATEMENT_TIMEOUT", "soon")]).unwrap_err();
+        assert_eq!(e.setting, "MES_DATABASE_STATEMENT_TIMEOUT");
         let e = from(&[("MES_REQUEST_TIMEOUT_MS", "0")]).unwrap_err();
         assert_eq!(e.setting, "MES_REQUEST_TIMEOUT_MS");
         let s = from(&[("MES_SIGNING_KEY_FILE", "/nonexistent/key")]).unwrap();

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -20,9 +21,32 @@ pub struct HttpMetrics {
     counts: Mutex<BTreeMap<(String, String, u16), u64>>,
     /// Latency by (method, route).
     latency: Mutex<BTreeMap<(String, String), Arc<Histogram>>>,
+    /// Requests received and not yet answered: shutdown waits for them.
+    in_flight: Arc<AtomicUsize>,
 }
 
 struct Started(Instant);
+
+/// One request counted in [`HttpMetrics::in_flight`]: uncounted when its response is
+/// ready, or when it is dropped unanswered (the client went away).
+struct InFlight {
+    count: Arc<AtomicUsize>,
+    answered: AtomicBool,
+}
+
+impl InFlight {
+    fn done(&self) {
+        if !self.answered.swap(true, Ordering::AcqRel) {
+            self.count.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.done();
+    }
+}
 
 /// The fairing that times every request.
 #[derive(Debug)]
@@ -32,6 +56,27 @@ impl HttpMetrics {
     /// A fairing that records into `self`.
     pub fn fairing(self: &Arc<Self>) -> MetricsFairing {
         MetricsFairing(Arc::clone(self))
+    }
+
+    /// HTTP requests received and not yet answered.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// Waits until every HTTP request received so far is answered, for at most
+    /// `within`; whether they all were. Shutdown calls it before it stops what those
+    /// requests use (the bridge, the database).
+    pub async fn wait_idle(&self, within: std::time::Duration) -> bool {
+        let deadline = rocket::tokio::time::Instant::now() + within;
+        loop {
+            if self.in_flight() == 0 {
+                return true;
+            }
+            if rocket::tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            rocket::tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 
     fn record(&self, method: &str, route: &str, status: u16, started: Instant) {
@@ -64,9 +109,22 @@ impl Fairing for MetricsFairing {
 
     async fn on_request(&self, request: &mut Request<'_>, _: &mut Data<'_>) {
         request.local_cache(|| Started(Instant::now()));
+        self.0.in_flight.fetch_add(1, Ordering::AcqRel);
+        request.local_cache(|| InFlight {
+            count: Arc::clone(&self.0.in_flight),
+            answered: AtomicBool::new(false),
+        });
     }
 
     async fn on_response<'r>(&self, request: &'r Request<'_>, response: &mut Response<'r>) {
+        // Answered: a streamed body (the event stream) ends with the server anyway.
+        // (A request that skipped `on_request` gets an entry that counts nothing.)
+        request
+            .local_cache(|| InFlight {
+                count: Arc::default(),
+                answered: AtomicBool::new(true),
+            })
+            .done();
         let started = request.local_cache(|| Started(Instant::now())).0;
         // The route's pattern, not the path: ids must not explode the label space.
         let route = request

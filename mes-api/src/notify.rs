@@ -5,8 +5,13 @@
 //! Each webhook has its own background task and bounded queue: [`Notifier::notify`]
 //! never waits, a slow or dead endpoint delays only its own messages, and when its
 //! queue is full new messages for it are dropped (and counted) rather than piling up.
-//! A failed POST is retried with exponential backoff. URLs are never logged (a
-//! Telegram URL holds the bot token): logs name the scheme, host and port only.
+//! A POST that got no answer, a 5xx, 408 or 429 is retried with exponential backoff
+//! (a 429's or 503's `Retry-After`, in seconds, is honoured up to [`MAX_BACKOFF`]);
+//! any other answer, a redirect included, is final: redirects are never followed, so
+//! a receiver cannot bounce the body (and a bot token's URL) to another address.
+//! URLs are never logged (a Telegram URL holds the bot token): logs name the scheme,
+//! host and port only. On shutdown, [`Notifier::drain`] delivers what is queued, for
+//! a bounded time.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -106,11 +111,13 @@ pub struct NotifyMetrics {
 }
 
 /// The webhooks' queues. Cheap to clone; dropping every clone ends the tasks once
-/// their queues are empty.
+/// their queues are empty, and [`Notifier::drain`] ends them on shutdown.
 #[derive(Clone, Debug)]
 pub struct Notifier {
     queues: Vec<(String, mpsc::Sender<Notification>)>,
     metrics: Arc<NotifyMetrics>,
+    closing: Arc<rocket::tokio::sync::watch::Sender<bool>>,
+    tasks: Arc<std::sync::Mutex<Vec<rocket::tokio::task::JoinHandle<()>>>>,
 }
 
 impl Notifier {
@@ -119,7 +126,13 @@ impl Notifier {
         if hooks.is_empty() {
             return None;
         }
-        let client = match reqwest::Client::builder().timeout(POST_TIMEOUT).build() {
+        let client = match reqwest::Client::builder()
+            .timeout(POST_TIMEOUT)
+            // A receiver's redirect is an answer, not an instruction: following it
+            // would send the body to an address nobody configured.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+        {
             Ok(client) => client,
             Err(e) => {
                 tracing::error!("webhooks disabled: cannot build the HTTP client: {e}");
@@ -127,24 +140,66 @@ impl Notifier {
             }
         };
         let metrics = Arc::new(NotifyMetrics::default());
+        let closing = rocket::tokio::sync::watch::channel(false).0;
         let mut queues = Vec::new();
+        let mut tasks = Vec::new();
         for hook in hooks {
             let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
             let name = hook.display_name();
             queues.push((name, tx));
-            rocket::tokio::spawn(deliver(
+            tasks.push(rocket::tokio::spawn(deliver(
                 client.clone(),
                 hook,
                 chat_id.clone(),
                 rx,
+                closing.subscribe(),
                 Arc::clone(&metrics),
-            ));
+            )));
         }
-        Some(Notifier { queues, metrics })
+        Some(Notifier {
+            queues,
+            metrics,
+            closing: Arc::new(closing),
+            tasks: Arc::new(std::sync::Mutex::new(tasks)),
+        })
+    }
+
+    /// Delivers what the queues hold, then ends the delivery tasks; whatever is not
+    /// delivered `within` is dropped (and logged as a count). For shutdown: new
+    /// notifications are no longer taken once this is called.
+    pub async fn drain(&self, within: Duration) {
+        self.closing.send_replace(true);
+        let tasks: Vec<_> = self
+            .tasks
+            .lock()
+            .map(|mut t| t.drain(..).collect())
+            .unwrap_or_default();
+        let aborts: Vec<_> = tasks.iter().map(|t| t.abort_handle()).collect();
+        let all = async move {
+            for task in tasks {
+                let _ = task.await;
+            }
+        };
+        if rocket::tokio::time::timeout(within, all).await.is_err() {
+            let left: usize = self
+                .queues
+                .iter()
+                .map(|(_, q)| QUEUE_CAPACITY - q.capacity())
+                .sum();
+            tracing::warn!(
+                "webhooks: stopped after {within:?} with about {left} notifications undelivered"
+            );
+            for abort in aborts {
+                abort.abort();
+            }
+        }
     }
 
     /// Queues `notification` for every webhook, without waiting.
     pub fn notify(&self, notification: &Notification) {
+        if *self.closing.borrow() {
+            return;
+        }
         for (name, queue) in &self.queues {
             if queue.try_send(notification.clone()).is_err() {
                 self.metrics.dropped.fetch_add(1, Ordering::Relaxed);
@@ -159,15 +214,59 @@ impl Notifier {
     }
 }
 
+/// What to do after one POST.
+#[derive(Debug, PartialEq, Eq)]
+enum Attempt {
+    /// A 2xx.
+    Delivered,
+    /// Worth trying again (no answer, 5xx, 408, 429), after at least the delay the
+    /// receiver asked for, if any.
+    Retry(String, Option<Duration>),
+    /// The receiver's answer is final (any other status, redirects included).
+    Refused(String),
+}
+
+/// Sorts an answer's status: only the absence of an answer, a server error, 408 and
+/// 429 are worth retrying; a 4xx would be answered the same again and a 3xx points
+/// elsewhere (not followed).
+fn classify(status: reqwest::StatusCode, retry_after: Option<&str>) -> Attempt {
+    if status.is_success() {
+        return Attempt::Delivered;
+    }
+    let text = format!("answered {status}");
+    let retryable = status.is_server_error()
+        || status == reqwest::StatusCode::REQUEST_TIMEOUT
+        || status == reqwest::StatusCode::TOO_MANY_REQUESTS;
+    if !retryable {
+        return Attempt::Refused(text);
+    }
+    // Seconds only: an HTTP date there is rare, and the backoff covers it.
+    let asked = retry_after
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|secs| Duration::from_secs(secs).min(MAX_BACKOFF));
+    Attempt::Retry(text, asked)
+}
+
 async fn deliver(
     client: reqwest::Client,
     hook: Webhook,
     chat_id: Option<String>,
     mut rx: mpsc::Receiver<Notification>,
+    mut closing: rocket::tokio::sync::watch::Receiver<bool>,
     metrics: Arc<NotifyMetrics>,
 ) {
     let name = hook.display_name();
-    while let Some(notification) = rx.recv().await {
+    loop {
+        let next = if *closing.borrow() {
+            // Draining: what is queued, then stop.
+            rx.try_recv().ok()
+        } else {
+            rocket::tokio::select! {
+                next = rx.recv() => next,
+                _ = closing.changed() => continue,
+            }
+        };
+        let Some(notification) = next else { return };
         let body = notification
             .body(hook.format, chat_id.as_deref())
             .to_string();
@@ -179,16 +278,32 @@ async fn deliver(
                 .body(body.clone())
                 .send()
                 .await;
-            let problem = match sent {
-                Ok(response) if response.status().is_success() => {
-                    metrics.delivered.fetch_add(1, Ordering::Relaxed);
-                    None
-                }
-                Ok(response) => Some(format!("answered {}", response.status())),
+            let outcome = match sent {
+                Ok(response) => classify(
+                    response.status(),
+                    response
+                        .headers()
+                        .get(reqwest::header::RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok()),
+                ),
                 // Without the URL: reqwest's error text includes it.
-                Err(e) => Some(describe(&e)),
+                Err(e) => Attempt::Retry(describe(&e), None),
             };
-            let Some(problem) = problem else { break };
+            let (problem, asked) = match outcome {
+                Attempt::Delivered => {
+                    metrics.delivered.fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
+                Attempt::Refused(problem) => {
+                    metrics.failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        "webhook {name}: a {} notification was refused ({problem}); not retried",
+                        notification.event
+                    );
+                    break;
+                }
+                Attempt::Retry(problem, asked) => (problem, asked),
+            };
             if attempt == MAX_ATTEMPTS {
                 metrics.failed.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
@@ -197,10 +312,11 @@ async fn deliver(
                 );
                 break;
             }
+            let wait = asked.map_or(backoff, |asked| asked.max(backoff));
             tracing::info!(
-                "webhook {name}: attempt {attempt} failed ({problem}); retrying in {backoff:?}"
+                "webhook {name}: attempt {attempt} failed ({problem}); retrying in {wait:?}"
             );
-            rocket::tokio::time::sleep(backoff).await;
+            rocket::tokio::time::sleep(wait).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }
@@ -221,6 +337,32 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+
+    #[test]
+    fn only_no_answer_server_errors_408_and_429_are_retried() {
+        use reqwest::StatusCode as S;
+        assert_eq!(classify(S::OK, None), Attempt::Delivered);
+        assert!(matches!(
+            classify(S::TEMPORARY_REDIRECT, None),
+            Attempt::Refused(_)
+        ));
+        assert!(matches!(classify(S::NOT_FOUND, None), Attempt::Refused(_)));
+        assert!(matches!(
+            classify(S::REQUEST_TIMEOUT, None),
+            Attempt::Retry(_, None)
+        ));
+        assert_eq!(
+            classify(S::TOO_MANY_REQUESTS, Some("7")),
+            Attempt::Retry(
+                "answered 429 Too Many Requests".into(),
+                Some(Duration::from_secs(7))
+            )
+        );
+        assert_eq!(
+            classify(S::SERVICE_UNAVAILABLE, Some("99999")),
+            Attempt::Retry("answered 503 Service Unavailable".into(), Some(MAX_BACKOFF))
+        );
+    }
 
     #[test]
     fn bodies_in_both_formats() {

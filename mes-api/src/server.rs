@@ -20,6 +20,39 @@ use crate::service::units::{NewUnit, UnitError, UnitService};
 /// Name of the operator the embedded demo creates (with a new key at every start).
 pub const DEMO_OPERATOR: &str = "demo";
 
+/// `name` of the master token the embedded demo stores: with [`DEMO_TOKEN_PREFIX`],
+/// how the demo tells its own data from a real database's.
+pub const DEMO_TOKEN_NAME: &str = "embedded demo";
+
+/// Start of the master token the embedded demo stores.
+pub const DEMO_TOKEN_PREFIX: &str = "demo-";
+
+/// What in the database is not the demo's own (a token or an operator someone put),
+/// in words for the one-line error; `None` when everything is the demo's.
+fn not_demo_data(conn: &mut db::DbConnection) -> Result<Option<String>, ApiError> {
+    let foreign_tokens = tokens::list(conn)?
+        .into_iter()
+        .filter(|t| {
+            t.name.as_deref() != Some(DEMO_TOKEN_NAME) || !t.token.starts_with(DEMO_TOKEN_PREFIX)
+        })
+        .count();
+    if foreign_tokens > 0 {
+        return Ok(Some(format!(
+            "{foreign_tokens} token(s) the demo did not make"
+        )));
+    }
+    let foreign_operators = operators::list(conn)?
+        .into_iter()
+        .filter(|o| o.name != DEMO_OPERATOR)
+        .count();
+    if foreign_operators > 0 {
+        return Ok(Some(format!(
+            "{foreign_operators} operator(s) the demo did not make"
+        )));
+    }
+    Ok(None)
+}
+
 /// A server ready to launch, and what the embedded demo made for the user.
 pub struct Prepared {
     /// The state to [`rocket()`].
@@ -61,8 +94,8 @@ pub async fn open_db(settings: &Settings) -> Result<Db, ConfigError> {
             })?;
         }
     }
-    let size = settings.database_pool_size;
-    let pool = rocket::tokio::task::spawn_blocking(move || db::pool(&url, size))
+    let options = settings.pool_options()?;
+    let pool = rocket::tokio::task::spawn_blocking(move || db::pool_with(&url, &options))
         .await
         .map_err(database_error)?
         .map_err(database_error)?;
@@ -90,44 +123,62 @@ pub fn connect_db(settings: &Settings) -> Result<db::DbConnection, ConfigError> 
 /// broker and the simulated chain, stores a master token if there is none, and gives
 /// the demo operator a new key.
 pub async fn prepare(settings: Settings) -> Result<Prepared, ConfigError> {
+    // Before anything touches the database: the demo on a database the user named,
+    // without asking for it, would write demo data into it.
+    settings.check_demo_database()?;
     // Key files and modes first: cheap, and their errors are the clearest.
     let mut bridge_config = settings.bridge_config(&settings.kafka_brokers)?;
     let db = open_db(&settings).await?;
     let mut embedded = None;
     let mut demo_key = None;
     if settings.is_embedded() {
-        let (token, key) = db
+        let seeded = db
             .run(|conn| {
-                let token = match tokens::master(conn)? {
-                    Some(master) => master.token,
-                    None => {
-                        let token = format!("demo-{}", uuid::Uuid::new_v4().simple());
-                        tokens::put(
-                            conn,
-                            &tokens::NewKafkaToken {
-                                instance_type: tokens::MASTER,
-                                token: &token,
-                                name: Some("embedded demo"),
-                                ..Default::default()
-                            },
-                        )?
-                        .token
+                use diesel::Connection as _;
+                conn.transaction(|conn| {
+                    if let Some(found) = not_demo_data(conn)? {
+                        return Ok(Err(found));
                     }
-                };
-                seed_units(conn)?;
-                let key = operators::new_key();
-                operators::put(
-                    conn,
-                    &operators::NewOperator {
-                        name: DEMO_OPERATOR,
-                        role: operators::ROLE_OPERATOR,
-                        key_hash: &operators::hash_key(&key),
-                    },
-                )?;
-                Ok((token, key))
+                    let token = match tokens::master(conn)? {
+                        Some(master) => master.token,
+                        None => {
+                            let token =
+                                format!("{DEMO_TOKEN_PREFIX}{}", uuid::Uuid::new_v4().simple());
+                            tokens::put(
+                                conn,
+                                &tokens::NewKafkaToken {
+                                    instance_type: tokens::MASTER,
+                                    token: &token,
+                                    name: Some(DEMO_TOKEN_NAME),
+                                    ..Default::default()
+                                },
+                            )?
+                            .token
+                        }
+                    };
+                    seed_units(conn)?;
+                    let key = operators::new_key();
+                    operators::put(
+                        conn,
+                        &operators::NewOperator {
+                            name: DEMO_OPERATOR,
+                            role: operators::ROLE_OPERATOR,
+                            key_hash: &operators::hash_key(&key),
+                        },
+                    )?;
+                    Ok(Ok((token, key)))
+                })
             })
             .await
             .map_err(|e| database_error(e.message))?;
+        let (token, key) = seeded.map_err(|found| {
+            ConfigError::new(
+                "MES_KAFKA_BROKERS",
+                format!(
+                    "is `embedded`, but the database at MES_DATABASE_URL holds {found}: the demo never seeds a database in real use; set MES_KAFKA_BROKERS to the cluster's bootstrap servers, or give the demo a database of its own"
+                ),
+            )
+        })?;
         let started = Embedded::start(&settings.topics(), &token, settings.demo_size).await?;
         bridge_config.kafka.brokers = started.brokers().to_owned();
         // The mock cluster has no admin API; `Embedded::start` made the topics.
@@ -176,8 +227,16 @@ fn seed_units(conn: &mut db::DbConnection) -> Result<(), ApiError> {
 /// The Rocket instance: routes, catchers, metrics; on liftoff the outbox relay and
 /// the daily-report job start, and on shutdown they stop, then the bridge and the
 /// embedded services.
+///
+/// Rocket's shutdown grace is raised to at least the request timeout (plus time to
+/// answer), whatever `Rocket.toml` says: a call accepted before SIGTERM that waits for
+/// the chain is answered, not cut off.
 pub fn rocket(figment: Figment, app: App) -> Rocket<Build> {
     let metrics = app.http_metrics.fairing();
+    let needed = crate::app::shutdown_grace(app.settings.request_timeout()).as_secs();
+    let needed = u32::try_from(needed).unwrap_or(u32::MAX);
+    let configured: u32 = figment.extract_inner("shutdown.grace").unwrap_or(0);
+    let figment = figment.merge(("shutdown.grace", configured.max(needed)));
     rocket::custom(figment)
         .manage(app)
         .mount("/", crate::routes::routes())

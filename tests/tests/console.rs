@@ -121,7 +121,10 @@ async fn start_chain(
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
     if let Some(hooks) = webhooks {
-        command.env("MES_WEBHOOKS", hooks);
+        // The test's receiver is plain HTTP on loopback.
+        command
+            .env("MES_WEBHOOKS", hooks)
+            .env("MES_WEBHOOK_ALLOW_HTTP", "true");
     }
     if commit_delay.is_some() {
         command.env("MES_REQUEST_TIMEOUT_MS", "2000");

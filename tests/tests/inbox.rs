@@ -143,7 +143,10 @@ impl Stack {
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
         if let Some(hooks) = webhooks {
-            command.env("MES_WEBHOOKS", hooks);
+            // The test's receiver is plain HTTP on loopback.
+            command
+                .env("MES_WEBHOOKS", hooks)
+                .env("MES_WEBHOOK_ALLOW_HTTP", "true");
         }
         let server = Server {
             base: format!("http://127.0.0.1:{port}"),

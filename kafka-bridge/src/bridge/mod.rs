@@ -671,6 +671,23 @@ impl Bridge {
                 .is_some_and(|t| !t.is_finished())
     }
 
+    /// Waits until no request waits for a reply (each answered or timed out), for at
+    /// most `within`; whether none is left. A stopping server calls it before
+    /// [`Bridge::shutdown`], so that calls accepted before the stop get their answer
+    /// rather than [`Error::Shutdown`].
+    pub async fn drain(&self, within: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if self.pending() == 0 {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     /// Stops the reply consumer, fails waiting calls with [`Error::Shutdown`], and
     /// flushes the producer (bounded by the message timeout).
     pub async fn shutdown(&self) {

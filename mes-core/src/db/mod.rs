@@ -188,6 +188,50 @@ impl ManageConnection for DbManager {
 ///
 /// Each SQLite `:memory:` connection is a database of its own: pool a file instead.
 pub fn pool(url: &str, max_size: u32) -> Result<Pool> {
+    pool_with(url, &PoolOptions::new(max_size))
+}
+
+/// How a server's pool bounds what one call can cost the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolOptions {
+    /// Most pooled connections.
+    pub max_size: u32,
+    /// Longest wait for a free connection before the call fails (r2d2's own default
+    /// is 30 s: a burst of calls would queue that long).
+    pub connection_timeout: std::time::Duration,
+    /// PostgreSQL's `statement_timeout` for every pooled session, so that no query
+    /// holds a connection longer; `None` leaves the server's setting. SQLite has none.
+    pub statement_timeout: Option<std::time::Duration>,
+}
+
+impl PoolOptions {
+    /// `max_size` connections, r2d2's usual 30 s wait, no statement timeout.
+    pub fn new(max_size: u32) -> PoolOptions {
+        PoolOptions {
+            max_size,
+            connection_timeout: std::time::Duration::from_secs(30),
+            statement_timeout: None,
+        }
+    }
+}
+
+/// Sets `statement_timeout` on each new PostgreSQL connection of the pool.
+#[derive(Debug, Clone, Copy)]
+struct StatementTimeout(std::time::Duration);
+
+impl diesel::r2d2::CustomizeConnection<DbConnection, diesel::r2d2::Error> for StatementTimeout {
+    fn on_acquire(&self, conn: &mut DbConnection) -> std::result::Result<(), diesel::r2d2::Error> {
+        if let DbConnection::Pg(pg) = conn {
+            let ms = self.0.as_millis().max(1);
+            pg.batch_execute(&format!("SET statement_timeout = {ms}"))
+                .map_err(diesel::r2d2::Error::QueryError)?;
+        }
+        Ok(())
+    }
+}
+
+/// [`pool`] with the bounds of `options`.
+pub fn pool_with(url: &str, options: &PoolOptions) -> Result<Pool> {
     let manager = DbManager::new(url);
     let mut first = manager.connect().map_err(|e| match e {
         diesel::r2d2::Error::ConnectionError(e) => Error::Connection(e),
@@ -195,8 +239,13 @@ pub fn pool(url: &str, max_size: u32) -> Result<Pool> {
     })?;
     run_migrations(&mut first)?;
     drop(first);
-    diesel::r2d2::Pool::builder()
-        .max_size(max_size)
+    let mut builder = diesel::r2d2::Pool::builder()
+        .max_size(options.max_size)
+        .connection_timeout(options.connection_timeout);
+    if let Some(timeout) = options.statement_timeout {
+        builder = builder.connection_customizer(Box::new(StatementTimeout(timeout)));
+    }
+    builder
         .build(manager)
         .map_err(|e| Error::Connection(ConnectionError::BadConnection(e.to_string())))
 }
