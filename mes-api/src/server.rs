@@ -178,6 +178,7 @@ fn seed_units(conn: &mut db::DbConnection) -> Result<(), ApiError> {
 /// embedded services.
 pub fn rocket(figment: Figment, app: App) -> Rocket<Build> {
     let metrics = app.http_metrics.fairing();
+    app.set_served_over_tls(figment.contains("tls"));
     rocket::custom(figment)
         .manage(app)
         .mount("/", crate::routes::routes())
