@@ -204,7 +204,8 @@ function signOut(message = "") {
   showSignIn(message);
 }
 
-const canAnswer = () => state.me?.role === "operator";
+// Roles are ordered viewer < operator < admin: operators and admins may answer and edit.
+const canAnswer = () => state.me?.role === "operator" || state.me?.role === "admin";
 
 // ---------- tabs ----------
 
@@ -917,6 +918,19 @@ function connect() {
   source.addEventListener("outbox", (e) => onOutbox(JSON.parse(e.data)));
   source.addEventListener("chain", (e) => setBehind(JSON.parse(e.data).fences.length > 0));
   source.addEventListener("poll_error", () => setLive("Live (the chain is not answering)", "on"));
+  // The key was removed or rotated, or the session ended: a new session with the key
+  // in hand either works (the session had merely expired) or signs out.
+  source.addEventListener("signed_out", async () => {
+    source.close();
+    if (source !== state.events) return;
+    try {
+      await api("POST", "/api/session");
+      if (state.key && source === state.events) connect();
+    } catch (e) {
+      if (e.status === 401) signOut("Your key was removed or replaced. Sign in again with a valid key.");
+      else source.onerror();
+    }
+  });
   source.addEventListener("lagged", () => {
     for (const tab of ["partners", "orders"]) if (state.lists[tab].loaded) loadList(tab);
     if (state.tab === "units" || state.tab === "outbox") refresh(state.tab);

@@ -52,6 +52,7 @@ pub struct App {
     stop: rocket::tokio::sync::watch::Sender<bool>,
     background: Mutex<Vec<rocket::tokio::task::JoinHandle<()>>>,
     started: std::sync::atomic::AtomicBool,
+    served_over_tls: std::sync::atomic::AtomicBool,
 }
 
 /// The relay's settings for a server whose chain requests time out after `timeout`:
@@ -143,6 +144,23 @@ impl App {
             stop: rocket::tokio::sync::watch::channel(false).0,
             background: Mutex::new(Vec::new()),
             started: std::sync::atomic::AtomicBool::new(false),
+            served_over_tls: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    /// Records whether Rocket serves TLS itself (`ROCKET_TLS`), which makes session
+    /// cookies `Secure` unless `MES_COOKIE_SECURE` says otherwise.
+    pub fn set_served_over_tls(&self, tls: bool) {
+        self.served_over_tls
+            .store(tls, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether session cookies get the `Secure` attribute: `MES_COOKIE_SECURE`, else
+    /// whether Rocket serves TLS itself.
+    pub fn cookie_secure(&self) -> bool {
+        self.settings.cookie_secure.unwrap_or_else(|| {
+            self.served_over_tls
+                .load(std::sync::atomic::Ordering::Relaxed)
         })
     }
 

@@ -1,41 +1,56 @@
-//! Who is calling: `Authorization: Bearer <key>` checked against `operators`.
+//! Who is calling: `Authorization: Bearer <key>` checked against `operators`, or the
+//! console's session cookie checked against `sessions`.
 //!
-//! Two guards: [`Reader`] (a viewer or an operator: lists and reads) and [`Writer`]
-//! (an operator: answers and changes). A missing or unknown key is 401, a viewer
-//! where an operator is needed 403, both as JSON errors. Verified keys are cached
-//! for a few seconds so that a busy list endpoint does not hit the database on every
-//! call; removing an operator takes effect within that time.
+//! Roles are ordered, viewer < operator < admin, and each guard asks for the least
+//! role that may pass: [`Reader`] (anyone signed in: lists and reads), [`Writer`] (an
+//! operator or admin: answers and changes) and [`Admin`] (the chain identity and the
+//! operators themselves). A missing or unknown key is 401, a role too low 403, both as
+//! JSON errors.
+//!
+//! Verified credentials are cached for [`CACHE_TTL`] (1 s) so that a burst of calls
+//! does not hit the database on every one. That is also the longest a removed or
+//! rotated key keeps working on an instance that did not make the change (the one
+//! that did forgets its cache at once): every instance reads the same database, so
+//! removal takes effect everywhere within 2 s with a query in flight counted.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use mes_core::db::operators::{self, ROLE_OPERATOR, ROLE_VIEWER};
+use mes_core::db::operators::{self, ROLE_ADMIN, ROLE_OPERATOR, ROLE_VIEWER};
+use mes_core::db::sessions;
 use rocket::State;
 use rocket::http::Status;
 use rocket::request::{FromRequest, Outcome, Request};
 
 use crate::app::App;
+use crate::db::Db;
 use crate::error::{ApiError, code, stash};
 
-/// How long a verified key is trusted without asking the database again.
-const CACHE_TTL: Duration = Duration::from_secs(10);
-/// Most keys cached; the cache is cleared when full (it refills from the database).
+/// How long a verified key or session is trusted without asking the database again.
+/// At most 2 s, so that a removed or rotated key fails on every instance within 2 s.
+pub const CACHE_TTL: Duration = Duration::from_secs(1);
+/// Most credentials cached; the cache is cleared when full (it refills from the
+/// database).
 const CACHE_MAX: usize = 10_000;
 
-/// What an operator may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What an operator may do; ordered, so `role >= Role::Operator` asks "may write".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Role {
     /// Lists and reads.
     Viewer,
-    /// Also answers requests and changes settings.
+    /// Also answers requests, changes units, stores and runs reports, acts on the
+    /// outbox.
     Operator,
+    /// Also manages the chain identity (tokens) and the operators.
+    Admin,
 }
 
 impl Role {
     /// Parses the stored role.
     pub fn parse(role: &str) -> Option<Role> {
         match role {
+            ROLE_ADMIN => Some(Role::Admin),
             ROLE_OPERATOR => Some(Role::Operator),
             ROLE_VIEWER => Some(Role::Viewer),
             _ => None,
@@ -47,6 +62,7 @@ impl Role {
         match self {
             Role::Viewer => ROLE_VIEWER,
             Role::Operator => ROLE_OPERATOR,
+            Role::Admin => ROLE_ADMIN,
         }
     }
 }
@@ -54,40 +70,102 @@ impl Role {
 /// An authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
+    /// The operator's database id (sessions refer to it).
+    pub id: i64,
     /// The operator's name, recorded with each decision.
     pub name: String,
     /// The operator's role.
     pub role: Role,
 }
 
-/// Verified keys by hash, with when they were verified.
+/// What a caller presented, as stored (a SHA-256, never the secret itself), so that a
+/// long-lived event stream can ask again later whether it still holds.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// An operator key (`Authorization: Bearer`), by [`operators::hash_key`].
+    Key(String),
+    /// A console session (the [`SESSION_COOKIE`]), by [`sessions::hash_id`].
+    Session(String),
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Credential::Key(_) => "Key(<redacted>)",
+            Credential::Session(_) => "Session(<redacted>)",
+        })
+    }
+}
+
+impl Credential {
+    fn cache_key(&self) -> String {
+        match self {
+            Credential::Key(hash) => format!("k:{hash}"),
+            Credential::Session(hash) => format!("s:{hash}"),
+        }
+    }
+}
+
+/// Verified credentials, with when they were verified.
 #[derive(Debug, Default)]
 pub struct AuthCache {
     entries: Mutex<HashMap<String, (Caller, Instant)>>,
 }
 
 impl AuthCache {
-    fn get(&self, hash: &str) -> Option<Caller> {
+    fn get(&self, key: &str) -> Option<Caller> {
         let entries = self.entries.lock().ok()?;
-        let (caller, at) = entries.get(hash)?;
+        let (caller, at) = entries.get(key)?;
         (at.elapsed() < CACHE_TTL).then(|| caller.clone())
     }
 
-    fn put(&self, hash: String, caller: Caller) {
+    fn put(&self, key: String, caller: Caller) {
         if let Ok(mut entries) = self.entries.lock() {
             if entries.len() >= CACHE_MAX {
                 entries.clear();
             }
-            entries.insert(hash, (caller, Instant::now()));
+            entries.insert(key, (caller, Instant::now()));
         }
     }
 
-    /// Forgets every verified key (after operators change).
+    /// Forgets every verified credential (after operators change), so that this
+    /// instance refuses a removed key at once.
     pub fn clear(&self) {
         if let Ok(mut entries) = self.entries.lock() {
             entries.clear();
         }
     }
+}
+
+/// Asks the database who `credential` belongs to, now (no cache): an operator key, or
+/// a session that has not ended. Records the operator's last use (at most once a
+/// minute). `None`: unknown, removed, rotated or ended.
+pub async fn lookup(db: &Db, credential: &Credential) -> Result<Option<Caller>, ApiError> {
+    let credential = credential.clone();
+    let found = db
+        .run(move |conn| {
+            let now = mes_core::db::now();
+            let found = match &credential {
+                Credential::Key(hash) => operators::by_key_hash(conn, hash)?,
+                Credential::Session(hash) => sessions::operator_of(conn, hash, now)?,
+            };
+            if let Some(op) = &found
+                && operators::needs_touch(op, now)
+                && let Err(e) = operators::touch(conn, op.id, now)
+            {
+                // Bookkeeping only: the caller is let in all the same.
+                tracing::warn!(operator = %op.name, "recording the last use of a key: {e}");
+            }
+            Ok(found)
+        })
+        .await?;
+    Ok(found.and_then(|op| {
+        Role::parse(&op.role).map(|role| Caller {
+            id: op.id,
+            name: op.name,
+            role,
+        })
+    }))
 }
 
 /// The key of an `Authorization: Bearer <key>` header, if well-formed.
@@ -98,96 +176,138 @@ fn bearer<'a>(request: &'a Request<'_>) -> Option<&'a str> {
     (scheme.eq_ignore_ascii_case("bearer") && !key.is_empty()).then_some(key)
 }
 
-/// Cookie that carries the operator key to `GET /api/events` only (an `EventSource`
-/// cannot send headers; a key in the query string would land in access logs). Set by
-/// `POST /api/session`: HttpOnly, SameSite=Strict, path `/api/events`, ends with the
-/// browser session.
+/// Cookie that opens `GET /api/events` (an `EventSource` cannot send headers; a key
+/// in the query string would land in access logs). Set by `POST /api/session`: it
+/// holds an opaque session id, never the key (only the id's SHA-256 is stored, in
+/// `sessions`); HttpOnly, SameSite=Strict, path `/api/events`, `Secure` when
+/// `MES_COOKIE_SECURE` says so; the session ends server-side after `MES_SESSION_TTL`.
 pub const SESSION_COOKIE: &str = "mes_session";
+
+/// The same session id for `DELETE /api/session` only (path `/api/session`), so that
+/// signing out ends the session on the server: the browser does not send
+/// [`SESSION_COOKIE`] outside `/api/events`.
+pub const SIGN_OUT_COOKIE: &str = "mes_session_end";
+
+fn unauthenticated(message: &str) -> ApiError {
+    ApiError::new(Status::Unauthorized, code::UNAUTHENTICATED, message)
+}
 
 async fn authenticate(request: &Request<'_>) -> Result<Caller, ApiError> {
     let Some(key) = bearer(request) else {
-        return Err(ApiError::new(
-            Status::Unauthorized,
-            code::UNAUTHENTICATED,
+        return Err(unauthenticated(
             "an `Authorization: Bearer <key>` header is required (`mes-api operator add`)",
         ));
     };
-    verify(request, key).await
+    verify(request, &Credential::Key(operators::hash_key(key))).await
 }
 
-async fn verify(request: &Request<'_>, key: &str) -> Result<Caller, ApiError> {
+/// Who `credential` belongs to, from the cache or the database.
+async fn verify(request: &Request<'_>, credential: &Credential) -> Result<Caller, ApiError> {
     let app = request
         .guard::<&State<App>>()
         .await
         .success_or_else(|| ApiError::internal("the application state is missing"))?;
-    let hash = operators::hash_key(key);
-    if let Some(caller) = app.auth.get(&hash) {
+    let cache_key = credential.cache_key();
+    if let Some(caller) = app.auth.get(&cache_key) {
         return Ok(caller);
     }
-    let lookup = hash.clone();
-    let found = app
-        .db
-        .run(move |conn| Ok(operators::by_key_hash(conn, &lookup)?))
-        .await?;
-    let caller = found
-        .and_then(|op| {
-            Role::parse(&op.role).map(|role| Caller {
-                name: op.name,
-                role,
-            })
+    let caller = lookup(&app.db, credential).await?.ok_or_else(|| {
+        unauthenticated(match credential {
+            Credential::Key(_) => "unknown key",
+            Credential::Session(_) => "the session has ended: sign in again",
         })
-        .ok_or_else(|| ApiError::new(Status::Unauthorized, code::UNAUTHENTICATED, "unknown key"))?;
-    app.auth.put(hash, caller.clone());
+    })?;
+    app.auth.put(cache_key, caller.clone());
     Ok(caller)
 }
 
 /// Any authenticated caller of the event stream: the key comes from the
-/// `Authorization` header or from the [`SESSION_COOKIE`].
+/// `Authorization` header, or the session from the [`SESSION_COOKIE`]. The stream
+/// asks again every `MES_SESSION_RECHECK_SECS` whether `credential` still holds.
 #[derive(Debug, Clone)]
-pub struct StreamReader(pub Caller);
+pub struct StreamReader {
+    /// Who it is.
+    pub caller: Caller,
+    /// What it presented.
+    pub credential: Credential,
+}
 
 #[rocket::async_trait]
 impl<'r> FromRequest<'r> for StreamReader {
     type Error = ApiError;
 
     async fn from_request(request: &'r Request<'_>) -> Outcome<Self, ApiError> {
-        let result = match bearer(request) {
-            Some(key) => verify(request, key).await,
-            None => match request.cookies().get(SESSION_COOKIE) {
-                Some(cookie) if !cookie.value().trim().is_empty() => {
-                    verify(request, cookie.value().trim()).await
-                }
-                _ => Err(ApiError::new(
-                    Status::Unauthorized,
-                    code::UNAUTHENTICATED,
-                    "sign in first (POST /api/session sets the stream's cookie) or send `Authorization: Bearer <key>`",
-                )),
-            },
+        let credential = match bearer(request) {
+            Some(key) => Some(Credential::Key(operators::hash_key(key))),
+            None => request
+                .cookies()
+                .get(SESSION_COOKIE)
+                .map(|cookie| cookie.value().trim())
+                .filter(|id| !id.is_empty())
+                .map(|id| Credential::Session(sessions::hash_id(id))),
+        };
+        let result = match credential {
+            Some(credential) => verify(request, &credential)
+                .await
+                .map(|caller| StreamReader { caller, credential }),
+            None => Err(unauthenticated(
+                "sign in first (POST /api/session sets the stream's cookie) or send `Authorization: Bearer <key>`",
+            )),
         };
         match result {
-            Ok(caller) => Outcome::Success(StreamReader(caller)),
+            Ok(reader) => Outcome::Success(reader),
             Err(e) => Outcome::Error((stash(request, e.clone()), e)),
         }
     }
 }
 
-/// Any authenticated caller: may list and read.
+/// Authenticates by bearer key and requires at least `least`: 401 without a known
+/// key, 403 below the role.
+async fn require(request: &Request<'_>, least: Role) -> Outcome<Caller, ApiError> {
+    let result = authenticate(request).await.and_then(|caller| {
+        if caller.role >= least {
+            Ok(caller)
+        } else {
+            let who = match least {
+                Role::Admin => "admins",
+                Role::Operator | Role::Viewer => "operators and admins",
+            };
+            Err(ApiError::new(
+                Status::Forbidden,
+                code::FORBIDDEN,
+                format!(
+                    "{} is a {}: only {who} may do this",
+                    caller.name,
+                    caller.role.as_str()
+                ),
+            ))
+        }
+    });
+    match result {
+        Ok(caller) => Outcome::Success(caller),
+        Err(e) => Outcome::Error((stash(request, e.clone()), e)),
+    }
+}
+
+/// Any authenticated caller (viewer and up): may list and read.
 #[derive(Debug, Clone)]
 pub struct Reader(pub Caller);
 
-/// An operator: may also answer requests and change settings.
+/// An operator or admin: may also answer requests, change units, store and run
+/// reports, act on the outbox.
 #[derive(Debug, Clone)]
 pub struct Writer(pub Caller);
+
+/// An admin: may also manage the chain identity (tokens) and the operators.
+#[derive(Debug, Clone)]
+pub struct Admin(pub Caller);
 
 #[rocket::async_trait]
 impl<'r> FromRequest<'r> for Reader {
     type Error = ApiError;
 
     async fn from_request(request: &'r Request<'_>) -> Outcome<Self, ApiError> {
-        match authenticate(request).await {
-            Ok(caller) => Outcome::Success(Reader(caller)),
-            Err(e) => Outcome::Error((stash(request, e.clone()), e)),
-        }
+        require(request, Role::Viewer).await.map(Reader)
     }
 }
 
@@ -196,54 +316,35 @@ impl<'r> FromRequest<'r> for Writer {
     type Error = ApiError;
 
     async fn from_request(request: &'r Request<'_>) -> Outcome<Self, ApiError> {
-        match authenticate(request).await {
-            Ok(caller) if caller.role == Role::Operator => Outcome::Success(Writer(caller)),
-            Ok(caller) => {
-                let e = ApiError::new(
-                    Status::Forbidden,
-                    code::FORBIDDEN,
-                    format!(
-                        "{} is a {}: only operators may do this",
-                        caller.name,
-                        caller.role.as_str()
-                    ),
-                );
-                Outcome::Error((stash(request, e.clone()), e))
-            }
-            Err(e) => Outcome::Error((stash(request, e.clone()), e)),
-        }
-    }
-}
-
-/// The verified caller and the key it presented, for `POST /api/session`, which
-/// hands the key to the browser's event-stream cookie.
-pub struct KeyedReader {
-    /// Who it is.
-    pub caller: Caller,
-    /// The key (a secret: never log it).
-    pub key: String,
-}
-
-impl std::fmt::Debug for KeyedReader {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyedReader")
-            .field("caller", &self.caller)
-            .field("key", &"<redacted>")
-            .finish()
+        require(request, Role::Operator).await.map(Writer)
     }
 }
 
 #[rocket::async_trait]
-impl<'r> FromRequest<'r> for KeyedReader {
+impl<'r> FromRequest<'r> for Admin {
     type Error = ApiError;
 
     async fn from_request(request: &'r Request<'_>) -> Outcome<Self, ApiError> {
-        match authenticate(request).await {
-            Ok(caller) => Outcome::Success(KeyedReader {
-                caller,
-                key: bearer(request).unwrap_or_default().to_owned(),
-            }),
-            Err(e) => Outcome::Error((stash(request, e.clone()), e)),
+        require(request, Role::Admin).await.map(Admin)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_are_ordered_and_round_trip() {
+        assert!(Role::Viewer < Role::Operator && Role::Operator < Role::Admin);
+        for role in [Role::Viewer, Role::Operator, Role::Admin] {
+            assert_eq!(Role::parse(role.as_str()), Some(role));
         }
+        assert_eq!(Role::parse("root"), None);
+    }
+
+    #[test]
+    fn credentials_never_show_their_hash() {
+        let shown = format!("{:?}", Credential::Session("abc123".to_owned()));
+        assert!(!shown.contains("abc123"), "{shown}");
     }
 }

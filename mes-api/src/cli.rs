@@ -46,21 +46,39 @@ pub enum Command {
 
 /// `mes-api token …`.
 #[derive(Debug, Subcommand)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "parsed once per process; boxing would only complicate the clap derive"
+)]
 pub enum TokenCommand {
     /// Stores a token; `--instance-type Master` replaces the master token.
+    ///
+    /// Secrets given as arguments are visible to every local user (`ps`): prefer
+    /// `--token-file` and `--password-file` (`-` reads standard input).
     Put {
         /// `Master` for the token every request carries.
         #[arg(long)]
         instance_type: String,
-        /// The token.
-        #[arg(long)]
-        token: String,
+        /// The token (visible in `ps`: prefer `--token-file`).
+        #[arg(
+            long,
+            required_unless_present = "token_file",
+            conflicts_with = "token_file"
+        )]
+        token: Option<String>,
+        /// A file holding the token (its first line), or `-` for standard input.
+        #[arg(long, value_name = "FILE")]
+        token_file: Option<PathBuf>,
         /// The MES's public key on the chain.
         #[arg(long)]
         public_key: Option<String>,
-        /// A password that goes with the identity.
-        #[arg(long)]
+        /// A password that goes with the identity (visible in `ps`: prefer
+        /// `--password-file`).
+        #[arg(long, conflicts_with = "password_file")]
         password: Option<String>,
+        /// A file holding the password (its first line), or `-` for standard input.
+        #[arg(long, value_name = "FILE")]
+        password_file: Option<PathBuf>,
         /// The chain record that stands for this MES.
         #[arg(long)]
         record_id: Option<String>,
@@ -86,24 +104,39 @@ pub enum OperatorCommand {
         #[arg(long, value_enum, default_value_t = RoleArg::Operator)]
         role: RoleArg,
     },
-    /// Lists the operators (never their keys).
+    /// Removes an operator: its key and its console sessions stop working on every
+    /// instance within 2 s. Its past decisions keep its name.
+    Remove {
+        /// The operator's name.
+        name: String,
+    },
+    /// Gives an operator a new key and prints it, once: the old key and its console
+    /// sessions stop working on every instance within 2 s.
+    Rotate {
+        /// The operator's name.
+        name: String,
+    },
+    /// Lists the operators with role, when added and when last used (never keys).
     List,
 }
 
 /// `--role`.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum RoleArg {
-    /// Lists, answers and administers.
-    Operator,
     /// Lists and reads only.
     Viewer,
+    /// Also answers requests, changes units, stores and runs reports.
+    Operator,
+    /// Also manages tokens and operators.
+    Admin,
 }
 
 impl RoleArg {
     fn as_str(self) -> &'static str {
         match self {
-            RoleArg::Operator => operators::ROLE_OPERATOR,
             RoleArg::Viewer => operators::ROLE_VIEWER,
+            RoleArg::Operator => operators::ROLE_OPERATOR,
+            RoleArg::Admin => operators::ROLE_ADMIN,
         }
     }
 }
@@ -204,12 +237,30 @@ fn token(command: TokenCommand, settings: &Settings) -> Result<(), ConfigError> 
         TokenCommand::Put {
             instance_type,
             token,
+            token_file,
             public_key,
             password,
+            password_file,
             record_id,
             topic,
             name,
         } => {
+            if token_file.as_deref().is_some_and(is_stdin)
+                && password_file.as_deref().is_some_and(is_stdin)
+            {
+                return Err(ConfigError::new(
+                    "--token-file/--password-file",
+                    "only one of them can read standard input (`-`)",
+                ));
+            }
+            let token = match token_file {
+                Some(path) => read_secret(&path, "--token-file")?,
+                None => token.unwrap_or_default(),
+            };
+            let password = match password_file {
+                Some(path) => Some(read_secret(&path, "--password-file")?),
+                None => password,
+            };
             if instance_type.trim().is_empty() || token.trim().is_empty() {
                 return Err(ConfigError::new(
                     "--instance-type/--token",
@@ -264,6 +315,38 @@ fn token(command: TokenCommand, settings: &Settings) -> Result<(), ConfigError> 
     Ok(())
 }
 
+fn is_stdin(path: &Path) -> bool {
+    path.as_os_str() == "-"
+}
+
+/// The first line of `path` (or of standard input for `-`), without its line end: how
+/// `token put` takes a secret without putting it on the command line.
+fn read_secret(path: &Path, flag: &str) -> Result<String, ConfigError> {
+    let text = if is_stdin(path) {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .map_err(|e| ConfigError::new(flag, format!("cannot read standard input: {e}")))?;
+        line
+    } else {
+        std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new(flag, format!("cannot read {}: {e}", path.display())))?
+    };
+    let secret = text.lines().next().unwrap_or_default().trim().to_owned();
+    if secret.is_empty() {
+        return Err(ConfigError::new(flag, "the secret is empty"));
+    }
+    Ok(secret)
+}
+
+/// `2026-12-01 10:42:00 UTC`, or `never`.
+fn when(at: Option<chrono::NaiveDateTime>) -> String {
+    at.map_or_else(
+        || "never".to_owned(),
+        |at| format!("{} UTC", at.format("%Y-%m-%d %H:%M:%S")),
+    )
+}
+
 fn operator(command: OperatorCommand, settings: &Settings) -> Result<(), ConfigError> {
     let mut conn = server::connect_db(settings)?;
     let mut out = std::io::stdout().lock();
@@ -299,9 +382,51 @@ fn operator(command: OperatorCommand, settings: &Settings) -> Result<(), ConfigE
             )
             .map_err(io_error)?;
         }
+        OperatorCommand::Remove { name } => {
+            if !operators::remove(&mut conn, name.trim()).map_err(db_error)? {
+                return Err(ConfigError::new(
+                    "NAME",
+                    format!("no operator called {:?}", name.trim()),
+                ));
+            }
+            writeln!(
+                out,
+                "removed {}: its key and sessions stop working on every instance within 2 s",
+                name.trim()
+            )
+            .map_err(io_error)?;
+        }
+        OperatorCommand::Rotate { name } => {
+            let key = operators::new_key();
+            let Some(stored) =
+                operators::rotate(&mut conn, name.trim(), &operators::hash_key(&key))
+                    .map_err(db_error)?
+            else {
+                return Err(ConfigError::new(
+                    "NAME",
+                    format!("no operator called {:?}", name.trim()),
+                ));
+            };
+            writeln!(
+                out,
+                "rotated the key of {} {} (the old key and its sessions stop working on every instance within 2 s). Its new key, shown only now:\n{key}",
+                stored.role, stored.name
+            )
+            .map_err(io_error)?;
+        }
         OperatorCommand::List => {
+            writeln!(out, "id\tname\trole\tcreated\tlast used").map_err(io_error)?;
             for op in operators::list(&mut conn).map_err(db_error)? {
-                writeln!(out, "{}\t{}\t{}", op.id, op.name, op.role).map_err(io_error)?;
+                writeln!(
+                    out,
+                    "{}\t{}\t{}\t{}\t{}",
+                    op.id,
+                    op.name,
+                    op.role,
+                    when(Some(op.created_at)),
+                    when(op.last_used_at)
+                )
+                .map_err(io_error)?;
             }
         }
     }
@@ -329,8 +454,12 @@ fn keygen(settings: &Settings, out: Option<PathBuf>, force: bool) -> Result<(), 
 }
 
 /// Writes `hex` to `path`, readable by the owner only, refusing to overwrite unless
-/// `force`.
+/// `force`, and refusing an existing file that group or others may read (overwriting
+/// keeps a file's mode, so the new key would be as exposed as the old one).
 pub fn write_key(path: &Path, hex: &str, force: bool) -> std::io::Result<()> {
+    if force && path.exists() {
+        config::owner_only(path).map_err(std::io::Error::other)?;
+    }
     if let Some(dir) = path.parent()
         && !dir.as_os_str().is_empty()
     {
@@ -346,5 +475,8 @@ pub fn write_key(path: &Path, hex: &str, force: bool) -> std::io::Result<()> {
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let mut file = options.open(path)?;
-    writeln!(file, "{hex}")
+    writeln!(file, "{hex}")?;
+    drop(file);
+    // The umask may have taken bits away, never added any; check what the server will.
+    config::owner_only(path).map_err(std::io::Error::other)
 }

@@ -140,6 +140,15 @@ pub struct Settings {
     /// The `chat_id` of Telegram-format webhooks.
     #[serde(deserialize_with = "string_or_number")]
     pub telegram_chat_id: Option<String>,
+    /// How long a console session (`POST /api/session`) lasts, e.g. `12h`, `30m`.
+    pub session_ttl: String,
+    /// Seconds between two checks, by each open event stream, that its key or session
+    /// still holds; the stream closes when it does not.
+    pub session_recheck_secs: u64,
+    /// Whether the session cookie is `Secure` (sent over HTTPS only). Unset: on when
+    /// Rocket serves TLS itself (`ROCKET_TLS`); set it to `true` behind a reverse proxy
+    /// that terminates TLS.
+    pub cookie_secure: Option<bool>,
 }
 
 /// Accepts `-100123` (read from the environment as a number) as well as `"@plant"`.
@@ -252,6 +261,9 @@ impl Default for Settings {
             webhook_format: "json".to_owned(),
             webhook_allow_http: false,
             telegram_chat_id: None,
+            session_ttl: "12h".to_owned(),
+            session_recheck_secs: 60,
+            cookie_secure: None,
         }
     }
 }
@@ -366,6 +378,9 @@ impl Settings {
             "webhook_format",
             "webhook_allow_http",
             "telegram_chat_id",
+            "session_ttl",
+            "session_recheck_secs",
+            "cookie_secure",
         ]
     }
 
@@ -438,6 +453,13 @@ impl Settings {
             ));
         }
         self.webhooks()?;
+        self.session_ttl()?;
+        if self.session_recheck_secs == 0 {
+            return Err(ConfigError::new(
+                "MES_SESSION_RECHECK_SECS",
+                "must be at least 1 (seconds)",
+            ));
+        }
         if let Some(url) = &self.database_url
             && url.trim().is_empty()
         {
@@ -642,6 +664,33 @@ impl Settings {
         }
     }
 
+    /// How long a console session lasts (`MES_SESSION_TTL`): 1 minute to 30 days.
+    pub fn session_ttl(&self) -> Result<Duration, ConfigError> {
+        let text = self.session_ttl.trim();
+        let parsed = match text.parse::<u64>() {
+            Ok(secs) => Ok(Duration::from_secs(secs)),
+            Err(_) => humantime::parse_duration(text).map_err(|e| e.to_string()),
+        };
+        match parsed {
+            Ok(d) if d >= Duration::from_secs(60) && d <= Duration::from_secs(30 * 24 * 3600) => {
+                Ok(d)
+            }
+            Ok(_) => Err(ConfigError::new(
+                "MES_SESSION_TTL",
+                "must be at least 1m and at most 30 days",
+            )),
+            Err(e) => Err(ConfigError::new(
+                "MES_SESSION_TTL",
+                format!("not a duration like 12h or 30m: {e}"),
+            )),
+        }
+    }
+
+    /// How often an open event stream checks that its key or session still holds.
+    pub fn session_recheck(&self) -> Duration {
+        Duration::from_secs(self.session_recheck_secs.max(1))
+    }
+
     /// The parsed correlation mode.
     pub fn correlation_mode(&self) -> Result<CorrelationMode, ConfigError> {
         self.correlation
@@ -685,6 +734,7 @@ impl Settings {
         let Some(path) = &self.signing_key_file else {
             return Ok(None);
         };
+        owner_only(path).map_err(|e| ConfigError::new("MES_SIGNING_KEY_FILE", e))?;
         let text = read_key_file(path, "MES_SIGNING_KEY_FILE")?;
         SigningKey::from_hex(&text).map(Some).map_err(|e| {
             ConfigError::new(
@@ -741,6 +791,30 @@ fn parse_duration(text: &str, setting: &str) -> Result<Duration, ConfigError> {
             ConfigError::new(setting, format!("not a duration like 2s, 500ms or 1m: {e}"))
         }),
     }
+}
+
+/// Refuses a secret file that group or others may read (or write): a signing key
+/// readable by every local user is a leaked key. The message says how to fix it.
+pub fn owner_only(path: &Path) -> Result<(), String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            return Err(format!(
+                "{} is readable by group or others (mode {:04o}); make it the owner's only: chmod 600 {}",
+                path.display(),
+                mode & 0o7777,
+                path.display()
+            ));
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
 }
 
 fn read_key_file(path: &Path, setting: &str) -> Result<String, ConfigError> {
@@ -868,6 +942,50 @@ mod tests {
         let shown = format!("{hooks:?}");
         assert!(!shown.contains("SECRET"), "{shown}");
         assert!(from(&[]).unwrap().webhooks().unwrap().is_empty());
+    }
+
+    #[test]
+    fn session_settings_have_defaults_and_limits() {
+        let s = from(&[]).unwrap();
+        assert_eq!(s.session_ttl().unwrap(), Duration::from_secs(12 * 3600));
+        assert_eq!(s.session_recheck(), Duration::from_secs(60));
+        assert_eq!(s.cookie_secure, None);
+        let s = from(&[
+            ("MES_SESSION_TTL", "30m"),
+            ("MES_SESSION_RECHECK_SECS", "2"),
+            ("MES_COOKIE_SECURE", "true"),
+        ])
+        .unwrap();
+        assert_eq!(s.session_ttl().unwrap(), Duration::from_secs(1800));
+        assert_eq!(s.session_recheck(), Duration::from_secs(2));
+        assert_eq!(s.cookie_secure, Some(true));
+        for bad in ["soon", "10s", "90d"] {
+            let e = from(&[("MES_SESSION_TTL", bad)]).unwrap_err();
+            assert_eq!(e.setting, "MES_SESSION_TTL", "{bad}: {e}");
+        }
+        let e = from(&[("MES_SESSION_RECHECK_SECS", "0")]).unwrap_err();
+        assert_eq!(e.setting, "MES_SESSION_RECHECK_SECS");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_signing_key_readable_by_others_is_refused() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = std::env::temp_dir().join(format!("mes-key-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("signing.key");
+        std::fs::write(&path, SigningKey::generate().to_hex()).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let s = Settings {
+            signing_key_file: Some(path.clone()),
+            ..Settings::default()
+        };
+        let e = s.signing_key().unwrap_err();
+        assert_eq!(e.setting, "MES_SIGNING_KEY_FILE");
+        assert!(e.message.contains("chmod 600"), "{e}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(s.signing_key().unwrap().is_some());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

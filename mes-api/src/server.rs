@@ -237,6 +237,7 @@ pub fn rocket(figment: Figment, app: App) -> Rocket<Build> {
     let needed = u32::try_from(needed).unwrap_or(u32::MAX);
     let configured: u32 = figment.extract_inner("shutdown.grace").unwrap_or(0);
     let figment = figment.merge(("shutdown.grace", configured.max(needed)));
+    app.set_served_over_tls(figment.contains("tls"));
     rocket::custom(figment)
         .manage(app)
         .mount("/", crate::routes::routes())

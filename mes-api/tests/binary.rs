@@ -216,6 +216,154 @@ fn commands_migrate_a_new_database_and_never_print_secrets() {
 }
 
 #[test]
+fn operators_are_added_rotated_removed_and_listed_and_secrets_come_from_files() {
+    let dir = Dir::new();
+    let run_with = |args: &[&str], stdin: Option<&str>| {
+        let mut child = command(&dir, &[])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut input = child.stdin.take().unwrap();
+        if let Some(text) = stdin {
+            input.write_all(text.as_bytes()).unwrap();
+        }
+        drop(input);
+        child.wait_with_output().unwrap()
+    };
+    let run = |args: &[&str]| {
+        let out = run_with(args, None);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let key_of = |out: &str| out.lines().last().unwrap().to_owned();
+
+    let ada = key_of(&run(&["operator", "add", "ada", "--role", "admin"]));
+    let olga = key_of(&run(&["operator", "add", "olga"]));
+    assert!(ada.starts_with("mesk_") && olga.starts_with("mesk_"));
+    let listed = run(&["operator", "list"]);
+    assert!(
+        listed.starts_with("id\tname\trole\tcreated\tlast used"),
+        "{listed}"
+    );
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.contains("\tada\tadmin\t") && l.ends_with("\tnever")),
+        "{listed}"
+    );
+    assert!(
+        listed.lines().any(|l| l.contains("\tolga\toperator\t")),
+        "{listed}"
+    );
+
+    let rotated = run(&["operator", "rotate", "olga"]);
+    let new = key_of(&rotated);
+    assert!(new.starts_with("mesk_") && new != olga, "{rotated}");
+    let url = dir.0.join("mes-data/mes.db").display().to_string();
+    let mut conn = mes_core::db::connect(&url).unwrap();
+    use mes_core::db::operators;
+    assert_eq!(
+        operators::by_key_hash(&mut conn, &operators::hash_key(&olga)).unwrap(),
+        None,
+        "the old key stops working"
+    );
+    assert!(
+        operators::by_key_hash(&mut conn, &operators::hash_key(&new))
+            .unwrap()
+            .is_some()
+    );
+
+    run(&["operator", "remove", "olga"]);
+    assert!(!run(&["operator", "list"]).contains("olga"));
+    for args in [
+        &["operator", "remove", "olga"][..],
+        &["operator", "rotate", "nobody"][..],
+    ] {
+        let out = run_with(args, None);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("no operator called"),
+            "{args:?}"
+        );
+    }
+    let out = run_with(&["operator", "add", "x", "--role", "root"], None);
+    assert!(!out.status.success(), "an unknown role is refused");
+
+    // Secrets from standard input and from a file, never from the command line.
+    std::fs::write(dir.0.join("pw.txt"), "pw-from-file\n").unwrap();
+    let out = run_with(
+        &[
+            "token",
+            "put",
+            "--instance-type",
+            "Master",
+            "--token-file",
+            "-",
+            "--password-file",
+            "pw.txt",
+        ],
+        Some("tok-from-stdin\n"),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let master = mes_core::db::tokens::master(&mut conn).unwrap().unwrap();
+    assert_eq!(master.token, "tok-from-stdin");
+    assert_eq!(master.password.as_deref(), Some("pw-from-file"));
+    let out = run_with(
+        &[
+            "token",
+            "put",
+            "--instance-type",
+            "Master",
+            "--token-file",
+            "-",
+        ],
+        Some("\n"),
+    );
+    assert_eq!(out.status.code(), Some(2), "an empty secret is refused");
+    let out = run_with(&["token", "put", "--instance-type", "Master"], None);
+    assert!(!out.status.success(), "a token is required");
+
+    // A signing key readable by others is refused by keygen (even with --force) and
+    // by the server.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let generated = run(&["keygen", "--out", "signing.key"]);
+        assert!(generated.contains("public key"), "{generated}");
+        let path = dir.0.join("signing.key");
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let out = run_with(&["keygen", "--out", "signing.key", "--force"], None);
+        assert_eq!(out.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("chmod 600"));
+        let out = command(&dir, &[("MES_SIGNING_KEY_FILE", "signing.key")])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.starts_with("mes-api: error: MES_SIGNING_KEY_FILE")
+                && stderr.contains("chmod 600"),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
 fn a_bad_setting_ends_with_one_line_naming_it() {
     let dir = Dir::new();
     for (env, setting) in [

@@ -10,7 +10,8 @@ use chrono::{Duration, NaiveDate};
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use mes_core::db::{
-    self, DbConnection, day_reports, decisions, operators, orders, outbox, schema, tokens, units,
+    self, DbConnection, day_reports, decisions, operators, orders, outbox, schema, sessions,
+    tokens, units,
 };
 
 use common::backend_tests;
@@ -629,9 +630,66 @@ backend_tests! {
         assert!(is_violation(&again, DatabaseErrorKind::UniqueViolation), "{again:?}");
         let bad_role = operators::create(
             conn,
-            &operators::NewOperator { name: "bob", role: "admin", key_hash: "h2" },
+            &operators::NewOperator { name: "bob", role: "root", key_hash: "h2" },
         );
         assert!(is_violation(&bad_role, DatabaseErrorKind::CheckViolation), "{bad_role:?}");
+        for role in operators::ROLES {
+            let name = format!("has-{role}");
+            let stored = operators::create(
+                conn,
+                &operators::NewOperator { name: &name, role, key_hash: &format!("h-{role}") },
+            )
+            .unwrap();
+            assert_eq!(stored.role, role);
+            assert_eq!(stored.last_used_at, None);
+        }
+    }
+
+    fn rotating_or_removing_an_operator_ends_its_key_and_sessions(conn: &mut DbConnection) {
+        let new = |name, hash| operators::NewOperator { name, role: operators::ROLE_OPERATOR, key_hash: hash };
+        let rita = operators::create(conn, &new("rita", "k1")).unwrap();
+        let omar = operators::create(conn, &new("omar", "k2")).unwrap();
+        let now = db::now();
+        let later = now + chrono::TimeDelta::hours(12);
+        let rita_session = sessions::hash_id(&sessions::new_id());
+        let omar_session = sessions::hash_id(&sessions::new_id());
+        sessions::create(conn, &rita_session, rita.id, now, later).unwrap();
+        sessions::create(conn, &omar_session, omar.id, now, later).unwrap();
+        assert_eq!(sessions::operator_of(conn, &rita_session, now).unwrap().map(|o| o.name), Some("rita".to_owned()));
+        assert_eq!(sessions::operator_of(conn, &rita_session, later).unwrap(), None, "ended at its expiry");
+
+        // Last use is written once a minute at most.
+        assert!(operators::needs_touch(&rita, now));
+        operators::touch(conn, rita.id, now).unwrap();
+        let touched = operators::by_name(conn, "rita").unwrap().unwrap();
+        assert_eq!(touched.last_used_at, Some(now));
+        assert!(!operators::needs_touch(&touched, now + chrono::TimeDelta::seconds(30)));
+        operators::touch(conn, rita.id, now + chrono::TimeDelta::seconds(30)).unwrap();
+        assert_eq!(operators::by_name(conn, "rita").unwrap().unwrap().last_used_at, Some(now));
+
+        let rotated = operators::rotate(conn, "rita", "k3").unwrap().unwrap();
+        assert_eq!(rotated.id, rita.id);
+        assert_eq!(operators::by_key_hash(conn, "k1").unwrap(), None, "the old key stops working");
+        assert_eq!(operators::by_key_hash(conn, "k3").unwrap().map(|o| o.id), Some(rita.id));
+        assert_eq!(sessions::operator_of(conn, &rita_session, now).unwrap(), None, "rotation ends the sessions");
+        assert_eq!(operators::rotate(conn, "nobody", "k4").unwrap(), None);
+
+        assert!(operators::remove(conn, "omar").unwrap());
+        assert!(!operators::remove(conn, "omar").unwrap());
+        assert_eq!(operators::by_key_hash(conn, "k2").unwrap(), None);
+        assert_eq!(sessions::operator_of(conn, &omar_session, now).unwrap(), None, "removal ends the sessions");
+        assert_eq!(sessions::count_for(conn, omar.id, now).unwrap(), 0);
+
+        // Sign-out ends one session; ended sessions are purged when a new one starts.
+        let one = sessions::hash_id(&sessions::new_id());
+        sessions::create(conn, &one, rita.id, now, later).unwrap();
+        assert!(sessions::delete(conn, &one).unwrap());
+        assert!(!sessions::delete(conn, &one).unwrap());
+        let old = sessions::hash_id(&sessions::new_id());
+        sessions::create(conn, &old, rita.id, now - chrono::TimeDelta::hours(13), now - chrono::TimeDelta::hours(1)).unwrap();
+        sessions::create(conn, &sessions::hash_id(&sessions::new_id()), rita.id, now, later).unwrap();
+        assert!(!sessions::delete(conn, &old).unwrap(), "purged");
+        assert_eq!(sessions::count_for(conn, rita.id, now).unwrap(), 1);
     }
 
     fn putting_an_operator_again_replaces_its_key_and_role(conn: &mut DbConnection) {

@@ -67,3 +67,24 @@ pub fn add_operators(conn: &mut mes_core::db::DbConnection) -> anyhow::Result<(S
     let operator = keys.pop().context("two keys")?;
     Ok((operator, viewer))
 }
+
+/// Stores an admin `ada` and returns its key: what tests of the admin routes (tokens,
+/// operators) sign in with, since operators may not use them.
+///
+/// # Errors
+///
+/// When the database refuses the row.
+pub fn add_admin(conn: &mut mes_core::db::DbConnection) -> anyhow::Result<String> {
+    use mes_core::db::operators;
+    let key = operators::new_key();
+    operators::create(
+        conn,
+        &operators::NewOperator {
+            name: "ada",
+            role: operators::ROLE_ADMIN,
+            key_hash: &operators::hash_key(&key),
+        },
+    )
+    .context("storing admin ada")?;
+    Ok(key)
+}

@@ -62,6 +62,7 @@ struct Server {
     token: String,
     operator: String,
     viewer: String,
+    admin: String,
     _db: Database,
 }
 
@@ -94,7 +95,7 @@ async fn server(options: Options) -> Server {
 
     let url = settings.database_url();
     let master = token.clone();
-    let (operator, viewer) = tokio::task::spawn_blocking(move || {
+    let (operator, viewer, admin) = tokio::task::spawn_blocking(move || {
         let mut conn = db::connect(&url).unwrap();
         if options.master {
             tokens::put(
@@ -108,7 +109,9 @@ async fn server(options: Options) -> Server {
             )
             .unwrap();
         }
-        mes_e2e::db::add_operators(&mut conn).unwrap()
+        let (operator, viewer) = mes_e2e::db::add_operators(&mut conn).unwrap();
+        let admin = mes_e2e::db::add_admin(&mut conn).unwrap();
+        (operator, viewer, admin)
     })
     .await
     .unwrap();
@@ -122,6 +125,7 @@ async fn server(options: Options) -> Server {
         token,
         operator,
         viewer,
+        admin,
         _db: database,
     }
 }
@@ -620,6 +624,13 @@ async fn tokens_are_managed_over_http_with_secrets_redacted() {
         "password": "pw-top-secret",
         "name": "MES 1",
     });
+    // Only an admin may replace the master token.
+    assert_error(
+        &s.post("/api/tokens", key, &body.to_string()).await,
+        Status::Forbidden,
+        "forbidden",
+    );
+    let key = Some(s.admin.as_str());
     let (status, stored) = s.post("/api/tokens", key, &body.to_string()).await;
     assert_eq!(status, Status::Ok, "{}", short(&stored));
     assert_eq!(stored["token"], "<redacted>");

@@ -217,9 +217,11 @@ impl Stack {
         assert!(session.status().is_success());
         let cookie = session
             .headers()
-            .get("set-cookie")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .filter_map(|v| v.split(';').next())
+            .find(|c| c.starts_with("mes_session="))
             .expect("POST /api/session sets the stream cookie")
             .to_owned();
         let mut response = self

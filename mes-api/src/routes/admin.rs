@@ -1,16 +1,21 @@
-//! Administration over HTTP: the MES's chain identity (`kafka_tokens`), the same as
-//! `mes-api token put|list`. Secrets (token, password) never leave the server.
+//! Administration over HTTP, for admins only: the MES's chain identity
+//! (`kafka_tokens`, the same as `mes-api token put|list`) and the operators (the same
+//! as `mes-api operator add|remove|rotate|list`). Secrets (token, password) never
+//! leave the server; an operator's key is shown once, in the answer that made it.
 
+use chrono::NaiveDateTime;
+use mes_core::db::operators::{self, Operator};
 use mes_core::db::tokens::{self, KafkaToken};
-use rocket::http::Status;
+use rocket::http::{Header, Status};
 use rocket::serde::json::Json;
-use rocket::{State, delete, get, post};
+use rocket::{Responder, State, delete, get, post};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::app::App;
-use crate::auth::Writer;
+use crate::auth::{Admin, Role};
 use crate::error::{ApiError, ApiResult, ErrorBody, code};
+use crate::routes::units::{ObjectBody, object_body};
 
 /// Shown instead of a secret.
 pub const REDACTED: &str = "<redacted>";
@@ -75,11 +80,11 @@ pub struct TokenPut {
     responses(
         (status = 200, description = "Tokens, secrets redacted", body = Vec<TokenView>),
         (status = 401, description = "No or unknown key", body = ErrorBody),
-        (status = 403, description = "Operators only", body = ErrorBody),
+        (status = 403, description = "Admins only", body = ErrorBody),
     ),
     security(("bearer" = [])))]
 #[get("/api/tokens")]
-pub async fn token_list(app: &State<App>, _caller: Writer) -> ApiResult<Json<Vec<TokenView>>> {
+pub async fn token_list(app: &State<App>, _caller: Admin) -> ApiResult<Json<Vec<TokenView>>> {
     let rows = app.db.run(|conn| Ok(tokens::list(conn)?)).await?;
     Ok(Json(rows.into_iter().map(Into::into).collect()))
 }
@@ -91,13 +96,13 @@ pub async fn token_list(app: &State<App>, _caller: Writer) -> ApiResult<Json<Vec
         (status = 200, description = "The stored token, secrets redacted", body = TokenView),
         (status = 400, description = "Malformed body", body = ErrorBody),
         (status = 401, description = "No or unknown key", body = ErrorBody),
-        (status = 403, description = "Operators only", body = ErrorBody),
+        (status = 403, description = "Admins only", body = ErrorBody),
     ),
     security(("bearer" = [])))]
 #[post("/api/tokens", data = "<body>")]
 pub async fn token_put(
     app: &State<App>,
-    caller: Writer,
+    caller: Admin,
     body: Result<Json<TokenPut>, rocket::serde::json::Error<'_>>,
 ) -> ApiResult<Json<TokenView>> {
     let body = body.map_err(|e| {
@@ -142,12 +147,12 @@ pub async fn token_put(
         (status = 204, description = "Removed"),
         (status = 400, description = "Malformed id", body = ErrorBody),
         (status = 401, description = "No or unknown key", body = ErrorBody),
-        (status = 403, description = "Operators only", body = ErrorBody),
+        (status = 403, description = "Admins only", body = ErrorBody),
         (status = 404, description = "No such token", body = ErrorBody),
     ),
     security(("bearer" = [])))]
 #[delete("/api/tokens/<id>")]
-pub async fn token_delete(app: &State<App>, _caller: Writer, id: &str) -> ApiResult<Status> {
+pub async fn token_delete(app: &State<App>, _caller: Admin, id: &str) -> ApiResult<Status> {
     let id: i64 = id
         .parse()
         .map_err(|_| ApiError::invalid("id", "must be a whole number"))?;
@@ -165,4 +170,227 @@ pub async fn token_delete(app: &State<App>, _caller: Writer, id: &str) -> ApiRes
             format!("no token {id}"),
         ))
     }
+}
+
+/// An operator as the API shows it: never its key nor the key's hash.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OperatorView {
+    /// Unique name, recorded with each decision.
+    pub name: String,
+    /// `viewer`, `operator` or `admin`.
+    pub role: String,
+    /// When it was added (UTC).
+    #[schema(value_type = String, example = "2026-12-01T10:42:00")]
+    pub created_at: NaiveDateTime,
+    /// When its key or one of its sessions was last accepted (UTC, to the minute);
+    /// `null` if never.
+    #[schema(value_type = Option<String>)]
+    pub last_used_at: Option<NaiveDateTime>,
+}
+
+impl From<Operator> for OperatorView {
+    fn from(op: Operator) -> Self {
+        OperatorView {
+            name: op.name,
+            role: op.role,
+            created_at: op.created_at,
+            last_used_at: op.last_used_at,
+        }
+    }
+}
+
+/// An operator with its new key: the one time the key is shown.
+#[derive(Serialize, ToSchema)]
+pub struct OperatorKey {
+    /// The operator.
+    #[serde(flatten)]
+    pub operator: OperatorView,
+    /// The key (`mesk_…`): shown only in this answer; only its hash is stored.
+    pub key: String,
+}
+
+impl std::fmt::Debug for OperatorKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OperatorKey")
+            .field("operator", &self.operator)
+            .field("key", &REDACTED)
+            .finish()
+    }
+}
+
+/// An answer that carries a new key: never stored by a cache or proxy.
+#[derive(Debug, Responder)]
+pub struct KeyAnswer {
+    inner: (Status, Json<OperatorKey>),
+    cache: Header<'static>,
+}
+
+impl KeyAnswer {
+    fn new(status: Status, key: OperatorKey) -> KeyAnswer {
+        KeyAnswer {
+            inner: (status, Json(key)),
+            cache: Header::new("Cache-Control", "no-store"),
+        }
+    }
+}
+
+/// Body of `POST /api/operators`: the arguments of `mes-api operator add`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OperatorAdd {
+    /// Unique name, 1–100 characters, no control characters.
+    pub name: String,
+    /// `viewer`, `operator` or `admin`.
+    pub role: String,
+}
+
+fn operator_name(name: &str) -> ApiResult<String> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+        return Err(ApiError::invalid(
+            "name",
+            "must have 1 to 100 characters, none of them a control character",
+        ));
+    }
+    Ok(name.to_owned())
+}
+
+fn no_operator(name: &str) -> ApiError {
+    ApiError::new(
+        Status::NotFound,
+        code::NOT_FOUND,
+        format!("no operator called {name:?}"),
+    )
+}
+
+/// `GET /api/operators`: every operator with role, when added and when last used.
+#[utoipa::path(get, path = "/api/operators", tag = "admin",
+    responses(
+        (status = 200, description = "Operators, in the order they were added", body = Vec<OperatorView>),
+        (status = 401, description = "No or unknown key", body = ErrorBody),
+        (status = 403, description = "Admins only", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+#[get("/api/operators")]
+pub async fn operator_list(app: &State<App>, _caller: Admin) -> ApiResult<Json<Vec<OperatorView>>> {
+    let rows = app.db.run(|conn| Ok(operators::list(conn)?)).await?;
+    Ok(Json(rows.into_iter().map(Into::into).collect()))
+}
+
+/// `POST /api/operators`: adds an operator and answers its key, once.
+#[utoipa::path(post, path = "/api/operators", tag = "admin",
+    request_body = OperatorAdd,
+    responses(
+        (status = 201, description = "Added; the key is in this answer only", body = OperatorKey),
+        (status = 400, description = "Malformed body, name or role", body = ErrorBody),
+        (status = 401, description = "No or unknown key", body = ErrorBody),
+        (status = 403, description = "Admins only", body = ErrorBody),
+        (status = 409, description = "An operator of that name exists", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+#[post("/api/operators", data = "<body>")]
+pub async fn operator_add(
+    app: &State<App>,
+    caller: Admin,
+    body: ObjectBody<'_>,
+) -> ApiResult<KeyAnswer> {
+    let body: OperatorAdd = object_body(body, "{\"name\", \"role\"}")?;
+    let name = operator_name(&body.name)?;
+    let role = Role::parse(body.role.trim())
+        .ok_or_else(|| ApiError::invalid("role", "must be viewer, operator or admin"))?;
+    let key = operators::new_key();
+    let key_hash = operators::hash_key(&key);
+    let lookup = name.clone();
+    let stored = app
+        .db
+        .run(move |conn| {
+            if operators::by_name(conn, &lookup)?.is_some() {
+                return Ok(None);
+            }
+            Ok(Some(operators::create(
+                conn,
+                &operators::NewOperator {
+                    name: &lookup,
+                    role: role.as_str(),
+                    key_hash: &key_hash,
+                },
+            )?))
+        })
+        .await?
+        .ok_or_else(|| {
+            ApiError::new(
+                Status::Conflict,
+                code::CONFLICT,
+                format!("an operator called {name:?} exists already"),
+            )
+        })?;
+    tracing::info!(admin = %caller.0.name, operator = %stored.name, role = %stored.role, "operator added");
+    Ok(KeyAnswer::new(
+        Status::Created,
+        OperatorKey {
+            operator: stored.into(),
+            key,
+        },
+    ))
+}
+
+/// `DELETE /api/operators/<name>`: removes an operator; its key and sessions stop
+/// working on every instance within 2 s, and its open event streams close at their
+/// next check (`MES_SESSION_RECHECK_SECS`).
+#[utoipa::path(delete, path = "/api/operators/{name}", tag = "admin",
+    params(("name" = String, Path, description = "The operator's name")),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 401, description = "No or unknown key", body = ErrorBody),
+        (status = 403, description = "Admins only", body = ErrorBody),
+        (status = 404, description = "No such operator", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+#[delete("/api/operators/<name>")]
+pub async fn operator_remove(app: &State<App>, caller: Admin, name: &str) -> ApiResult<Status> {
+    let name = name.trim().to_owned();
+    let target = name.clone();
+    let existed = app
+        .db
+        .run(move |conn| Ok(operators::remove(conn, &target)?))
+        .await?;
+    app.auth.clear();
+    if !existed {
+        return Err(no_operator(&name));
+    }
+    tracing::info!(admin = %caller.0.name, operator = %name, "operator removed");
+    Ok(Status::NoContent)
+}
+
+/// `POST /api/operators/<name>/rotate`: gives an operator a new key and answers it,
+/// once; the old key and its sessions stop working on every instance within 2 s.
+#[utoipa::path(post, path = "/api/operators/{name}/rotate", tag = "admin",
+    params(("name" = String, Path, description = "The operator's name")),
+    responses(
+        (status = 200, description = "The new key, in this answer only", body = OperatorKey),
+        (status = 401, description = "No or unknown key", body = ErrorBody),
+        (status = 403, description = "Admins only", body = ErrorBody),
+        (status = 404, description = "No such operator", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+#[post("/api/operators/<name>/rotate")]
+pub async fn operator_rotate(app: &State<App>, caller: Admin, name: &str) -> ApiResult<KeyAnswer> {
+    let name = name.trim().to_owned();
+    let key = operators::new_key();
+    let key_hash = operators::hash_key(&key);
+    let target = name.clone();
+    let rotated = app
+        .db
+        .run(move |conn| Ok(operators::rotate(conn, &target, &key_hash)?))
+        .await?;
+    app.auth.clear();
+    let stored = rotated.ok_or_else(|| no_operator(&name))?;
+    tracing::info!(admin = %caller.0.name, operator = %stored.name, "operator key rotated");
+    Ok(KeyAnswer::new(
+        Status::Ok,
+        OperatorKey {
+            operator: stored.into(),
+            key,
+        },
+    ))
 }

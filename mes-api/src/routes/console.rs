@@ -13,8 +13,8 @@ use serde_json::json;
 use utoipa::ToSchema;
 
 use crate::app::App;
-use crate::auth::{KeyedReader, Reader, SESSION_COOKIE, StreamReader};
-use crate::error::{ApiError, ErrorBody};
+use crate::auth::{self, Reader, SESSION_COOKIE, SIGN_OUT_COOKIE, StreamReader};
+use crate::error::{ApiError, ApiResult, ErrorBody};
 
 /// The console's files: name, content type, text.
 const ASSETS: &[(&str, &str, &str)] = &[
@@ -102,7 +102,8 @@ pub fn asset(name: &str) -> Result<Asset, ApiError> {
 pub struct Me {
     /// The operator's name.
     pub name: String,
-    /// `operator` (may answer and edit) or `viewer` (may only read).
+    /// `viewer` (may only read), `operator` (may also answer and edit) or `admin`
+    /// (may also manage tokens and operators).
     pub role: String,
 }
 
@@ -121,8 +122,27 @@ pub fn me(caller: Reader) -> Json<Me> {
     })
 }
 
-/// `POST /api/session`: checks the key and gives the browser the HttpOnly cookie
-/// that opens the event stream (an `EventSource` cannot send the header).
+/// A session cookie: HttpOnly, SameSite=Strict, on `path` only, `Secure` when the site
+/// is served over TLS (`MES_COOKIE_SECURE`). It ends with the browser session; the
+/// server ends the session itself after `MES_SESSION_TTL`.
+fn session_cookie(
+    name: &'static str,
+    id: String,
+    path: &'static str,
+    secure: bool,
+) -> Cookie<'static> {
+    Cookie::build((name, id))
+        .http_only(true)
+        .same_site(SameSite::Strict)
+        .secure(secure)
+        .path(path)
+        .build()
+}
+
+/// `POST /api/session`: checks the key and opens a console session: the browser gets
+/// an HttpOnly cookie with an opaque session id (never the key) that opens the event
+/// stream (an `EventSource` cannot send the header). The session ends after
+/// `MES_SESSION_TTL`, at sign-out, or when the operator is removed or its key rotated.
 #[utoipa::path(post, path = "/api/session", tag = "console",
     responses(
         (status = 200, description = "Signed in; the stream cookie is set", body = Me),
@@ -130,31 +150,85 @@ pub fn me(caller: Reader) -> Json<Me> {
     ),
     security(("bearer" = [])))]
 #[post("/api/session")]
-pub fn session_open(caller: KeyedReader, cookies: &CookieJar<'_>) -> Json<Me> {
-    cookies.add(
-        Cookie::build((SESSION_COOKIE, caller.key))
-            .http_only(true)
-            .same_site(SameSite::Strict)
-            .path("/api/events"),
-    );
-    Json(Me {
-        name: caller.caller.name,
-        role: caller.caller.role.as_str().to_owned(),
-    })
+pub async fn session_open(
+    app: &State<App>,
+    caller: Reader,
+    cookies: &CookieJar<'_>,
+) -> ApiResult<Json<Me>> {
+    let ttl = app
+        .settings
+        .session_ttl()
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let ttl = chrono::TimeDelta::from_std(ttl).map_err(ApiError::internal)?;
+    let id = mes_core::db::sessions::new_id();
+    let id_hash = mes_core::db::sessions::hash_id(&id);
+    let operator_id = caller.0.id;
+    app.db
+        .run(move |conn| {
+            let now = mes_core::db::now();
+            Ok(mes_core::db::sessions::create(
+                conn,
+                &id_hash,
+                operator_id,
+                now,
+                now + ttl,
+            )?)
+        })
+        .await?;
+    let secure = app.cookie_secure();
+    cookies.add(session_cookie(
+        SESSION_COOKIE,
+        id.clone(),
+        "/api/events",
+        secure,
+    ));
+    cookies.add(session_cookie(SIGN_OUT_COOKIE, id, "/api/session", secure));
+    Ok(Json(Me {
+        name: caller.0.name,
+        role: caller.0.role.as_str().to_owned(),
+    }))
 }
 
-/// `DELETE /api/session`: signs out (removes the stream cookie).
+/// `DELETE /api/session`: signs out: ends the session on the server (when the
+/// browser sends its sign-out cookie) and removes both cookies.
 #[utoipa::path(delete, path = "/api/session", tag = "console",
-    responses((status = 204, description = "The stream cookie is removed")))]
+    responses((status = 204, description = "The session is ended and its cookies removed")))]
 #[delete("/api/session")]
-pub fn session_close(cookies: &CookieJar<'_>) -> rocket::http::Status {
+pub async fn session_close(
+    app: &State<App>,
+    cookies: &CookieJar<'_>,
+) -> ApiResult<rocket::http::Status> {
+    let id = cookies
+        .get(SIGN_OUT_COOKIE)
+        .map(|c| c.value().trim().to_owned())
+        .filter(|id| !id.is_empty());
+    if let Some(id) = id {
+        let id_hash = mes_core::db::sessions::hash_id(&id);
+        app.db
+            .run(move |conn| Ok(mes_core::db::sessions::delete(conn, &id_hash)?))
+            .await?;
+        app.auth.clear();
+    }
     cookies.remove(Cookie::build(SESSION_COOKIE).path("/api/events"));
-    rocket::http::Status::NoContent
+    cookies.remove(Cookie::build(SIGN_OUT_COOKIE).path("/api/session"));
+    Ok(rocket::http::Status::NoContent)
+}
+
+/// What woke an event stream up.
+enum Next {
+    /// An event, or news that some were missed or that the hub is gone.
+    Event(Result<crate::events::LiveEvent, RecvError>),
+    /// Time to check that the stream's key or session still holds.
+    Recheck,
+    /// The server is shutting down.
+    Stop,
 }
 
 /// `GET /api/events`: server-sent events for the console. Events: `hello` (at once:
 /// who you are and whether the poller watches yet), `watching`, `request`, `status`,
-/// `decision`, `outbox`, `poll_error`, `lagged` (docs/console.md).
+/// `decision`, `outbox`, `poll_error`, `lagged`, and `signed_out` (the key was removed
+/// or rotated, or the session ended: the stream closes after it). The stream checks
+/// its key or session every `MES_SESSION_RECHECK_SECS` (default 60) (docs/console.md).
 #[utoipa::path(get, path = "/api/events", tag = "console",
     responses(
         (status = 200, description = "An event stream", body = String, content_type = "text/event-stream"),
@@ -162,26 +236,45 @@ pub fn session_close(cookies: &CookieJar<'_>) -> rocket::http::Status {
     ),
     security(("bearer" = [])))]
 #[get("/api/events")]
-pub fn events(app: &State<App>, caller: StreamReader, mut shutdown: Shutdown) -> EventStream![] {
+pub fn events(app: &State<App>, reader: StreamReader, mut shutdown: Shutdown) -> EventStream![] {
     let mut rx = app.events.subscribe();
     let hello = json!({
-        "name": caller.0.name,
-        "role": caller.0.role.as_str(),
+        "name": reader.caller.name,
+        "role": reader.caller.role.as_str(),
         "watching": app.events.is_watching(),
     });
+    let db = app.db.clone();
+    let period = app.settings.session_recheck();
+    let credential = reader.credential;
+    let mut recheck =
+        rocket::tokio::time::interval_at(rocket::tokio::time::Instant::now() + period, period);
+    recheck.set_missed_tick_behavior(rocket::tokio::time::MissedTickBehavior::Delay);
     EventStream! {
         yield Event::json(&hello).event("hello");
         loop {
-            let event = rocket::tokio::select! {
-                event = rx.recv() => event,
-                _ = &mut shutdown => break,
+            let next = rocket::tokio::select! {
+                event = rx.recv() => Next::Event(event),
+                _ = recheck.tick() => Next::Recheck,
+                _ = &mut shutdown => Next::Stop,
             };
-            match event {
-                Ok(event) => yield Event::json(&event.data).event(event.name),
-                Err(RecvError::Lagged(missed)) => {
+            match next {
+                Next::Event(Ok(event)) => yield Event::json(&event.data).event(event.name),
+                Next::Event(Err(RecvError::Lagged(missed))) => {
                     yield Event::json(&json!({"missed": missed})).event("lagged");
                 }
-                Err(RecvError::Closed) => break,
+                Next::Event(Err(RecvError::Closed)) | Next::Stop => break,
+                Next::Recheck => match auth::lookup(&db, &credential).await {
+                    Ok(Some(_)) => {}
+                    Ok(None) => {
+                        yield Event::json(&json!({
+                            "reason": "the key was removed or rotated, or the session ended",
+                        }))
+                        .event("signed_out");
+                        break;
+                    }
+                    // A database blip signs nobody out: the next check decides.
+                    Err(e) => tracing::warn!("re-checking an event stream's key: {}", e.message),
+                },
             }
         }
     }

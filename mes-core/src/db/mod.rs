@@ -35,6 +35,7 @@ pub mod operators;
 pub mod orders;
 pub mod outbox;
 pub mod schema;
+pub mod sessions;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod tokens;

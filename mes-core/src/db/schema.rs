@@ -123,6 +123,7 @@ diesel::table! {
         key_hash -> Text,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        last_used_at -> Nullable<Timestamp>,
     }
 }
 
@@ -156,7 +157,19 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    /// Signed-in consoles: the SHA-256 of each session id, whose operator, until when.
+    sessions (id) {
+        id -> BigInt,
+        id_hash -> Text,
+        operator_id -> BigInt,
+        created_at -> Timestamp,
+        expires_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(production_orders -> decisions (decision_id));
+diesel::joinable!(sessions -> operators (operator_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     chain_outbox,
@@ -168,4 +181,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     operators,
     production_orders,
     production_units,
+    sessions,
 );
