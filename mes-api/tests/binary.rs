@@ -229,6 +229,12 @@ fn a_bad_setting_ends_with_one_line_naming_it() {
             ("MES_SIGNING_KEY_FILE", "missing.key"),
             "MES_SIGNING_KEY_FILE",
         ),
+        // A real broker without a gateway key nor MES_REPLY_TRUST=unsigned: refused
+        // before anything is contacted.
+        (
+            ("MES_KAFKA_BROKERS", "127.0.0.1:1"),
+            "MES_GATEWAY_KEY_FILE/MES_REPLY_TRUST",
+        ),
     ] {
         let out = command(&dir, &[env]).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{env:?}");
