@@ -680,6 +680,20 @@ async fn the_console_in_chromium_accepts_a_request_shows_a_new_one_live_and_hide
     let browser = Browser::start().await;
     browser.goto(&server.base).await;
 
+    // The server accepts unsigned replies (MES_REPLY_TRUST=unsigned): the page says
+    // so before anyone signs in.
+    let banner = browser
+        .wait(
+            "the unverified-replies banner",
+            "!document.getElementById('unverified').hidden && document.getElementById('unverified').textContent",
+            json!(null),
+        )
+        .await;
+    assert!(
+        banner.as_str().unwrap().contains("not verified"),
+        "{banner}"
+    );
+
     // Sign in: the demo's open partner requests are listed.
     browser.sign_in(&server.operator).await;
     browser.screenshot("1-partners").await;
