@@ -53,6 +53,7 @@ use futures::StreamExt;
 use mes_core::codec::{ReplyBody, Request, Topic};
 use mes_core::db::outbox::{self, NewOutboxRow, OutboxRow};
 use mes_core::db::{DbConnection, Pool};
+use mes_core::redact::redact;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -63,9 +64,6 @@ use crate::{Error, Result};
 /// Longest error text stored in a row or kept in the status: a chain or librdkafka
 /// message is short, but nothing should let one row's error grow without bound.
 const MAX_ERROR_CHARS: usize = 1000;
-
-/// Shown instead of the master token should an error text ever contain it.
-const REDACTED: &str = "<redacted>";
 
 /// How a [`Relay`] works; [`RelayConfig::default`] suits one server on one machine.
 #[derive(Debug, Clone)]
@@ -292,6 +290,11 @@ pub struct RelayStatus {
     /// The last thing that went wrong: an unanswered send, a chain error, a database
     /// error. Never contains the token.
     pub last_error: Option<String>,
+    /// What kind of thing [`RelayStatus::last_error`] is, without its text (which may
+    /// be the chain's): `refused` (the chain refused a row), `no_answer` (a send got
+    /// no answer: timeout, broker), `database`. For surfaces that need no key
+    /// (`/health/ready`), which show states, not chain texts.
+    pub last_error_kind: Option<&'static str>,
     /// No master token is configured: the relay claims nothing until there is one.
     pub waiting_for_token: bool,
     /// Rows put back unsent because their topic is on hold (no attempt spent).
@@ -358,7 +361,7 @@ struct Stats {
     retried: AtomicU64,
     database_errors: AtomicU64,
     passes: AtomicU64,
-    last_error: Mutex<Option<String>>,
+    last_error: Mutex<Option<(&'static str, String)>>,
     waiting_for_token: AtomicBool,
     held: AtomicU64,
 }
@@ -447,6 +450,9 @@ impl Relay {
     /// A copy of the counters.
     pub fn status(&self) -> RelayStatus {
         let s = &self.inner.stats;
+        let (last_error_kind, last_error) = lock(&s.last_error)
+            .clone()
+            .map_or((None, None), |(kind, text)| (Some(kind), Some(text)));
         RelayStatus {
             sent: s.sent.load(Ordering::Relaxed),
             done: s.done.load(Ordering::Relaxed),
@@ -454,7 +460,8 @@ impl Relay {
             retried: s.retried.load(Ordering::Relaxed),
             database_errors: s.database_errors.load(Ordering::Relaxed),
             passes: s.passes.load(Ordering::Relaxed),
-            last_error: lock(&s.last_error).clone(),
+            last_error,
+            last_error_kind,
             waiting_for_token: s.waiting_for_token.load(Ordering::Relaxed),
             held: s.held.load(Ordering::Relaxed),
             topics: lock(&self.inner.breakers)
@@ -877,12 +884,12 @@ impl Inner {
             Verdict::Failed(error) => {
                 stats.failed.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(relay = %name, id, dedup_key = %row.dedup_key, "outbox row failed: {error}");
-                self.last_error(error);
+                self.last_error("refused", error);
             }
             Verdict::Retry(error) => {
                 stats.retried.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(relay = %name, id, attempts = row.attempts, "outbox row retried later: {error}");
-                self.last_error(error);
+                self.last_error("no_answer", error);
             }
             Verdict::Release(_) => {
                 stats.retried.fetch_add(1, Ordering::Relaxed);
@@ -894,13 +901,13 @@ impl Inner {
         Some(verdict)
     }
 
-    fn last_error(&self, error: &str) {
-        *lock(&self.stats.last_error) = Some(error.to_owned());
+    fn last_error(&self, kind: &'static str, error: &str) {
+        *lock(&self.stats.last_error) = Some((kind, error.to_owned()));
     }
 
     fn count_database_error(&self, error: &Error) {
         self.stats.database_errors.fetch_add(1, Ordering::Relaxed);
-        self.last_error(&error.to_string());
+        self.last_error("database", &error.to_string());
     }
 }
 
@@ -961,14 +968,6 @@ fn backoff(attempts: i32, base: Duration, max: Duration, fraction: f64) -> Durat
 fn random_fraction() -> f64 {
     let bits = uuid::Uuid::new_v4().as_u128() >> 75; // 53 random bits
     bits as f64 / (1u64 << 53) as f64
-}
-
-fn redact(text: &str, token: &str) -> String {
-    if token.is_empty() {
-        text.to_owned()
-    } else {
-        text.replace(token, REDACTED)
-    }
 }
 
 fn truncate(text: &str, max_chars: usize) -> String {

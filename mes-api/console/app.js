@@ -893,7 +893,21 @@ async function checkBehind() {
   try {
     const health = await api("GET", "/health/ready");
     setBehind((health?.chain?.fences ?? []).length > 0);
+    setUnverified(health?.reply_verification);
   } catch { /* the live badge says when the server is away */ }
+}
+
+// "Replies from the chain are not verified": the operator chose MES_REPLY_TRUST=unsigned
+// (docs/security.md). Shown to everyone, signed in or not: /health/ready needs no key.
+function setUnverified(verification) {
+  $("unverified").hidden = verification !== "off";
+}
+
+async function checkVerification() {
+  try {
+    const r = await fetch("/health/ready", { headers: { Accept: "application/json" } });
+    if (r.ok) setUnverified((await r.json()).reply_verification);
+  } catch { /* shown at the next check */ }
 }
 
 function connect() {
@@ -1053,6 +1067,7 @@ function start() {
     else return;
     e.preventDefault();
   });
+  checkVerification();
   if (state.key) {
     signIn(state.key).catch((e) => { sessionStorage.removeItem(KEY); state.key = null; showSignIn(e.message); });
   } else {

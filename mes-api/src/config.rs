@@ -117,6 +117,10 @@ pub struct Settings {
     /// File with the gateway's public key (66 hex digits); when set, only replies
     /// signed by it are accepted.
     pub gateway_key_file: Option<PathBuf>,
+    /// `signed` (default): the server starts against a real broker only with
+    /// [`Settings::gateway_key_file`]; `unsigned`: the operator accepts replies nobody
+    /// signed, from a gateway that cannot sign (docs/security.md).
+    pub reply_trust: String,
     /// Cron expression (with seconds) of the daily report job.
     pub report_cron: String,
     /// Time zone of [`Settings::report_cron`] (IANA name, e.g. `Europe/Lisbon`).
@@ -165,6 +169,36 @@ fn string_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Str
         Text::I(i) => i.to_string(),
         Text::U(u) => u.to_string(),
     }))
+}
+
+/// `MES_REPLY_TRUST`: what the operator accepts from the chain's gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyTrust {
+    /// Only replies signed by the gateway's key (`MES_GATEWAY_KEY_FILE`, required).
+    Signed,
+    /// Replies nobody signed too: for gateways that cannot sign, like the original's.
+    Unsigned,
+}
+
+/// Whether this server verifies the chain's replies, as every surface reports it
+/// (start-up log, `/health/ready`, `/metrics`, the console).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyVerification {
+    /// Only replies signed by the gateway's key, bound to their request, are taken.
+    On,
+    /// Any reply with the right token is taken (`MES_REPLY_TRUST=unsigned`, or the
+    /// embedded demo without a key).
+    Off,
+}
+
+impl ReplyVerification {
+    /// `on` or `off`, as `/health/ready` says it.
+    pub fn label(self) -> &'static str {
+        match self {
+            ReplyVerification::On => "on",
+            ReplyVerification::Off => "off",
+        }
+    }
 }
 
 /// Body format of a webhook.
@@ -252,6 +286,7 @@ impl Default for Settings {
             topic_reply: topics.reply,
             signing_key_file: None,
             gateway_key_file: None,
+            reply_trust: "signed".to_owned(),
             report_cron: "0 30 9 * * *".to_owned(),
             report_tz: "UTC".to_owned(),
             report_lookback_days: 7,
@@ -369,6 +404,7 @@ impl Settings {
             "topic_reply",
             "signing_key_file",
             "gateway_key_file",
+            "reply_trust",
             "report_cron",
             "report_tz",
             "report_lookback_days",
@@ -415,6 +451,7 @@ impl Settings {
         self.pool_options()?;
         self.correlation_mode()?;
         self.record_replies_mode()?;
+        self.reply_trust_mode()?;
         if self.kafka_brokers.trim().is_empty() {
             return Err(ConfigError::new(
                 "MES_KAFKA_BROKERS",
@@ -698,6 +735,39 @@ impl Settings {
             .map_err(|_| ConfigError::new("MES_CORRELATION", "must be auto, id or legacy"))
     }
 
+    /// The parsed [`Settings::reply_trust`].
+    pub fn reply_trust_mode(&self) -> Result<ReplyTrust, ConfigError> {
+        match self.reply_trust.trim().to_ascii_lowercase().as_str() {
+            "signed" => Ok(ReplyTrust::Signed),
+            "unsigned" => Ok(ReplyTrust::Unsigned),
+            _ => Err(ConfigError::new(
+                "MES_REPLY_TRUST",
+                "must be signed or unsigned",
+            )),
+        }
+    }
+
+    /// Whether replies from the chain will be verified, or why the server must not
+    /// start: outside the embedded demo, replies are verified
+    /// (`MES_GATEWAY_KEY_FILE`) unless the operator said `MES_REPLY_TRUST=unsigned`.
+    /// Without either, anyone who can write to the reply topic could answer for the
+    /// chain.
+    pub fn reply_verification(&self) -> Result<ReplyVerification, ConfigError> {
+        let trust = self.reply_trust_mode()?;
+        if self.gateway_key_file.is_some() {
+            return Ok(ReplyVerification::On);
+        }
+        if self.is_embedded() || trust == ReplyTrust::Unsigned {
+            return Ok(ReplyVerification::Off);
+        }
+        Err(ConfigError::new(
+            "MES_GATEWAY_KEY_FILE/MES_REPLY_TRUST",
+            "replies from the chain cannot be verified: set MES_GATEWAY_KEY_FILE to the \
+             gateway's public key, or MES_REPLY_TRUST=unsigned to accept unsigned replies \
+             (a gateway that cannot sign; see docs/security.md)",
+        ))
+    }
+
     /// The parsed [`Settings::record_replies`].
     pub fn record_replies_mode(&self) -> Result<RecordReplies, ConfigError> {
         self.record_replies
@@ -774,6 +844,14 @@ impl Settings {
         config.create_topics = self.create_topics;
         config.signing_key = self.signing_key()?;
         config.gateway_key = self.gateway_key()?;
+        if config.gateway_key.is_some() && config.correlation == CorrelationMode::Legacy {
+            // Signed replies are matched by their signed corr, never by token.
+            return Err(ConfigError::new(
+                "MES_CORRELATION",
+                "legacy cannot be used with MES_GATEWAY_KEY_FILE: signed replies carry \
+                 corr and are matched by it (use auto or id)",
+            ));
+        }
         Ok(config)
     }
 }
@@ -877,6 +955,39 @@ mod tests {
         ])
         .unwrap();
         assert!(s.check_demo_database().is_ok());
+    }
+
+    #[test]
+    fn outside_the_demo_replies_are_verified_or_the_operator_said_unsigned() {
+        assert_eq!(
+            from(&[]).unwrap().reply_verification().unwrap(),
+            ReplyVerification::Off,
+            "the embedded demo is exempt"
+        );
+        let e = from(&[("MES_KAFKA_BROKERS", "k1:9092")])
+            .unwrap()
+            .reply_verification()
+            .unwrap_err();
+        let line = e.to_string();
+        assert!(
+            line.contains("MES_GATEWAY_KEY_FILE") && line.contains("MES_REPLY_TRUST=unsigned"),
+            "{line}"
+        );
+        assert!(!line.contains('\n'));
+        let s = from(&[
+            ("MES_KAFKA_BROKERS", "k1:9092"),
+            ("MES_REPLY_TRUST", "UNSIGNED"),
+        ])
+        .unwrap();
+        assert_eq!(s.reply_verification().unwrap(), ReplyVerification::Off);
+        let s = from(&[
+            ("MES_KAFKA_BROKERS", "k1:9092"),
+            ("MES_GATEWAY_KEY_FILE", "/etc/mes/gateway.pub"),
+        ])
+        .unwrap();
+        assert_eq!(s.reply_verification().unwrap(), ReplyVerification::On);
+        let e = from(&[("MES_REPLY_TRUST", "maybe")]).unwrap_err();
+        assert_eq!(e.setting, "MES_REPLY_TRUST");
     }
 
     #[test]

@@ -37,8 +37,8 @@ fn setting_error(message: impl Into<String>) -> ConfigError {
 
 impl Embedded {
     /// Starts the mock cluster with every topic of `topics` (plus the simulator's ERP
-    /// topics), then the simulator, which accepts `token` and seeds `demo` partner
-    /// requests and orders.
+    /// topics), then the simulator, which accepts `token`, seeds `demo` partner
+    /// requests and orders, and signs its replies with its key (`sim().public_key()`).
     pub async fn start(
         topics: &TopicNames,
         token: &str,
@@ -85,6 +85,8 @@ impl Embedded {
         config.topics = sim_topics;
         config.tokens = vec![token.to_owned()];
         config.demo = demo;
+        // Signed and bound to their requests, so the demo verifies its replies.
+        config.gateway.sign_replies = true;
         config.create_topics = false;
         config.start_timeout = Duration::from_secs(20);
         let sim = Simulator::start(config)

@@ -297,6 +297,29 @@ pub fn render(
     out
 }
 
+/// Appends whether replies are verified and how often `auto` matching fell back to
+/// legacy: an operator who chose `MES_REPLY_TRUST=unsigned` sees it here too.
+pub fn render_trust(out: &mut String, bridge: &kafka_bridge::bridge::Bridge) {
+    out.push_str(
+        "# HELP mes_chain_reply_verification 1 when only replies signed by the gateway's key are taken, 0 when unsigned replies are (MES_REPLY_TRUST=unsigned).\n\
+         # TYPE mes_chain_reply_verification gauge\n",
+    );
+    let _ = writeln!(
+        out,
+        "mes_chain_reply_verification {}",
+        u8::from(bridge.verifies_replies())
+    );
+    out.push_str(
+        "# HELP mes_chain_matching_fallbacks_total Times auto matching fell back from correlation ids to the token, on sustained evidence.\n\
+         # TYPE mes_chain_matching_fallbacks_total counter\n",
+    );
+    let _ = writeln!(
+        out,
+        "mes_chain_matching_fallbacks_total {}",
+        bridge.matching_fallbacks()
+    );
+}
+
 /// The reply-shape fences (docs/protocol.md §9) in Prometheus text, appended to
 /// [`render`]'s output: alert on `mes_chain_fence_up` staying 1.
 pub fn render_fences(out: &mut String, bridge: &kafka_bridge::bridge::Bridge) {

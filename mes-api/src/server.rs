@@ -11,7 +11,7 @@ use rocket::figment::Figment;
 use rocket::{Build, Rocket};
 
 use crate::app::App;
-use crate::config::{ConfigError, Settings};
+use crate::config::{ConfigError, ReplyVerification, Settings};
 use crate::db::Db;
 use crate::embedded::Embedded;
 use crate::error::ApiError;
@@ -126,7 +126,9 @@ pub async fn prepare(settings: Settings) -> Result<Prepared, ConfigError> {
     // Before anything touches the database: the demo on a database the user named,
     // without asking for it, would write demo data into it.
     settings.check_demo_database()?;
-    // Key files and modes first: cheap, and their errors are the clearest.
+    // Whether replies can be trusted, then key files and modes: cheap, and their
+    // errors are the clearest.
+    let verification = settings.reply_verification()?;
     let mut bridge_config = settings.bridge_config(&settings.kafka_brokers)?;
     let db = open_db(&settings).await?;
     let mut embedded = None;
@@ -181,6 +183,11 @@ pub async fn prepare(settings: Settings) -> Result<Prepared, ConfigError> {
         })?;
         let started = Embedded::start(&settings.topics(), &token, settings.demo_size).await?;
         bridge_config.kafka.brokers = started.brokers().to_owned();
+        // The simulated chain signs its replies: the demo verifies them like a
+        // deployment with MES_GATEWAY_KEY_FILE.
+        if bridge_config.gateway_key.is_none() {
+            bridge_config.gateway_key = started.sim().map(|sim| sim.public_key().clone());
+        }
         // The mock cluster has no admin API; `Embedded::start` made the topics.
         bridge_config.create_topics = false;
         embedded = Some(started);
@@ -192,6 +199,13 @@ pub async fn prepare(settings: Settings) -> Result<Prepared, ConfigError> {
             format!("cannot reach the broker at {}: {e}", settings.kafka_brokers),
         )
     })?;
+    if verification == ReplyVerification::Off && !bridge.verifies_replies() {
+        tracing::warn!(
+            "MES_REPLY_TRUST=unsigned: replies from the chain are not verified; anyone who \
+             can write to {} can answer for the chain (docs/security.md)",
+            settings.topic_reply
+        );
+    }
     Ok(Prepared {
         app: App::new(settings, db, bridge, embedded)?,
         demo_key,

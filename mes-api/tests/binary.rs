@@ -366,8 +366,11 @@ fn operators_are_added_rotated_removed_and_listed_and_secrets_come_from_files() 
 #[test]
 fn a_bad_setting_ends_with_one_line_naming_it() {
     let dir = Dir::new();
-    let cases: [(&[(&str, &str)], &str); 4] = [
-        (&[("MES_REQUEST_TIMEOUT_MS", "soon")], "MES_REQUEST_TIMEOUT_MS"),
+    let cases: [(&[(&str, &str)], &str); 5] = [
+        (
+            &[("MES_REQUEST_TIMEOUT_MS", "soon")],
+            "MES_REQUEST_TIMEOUT_MS",
+        ),
         (&[("MES_CORRELATION", "sometimes")], "MES_CORRELATION"),
         (
             // The demo asked for by name on a database that cannot be reached.
@@ -380,6 +383,12 @@ fn a_bad_setting_ends_with_one_line_naming_it() {
         (
             &[("MES_SIGNING_KEY_FILE", "missing.key")],
             "MES_SIGNING_KEY_FILE",
+        ),
+        // A real broker without a gateway key nor MES_REPLY_TRUST=unsigned: refused
+        // before anything is contacted.
+        (
+            &[("MES_KAFKA_BROKERS", "127.0.0.1:1")],
+            "MES_GATEWAY_KEY_FILE/MES_REPLY_TRUST",
         ),
     ];
     for (env, setting) in cases {

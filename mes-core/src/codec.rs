@@ -521,6 +521,10 @@ pub struct Head {
     pub corr: Option<String>,
     /// Idempotency key of `BLK_Rty`/`BLK_Rec` requests.
     pub idem: Option<String>,
+    /// In a signed reply: the SHA-256 (hex) of the canonical bytes of the request it
+    /// answers ([`crate::signing::request_digest`]), so that a signed reply cannot be
+    /// replayed as the answer to another request (docs/protocol.md §5).
+    pub req: Option<String>,
     /// Hex compressed public key of the signer, when signed.
     pub signer: Option<String>,
     /// Hex compact signature, when signed.
@@ -545,6 +549,7 @@ impl Head {
             auth,
             corr: text("corr")?,
             idem: text("idem")?,
+            req: text("req")?,
             signer: text("signer")?,
             sig: text("sig")?,
         })
@@ -580,6 +585,22 @@ impl ReplyBody {
                 .as_str()
                 .is_some_and(|e| e.to_ascii_lowercase().contains("already exists")),
             _ => false,
+        }
+    }
+
+    /// The same body with `secret` (the master token) cut out of its `message` or
+    /// `error` ([`crate::redact`]); `data` lists are the chain's records and stay as
+    /// they are.
+    pub fn redact(&mut self, secret: &str) {
+        match self {
+            ReplyBody::Message(v) => crate::redact::redact_value(v, secret),
+            ReplyBody::Error { error, code } => {
+                crate::redact::redact_value(error, secret);
+                if let Some(code) = code {
+                    *code = crate::redact::redact(code, secret);
+                }
+            }
+            ReplyBody::Data(_) => {}
         }
     }
 
@@ -634,6 +655,7 @@ impl Reply {
                 auth: auth.to_owned(),
                 corr: corr.map(str::to_owned),
                 idem: None,
+                req: None,
                 signer: None,
                 sig: None,
             },

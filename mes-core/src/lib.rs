@@ -5,6 +5,7 @@ pub mod db;
 pub mod domain;
 pub mod error;
 pub mod pylit;
+pub mod redact;
 pub mod report;
 pub mod signing;
 

@@ -165,6 +165,17 @@ pub fn verify_envelope(
     Ok(signer)
 }
 
+/// The `req` head field of a signed reply: the SHA-256, in hex, of the canonical bytes
+/// of the request envelope it answers (without the request's own `sig`).
+///
+/// The gateway signs it with the reply; the MES compares it with the digest of the
+/// envelope it sent under that `corr`. A signed reply is then bound to one request:
+/// replayed for another (even one that reuses the `corr`, or a request someone else
+/// sent with our `corr`) it is refused (docs/protocol.md §5).
+pub fn request_digest(request: &Envelope) -> String {
+    hex::encode(Sha256::digest(canonical_bytes(request)))
+}
+
 /// The bytes that are signed: the envelope without the head's `sig`, as compact JSON
 /// (no whitespace), object keys sorted by Unicode code point, strings with JSON's
 /// minimal escapes (`"`, `\`, control characters) and other characters as raw UTF-8,
@@ -305,6 +316,29 @@ mod tests {
             String::from_utf8(canonical_bytes(&env)).unwrap(),
             r#"[{"a":"é","b":1},{"y":{"c":2,"d":1},"z":[1.5,null,true]}]"#
         );
+    }
+
+    #[test]
+    fn the_request_digest_ignores_sig_and_encoding_but_not_content() {
+        let key = SigningKey::generate();
+        let mut env = Request::ListPartners(Page::default()).envelope("T", Some("c"));
+        let unsigned = request_digest(&env);
+        assert_eq!(unsigned.len(), 64);
+        key.sign_envelope(&mut env);
+        // `signer` is part of the request; `sig` is not.
+        let signed = request_digest(&env);
+        let mut resigned = env.clone();
+        resigned.head.insert("sig".into(), json!("00"));
+        assert_eq!(request_digest(&resigned), signed);
+        let literal = pylit::to_string(&env.to_value());
+        let back = Envelope::from_value(&crate::pylit::parse(&literal).unwrap()).unwrap();
+        assert_eq!(request_digest(&back), signed);
+        let other = Request::ListPartners(Page {
+            start: 10,
+            limit: 10,
+        })
+        .envelope("T", Some("c"));
+        assert_ne!(request_digest(&other), unsigned);
     }
 
     #[test]

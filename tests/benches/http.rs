@@ -177,6 +177,8 @@ async fn stack(args: &Args) -> anyhow::Result<Stack> {
         database_url: Some(database.url.clone()),
         kafka_brokers: args.brokers.clone(),
         database_pool_size: 4,
+        // The simulator does not sign its replies.
+        reply_trust: "unsigned".to_owned(),
         ..Settings::default()
     };
     settings.set_topics(&topics.chain);

@@ -143,6 +143,8 @@ async fn run(args: &Args, name: &str) -> anyhow::Result<Run> {
         correlation: "legacy".into(),
         request_timeout_ms: 3000,
         poll_interval_secs: args.poll_secs,
+        // The simulator does not sign its replies.
+        reply_trust: "unsigned".to_owned(),
         ..Settings::default()
     };
     settings.set_topics(&topics.chain);

@@ -42,7 +42,9 @@ pub struct ServerProc {
 
 impl ServerProc {
     /// Starts `bin` (the `mes-api` binary) with `env` and no other `MES_*`/`ROCKET_*`
-    /// variable from the test's environment, on a free port.
+    /// variable from the test's environment, on a free port. Unless `env` says
+    /// otherwise (`MES_REPLY_TRUST`, `MES_GATEWAY_KEY_FILE`), the server accepts
+    /// unsigned replies, as the simulator sends them by default.
     pub fn spawn(bin: &str, env: &[(String, String)]) -> ServerProc {
         let port = {
             let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
@@ -61,6 +63,12 @@ impl ServerProc {
             .env("ROCKET_LOG_LEVEL", "off");
         if !env.iter().any(|(k, _)| k == "RUST_LOG") {
             command.env("RUST_LOG", "warn");
+        }
+        if !env
+            .iter()
+            .any(|(k, _)| k == "MES_REPLY_TRUST" || k == "MES_GATEWAY_KEY_FILE")
+        {
+            command.env("MES_REPLY_TRUST", "unsigned");
         }
         let child = command.spawn().expect("starting mes-api");
         ServerProc {

@@ -89,6 +89,8 @@ async fn server(options: Options) -> Server {
         kafka_brokers: brokers,
         request_timeout_ms: options.timeout_ms,
         database_pool_size: 4,
+        // The simulator does not sign its replies.
+        reply_trust: "unsigned".to_owned(),
         ..Settings::default()
     };
     settings.set_topics(&topics.chain);

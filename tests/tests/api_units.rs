@@ -117,6 +117,8 @@ impl World {
             database_url: Some(self.schema.url().to_owned()),
             kafka_brokers: self.brokers.clone(),
             database_pool_size: 4,
+            // The simulator does not sign its replies.
+            reply_trust: "unsigned".to_owned(),
             ..Settings::default()
         };
         settings.set_topics(&self.topics.chain);

@@ -115,6 +115,8 @@ async fn start_chain(
         .env("MES_DATABASE_POOL_SIZE", "4")
         .env("MES_KAFKA_BROKERS", &brokers)
         .env("MES_POLL_INTERVAL_SECS", "1")
+        // The simulator does not sign its replies.
+        .env("MES_REPLY_TRUST", "unsigned")
         .envs(mes_e2e::server::topic_env(names))
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
@@ -707,6 +709,20 @@ async fn the_console_in_chromium_accepts_a_request_shows_a_new_one_live_and_hide
     let server = start(None).await;
     let browser = Browser::start().await;
     browser.goto(&server.base).await;
+
+    // The server accepts unsigned replies (MES_REPLY_TRUST=unsigned): the page says
+    // so before anyone signs in.
+    let banner = browser
+        .wait(
+            "the unverified-replies banner",
+            "!document.getElementById('unverified').hidden && document.getElementById('unverified').textContent",
+            json!(null),
+        )
+        .await;
+    assert!(
+        banner.as_str().unwrap().contains("not verified"),
+        "{banner}"
+    );
 
     // Sign in: the demo's open partner requests are listed.
     browser.sign_in(&server.operator).await;

@@ -137,6 +137,8 @@ impl Stack {
             .env("MES_DATABASE_POOL_SIZE", "4")
             .env("MES_KAFKA_BROKERS", kafka_brokers())
             .env("MES_POLL_INTERVAL_SECS", "1")
+            // The simulator does not sign its replies.
+            .env("MES_REPLY_TRUST", "unsigned")
             .envs(mes_e2e::server::topic_env(names))
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())

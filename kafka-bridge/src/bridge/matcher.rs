@@ -21,10 +21,18 @@
 //!   shape is fenced; otherwise nobody can tell whose it is, and it is dropped as
 //!   ambiguous (docs/protocol.md §9 says what that costs);
 //! - in `auto` mode, a reply that echoes `corr` proves the gateway echoes, and requests
-//!   from then on run concurrently; a reply for our token without `corr` that cannot be
-//!   matched proves it stopped, and the bridge falls back to the legacy slot, loudly.
+//!   from then on run concurrently. One reply for our token without `corr` proves
+//!   nothing (anyone who can write to `BLK_Res` can send it): the bridge falls back to
+//!   the legacy slot, loudly and counted, only on sustained evidence, when
+//!   [`FALLBACK_EVIDENCE`] calls in a row ended without their reply while at least as
+//!   many such replies arrived, and no echoed reply came in between;
+//! - when replies must be signed (a gateway key is configured), a reply's signed `req`
+//!   must be the digest of the request sent under its `corr`
+//!   ([`mes_core::signing::request_digest`]): a signed reply for another request is
+//!   refused ([`DropReason::WrongRequest`]), and a second reply for a request already
+//!   answered is a replay ([`DropReason::Replayed`]).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -54,11 +62,23 @@ pub enum DropReason {
     /// An `error` without `corr` while replies of both shapes may be outstanding:
     /// nobody can tell whose it is, so nobody gets it.
     Ambiguous,
+    /// Signed, but the Kafka header `correlation_id` differs from the signed `corr`:
+    /// the header is never trusted over the signed head.
+    HeaderMismatch,
+    /// Signed, but the signed head lacks `corr` or `req`: it cannot be tied to a
+    /// request, so it answers none.
+    Unbound,
+    /// Signed for a `corr` we sent, but its `req` is not the digest of the request we
+    /// sent under it: the gateway's answer to another request (one sent by someone
+    /// else with our `corr`, or an older one).
+    WrongRequest,
+    /// A second reply for a request already answered: a duplicate, or a replay.
+    Replayed,
 }
 
 impl DropReason {
     /// Every reason, for metrics.
-    pub const ALL: [DropReason; 8] = [
+    pub const ALL: [DropReason; 12] = [
         DropReason::Undecodable,
         DropReason::BadSignature,
         DropReason::OtherToken,
@@ -67,6 +87,10 @@ impl DropReason {
         DropReason::Unmatched,
         DropReason::TokenMismatch,
         DropReason::Ambiguous,
+        DropReason::HeaderMismatch,
+        DropReason::Unbound,
+        DropReason::WrongRequest,
+        DropReason::Replayed,
     ];
 
     /// Label used in logs and metrics.
@@ -80,6 +104,10 @@ impl DropReason {
             DropReason::Unmatched => "unmatched",
             DropReason::TokenMismatch => "token_mismatch",
             DropReason::Ambiguous => "ambiguous",
+            DropReason::HeaderMismatch => "header_mismatch",
+            DropReason::Unbound => "unbound",
+            DropReason::WrongRequest => "wrong_request",
+            DropReason::Replayed => "replayed",
         }
     }
 }
@@ -175,6 +203,8 @@ pub struct FenceCounts {
 
 struct Waiter {
     token: String,
+    /// The digest of the request sent ([`mes_core::signing::request_digest`]).
+    req: Option<String>,
     tx: oneshot::Sender<Reply>,
 }
 
@@ -234,6 +264,7 @@ struct Held {
 struct Outstanding {
     corr: String,
     token: String,
+    req: Option<String>,
     /// When the fence went up.
     since: Instant,
     /// When the last reply counted here was added: the fence's bound runs from then.
@@ -257,14 +288,68 @@ struct State {
     lost: [u32; 2],
     counts: FenceCounts,
     echo: Echo,
-    late: HashSet<String>,
-    late_order: VecDeque<(Instant, String)>,
+    /// Calls that ended without their reply, by `corr`, with their request's digest.
+    late: Recent,
+    /// Calls that got their reply, by `corr`: another reply for one is a replay.
+    answered: Recent,
     legacy_blocked_until: Option<Instant>,
+    /// `auto` after an echo: calls in a row that ended without their reply, and
+    /// replies for our token without `corr` that nobody could take, since the last
+    /// echoed reply. Both must reach [`FALLBACK_EVIDENCE`] to fall back.
+    timeouts_in_a_row: u32,
+    strays: u32,
+    /// Fallbacks from `id` to legacy matching since start.
+    fallbacks: u64,
 }
+
+/// `corr`s remembered for a while, each with its request's digest, oldest first.
+#[derive(Default)]
+struct Recent {
+    map: HashMap<String, Option<String>>,
+    order: VecDeque<(Instant, String)>,
+}
+
+impl Recent {
+    fn insert(&mut self, corr: &str, req: Option<String>, until: Instant) {
+        if self.map.len() >= MAX_LATE
+            && let Some((_, oldest)) = self.order.pop_front()
+        {
+            self.map.remove(&oldest);
+        }
+        if self.map.insert(corr.to_owned(), req).is_none() {
+            self.order.push_back((until, corr.to_owned()));
+        }
+    }
+
+    fn get(&self, corr: &str) -> Option<&Option<String>> {
+        self.map.get(corr)
+    }
+
+    fn prune(&mut self, now: Instant) {
+        while let Some((until, _)) = self.order.front() {
+            if *until > now {
+                break;
+            }
+            if let Some((_, corr)) = self.order.pop_front() {
+                self.map.remove(&corr);
+            }
+        }
+    }
+}
+
+/// In `auto` mode after an echo, how many calls in a row must end without their reply,
+/// while at least as many replies for our token without `corr` arrive, before the
+/// bridge concludes that the gateway stopped echoing and falls back to legacy
+/// matching. One stray reply (which anyone who can write to `BLK_Res` can send) must
+/// never stop concurrent matching.
+pub const FALLBACK_EVIDENCE: u32 = 3;
 
 /// The reply-to-request bookkeeping of one bridge.
 pub(crate) struct Matcher {
     mode: CorrelationMode,
+    /// Replies are signed (a gateway key is configured): each must carry the digest
+    /// of its request (`req`), which is checked.
+    bound: bool,
     /// How long a reply of a legacy request that ended without it fences its shape,
     /// and how long a timed-out request's `corr` is remembered as late.
     fence_max: Duration,
@@ -280,6 +365,7 @@ impl Matcher {
     pub(crate) fn new(mode: CorrelationMode, timeout: Duration, fence_max: Duration) -> Matcher {
         Matcher {
             mode,
+            bound: false,
             fence_max,
             timeout,
             state: Mutex::new(State {
@@ -289,11 +375,55 @@ impl Matcher {
                 lost: [0, 0],
                 counts: FenceCounts::default(),
                 echo: Echo::Unknown,
-                late: HashSet::new(),
-                late_order: VecDeque::new(),
+                late: Recent::default(),
+                answered: Recent::default(),
                 legacy_blocked_until: None,
+                timeouts_in_a_row: 0,
+                strays: 0,
+                fallbacks: 0,
             }),
         }
+    }
+
+    /// Requires every reply to carry its request's digest (`req`), as signed replies
+    /// do (docs/protocol.md §5); a reply whose digest is not its request's is dropped.
+    pub(crate) fn bound(mut self, bound: bool) -> Matcher {
+        self.bound = bound;
+        self
+    }
+
+    /// Whether `reply` may answer the request whose digest is `expected`.
+    fn fits(&self, expected: Option<&str>, reply: &Reply) -> bool {
+        !self.bound || (expected.is_some() && reply.head.req.as_deref() == expected)
+    }
+
+    /// Fallbacks from `id` to legacy matching since start (`auto` mode).
+    pub(crate) fn fallbacks(&self) -> u64 {
+        self.state().fallbacks
+    }
+
+    /// Falls back to legacy matching if the evidence is sustained (see
+    /// [`FALLBACK_EVIDENCE`]).
+    fn maybe_fall_back(&self, state: &mut State, now: Instant) {
+        if self.mode != CorrelationMode::Auto
+            || state.echo != Echo::Echoes
+            || state.timeouts_in_a_row < FALLBACK_EVIDENCE
+            || state.strays < FALLBACK_EVIDENCE
+        {
+            return;
+        }
+        tracing::warn!(
+            timeouts = state.timeouts_in_a_row,
+            stray_replies = state.strays,
+            "the chain gateway stopped echoing correlation ids: calls in a row got no reply \
+             while replies without one kept arriving; falling back to one request at a time \
+             (legacy mode)"
+        );
+        state.echo = Echo::Silent;
+        state.legacy_blocked_until = Some(now + self.timeout * 2);
+        state.fallbacks += 1;
+        state.timeouts_in_a_row = 0;
+        state.strays = 0;
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -371,8 +501,7 @@ impl Matcher {
         }
     }
 
-    /// Registers a request expecting a reply of `shape`; with `legacy` it takes the
-    /// slot (the caller holds the slot's permit and has checked the fence).
+    /// [`Matcher::register_request`] without a digest.
     #[cfg(test)]
     pub(crate) fn register(
         &self,
@@ -381,19 +510,20 @@ impl Matcher {
         shape: Shape,
         legacy: bool,
     ) -> oneshot::Receiver<Reply> {
-        self.register_as(corr, token, shape, legacy, false)
+        self.register_request(corr, token, shape, legacy, None, false)
     }
 
-    /// Registers a request expecting a reply of `shape`; with `legacy` it takes the
-    /// slot (the caller holds the slot's permit and has checked the fence). A fence
-    /// raised by background work (`background`) lets operators' answers through
-    /// unmatched ([`Matcher::add_unmatched`]).
-    pub(crate) fn register_as(
+    /// Registers a request expecting a reply of `shape`, whose envelope has the digest
+    /// `req`; with `legacy` it takes the slot (the caller holds the slot's permit and
+    /// has checked the fence). A fence raised by background work (`background`) lets
+    /// operators' answers through unmatched ([`Matcher::add_unmatched`]).
+    pub(crate) fn register_request(
         &self,
         corr: &str,
         token: &str,
         shape: Shape,
         legacy: bool,
+        req: Option<String>,
         background: bool,
     ) -> oneshot::Receiver<Reply> {
         let (tx, rx) = oneshot::channel();
@@ -402,6 +532,7 @@ impl Matcher {
             corr.to_owned(),
             Waiter {
                 token: token.to_owned(),
+                req,
                 tx,
             },
         );
@@ -451,7 +582,7 @@ impl Matcher {
         fence.mixed = true;
         fence.last_added = now;
         state.counts.unmatched += 1;
-        remember_late(&mut state, corr, now + self.fence_max);
+        state.late.insert(corr, None, now + self.fence_max);
         true
     }
 
@@ -479,13 +610,14 @@ impl Matcher {
     /// slot, fence its shape until its reply comes. Returns whether a fence went up.
     pub(crate) fn timed_out(&self, corr: &str, now: Instant) -> bool {
         let mut state = self.state();
-        state.pending.remove(corr);
-        remember_late(&mut state, corr, now + self.fence_max);
+        let req = state.pending.remove(corr).and_then(|w| w.req);
+        state.late.insert(corr, req.clone(), now + self.fence_max);
         match state.slot.take() {
             Some(held) if held.corr == corr => {
                 state.fences[held.shape.index()] = Some(Outstanding {
                     corr: held.corr,
                     token: held.token,
+                    req,
                     since: now,
                     last_added: now,
                     background: held.background,
@@ -497,6 +629,10 @@ impl Matcher {
             }
             other => {
                 state.slot = other;
+                if state.echo == Echo::Echoes {
+                    state.timeouts_in_a_row = state.timeouts_in_a_row.saturating_add(1);
+                    self.maybe_fall_back(&mut state, now);
+                }
                 false
             }
         }
@@ -516,11 +652,17 @@ impl Matcher {
     /// the call it belonged to, or says why it was dropped.
     pub(crate) fn route(&self, reply: Reply, now: Instant) -> Routed {
         let mut state = self.state();
-        prune_late(&mut state, now);
+        state.late.prune(now);
+        state.answered.prune(now);
         self.expire_fences(&mut state, now);
         let token = reply.head.auth.clone();
         if let Some(corr) = reply.head.corr.clone() {
-            return self.dispatch_corr(&mut state, corr, &token, reply);
+            return self.dispatch_corr(&mut state, corr, &token, reply, now);
+        }
+        if self.bound {
+            // Signed replies carry `corr` (the consumer refuses others first); a reply
+            // without one is never matched by token.
+            return Routed::Dropped(DropReason::Unbound);
         }
         self.dispatch_legacy(&mut state, &token, reply, now)
     }
@@ -623,28 +765,41 @@ impl Matcher {
                 if !ours {
                     return Routed::Dropped(DropReason::OtherToken);
                 }
-                if self.mode == CorrelationMode::Auto && state.echo == Echo::Echoes {
-                    state.echo = Echo::Silent;
-                    state.legacy_blocked_until = Some(now + self.timeout * 2);
-                    tracing::warn!(
-                        "the chain gateway stopped echoing correlation ids: falling back to one \
-                         request at a time (legacy mode); requests in flight may time out"
-                    );
+                if state.echo == Echo::Echoes {
+                    // Evidence, not proof: see `maybe_fall_back`.
+                    state.strays = state.strays.saturating_add(1);
+                    self.maybe_fall_back(state, now);
                 }
                 Routed::Dropped(DropReason::Unmatched)
             }
         }
     }
 
-    fn dispatch_corr(&self, state: &mut State, corr: String, token: &str, reply: Reply) -> Routed {
+    fn dispatch_corr(
+        &self,
+        state: &mut State,
+        corr: String,
+        token: &str,
+        reply: Reply,
+        now: Instant,
+    ) -> Routed {
         match state.pending.get(&corr) {
             Some(waiter) if waiter.token != token => {
                 return Routed::Dropped(DropReason::TokenMismatch);
+            }
+            Some(waiter) if !self.fits(waiter.req.as_deref(), &reply) => {
+                // The request keeps waiting for its own reply.
+                return Routed::Dropped(DropReason::WrongRequest);
             }
             Some(_) => {
                 let Some(waiter) = state.pending.remove(&corr) else {
                     return Routed::Dropped(DropReason::UnknownCorr);
                 };
+                state
+                    .answered
+                    .insert(&corr, waiter.req.clone(), now + self.fence_max);
+                state.timeouts_in_a_row = 0;
+                state.strays = 0;
                 if state.slot.as_ref().is_some_and(|h| h.corr == corr) {
                     state.slot = None;
                 }
@@ -664,17 +819,26 @@ impl Matcher {
         // The echoed reply of a request that fenced its shape: the fence lifts.
         for shape in Shape::ALL {
             let i = shape.index();
-            if state.fences[i]
+            if let Some(o) = state.fences[i]
                 .as_ref()
-                .is_some_and(|o| o.corr == corr && o.token == token)
+                .filter(|o| o.corr == corr && o.token == token)
             {
+                if !self.fits(o.req.as_deref(), &reply) {
+                    return Routed::Dropped(DropReason::WrongRequest);
+                }
                 state.fences[i] = None;
                 state.counts.lifted_by_reply += 1;
                 return Routed::Late(Box::new(LateReply { corr, reply }));
             }
         }
-        if state.late.contains(&corr) {
+        if let Some(req) = state.late.get(&corr) {
+            if !self.fits(req.as_deref(), &reply) {
+                return Routed::Dropped(DropReason::WrongRequest);
+            }
             return Routed::Late(Box::new(LateReply { corr, reply }));
+        }
+        if state.answered.get(&corr).is_some() {
+            return Routed::Dropped(DropReason::Replayed);
         }
         Routed::Dropped(DropReason::UnknownCorr)
     }
@@ -702,28 +866,6 @@ enum Target {
     Ambiguous,
     /// Nobody of its shape (if it has one) waits or is outstanding.
     Nobody(Option<Shape>),
-}
-
-fn remember_late(state: &mut State, corr: &str, until: Instant) {
-    if state.late.len() >= MAX_LATE
-        && let Some((_, oldest)) = state.late_order.pop_front()
-    {
-        state.late.remove(&oldest);
-    }
-    if state.late.insert(corr.to_owned()) {
-        state.late_order.push_back((until, corr.to_owned()));
-    }
-}
-
-fn prune_late(state: &mut State, now: Instant) {
-    while let Some((until, _)) = state.late_order.front() {
-        if *until > now {
-            break;
-        }
-        if let Some((_, corr)) = state.late_order.pop_front() {
-            state.late.remove(&corr);
-        }
-    }
 }
 
 #[cfg(test)]
@@ -1021,7 +1163,7 @@ mod tests {
         let m = Matcher::new(CorrelationMode::Legacy, T, FENCE);
         let t0 = Instant::now();
         // An operator's own late answer fences answers the usual way: no unmatched sends.
-        let _op = m.register_as("op", "tok", Shape::Message, true, false);
+        let _op = m.register_request("op", "tok", Shape::Message, true, None, false);
         assert!(m.timed_out("op", t0));
         assert!(!m.fenced_by_background(Shape::Message, "tok", t0));
         assert!(!m.add_unmatched("x", Shape::Message, "tok", t0));
@@ -1030,7 +1172,7 @@ mod tests {
             Routed::Late(_)
         ));
         // The relay's record send times out: its reply is outstanding.
-        let _rec = m.register_as("rec", "tok", Shape::Message, true, true);
+        let _rec = m.register_request("rec", "tok", Shape::Message, true, None, true);
         assert!(m.timed_out("rec", t0));
         assert!(m.fenced_by_background(Shape::Message, "tok", t0));
         assert!(!m.fenced_by_background(Shape::Message, "other-token", t0));
@@ -1057,11 +1199,11 @@ mod tests {
         ));
         assert!(m.fence(Shape::Message, t1).is_none());
         // Answers take the slot again and get their own replies.
-        let mut b = m.register_as("b", "tok", Shape::Message, true, false);
+        let mut b = m.register_request("b", "tok", Shape::Message, true, None, false);
         assert_eq!(m.dispatch(message("tok", "B"), t1), Ok(()));
         assert_eq!(text_of(b.try_recv().unwrap()), "B");
         // An unmatched send whose answer was refused before the broker had it is taken back.
-        let _rec2 = m.register_as("rec2", "tok", Shape::Message, true, true);
+        let _rec2 = m.register_request("rec2", "tok", Shape::Message, true, None, true);
         assert!(m.timed_out("rec2", t1));
         assert!(m.add_unmatched("a3", Shape::Message, "tok", t1));
         m.withdraw_unmatched(Shape::Message);
@@ -1091,8 +1233,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn auto_mode_switches_on_echo_and_back_on_silence() {
+    /// An `auto` matcher that has seen the gateway echo.
+    fn echoing() -> (Matcher, Instant) {
         let m = Matcher::new(CorrelationMode::Auto, T, FENCE);
         let now = Instant::now();
         assert!(m.uses_legacy());
@@ -1100,16 +1242,125 @@ mod tests {
         assert_eq!(m.dispatch(data("tok", Some("a"), 1), now), Ok(()));
         assert_eq!(m.echo(), Echo::Echoes);
         assert!(!m.uses_legacy());
-        let _b = m.register("b", "tok", Shape::List, false);
-        let _c = m.register("c", "tok", Shape::List, false);
-        // The gateway stops echoing: the reply cannot be placed, and the bridge falls
-        // back to legacy, blocked until requests sent concurrently are over.
-        assert_eq!(
-            m.dispatch(data("tok", None, 2), now),
-            Err(DropReason::Unmatched)
-        );
+        (m, now)
+    }
+
+    #[test]
+    fn auto_mode_keeps_id_matching_through_stray_replies() {
+        let (m, now) = echoing();
+        // Anyone who can write to BLK_Res can send replies for our token without corr:
+        // they are dropped, and calls keep running concurrently and get their replies.
+        for i in 0..10 {
+            let corr = format!("c{i}");
+            let mut rx = m.register(&corr, "tok", Shape::List, false);
+            assert_eq!(
+                m.dispatch(data("tok", None, -1), now),
+                Err(DropReason::Unmatched)
+            );
+            assert_eq!(
+                m.dispatch(message("tok", "stray"), now),
+                Err(DropReason::Unmatched)
+            );
+            assert!(!m.uses_legacy(), "one stray reply must not change the mode");
+            assert_eq!(m.dispatch(data("tok", Some(&corr), i), now), Ok(()));
+            assert_eq!(n_of(rx.try_recv().unwrap()), i);
+        }
+        assert_eq!(m.legacy_blocked_until(), None);
+        assert_eq!(m.fallbacks(), 0);
+        // Strays while calls time out one by one, each followed by an echoed reply,
+        // are no sustained evidence either: the echo resets it.
+        for round in 0..5 {
+            let corr = format!("t{round}");
+            let _rx = m.register(&corr, "tok", Shape::List, false);
+            for _ in 0..FALLBACK_EVIDENCE {
+                let _ = m.dispatch(data("tok", None, 0), now);
+            }
+            assert!(!m.timed_out(&corr, now));
+            let ok = format!("ok{round}");
+            let _ok = m.register(&ok, "tok", Shape::List, false);
+            assert_eq!(m.dispatch(data("tok", Some(&ok), 0), now), Ok(()));
+        }
+        assert!(!m.uses_legacy());
+        assert_eq!(m.fallbacks(), 0);
+    }
+
+    #[test]
+    fn auto_mode_falls_back_only_on_sustained_evidence() {
+        let (m, now) = echoing();
+        // Calls time out without stray replies: a slow chain, not a silent echo.
+        for i in 0..FALLBACK_EVIDENCE + 2 {
+            let corr = format!("slow{i}");
+            let _rx = m.register(&corr, "tok", Shape::List, false);
+            m.timed_out(&corr, now);
+        }
+        assert!(!m.uses_legacy());
+        let _ok = m.register("ok", "tok", Shape::List, false);
+        assert_eq!(m.dispatch(data("tok", Some("ok"), 0), now), Ok(()));
+        // The gateway stops echoing: every call times out while its reply comes
+        // without corr. After FALLBACK_EVIDENCE such calls the bridge falls back,
+        // blocked until requests sent concurrently are over.
+        for i in 0..FALLBACK_EVIDENCE {
+            assert!(!m.uses_legacy(), "fell back after {i} calls");
+            let corr = format!("lost{i}");
+            let _rx = m.register(&corr, "tok", Shape::List, false);
+            assert_eq!(
+                m.dispatch(data("tok", None, 2), now),
+                Err(DropReason::Unmatched)
+            );
+            m.timed_out(&corr, now);
+        }
         assert!(m.uses_legacy());
+        assert_eq!(m.echo(), Echo::Silent);
+        assert_eq!(m.fallbacks(), 1);
         assert!(m.legacy_blocked_until().unwrap() >= now + T);
+    }
+
+    #[test]
+    fn bound_replies_must_name_the_request_they_answer() {
+        let m = Matcher::new(CorrelationMode::Id, T, FENCE).bound(true);
+        let now = Instant::now();
+        let mut a = m.register_request("a", "tok", Shape::List, false, Some("ra".into()), false);
+        let with_req = |corr: &str, req: Option<&str>, n: i64| {
+            let mut reply = data("tok", Some(corr), n);
+            reply.head.req = req.map(str::to_owned);
+            reply
+        };
+        // The gateway's answer to another request sent with our corr, or none at all.
+        assert_eq!(
+            m.dispatch(with_req("a", Some("other"), 0), now),
+            Err(DropReason::WrongRequest)
+        );
+        assert_eq!(
+            m.dispatch(with_req("a", None, 0), now),
+            Err(DropReason::WrongRequest)
+        );
+        assert!(a.try_recv().is_err(), "the request keeps waiting");
+        assert_eq!(m.dispatch(with_req("a", Some("ra"), 7), now), Ok(()));
+        assert_eq!(n_of(a.try_recv().unwrap()), 7);
+        // The same signed reply again: a replay.
+        assert_eq!(
+            m.dispatch(with_req("a", Some("ra"), 7), now),
+            Err(DropReason::Replayed)
+        );
+        // A corr-less reply is never matched by token when replies are bound.
+        let _b = m.register_request("b", "tok", Shape::List, false, Some("rb".into()), false);
+        assert_eq!(
+            m.dispatch(data("tok", None, 1), now),
+            Err(DropReason::Unbound)
+        );
+        // A late reply settles its call only if it is that call's.
+        assert!(!m.timed_out("b", now));
+        assert_eq!(
+            m.dispatch(with_req("b", Some("ra"), 1), now),
+            Err(DropReason::WrongRequest)
+        );
+        assert_eq!(late_corr(m.route(with_req("b", Some("rb"), 1), now)), "b");
+        // After the bound, both are forgotten.
+        let later = now + FENCE + T;
+        assert_eq!(
+            m.dispatch(with_req("a", Some("ra"), 7), later),
+            Err(DropReason::UnknownCorr)
+        );
     }
 
     #[test]

@@ -18,6 +18,7 @@ mod matcher;
 mod metrics;
 mod publish;
 mod slot;
+mod trust;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -32,7 +33,7 @@ use mes_core::codec::{
     Topic,
 };
 use mes_core::domain::{AgentKey, Answer, RequestId};
-use mes_core::signing::{SigningKey, verify_envelope};
+use mes_core::signing::{SigningKey, request_digest};
 use rdkafka::Offset;
 use rdkafka::TopicPartitionList;
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -43,7 +44,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-pub use matcher::{DropReason, Echo, Fence, FenceCounts, LateReply, Shape};
+pub use matcher::{DropReason, Echo, FALLBACK_EVIDENCE, Fence, FenceCounts, LateReply, Shape};
 pub use metrics::{
     Histogram, HistogramSnapshot, LATENCY_BUCKETS_MS, Metrics, MetricsSnapshot, TopicMetrics,
 };
@@ -135,7 +136,8 @@ pub struct BridgeConfig {
     pub topic_replication: i32,
     /// Signs every request when set.
     pub signing_key: Option<SigningKey>,
-    /// Accepts only replies signed by this key when set.
+    /// Accepts only replies signed by this key when set; each must carry, signed, the
+    /// `corr` and the digest (`req`) of the request it answers (docs/protocol.md §5).
     pub gateway_key: Option<AgentKey>,
     /// How long `connect` may take (topic creation, metadata, assignment).
     pub connect_timeout: Duration,
@@ -360,11 +362,14 @@ impl Bridge {
 
         let (shutdown, shutdown_rx) = watch::channel(false);
         let inner = Arc::new(Inner {
-            matcher: Arc::new(Matcher::new(
-                config.correlation,
-                config.request_timeout,
-                config.legacy_fence_max,
-            )),
+            matcher: Arc::new(
+                Matcher::new(
+                    config.correlation,
+                    config.request_timeout,
+                    config.legacy_fence_max,
+                )
+                .bound(config.gateway_key.is_some()),
+            ),
             legacy_slot: Arc::new(LegacySlot::default()),
             in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
             producer: RwLock::new(Arc::new(Detached::new(producer))),
@@ -489,7 +494,7 @@ impl Bridge {
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 Error::Overloaded(self.inner.config.max_in_flight)
             })?;
-        let (corr, payload) = self.inner.envelope(auth, &request, corr, idem.as_deref());
+        let (corr, payload, req) = self.inner.envelope(auth, &request, corr, idem.as_deref());
         let job = Job {
             topic: request.topic(),
             shape: Shape::of(&request),
@@ -498,6 +503,7 @@ impl Bridge {
             payload,
             auth: auth.to_owned(),
             corr,
+            req,
             deadline: deadline.at,
             timeout: deadline.timeout,
         };
@@ -648,6 +654,18 @@ impl Bridge {
         self.inner.matcher.fence_counts()
     }
 
+    /// How often `auto` mode fell back from `id` to legacy matching since start (on
+    /// sustained evidence only, see [`FALLBACK_EVIDENCE`]).
+    pub fn matching_fallbacks(&self) -> u64 {
+        self.inner.matcher.fallbacks()
+    }
+
+    /// Whether replies are verified: only those signed by the configured gateway key,
+    /// bound to their request, are matched.
+    pub fn verifies_replies(&self) -> bool {
+        self.inner.config.gateway_key.is_some()
+    }
+
     /// Calls waiting for the legacy slot now, by priority.
     pub fn waiting_for_slot(&self, priority: Priority) -> usize {
         self.inner.legacy_slot.waiting(priority)
@@ -762,14 +780,15 @@ fn chain_error(body: &ReplyBody) -> Error {
 
 impl Inner {
     /// The bytes of `request`'s envelope as every call sends it: head `corr` (a new
-    /// UUID v4 unless given), `idem` if given, signed when a key is configured.
+    /// UUID v4 unless given), `idem` if given, signed when a key is configured; with
+    /// the `corr` and the envelope's digest (`req`, docs/protocol.md §5).
     fn envelope(
         &self,
         auth: &str,
         request: &Request,
         corr: Option<String>,
         idem: Option<&str>,
-    ) -> (String, Vec<u8>) {
+    ) -> (String, Vec<u8>, String) {
         let corr = corr.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let mut envelope = request.envelope(auth, Some(&corr));
         if let Some(idem) = idem {
@@ -778,7 +797,8 @@ impl Inner {
         if let Some(key) = &self.config.signing_key {
             key.sign_envelope(&mut envelope);
         }
-        (corr, envelope.to_bytes())
+        let req = request_digest(&envelope);
+        (corr, envelope.to_bytes(), req)
     }
 
     fn producer(&self) -> Arc<Detached<FutureProducer>> {
@@ -832,6 +852,8 @@ struct Job {
     payload: Vec<u8>,
     auth: String,
     corr: String,
+    /// The digest of the envelope sent, which a signed reply must carry.
+    req: String,
     deadline: Instant,
     /// The call's own time limit, for the error it gets.
     timeout: Duration,
@@ -869,11 +891,12 @@ async fn execute(
     // have waited for the slot), never past the call's end.
     let reply_deadline = (Instant::now() + timeout).min(job.deadline);
 
-    let mut reply_rx = inner.matcher.register_as(
+    let mut reply_rx = inner.matcher.register_request(
         &job.corr,
         &job.auth,
         job.shape,
         legacy,
+        Some(job.req.clone()),
         job.priority == Priority::Background,
     );
     let producer = inner.producer();
@@ -1203,16 +1226,22 @@ impl Inner {
                 return;
             }
         };
-        if let Some(gateway) = &self.config.gateway_key
-            && let Err(e) = verify_envelope(reply.envelope(), Some(gateway))
-        {
-            tracing::warn!("dropped a reply that is not signed by the gateway: {e}");
-            self.metrics.dropped(DropReason::BadSignature);
-            return;
-        }
-        if reply.head.corr.is_none() {
-            reply.head.corr = header_corr;
-        }
+        reply = match trust::admit(reply, header_corr, self.config.gateway_key.as_ref()) {
+            Ok(reply) => reply,
+            Err(refused) => {
+                tracing::warn!(
+                    reason = refused.reason.label(),
+                    "dropped a reply: {}",
+                    refused.why
+                );
+                self.metrics.dropped(refused.reason);
+                return;
+            }
+        };
+        // Whatever the chain wrote goes on to answers, decisions, events and logs:
+        // never with the token in it (a gateway may echo it in an error).
+        let token = reply.head.auth.clone();
+        reply.body.redact(&token);
         match self.matcher.route(reply, std::time::Instant::now()) {
             Routed::Delivered => {
                 self.metrics

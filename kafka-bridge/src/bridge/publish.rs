@@ -55,7 +55,8 @@ impl Bridge {
                 inner.metrics.overloaded.fetch_add(1, Ordering::Relaxed);
                 Error::Overloaded(inner.config.max_in_flight)
             })?;
-        let (corr, payload) = inner.envelope(auth, &request, options.corr, options.idem.as_deref());
+        let (corr, payload, _) =
+            inner.envelope(auth, &request, options.corr, options.idem.as_deref());
         let topic = request.topic();
         let topic_name = inner.config.topics.request(topic);
         let headers = OwnedHeaders::new().insert(Header {

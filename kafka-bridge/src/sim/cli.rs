@@ -124,7 +124,8 @@ struct RunArgs {
     /// later than the others, which overtake it (repeatable).
     #[arg(long, value_name = "START:MS", value_parser = late_list_reply)]
     late_list_reply: Vec<(u32, u64)>,
-    /// Sign replies with the simulator's key.
+    /// Sign replies with the simulator's key; each signed reply carries the request's
+    /// `corr` and the digest of its envelope (`req`, docs/protocol.md §5).
     #[arg(long)]
     sign_replies: bool,
     /// Refuse requests that are not signed (`unauthorized`).

@@ -5,7 +5,8 @@
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use mes_core::codec::{Envelope, Head, Reply, ReplyBody, Request};
-use mes_core::signing::{SigningKey, verify_envelope};
+use mes_core::signing::{SigningKey, request_digest, verify_envelope};
+use serde_json::Value;
 
 use super::config::{GatewayOptions, Route};
 use super::erp::{self, ErpRequest};
@@ -82,7 +83,20 @@ impl Gateway {
                 }
             }
         };
-        Some(self.reply(&head.auth, head.corr.as_deref().or(header_corr), body))
+        let req = self.request_digest(payload);
+        Some(self.reply(&head.auth, head.corr.as_deref().or(header_corr), req, body))
+    }
+
+    /// The digest a signed reply carries as `req` (docs/protocol.md §5): of the request
+    /// envelope as it was read, whatever its encoding. Only computed when replies are
+    /// signed; `None` when the bytes are no envelope at all.
+    fn request_digest(&self, payload: &[u8]) -> Option<String> {
+        if !self.options.sign_replies {
+            return None;
+        }
+        wire::parse_envelope(payload)
+            .ok()
+            .map(|envelope| request_digest(&envelope))
     }
 
     /// Counts a reply that `fate` keeps from being published; true if it is to be
@@ -134,13 +148,28 @@ impl Gateway {
         };
         tracing::info!(topic, "answering an undecodable request: {why}");
         let body = lock(&self.ledger).bad_request(topic, &auth, why);
-        Some(self.reply(&auth, corr.as_deref().or(header_corr), body))
+        let req = self.request_digest(payload);
+        Some(self.reply(&auth, corr.as_deref().or(header_corr), req, body))
     }
 
-    fn reply(&self, auth: &str, corr: Option<&str>, body: ReplyBody) -> Outgoing {
+    fn reply(
+        &self,
+        auth: &str,
+        corr: Option<&str>,
+        req: Option<String>,
+        body: ReplyBody,
+    ) -> Outgoing {
         let corr = corr.filter(|_| !self.options.no_echo);
         let mut reply = Reply::new(auth, corr, body);
         if self.options.sign_replies {
+            // A signed reply names the request it answers: its `corr` (above) and the
+            // digest of its envelope, both under the signature.
+            if let Some(req) = req {
+                reply
+                    .envelope_mut()
+                    .head
+                    .insert("req".into(), Value::String(req));
+            }
             self.key.sign_envelope(reply.envelope_mut());
         }
         Outgoing {
@@ -226,6 +255,10 @@ mod tests {
             verify_envelope(reply.envelope(), Some(&key.agent_key())).unwrap(),
             key.agent_key()
         );
+        // Bound to its request: the signed head names its corr and digest.
+        assert_eq!(reply.head.corr.as_deref(), Some("c"));
+        let sent = crate::sim::wire::parse_envelope(&list("T", Some("c"))).unwrap();
+        assert_eq!(reply.head.req, Some(request_digest(&sent)));
     }
 
     #[test]

@@ -50,6 +50,7 @@ pub(crate) fn head_of(envelope: &Envelope) -> Result<Head, String> {
         auth: text("auth")?.ok_or("head has no \"auth\" field")?,
         corr: text("corr")?,
         idem: text("idem")?,
+        req: text("req")?,
         signer: text("signer")?,
         sig: text("sig")?,
     })

@@ -10,6 +10,7 @@ use serde::Serialize;
 use utoipa::{OpenApi, ToSchema};
 
 use crate::app::{App, not_ready};
+use crate::config::ReplyVerification;
 use crate::error::{ApiResult, ErrorBody};
 
 /// The answer of the health endpoints.
@@ -26,6 +27,13 @@ pub struct Health {
     /// Informative, like `outbox`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub chain: Option<ChainHealth>,
+    /// `/health/ready` only: `on` when only replies signed by the gateway's key
+    /// (`MES_GATEWAY_KEY_FILE`) are taken, `off` when any reply with the right token
+    /// is (`MES_REPLY_TRUST=unsigned`): then anyone who can write to the reply topic
+    /// can answer for the chain.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, example = "on")]
+    pub reply_verification: Option<&'static str>,
 }
 
 /// The chain part of `/health/ready`.
@@ -81,7 +89,10 @@ pub struct OutboxHealth {
     pub failed: i64,
     /// No master token is configured: the relay sends nothing.
     pub waiting_for_token: bool,
-    /// The relay's last error, if any (never a secret).
+    /// What kind of thing last went wrong in the relay, if anything: `refused` (the
+    /// chain refused a row), `no_answer` (a send got no answer) or `database`. A state,
+    /// never the chain's text: this endpoint needs no key (the texts are in
+    /// `GET /api/outbox`).
     pub last_error: Option<String>,
     /// How this instance's relay stands with each record topic: `open` means the chain
     /// has not answered it for a while and its rows are on hold (docs/operations.md).
@@ -134,6 +145,7 @@ pub fn live() -> Json<Health> {
         status: "ok",
         outbox: None,
         chain: None,
+        reply_verification: None,
     })
 }
 
@@ -158,12 +170,22 @@ pub async fn ready(app: &State<App>) -> ApiResult<Json<Health>> {
                     failed: d.failed,
                     waiting_for_token: relay.waiting_for_token,
                     topics: topic_views(&relay),
-                    last_error: relay.last_error,
+                    last_error: relay.last_error_kind.map(str::to_owned),
                 }),
                 chain: Some(ChainHealth::of(&app.bridge)),
+                reply_verification: Some(reply_verification(&app.bridge).label()),
             }))
         }
         (database, bridge) => Err(not_ready(database, bridge)),
+    }
+}
+
+/// Whether `bridge` verifies the chain's replies.
+pub fn reply_verification(bridge: &kafka_bridge::bridge::Bridge) -> ReplyVerification {
+    if bridge.verifies_replies() {
+        ReplyVerification::On
+    } else {
+        ReplyVerification::Off
     }
 }
 
@@ -181,6 +203,7 @@ pub async fn metrics(app: &State<App>) -> (ContentType, String) {
     );
     crate::metrics::render_relay(&mut text, &app.relay.status());
     crate::metrics::render_fences(&mut text, &app.bridge);
+    crate::metrics::render_trust(&mut text, &app.bridge);
     text.push_str(&app.events.render_metrics());
     (
         ContentType::new("text", "plain").with_params(("version", "0.0.4")),

@@ -315,6 +315,10 @@ impl RequestService {
                 (outcome, None, Some(text))
             }
         };
+        // The bridge hands out chain text without the token already; a decision is
+        // an audit record kept for years: cut it here too, with the same function.
+        let message = message.map(|m| mes_core::redact::redact(&m, &token));
+        let error = error.map(|e| mes_core::redact::redact(&e, &token));
         let decision_id = decision.id;
         let completed = self
             .db
