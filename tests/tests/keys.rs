@@ -270,6 +270,7 @@ async fn mounted_routes(url: &str, brokers: &str, topics: &SimTopics) -> Vec<(St
         database_url: Some(url.to_owned()),
         database_pool_size: 2,
         kafka_brokers: brokers.to_owned(),
+        reply_trust: "unsigned".to_owned(),
         ..Settings::default()
     };
     settings.set_topics(&topics.chain);
