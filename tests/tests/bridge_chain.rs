@@ -269,7 +269,13 @@ async fn a_slow_legacy_chain_times_some_answers_out_and_never_hands_a_reply_to_a
         timed_out > 0,
         "nothing timed out: the test did not test anything"
     );
-    assert!(behind > 0, "no call met a fence: the test did not test it");
+    // Each timeout of the slot's holder fences answers until its reply comes. Whether a
+    // caller then tries while fenced (and is told `chain_behind`) depends on the
+    // machine's timing; that the fence went up and its reply went to nobody does not.
+    assert!(
+        bridge.fence_counts().raised > 0,
+        "no fence went up: the test did not test it"
+    );
     // The late replies lift their fence and are counted, never delivered.
     let deadline = Instant::now() + Duration::from_secs(10);
     while bridge.metrics().dropped(DropReason::Late) == 0 && Instant::now() < deadline {
