@@ -113,3 +113,35 @@ pub async fn answering_receiver(head: &str) -> (String, Arc<AtomicUsize>) {
     });
     (url, posts)
 }
+
+/// Reads the event stream `response` (`GET /api/events`, status checked by the caller)
+/// on a task of its own: each `event:`/`data:` block as its name and JSON data (`null`
+/// if the data is not JSON). The channel closes when the stream ends.
+pub fn read_events(mut response: reqwest::Response) -> mpsc::UnboundedReceiver<(String, Value)> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut buffer = String::new();
+        while let Ok(Some(chunk)) = response.chunk().await {
+            buffer.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = buffer.find("\n\n") {
+                let block: String = buffer.drain(..end + 2).collect();
+                let mut name = String::new();
+                let mut data = String::new();
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("event:") {
+                        name = v.trim().to_owned();
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push_str(v.trim());
+                    }
+                }
+                if !name.is_empty() {
+                    let value = serde_json::from_str(&data).unwrap_or(Value::Null);
+                    if tx.send((name, value)).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    rx
+}

@@ -212,8 +212,21 @@ async fn a_slow_legacy_chain_times_some_answers_out_and_never_hands_a_reply_to_a
     let mut config = bridge_config(&sim, CorrelationMode::Legacy);
     config.legacy_fence_max = Duration::from_secs(30);
     let bridge = Bridge::connect(config).await.unwrap();
+    // First, one call that certainly ends before its reply: sent at once (the slot is
+    // free), given half the chain's delay. Its reply, when it comes, is nobody's.
+    let (first, ids) = ids.split_first().unwrap();
+    let early = CallOptions {
+        timeout: Some(delay / 2),
+        ..CallOptions::default()
+    };
+    let ended = bridge
+        .answer_partner(DEFAULT_TOKEN, first.clone(), Answer::Accept, early)
+        .await;
+    assert!(matches!(ended, Err(Error::Timeout(_))), "{ended:?}");
+    assert_eq!(bridge.fence_counts().raised, 1, "its shape is fenced");
     let calls: Vec<_> = ids
-        .into_iter()
+        .iter()
+        .cloned()
         .enumerate()
         .map(|(i, id)| {
             let bridge = bridge.clone();

@@ -226,7 +226,7 @@ impl Stack {
             .find(|c| c.starts_with("mes_session="))
             .expect("POST /api/session sets the stream cookie")
             .to_owned();
-        let mut response = self
+        let response = self
             .http
             .get(format!("{}/api/events", server.base))
             .header("Cookie", cookie)
@@ -234,31 +234,7 @@ impl Stack {
             .await
             .unwrap();
         assert_eq!(response.status().as_u16(), 200);
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            let mut buffer = String::new();
-            while let Ok(Some(chunk)) = response.chunk().await {
-                buffer.push_str(&String::from_utf8_lossy(&chunk));
-                while let Some(end) = buffer.find("\n\n") {
-                    let block: String = buffer.drain(..end + 2).collect();
-                    let mut name = String::new();
-                    let mut data = String::new();
-                    for line in block.lines() {
-                        if let Some(v) = line.strip_prefix("event:") {
-                            name = v.trim().to_owned();
-                        } else if let Some(v) = line.strip_prefix("data:") {
-                            data.push_str(v.trim());
-                        }
-                    }
-                    if !name.is_empty() {
-                        let value = serde_json::from_str(&data).unwrap_or(Value::Null);
-                        if tx.send((name, value)).is_err() {
-                            return;
-                        }
-                    }
-                }
-            }
-        });
+        let mut rx = mes_e2e::live::read_events(response);
         let hello = next_event(&mut rx, "hello", |_| true).await;
         (rx, hello)
     }

@@ -454,58 +454,34 @@ async fn every_mounted_route_answers_each_role_as_its_table_says() {
     sim.shutdown().await.unwrap();
 }
 
-/// An event stream read on a task of its own: its events, then `None` when it ends.
+/// An event stream read on a task of its own: its events; the channel closes when it ends.
 async fn open_stream(
     http: &reqwest::Client,
     port: u16,
     auth: (&str, &str),
-) -> mpsc::UnboundedReceiver<Option<(String, Value)>> {
-    let mut response = http
+) -> mpsc::UnboundedReceiver<(String, Value)> {
+    let response = http
         .get(format!("http://127.0.0.1:{port}/api/events"))
         .header(auth.0, auth.1)
         .send()
         .await
         .unwrap();
     assert_eq!(response.status().as_u16(), 200);
-    let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let mut buffer = String::new();
-        while let Ok(Some(chunk)) = response.chunk().await {
-            buffer.push_str(&String::from_utf8_lossy(&chunk));
-            while let Some(end) = buffer.find("\n\n") {
-                let block: String = buffer.drain(..end + 2).collect();
-                let mut name = String::new();
-                let mut data = String::new();
-                for line in block.lines() {
-                    if let Some(v) = line.strip_prefix("event:") {
-                        name = v.trim().to_owned();
-                    } else if let Some(v) = line.strip_prefix("data:") {
-                        data.push_str(v.trim());
-                    }
-                }
-                if !name.is_empty() {
-                    let value = serde_json::from_str(&data).unwrap_or(Value::Null);
-                    let _ = tx.send(Some((name, value)));
-                }
-            }
-        }
-        let _ = tx.send(None);
-    });
-    rx
+    mes_e2e::live::read_events(response)
 }
 
 /// The names of `stream`'s events until it ends; fails the test if it has not ended
 /// within `limit`.
 async fn until_closed(
-    stream: &mut mpsc::UnboundedReceiver<Option<(String, Value)>>,
+    stream: &mut mpsc::UnboundedReceiver<(String, Value)>,
     limit: Duration,
 ) -> Vec<String> {
     let deadline = Instant::now() + limit;
     let mut names = Vec::new();
     loop {
         match tokio::time::timeout_at(deadline, stream.recv()).await {
-            Ok(Some(Some((name, _)))) => names.push(name),
-            Ok(Some(None) | None) => return names,
+            Ok(Some((name, _))) => names.push(name),
+            Ok(None) => return names,
             Err(_) => panic!("the stream is still open after {limit:?}; events: {names:?}"),
         }
     }
@@ -575,10 +551,7 @@ async fn a_key_removed_on_one_instance_fails_on_the_other_and_its_streams_close(
     let mut by_cookie = open_stream(&http, b.port, ("Cookie", &pair)).await;
     for stream in [&mut by_key, &mut by_cookie] {
         let first = tokio::time::timeout(DEADLINE, stream.recv()).await.unwrap();
-        assert_eq!(
-            first.flatten().map(|(name, _)| name).as_deref(),
-            Some("hello")
-        );
+        assert_eq!(first.map(|(name, _)| name).as_deref(), Some("hello"));
     }
 
     // Removed on A by an admin: A refuses her at once.

@@ -900,14 +900,7 @@ async fn execute(
         job.priority == Priority::Background,
     );
     let producer = inner.producer();
-    let topic_name = inner.config.topics.request(job.topic);
-    let headers = OwnedHeaders::new().insert(Header {
-        key: CORRELATION_HEADER,
-        value: Some(job.corr.as_bytes()),
-    });
-    let record: FutureRecord<'_, (), [u8]> = FutureRecord::to(topic_name)
-        .payload(job.payload.as_slice())
-        .headers(headers);
+    let record = record_of(inner, &job);
     let started = Instant::now();
     let delivery = match producer.send_result(record) {
         Ok(delivery) => delivery,
@@ -990,14 +983,7 @@ async fn send_unmatched(inner: &Arc<Inner>, job: &Job) -> Option<Result<Exchange
         return None;
     }
     let producer = inner.producer();
-    let topic_name = inner.config.topics.request(job.topic);
-    let headers = OwnedHeaders::new().insert(Header {
-        key: CORRELATION_HEADER,
-        value: Some(job.corr.as_bytes()),
-    });
-    let record: FutureRecord<'_, (), [u8]> = FutureRecord::to(topic_name)
-        .payload(job.payload.as_slice())
-        .headers(headers);
+    let record = record_of(inner, job);
     let delivery = match producer.send_result(record) {
         Ok(delivery) => delivery,
         Err((e, _)) => {
@@ -1030,6 +1016,17 @@ async fn send_unmatched(inner: &Arc<Inner>, job: &Job) -> Option<Result<Exchange
             ),
         )),
     })
+}
+
+/// The Kafka record of `job`'s request, on its topic, with the correlation header.
+fn record_of<'a>(inner: &'a Inner, job: &'a Job) -> FutureRecord<'a, (), [u8]> {
+    let headers = OwnedHeaders::new().insert(Header {
+        key: CORRELATION_HEADER,
+        value: Some(job.corr.as_bytes()),
+    });
+    FutureRecord::to(inner.config.topics.request(job.topic))
+        .payload(job.payload.as_slice())
+        .headers(headers)
 }
 
 /// Least time left before a call's deadline for its request to be sent behind the
