@@ -266,11 +266,6 @@ impl App {
     pub fn with_embedded<R>(&self, f: impl FnOnce(Option<&Embedded>) -> R) -> R {
         f(lock(&self.embedded).as_ref())
     }
-
-    /// Whether the database answers and the bridge's reply consumer runs.
-    pub async fn ready(&self) -> (bool, bool) {
-        (self.db.ping().await, self.bridge.is_ready())
-    }
 }
 
 /// How often the fences are looked at for the console's "chain is behind": a lock and

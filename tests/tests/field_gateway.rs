@@ -294,6 +294,35 @@ struct Tally {
     lists_during_fence: AtomicU64,
 }
 
+impl Tally {
+    /// The run's verdict, for callers of `what`: nobody got a reply that is not theirs
+    /// (`wrong`), some met the fence (else the test tested nothing), some got through
+    /// after the late reply, and the late reply lifted the fence (server on `port`).
+    async fn assert_fenced_never_wrong(&self, what: &str, wrong: &[String], port: u16) {
+        eprintln!("{what}: {self:?}, {} wrong", wrong.len());
+        assert!(
+            wrong.is_empty(),
+            "{what}: {} calls got a reply that is not theirs, first: {:?}",
+            wrong.len(),
+            wrong.first()
+        );
+        assert!(
+            self.behind.load(Ordering::Relaxed) > 0,
+            "{what}: no call met the fence: the test did not test it"
+        );
+        assert!(
+            self.own.load(Ordering::Relaxed) > 0,
+            "{what}: no call got through after the late reply"
+        );
+        // The late reply came, lifted the fence and went to nobody.
+        assert_eq!(
+            metric(port, "mes_chain_fences_total{outcome=\"lifted_by_reply\"}").await,
+            1,
+            "{what}"
+        );
+    }
+}
+
 async fn a_late_reply_never_answers_another_caller(mode: &str) {
     let late = Duration::from_secs(20);
     let mut stack = stack(mode, Fate::Late(late), "2m").await;
@@ -369,30 +398,10 @@ async fn a_late_reply_never_answers_another_caller(mode: &str) {
     listing.await.unwrap();
 
     let wrong = wrong.lock().unwrap().clone();
-    eprintln!("{mode}: {tally:?}, {} wrong", wrong.len());
-    assert!(
-        wrong.is_empty(),
-        "{mode}: {} callers got a reply that is not theirs, first: {:?}",
-        wrong.len(),
-        wrong.first()
-    );
-    assert!(
-        tally.behind.load(Ordering::Relaxed) > 0,
-        "{mode}: no caller met the fence: the test did not test it"
-    );
+    tally.assert_fenced_never_wrong(mode, &wrong, port).await;
     assert!(
         tally.lists_during_fence.load(Ordering::Relaxed) > 0,
         "{mode}: no list ran while answers were fenced"
-    );
-    assert!(
-        tally.own.load(Ordering::Relaxed) > 0,
-        "{mode}: no answer got through after the late reply"
-    );
-    // The late reply came, lifted the fence and went to nobody.
-    assert_eq!(
-        metric(port, "mes_chain_fences_total{outcome=\"lifted_by_reply\"}").await,
-        1,
-        "{mode}"
     );
     assert_eq!(fences_up(port).await, 0, "{mode}");
     assert_eq!(
@@ -959,25 +968,7 @@ async fn a_list_reply_20s_late_never_answers_another_page() {
         caller.await.unwrap();
     }
     let wrong = wrong.lock().unwrap().clone();
-    eprintln!("lists: {tally:?}, {} wrong", wrong.len());
-    assert!(
-        wrong.is_empty(),
-        "{} got another page, first: {:?}",
-        wrong.len(),
-        wrong.first()
-    );
-    assert!(
-        tally.behind.load(Ordering::Relaxed) > 0,
-        "no list met the fence"
-    );
-    assert!(
-        tally.own.load(Ordering::Relaxed) > 0,
-        "no list got through after the late reply"
-    );
-    assert_eq!(
-        metric(port, "mes_chain_fences_total{outcome=\"lifted_by_reply\"}").await,
-        1
-    );
+    tally.assert_fenced_never_wrong("lists", &wrong, port).await;
     stack.server.terminate().await;
     stack.sim.stop().await;
 }
