@@ -11,17 +11,21 @@ use kafka_bridge::bridge::Bridge;
 use kafka_bridge::relay::{Relay, RelayConfig};
 use rocket::http::Status;
 
+use mes_core::db::outbox::{self, OutboxDepth};
+
 use crate::auth::AuthCache;
 use crate::config::{ConfigError, Settings};
 use crate::db::Db;
 use crate::embedded::Embedded;
 use crate::error::{ApiError, code};
 use crate::events::Hub;
+use crate::limits::Limits;
 use crate::metrics::HttpMetrics;
 use crate::service::requests::RequestService;
 use crate::service::schedule::{DailyReportJob, ReportSchedule};
 use crate::service::tokens::TokenProvider;
 use crate::service::units::{ChainHook, UnitService};
+use crate::throttled::Throttled;
 
 /// Everything the routes share. Kept in Rocket's managed state.
 pub struct App {
@@ -31,8 +35,10 @@ pub struct App {
     pub db: Db,
     /// The chain, through Kafka.
     pub bridge: Bridge,
-    /// Verified operator keys.
+    /// What the database said of operator keys and sessions lately.
     pub auth: AuthCache,
+    /// Rate limits: chain calls per key, failed sign-ins per address.
+    pub limits: Limits,
     /// HTTP figures for `/metrics`.
     pub http_metrics: Arc<HttpMetrics>,
     /// Production units, with the built-in chain hook (and any a library user adds).
@@ -53,7 +59,11 @@ pub struct App {
     background: Mutex<Vec<rocket::tokio::task::JoinHandle<()>>>,
     started: std::sync::atomic::AtomicBool,
     served_over_tls: std::sync::atomic::AtomicBool,
+    outbox_depth: Throttled<Option<OutboxDepth>>,
 }
+
+/// How often `/metrics` and `/health/ready` may read the database, together.
+pub const PROBE_EVERY: Duration = Duration::from_secs(1);
 
 /// The relay's settings for a server whose chain requests time out after `timeout`:
 /// a send may take that long, and a lease six times as long lets a crashed server's
@@ -111,6 +121,7 @@ impl App {
         embedded: Option<Embedded>,
     ) -> Result<App, ConfigError> {
         let schedule = settings.report_schedule()?;
+        let limits = Limits::new(settings.rate_limit()?, settings.auth_failure_limit()?);
         let tokens = TokenProvider::default();
         let events = Hub::default();
         let relay = Relay::new(
@@ -136,6 +147,7 @@ impl App {
             db,
             bridge,
             auth: AuthCache::default(),
+            limits,
             http_metrics: Arc::new(HttpMetrics::default()),
             relay,
             schedule,
@@ -145,7 +157,17 @@ impl App {
             background: Mutex::new(Vec::new()),
             started: std::sync::atomic::AtomicBool::new(false),
             served_over_tls: std::sync::atomic::AtomicBool::new(false),
+            outbox_depth: Throttled::new(PROBE_EVERY),
         })
+    }
+
+    /// The outbox's depth, read at most once per [`PROBE_EVERY`] whatever the request
+    /// rate; `None` when the database did not answer. The same read is the readiness
+    /// probe of the database.
+    pub async fn outbox_depth(&self) -> Option<OutboxDepth> {
+        self.outbox_depth
+            .get(|| async { self.db.run(|conn| Ok(outbox::depth(conn)?)).await.ok() })
+            .await
     }
 
     /// Records whether Rocket serves TLS itself (`ROCKET_TLS`), which makes session

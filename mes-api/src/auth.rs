@@ -7,15 +7,14 @@
 //! operators themselves). A missing or unknown key is 401, a role too low 403, both as
 //! JSON errors.
 //!
-//! Verified credentials are cached for [`CACHE_TTL`] (1 s) so that a burst of calls
-//! does not hit the database on every one. That is also the longest a removed or
+//! What the database says of a credential is cached for [`CACHE_TTL`] (1 s), known
+//! or unknown, so that a burst of calls does not hit the database on every one. That is also the longest a removed or
 //! rotated key keeps working on an instance that did not make the change (the one
 //! that did forgets its cache at once): every instance reads the same database, so
 //! removal takes effect everywhere within 2 s with a query in flight counted.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
 
 use mes_core::db::operators::{self, ROLE_ADMIN, ROLE_OPERATOR, ROLE_VIEWER};
 use mes_core::db::sessions;
@@ -30,9 +29,8 @@ use crate::error::{ApiError, code, stash};
 /// How long a verified key or session is trusted without asking the database again.
 /// At most 2 s, so that a removed or rotated key fails on every instance within 2 s.
 pub const CACHE_TTL: Duration = Duration::from_secs(1);
-/// Most credentials cached; the cache is cleared when full (it refills from the
-/// database).
-const CACHE_MAX: usize = 10_000;
+/// Most credentials cached (known and unknown); the least used go first.
+const CACHE_MAX: u64 = 10_000;
 
 /// What an operator may do; ordered, so `role >= Role::Operator` asks "may write".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -106,34 +104,51 @@ impl Credential {
     }
 }
 
-/// Verified credentials, with when they were verified.
-#[derive(Debug, Default)]
+/// What the database said of each credential lately: who it is, or `None` for an
+/// unknown key or ended session (a negative answer is cached too, so repeating an
+/// unknown key costs no query). Bounded ([`CACHE_MAX`]) and short-lived
+/// ([`CACHE_TTL`]); concurrent misses for one credential share one query.
 pub struct AuthCache {
-    entries: Mutex<HashMap<String, (Caller, Instant)>>,
+    entries: moka::future::Cache<String, Option<Caller>>,
+}
+
+impl Default for AuthCache {
+    fn default() -> Self {
+        AuthCache {
+            entries: moka::future::Cache::builder()
+                .max_capacity(CACHE_MAX)
+                .time_to_live(CACHE_TTL)
+                .build(),
+        }
+    }
+}
+
+impl std::fmt::Debug for AuthCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthCache")
+            .field("entries", &self.entries.entry_count())
+            .finish()
+    }
 }
 
 impl AuthCache {
-    fn get(&self, key: &str) -> Option<Caller> {
-        let entries = self.entries.lock().ok()?;
-        let (caller, at) = entries.get(key)?;
-        (at.elapsed() < CACHE_TTL).then(|| caller.clone())
+    /// What is cached for `key`: `Some(None)` for a credential known to be unknown.
+    async fn get(&self, key: &str) -> Option<Option<Caller>> {
+        self.entries.get(key).await
     }
 
-    fn put(&self, key: String, caller: Caller) {
-        if let Ok(mut entries) = self.entries.lock() {
-            if entries.len() >= CACHE_MAX {
-                entries.clear();
-            }
-            entries.insert(key, (caller, Instant::now()));
-        }
+    /// What the database says of `credential`, through the cache.
+    async fn resolve(&self, db: &Db, credential: &Credential) -> Result<Option<Caller>, ApiError> {
+        self.entries
+            .try_get_with(credential.cache_key(), lookup(db, credential))
+            .await
+            .map_err(|e| (*e).clone())
     }
 
     /// Forgets every verified credential (after operators change), so that this
     /// instance refuses a removed key at once.
     pub fn clear(&self) {
-        if let Ok(mut entries) = self.entries.lock() {
-            entries.clear();
-        }
+        self.entries.invalidate_all();
     }
 }
 
@@ -201,24 +216,46 @@ async fn authenticate(request: &Request<'_>) -> Result<Caller, ApiError> {
     verify(request, &Credential::Key(operators::hash_key(key))).await
 }
 
-/// Who `credential` belongs to, from the cache or the database.
+/// Who `credential` belongs to, from the cache or the database. An unknown one
+/// counts against the caller's address ([`crate::limits`]): past the limit the answer
+/// is 429, and until the address may try again only cached keys are let in.
 async fn verify(request: &Request<'_>, credential: &Credential) -> Result<Caller, ApiError> {
     let app = request
         .guard::<&State<App>>()
         .await
         .success_or_else(|| ApiError::internal("the application state is missing"))?;
-    let cache_key = credential.cache_key();
-    if let Some(caller) = app.auth.get(&cache_key) {
+    let cached = app.auth.get(&credential.cache_key()).await;
+    if let Some(Some(caller)) = cached {
         return Ok(caller);
     }
-    let caller = lookup(&app.db, credential).await?.ok_or_else(|| {
-        unauthenticated(match credential {
+    let address = client_address(request, app.settings.client_ip_header.as_deref());
+    let found = match cached {
+        Some(known) => known,
+        None => {
+            if let Some(wait) = app.limits.blocked(address) {
+                return Err(crate::limits::too_many_failures(wait));
+            }
+            app.auth.resolve(&app.db, credential).await?
+        }
+    };
+    found.ok_or_else(|| match app.limits.failed_sign_in(address) {
+        Some(wait) => crate::limits::too_many_failures(wait),
+        None => unauthenticated(match credential {
             Credential::Key(_) => "unknown key",
             Credential::Session(_) => "the session has ended: sign in again",
-        })
-    })?;
-    app.auth.put(cache_key, caller.clone());
-    Ok(caller)
+        }),
+    })
+}
+
+/// The caller's address: the connection's, or behind a reverse proxy the one its
+/// `header` (`MES_CLIENT_IP_HEADER`) names. A missing or malformed header falls back
+/// to the connection's address.
+fn client_address(request: &Request<'_>, header: Option<&str>) -> IpAddr {
+    header
+        .and_then(|name| request.headers().get_one(name.trim()))
+        .and_then(|value| value.trim().parse::<IpAddr>().ok())
+        .or_else(|| request.remote().map(|remote| remote.ip()))
+        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
 }
 
 /// Any authenticated caller of the event stream: the key comes from the

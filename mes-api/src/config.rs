@@ -153,6 +153,17 @@ pub struct Settings {
     /// Rocket serves TLS itself (`ROCKET_TLS`); set it to `true` behind a reverse proxy
     /// that terminates TLS.
     pub cookie_secure: Option<bool>,
+    /// Chain calls (LIST and answer routes) one key may make a second, with bursts of
+    /// as many; more get 429 with `Retry-After` (docs/security.md).
+    pub rate_limit_per_sec: u32,
+    /// Unknown keys (or ended sessions) one client address may present a minute, in
+    /// bursts of as many; past that it gets 429 instead of 401 and its unknown keys
+    /// are refused without a database query until it may try again.
+    pub auth_failures_per_min: u32,
+    /// Behind a reverse proxy: the header that carries the client's address (e.g.
+    /// `X-Real-IP`), for the limit on failed sign-ins per address. Unset (default):
+    /// the connection's address; a header any client can write is not trusted.
+    pub client_ip_header: Option<String>,
 }
 
 /// Accepts `-100123` (read from the environment as a number) as well as `"@plant"`.
@@ -299,6 +310,9 @@ impl Default for Settings {
             session_ttl: "12h".to_owned(),
             session_recheck_secs: 60,
             cookie_secure: None,
+            rate_limit_per_sec: 20,
+            auth_failures_per_min: 20,
+            client_ip_header: None,
         }
     }
 }
@@ -417,6 +431,9 @@ impl Settings {
             "session_ttl",
             "session_recheck_secs",
             "cookie_secure",
+            "rate_limit_per_sec",
+            "auth_failures_per_min",
+            "client_ip_header",
         ]
     }
 
@@ -497,6 +514,16 @@ impl Settings {
                 "must be at least 1 (seconds)",
             ));
         }
+        self.rate_limit()?;
+        self.auth_failure_limit()?;
+        if let Some(header) = &self.client_ip_header
+            && header.trim().is_empty()
+        {
+            return Err(ConfigError::new(
+                "MES_CLIENT_IP_HEADER",
+                "is empty; name a header such as X-Real-IP, or leave it unset",
+            ));
+        }
         if let Some(url) = &self.database_url
             && url.trim().is_empty()
         {
@@ -506,6 +533,33 @@ impl Settings {
             ));
         }
         Ok(())
+    }
+
+    /// Chain calls a second per key ([`Settings::rate_limit_per_sec`]), checked.
+    pub fn rate_limit(&self) -> Result<std::num::NonZeroU32, ConfigError> {
+        std::num::NonZeroU32::new(self.rate_limit_per_sec)
+            .filter(|n| n.get() <= MAX_RATE_LIMIT_PER_SEC)
+            .ok_or_else(|| {
+                ConfigError::new(
+                    "MES_RATE_LIMIT_PER_SEC",
+                    format!("must be 1 to {MAX_RATE_LIMIT_PER_SEC} (calls a second per key)"),
+                )
+            })
+    }
+
+    /// Failed sign-ins a minute per address ([`Settings::auth_failures_per_min`]),
+    /// checked.
+    pub fn auth_failure_limit(&self) -> Result<std::num::NonZeroU32, ConfigError> {
+        std::num::NonZeroU32::new(self.auth_failures_per_min)
+            .filter(|n| n.get() <= MAX_RATE_LIMIT_PER_SEC)
+            .ok_or_else(|| {
+                ConfigError::new(
+                    "MES_AUTH_FAILURES_PER_MIN",
+                    format!(
+                        "must be 1 to {MAX_RATE_LIMIT_PER_SEC} (unknown keys a minute per address)"
+                    ),
+                )
+            })
     }
 
     fn topic_settings(&self) -> [(&'static str, &str); 7] {
@@ -860,6 +914,10 @@ impl Settings {
 /// timers and leases derived from it (six times it, twice it, Rocket's grace).
 pub const MAX_REQUEST_TIMEOUT_MS: u64 = 3_600_000;
 
+/// Largest `MES_RATE_LIMIT_PER_SEC` and `MES_AUTH_FAILURES_PER_MIN`: far above what a chain answers, so in effect no
+/// limit, while the limiter's arithmetic stays exact.
+pub const MAX_RATE_LIMIT_PER_SEC: u32 = 1_000_000;
+
 /// A duration like `2s`, `500ms`, `1m`; a bare number is seconds.
 fn parse_duration(text: &str, setting: &str) -> Result<Duration, ConfigError> {
     let text = text.trim();
@@ -1107,6 +1165,23 @@ mod tests {
         assert_eq!(e.setting, "MES_CORRELATION");
         let e = from(&[("MES_REQUEST_TIMEOUT_MS", "0")]).unwrap_err();
         assert_eq!(e.setting, "MES_REQUEST_TIMEOUT_MS");
+        for (name, value) in [
+            ("MES_RATE_LIMIT_PER_SEC", "0"),
+            ("MES_RATE_LIMIT_PER_SEC", "4294967295"),
+            ("MES_RATE_LIMIT_PER_SEC", "18446744073709551615"),
+            ("MES_AUTH_FAILURES_PER_MIN", "0"),
+            ("MES_AUTH_FAILURES_PER_MIN", "-1"),
+            ("MES_CLIENT_IP_HEADER", " "),
+        ] {
+            let e = from(&[(name, value)]).unwrap_err();
+            assert_eq!(e.setting, name, "{name}={value}: {e}");
+        }
+        let s = from(&[
+            ("MES_RATE_LIMIT_PER_SEC", "5"),
+            ("MES_CLIENT_IP_HEADER", "X-Real-IP"),
+        ])
+        .unwrap();
+        assert_eq!(s.rate_limit().map(|n| n.get()).ok(), Some(5));
         let e = from(&[("MES_WEBHOOKS", "ftp://x/hook")]).unwrap_err();
         assert_eq!(e.setting, "MES_WEBHOOKS");
         let e = from(&[("MES_WEBHOOKS", "http://hooks.invalid/botSECRET/x")]).unwrap_err();

@@ -50,6 +50,9 @@ pub mod code {
     pub const OVERLOADED: &str = "overloaded";
     /// The database cannot be reached.
     pub const DATABASE_UNAVAILABLE: &str = "database_unavailable";
+    /// Too many calls with this key, or too many unknown keys from this address; the
+    /// answer's `Retry-After` says when to try again.
+    pub const RATE_LIMITED: &str = "rate_limited";
     /// The server is shutting down.
     pub const SHUTTING_DOWN: &str = "shutting_down";
     /// The chain did not answer in time.
@@ -75,6 +78,8 @@ pub struct ApiError {
     pub message: String,
     /// The chain's own error code (docs/protocol.md §6), for [`code::CHAIN_ERROR`].
     pub chain_code: Option<String>,
+    /// Seconds to wait before trying again, sent as `Retry-After` (429s).
+    pub retry_after: Option<u64>,
 }
 
 /// The JSON body of every error answer.
@@ -104,7 +109,17 @@ impl ApiError {
             code,
             message: message.into(),
             chain_code: None,
+            retry_after: None,
         }
+    }
+
+    /// The same error, telling the client to wait `wait` (rounded up to whole seconds,
+    /// at least one) before it tries again.
+    #[must_use]
+    pub fn retry_after(mut self, wait: std::time::Duration) -> ApiError {
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        self.retry_after = Some(secs.max(1));
+        self
     }
 
     /// 400 for a missing query parameter.
@@ -187,6 +202,7 @@ impl From<kafka_bridge::Error> for ApiError {
                 code: code::CHAIN_ERROR,
                 message,
                 chain_code: code,
+                retry_after: None,
             },
             E::UnexpectedReply(_) => {
                 ApiError::new(Status::BadGateway, code::UNEXPECTED_REPLY, e.to_string())
@@ -226,10 +242,12 @@ impl From<crate::service::requests::RequestError> for ApiError {
 impl<'r> Responder<'r, 'static> for ApiError {
     fn respond_to(self, request: &'r Request<'_>) -> response::Result<'static> {
         let status = self.status;
-        Response::build_from(Json(self.body()).respond_to(request)?)
-            .status(status)
-            .header(ContentType::JSON)
-            .ok()
+        let mut response = Response::build_from(Json(self.body()).respond_to(request)?);
+        response.status(status).header(ContentType::JSON);
+        if let Some(secs) = self.retry_after {
+            response.raw_header("Retry-After", secs.to_string());
+        }
+        response.ok()
     }
 }
 

@@ -233,6 +233,9 @@ fn server_env(url: &str, brokers: &str, topics: &SimTopics) -> Vec<(String, Stri
         ("MES_KAFKA_BROKERS".to_owned(), brokers.to_owned()),
         // Streams check their key every second here (default 60).
         ("MES_SESSION_RECHECK_SECS".to_owned(), "1".to_owned()),
+        // The matrix presents a removed key to every route: that many failed sign-ins
+        // from one address would be answered 429 at the default limit.
+        ("MES_AUTH_FAILURES_PER_MIN".to_owned(), "10000".to_owned()),
     ];
     env.extend(topic_env(&topics.chain));
     env
@@ -606,4 +609,108 @@ async fn a_key_removed_on_one_instance_fails_on_the_other_and_its_streams_close(
     assert_eq!(again.status().as_u16(), 401);
     a.assert_running();
     b.assert_running();
+}
+
+/// One call with `key`; its status and `Retry-After`.
+async fn limited_call(
+    http: &reqwest::Client,
+    port: u16,
+    uri: &str,
+    key: &str,
+) -> (u16, Option<u64>) {
+    let response = tokio::time::timeout(
+        DEADLINE,
+        http.get(format!("http://127.0.0.1:{port}{uri}"))
+            .bearer_auth(key)
+            .send(),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{uri}: no answer within {DEADLINE:?}"))
+    .unwrap();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().parse::<u64>().unwrap());
+    (response.status().as_u16(), retry_after)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_keys_from_one_address_get_429_and_chain_calls_are_limited_per_key() {
+    let suffix = format!("-{}", uuid::Uuid::new_v4().simple());
+    let token = format!("limits-test{suffix}");
+    let topics = SimTopics::with_suffix(&suffix);
+    let brokers = kafka_brokers();
+    let sim = start_sim(&brokers, &topics, &token).await;
+    let schema = PgSchema::create_in(&mes_e2e::database_url());
+    let url = schema.url().to_owned();
+    let setup_url = url.clone();
+    let master = token.clone();
+    let (operator, viewer) = tokio::task::spawn_blocking(move || {
+        let mut conn = db::connect(&setup_url).unwrap();
+        tokens::put(
+            &mut conn,
+            &tokens::NewKafkaToken {
+                instance_type: tokens::MASTER,
+                token: &master,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        mes_e2e::db::add_operators(&mut conn).unwrap()
+    })
+    .await
+    .unwrap();
+    let mut env = server_env(&url, &brokers, &topics);
+    env.retain(|(name, _)| name != "MES_AUTH_FAILURES_PER_MIN");
+    env.extend([
+        ("MES_AUTH_FAILURES_PER_MIN".to_owned(), "5".to_owned()),
+        ("MES_RATE_LIMIT_PER_SEC".to_owned(), "2".to_owned()),
+    ]);
+    let mut server = ServerProc::spawn(BIN, &env);
+    server.wait_ready().await;
+    let http = reqwest::Client::new();
+    let port = server.port;
+
+    // Five unknown keys from this address are 401; the sixth, and any new unknown key
+    // after it, 429 with the wait (one more try every 12 s at 5 a minute).
+    for n in 0..5 {
+        let (status, _) = limited_call(&http, port, "/api/me", &format!("mesk_wrong{n}")).await;
+        assert_eq!(status, 401, "unknown key {n}");
+    }
+    for key in ["mesk_wrong0", "mesk_another"] {
+        let (status, retry_after) = limited_call(&http, port, "/api/me", key).await;
+        assert_eq!(status, 429, "{key}");
+        let retry_after = retry_after.expect("Retry-After on a 429");
+        assert!(
+            (1..=12).contains(&retry_after),
+            "Retry-After: {retry_after}"
+        );
+    }
+
+    // Chain calls: two a second per key. Ten at once with one key: some are refused
+    // with a wait; the other key is not limited by them.
+    let list = "/api/KafkaPartner/LIST?limit=5";
+    let calls: Vec<_> = (0..10)
+        .map(|_| {
+            let (http, viewer) = (http.clone(), viewer.clone());
+            tokio::spawn(async move { limited_call(&http, port, list, &viewer).await })
+        })
+        .collect();
+    let mut answered = 0;
+    let mut limited = 0;
+    for call in calls {
+        match call.await.unwrap() {
+            (200, None) => answered += 1,
+            (429, Some(1)) => limited += 1,
+            other => panic!("a LIST answered {other:?}"),
+        }
+    }
+    assert!(
+        answered >= 1 && limited >= 1,
+        "{answered} answered, {limited} limited"
+    );
+    let (status, _) = limited_call(&http, port, list, &operator).await;
+    assert_eq!(status, 200, "the operator's own limit");
+    drop(server);
+    sim.shutdown().await.unwrap();
 }

@@ -102,6 +102,7 @@ fn parse_id(name: &str, id: &str) -> ApiResult<RequestId> {
         (status = 400, description = "Bad parameter", body = ErrorBody),
         (status = 401, description = "No or unknown key", body = ErrorBody),
         (status = 409, description = "No master token", body = ErrorBody),
+        (status = 429, description = "Too many chain calls with this key (`MES_RATE_LIMIT_PER_SEC`); `Retry-After` says when to try again; nothing was sent", body = ErrorBody),
         (status = 502, description = "The chain answered an error", body = ErrorBody),
         (status = 503, description = "Broker unavailable or overloaded", body = ErrorBody),
         (status = 504, description = "The chain did not answer in time", body = ErrorBody),
@@ -110,10 +111,11 @@ fn parse_id(name: &str, id: &str) -> ApiResult<RequestId> {
 #[get("/api/KafkaPartner/LIST?<query..>")]
 pub async fn partner_list(
     app: &State<App>,
-    _caller: Reader,
+    caller: Reader,
     query: ListQuery,
 ) -> ApiResult<Json<Vec<Value>>> {
     let (page, status) = query.parse()?;
+    app.limits.chain_call(caller.0.id)?;
     Ok(Json(app.requests.list(Kind::Partner, page, status).await?))
 }
 
@@ -129,6 +131,7 @@ pub async fn partner_list(
         (status = 400, description = "Bad parameter", body = ErrorBody),
         (status = 401, description = "No or unknown key", body = ErrorBody),
         (status = 409, description = "No master token", body = ErrorBody),
+        (status = 429, description = "Too many chain calls with this key (`MES_RATE_LIMIT_PER_SEC`); `Retry-After` says when to try again; nothing was sent", body = ErrorBody),
         (status = 502, description = "The chain answered an error", body = ErrorBody),
         (status = 503, description = "Broker unavailable or overloaded", body = ErrorBody),
         (status = 504, description = "The chain did not answer in time", body = ErrorBody),
@@ -137,10 +140,11 @@ pub async fn partner_list(
 #[get("/api/KafkaOrder/LIST?<query..>")]
 pub async fn order_list(
     app: &State<App>,
-    _caller: Reader,
+    caller: Reader,
     query: ListQuery,
 ) -> ApiResult<Json<Vec<Value>>> {
     let (page, status) = query.parse()?;
+    app.limits.chain_call(caller.0.id)?;
     Ok(Json(app.requests.list(Kind::Order, page, status).await?))
 }
 
@@ -156,6 +160,7 @@ pub async fn order_list(
         (status = 401, description = "No or unknown key", body = ErrorBody),
         (status = 403, description = "A viewer may not answer", body = ErrorBody),
         (status = 409, description = "No master token", body = ErrorBody),
+        (status = 429, description = "Too many chain calls with this key (`MES_RATE_LIMIT_PER_SEC`); `Retry-After` says when to try again; nothing was sent", body = ErrorBody),
         (status = 502, description = "The chain answered an error", body = ErrorBody),
         (status = 503, description = "Broker unavailable or overloaded", body = ErrorBody),
         (status = 504, description = "The chain did not answer in time", body = ErrorBody),
@@ -168,6 +173,7 @@ pub async fn partner_ans(
     query: AnsQuery,
 ) -> ApiResult<Json<Value>> {
     let (id, answer) = query.parse()?;
+    app.limits.chain_call(caller.0.id)?;
     let outcome = app
         .requests
         .answer(Kind::Partner, id, answer, &caller.0.name)
@@ -187,6 +193,7 @@ pub async fn partner_ans(
         (status = 401, description = "No or unknown key", body = ErrorBody),
         (status = 403, description = "A viewer may not answer", body = ErrorBody),
         (status = 409, description = "No master token", body = ErrorBody),
+        (status = 429, description = "Too many chain calls with this key (`MES_RATE_LIMIT_PER_SEC`); `Retry-After` says when to try again; nothing was sent", body = ErrorBody),
         (status = 502, description = "The chain answered an error", body = ErrorBody),
         (status = 503, description = "Broker unavailable or overloaded", body = ErrorBody),
         (status = 504, description = "The chain did not answer in time", body = ErrorBody),
@@ -199,6 +206,7 @@ pub async fn order_ans(
     query: AnsQuery,
 ) -> ApiResult<Json<Value>> {
     let (id, answer) = query.parse()?;
+    app.limits.chain_call(caller.0.id)?;
     let outcome = app
         .requests
         .answer(Kind::Order, id, answer, &caller.0.name)
@@ -291,6 +299,7 @@ async fn answer_route(
     let id = parse_id("id", id)?;
     let body = body.map_err(|e| body_error(&e))?;
     let answer = body.answer()?;
+    app.limits.chain_call(caller.0.id)?;
     let outcome = app
         .requests
         .answer(kind, id, answer, &caller.0.name)
@@ -323,6 +332,7 @@ async fn answer_route(
         (status = 401, description = "No or unknown key", body = ErrorBody),
         (status = 403, description = "A viewer may not answer", body = ErrorBody),
         (status = 409, description = "No master token", body = ErrorBody),
+        (status = 429, description = "Too many chain calls with this key (`MES_RATE_LIMIT_PER_SEC`); `Retry-After` says when to try again; nothing was sent", body = ErrorBody),
         (status = 502, description = "The chain answered an error", body = ErrorBody),
         (status = 503, description = "Not sent (decision `not_sent`): broker unavailable, overloaded, or the chain is behind (`chain_behind`)", body = ErrorBody),
     ),
@@ -349,6 +359,7 @@ pub async fn partner_answer(
         (status = 401, description = "No or unknown key", body = ErrorBody),
         (status = 403, description = "A viewer may not answer", body = ErrorBody),
         (status = 409, description = "No master token", body = ErrorBody),
+        (status = 429, description = "Too many chain calls with this key (`MES_RATE_LIMIT_PER_SEC`); `Retry-After` says when to try again; nothing was sent", body = ErrorBody),
         (status = 502, description = "The chain answered an error", body = ErrorBody),
         (status = 503, description = "Not sent (decision `not_sent`): broker unavailable, overloaded, or the chain is behind (`chain_behind`)", body = ErrorBody),
     ),

@@ -2,7 +2,6 @@
 //! None of these needs a key.
 
 use kafka_bridge::relay::{RecordTopicStatus, RelayStatus};
-use mes_core::db::outbox;
 use rocket::http::ContentType;
 use rocket::serde::json::Json;
 use rocket::{State, get};
@@ -158,8 +157,9 @@ pub fn live() -> Json<Health> {
     ))]
 #[get("/health/ready")]
 pub async fn ready(app: &State<App>) -> ApiResult<Json<Health>> {
-    // One query both proves the database answers and reads the outbox's depth.
-    let depth = app.db.run(|conn| Ok(outbox::depth(conn)?)).await.ok();
+    // One query, at most once a second, both proves the database answers and reads
+    // the outbox's depth.
+    let depth = app.outbox_depth().await;
     match (depth, app.bridge.is_ready()) {
         (Some(d), true) => {
             let relay = app.relay.status();
@@ -195,7 +195,7 @@ pub fn reply_verification(bridge: &kafka_bridge::bridge::Bridge) -> ReplyVerific
     responses((status = 200, description = "Prometheus text format 0.0.4", body = String, content_type = "text/plain")))]
 #[get("/metrics")]
 pub async fn metrics(app: &State<App>) -> (ContentType, String) {
-    let depth = app.db.run(|conn| Ok(outbox::depth(conn)?)).await.ok();
+    let depth = app.outbox_depth().await;
     let mut text = crate::metrics::render(
         &app.http_metrics,
         &app.bridge.metrics(),
