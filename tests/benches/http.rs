@@ -179,6 +179,8 @@ async fn stack(args: &Args) -> anyhow::Result<Stack> {
         database_pool_size: 4,
         // The simulator does not sign its replies.
         reply_trust: "unsigned".to_owned(),
+        // One key drives the whole load: no per-key limit.
+        rate_limit_per_sec: mes_api::config::MAX_RATE_LIMIT_PER_SEC,
         ..Settings::default()
     };
     settings.set_topics(&topics.chain);

@@ -36,6 +36,8 @@ struct Options {
     sqlite: bool,
     /// Another broker than the shared test broker.
     brokers: Option<String>,
+    /// Chain calls a second per key (`MES_RATE_LIMIT_PER_SEC`).
+    rate_limit_per_sec: u32,
 }
 
 impl Default for Options {
@@ -47,6 +49,7 @@ impl Default for Options {
             timeout_ms: 10_000,
             sqlite: false,
             brokers: None,
+            rate_limit_per_sec: Settings::default().rate_limit_per_sec,
         }
     }
 }
@@ -91,6 +94,7 @@ async fn server(options: Options) -> Server {
         database_pool_size: 4,
         // The simulator does not sign its replies.
         reply_trust: "unsigned".to_owned(),
+        rate_limit_per_sec: options.rate_limit_per_sec,
         ..Settings::default()
     };
     settings.set_topics(&topics.chain);
@@ -752,7 +756,12 @@ async fn broker_down_is_a_503_and_the_server_recovers_without_a_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixty_four_concurrent_list_calls_each_get_their_own_page() {
-    let s = server(Options::default()).await;
+    // All 64 with one key, at once: above the default per-key limit of 20 a second.
+    let s = server(Options {
+        rate_limit_per_sec: 64,
+        ..Options::default()
+    })
+    .await;
     let snapshot = s.sim().ledger_snapshot();
     let key = s.operator.clone();
     let calls = (0..64u32).map(|i| {

@@ -200,6 +200,9 @@ async fn stack_with(
             REQUEST_TIMEOUT_MS.to_string(),
         ),
         ("MES_LEGACY_FENCE_MAX".into(), fence_max.into()),
+        // Callers here answer and list in tight loops with one key, well above the
+        // default per-key limit; what is tested is the chain's side.
+        ("MES_RATE_LIMIT_PER_SEC".into(), "100000".into()),
     ];
     env.extend(mes_e2e::server::topic_env(&topics.chain));
     env.extend(
