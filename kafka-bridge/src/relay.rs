@@ -19,9 +19,13 @@
 //! on the chain once. `docs/ARCHITECTURE.md` walks through every crash point.
 //!
 //! Ordering: the store hands out only the oldest unsettled row of each ordering key, so
-//! one batch holds at most one row per key; rows of different keys are sent
+//! one key has at most one row in flight; rows of different keys are sent
 //! concurrently (at most [`RelayConfig::concurrency`], one at a time while the gateway
-//! needs legacy matching, where the bridge serialises requests anyway).
+//! needs legacy matching, where the bridge serialises requests anyway). Once a row is
+//! settled its key's next row is claimed and sent at once, within the batch (up to the
+//! batch's size shared among its keys), and a batch that settled anything is followed
+//! by the next at once: a backlog drains at the chain's pace, and the poll interval
+//! only paces an idle relay.
 //!
 //! A gateway that never answers a record topic would make every row of it wait the
 //! full send timeout, holding the bridge's legacy slot that operators need. Two remedies,
@@ -482,7 +486,7 @@ impl Relay {
     }
 
     /// Runs until `shutdown` completes: a batch whenever rows may be due (at once after
-    /// a full batch, else at the next poll or [`Relay::notify`]).
+    /// a batch that settled a row, else at the next poll or [`Relay::notify`]).
     ///
     /// On shutdown the batch in progress stops sending; rows it has not sent go back to
     /// pending at once, rows being sent are settled when their answer comes (within the
@@ -512,11 +516,11 @@ impl Relay {
             let pause = match pass {
                 Ok(batch) => {
                     failures = 0;
-                    let full =
-                        batch.claimed >= usize::try_from(config.batch_size).unwrap_or(usize::MAX);
-                    // More may be due; but a batch that only put rows back (broker down)
-                    // waits, or the relay would spin on rows it cannot deliver.
-                    if full && batch.done + batch.failed > 0 {
+                    // A settled row may have made its key's next row due (and a full
+                    // batch left rows behind): claim again at once. A batch that only
+                    // put rows back (broker down, topic on hold) waits, or the relay
+                    // would spin on rows it cannot deliver.
+                    if batch.done + batch.failed > 0 {
                         continue;
                     }
                     config.poll_interval
@@ -599,26 +603,46 @@ impl Relay {
         if rows.is_empty() {
             return Ok(batch);
         }
-        let deadline = claimed_at + inner.config.lease - inner.config.lease_margin();
         let parallel = inner.parallel_sends();
-        tracing::debug!(relay = %inner.config.name, rows = rows.len(), parallel, "claimed");
+        // Each key's rows in this batch, its first included: the batch's size shared
+        // among the keys it claimed, so a batch stays about `batch_size` rows long.
+        let per_key = (batch_size(&inner.config) / rows.len()).max(1);
+        tracing::debug!(relay = %inner.config.name, rows = rows.len(), parallel, per_key, "claimed");
         let token = Arc::new(token);
         let mut settled = futures::stream::iter(rows)
             .map(|row| {
                 let token = Arc::clone(&token);
-                async move { inner.deliver(row, &token, deadline).await }
+                async move { inner.deliver_key(row, &token, claimed_at, per_key).await }
             })
             .buffer_unordered(parallel);
-        while let Some(verdict) = settled.next().await {
-            match verdict {
-                Some(Verdict::Done(_)) => batch.done += 1,
-                Some(Verdict::Failed(_)) => batch.failed += 1,
-                Some(Verdict::Retry(_) | Verdict::Release(_)) => batch.retried += 1,
-                Some(Verdict::Held(_)) => batch.held += 1,
-                None => {}
-            }
+        while let Some(key_batch) = settled.next().await {
+            batch.add(&key_batch);
         }
         Ok(batch)
+    }
+}
+
+fn batch_size(config: &RelayConfig) -> usize {
+    usize::try_from(config.batch_size).unwrap_or(usize::MAX)
+}
+
+impl Batch {
+    fn count(&mut self, verdict: Option<&Verdict>) {
+        match verdict {
+            Some(Verdict::Done(_)) => self.done += 1,
+            Some(Verdict::Failed(_)) => self.failed += 1,
+            Some(Verdict::Retry(_) | Verdict::Release(_)) => self.retried += 1,
+            Some(Verdict::Held(_)) => self.held += 1,
+            None => {}
+        }
+    }
+
+    fn add(&mut self, other: &Batch) {
+        self.claimed += other.claimed;
+        self.done += other.done;
+        self.failed += other.failed;
+        self.retried += other.retried;
+        self.held += other.held;
     }
 }
 
@@ -638,6 +662,63 @@ impl Inner {
             CorrelationMode::Auto => self.bridge.echo() != Echo::Echoes,
         };
         if serial { 1 } else { self.config.concurrency }
+    }
+
+    /// Delivers `row`, claimed at `claimed_at`, then its ordering key's next rows one
+    /// after the other, each as soon as the one before is settled for good (done or
+    /// failed), up to `most` rows: a backlog on few keys goes out at the chain's pace,
+    /// not at one row per key per batch. Order within the key holds (the next row is
+    /// claimed only once the previous is settled), and each row has a lease of its own.
+    /// The result's `claimed` counts the follow-on rows only (the first was counted
+    /// when the batch claimed it).
+    async fn deliver_key(
+        &self,
+        row: OutboxRow,
+        token: &str,
+        claimed_at: Instant,
+        most: usize,
+    ) -> Batch {
+        let mut tally = Batch::default();
+        let mut next = Some((row, claimed_at));
+        let mut delivered = 0;
+        while let Some((row, claimed_at)) = next.take() {
+            let key = row.ordering_key.clone();
+            let deadline = claimed_at + self.config.lease - self.config.lease_margin();
+            let verdict = self.deliver(row, token, deadline).await;
+            tally.count(verdict.as_ref());
+            delivered += 1;
+            let settled = matches!(verdict, Some(Verdict::Done(_) | Verdict::Failed(_)));
+            if !settled || delivered >= most || self.stopping.load(Ordering::Relaxed) {
+                break;
+            }
+            next = match self.claim_next_of_key(key).await {
+                Ok(Some(row)) => {
+                    tally.claimed += 1;
+                    Some((row, Instant::now()))
+                }
+                Ok(None) => None,
+                Err(e) => {
+                    // The row stays pending; the next batch claims it.
+                    self.count_database_error(&e);
+                    None
+                }
+            };
+        }
+        tally
+    }
+
+    /// The next due row of `key`, claimed for a lease, if any.
+    async fn claim_next_of_key(&self, key: String) -> Result<Option<OutboxRow>> {
+        let pool = self.pool.clone();
+        let lease = chrono::Duration::from_std(self.config.lease)
+            .map_err(|e| Error::Config(format!("lease: {e}")))?;
+        let held = self.held_topics(Utc::now());
+        blocking(move || {
+            let mut conn = pool.get().map_err(|e| Error::Database(e.to_string()))?;
+            outbox::claim_next_of_key(&mut conn, mes_core::db::now(), &key, lease, &held)
+                .map_err(|e| Error::Database(format!("claiming the next row of {key}: {e}")))
+        })
+        .await
     }
 
     /// Sends one row and settles it; `None` if it could not be settled (the database

@@ -384,6 +384,44 @@ backend_tests! {
         assert!(matches!(not_in_flight, Err(DieselError::NotFound)), "{not_in_flight:?}");
     }
 
+    fn outbox_claims_a_keys_next_row_after_its_previous(conn: &mut DbConnection) {
+        for (dedup, key) in [("a1", "unit-A"), ("b1", "unit-B"), ("a2", "unit-A"), ("a3", "unit-A")] {
+            outbox::enqueue(conn, &message(dedup, key)).unwrap();
+        }
+        let id = |conn: &mut DbConnection, dedup: &str| {
+            outbox::get_by_dedup_key(conn, dedup).unwrap().unwrap().id
+        };
+        let (a1, a2, a3) = (id(conn, "a1"), id(conn, "a2"), id(conn, "a3"));
+        let now = db::now();
+        let lease = Duration::seconds(30);
+
+        // a1 is due, but only for its key; b1 is never taken by a claim for unit-A.
+        let first = outbox::claim_next_of_key(conn, now, "unit-A", lease, &[]).unwrap();
+        assert_eq!(first.as_ref().map(|r| r.id), Some(a1));
+        assert_eq!(first.map(|r| (r.status, r.attempts)), Some((outbox::IN_FLIGHT.to_owned(), 1)));
+        assert_eq!(
+            outbox::claim_next_of_key(conn, now, "unit-A", lease, &[]).unwrap(),
+            None,
+            "a2 waits while a1 is in flight"
+        );
+        outbox::mark_done(conn, a1, None).unwrap();
+        let next = outbox::claim_next_of_key(conn, now, "unit-A", lease, &[]).unwrap();
+        assert_eq!(next.map(|r| r.id), Some(a2));
+        // A failed row no longer holds its key back.
+        outbox::mark_failed(conn, a2, "refused").unwrap();
+        let held = ["BLK_Rec".to_owned()];
+        assert_eq!(
+            outbox::claim_next_of_key(conn, now, "unit-A", lease, &held).unwrap(),
+            None,
+            "a held topic is not claimed"
+        );
+        let last = outbox::claim_next_of_key(conn, now, "unit-A", lease, &[]).unwrap();
+        assert_eq!(last.map(|r| r.id), Some(a3));
+        assert_eq!(outbox::claim_next_of_key(conn, now, "unit-Z", lease, &[]).unwrap(), None);
+        let b = outbox::get_by_dedup_key(conn, "b1").unwrap().unwrap();
+        assert_eq!((b.status.as_str(), b.attempts), (outbox::PENDING, 0));
+    }
+
     fn outbox_held_topics_wait_and_unsent_rows_spend_no_attempt(conn: &mut DbConnection) {
         outbox::enqueue(conn, &message("rec", "a")).unwrap();
         let rty = outbox::NewOutboxRow {

@@ -178,10 +178,48 @@ pub fn claim_due_except(
     lease: Duration,
     held: &[String],
 ) -> QueryResult<Vec<OutboxRow>> {
+    claim(conn, now, limit, lease, held, None)
+}
+
+/// Claims the next due row of `ordering_key` for `lease`, as [`claim_due_except`] would
+/// if it were the only key: the relay calls it when it has just settled that key's
+/// previous row, so a backlog on one key goes out back to back instead of one row per
+/// batch. `None` when the key has no due row (or another relay holds it).
+pub fn claim_next_of_key(
+    conn: &mut DbConnection,
+    now: NaiveDateTime,
+    ordering_key: &str,
+    lease: Duration,
+    held: &[String],
+) -> QueryResult<Option<OutboxRow>> {
+    Ok(claim(conn, now, 1, lease, held, Some(ordering_key))?
+        .into_iter()
+        .next())
+}
+
+/// The claim of [`claim_due_except`] and [`claim_next_of_key`]: all keys, or one.
+fn claim(
+    conn: &mut DbConnection,
+    now: NaiveDateTime,
+    limit: i64,
+    lease: Duration,
+    held: &[String],
+    key: Option<&str>,
+) -> QueryResult<Vec<OutboxRow>> {
     let until = now + lease;
+    // Every key, or just `key`: a filter that is always true otherwise.
+    let of_key =
+        chain_outbox::ordering_key
+            .eq(key.unwrap_or_default())
+            .or(diesel::dsl::sql::<Bool>(if key.is_some() {
+                "FALSE"
+            } else {
+                "TRUE"
+            }));
     let mut rows = match conn {
         DbConnection::Pg(pg) => pg.transaction(|pg| {
             let ids: Vec<i64> = due_ids!(now, limit, held)
+                .filter(of_key)
                 .for_update()
                 .skip_locked()
                 .load(pg)?;
@@ -192,7 +230,7 @@ pub fn claim_due_except(
         }),
         DbConnection::Sqlite(lite) => {
             let claim = |lite: &mut SqliteConnection| {
-                let ids: Vec<i64> = due_ids!(now, limit, held).load(lite)?;
+                let ids: Vec<i64> = due_ids!(now, limit, held).filter(of_key).load(lite)?;
                 if ids.is_empty() {
                     return Ok(Vec::new());
                 }
