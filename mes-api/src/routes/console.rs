@@ -16,24 +16,44 @@ use crate::app::App;
 use crate::auth::{self, Reader, SESSION_COOKIE, SIGN_OUT_COOKIE, StreamReader};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 
-/// The console's files: name, content type, text.
-const ASSETS: &[(&str, &str, &str)] = &[
-    (
-        "app.js",
-        "text/javascript; charset=utf-8",
-        include_str!("../../console/app.js"),
-    ),
-    (
-        "style.css",
-        "text/css; charset=utf-8",
-        include_str!("../../console/style.css"),
-    ),
-    (
-        "favicon.svg",
-        "image/svg+xml",
-        include_str!("../../console/favicon.svg"),
-    ),
+/// `[name, …]` → `&[(name, text), …]`, each file read from `mes-api/console/` at
+/// compile time: the list is written once, below.
+macro_rules! console_files {
+    ($($name:literal),* $(,)?) => {
+        &[$(($name, include_str!(concat!("../../console/", $name)))),*]
+    };
+}
+
+/// The console's files under `/assets/`: name and text. `index.html` loads `app.js`,
+/// which imports the other modules by relative URL (`./api.js` is `/assets/api.js`);
+/// a module missing here would be a 404 and the page would not start, so a test
+/// checks this list against the folder and the modules' imports.
+const ASSETS: &[(&str, &str)] = console_files![
+    "app.js",
+    "api.js",
+    "dom.js",
+    "tabs.js",
+    "requests.js",
+    "units.js",
+    "outbox.js",
+    "decisions.js",
+    "delivery.js",
+    "live.js",
+    "style.css",
+    "favicon.svg",
 ];
+
+/// The content type of a console file, by its extension: browsers run a module script
+/// only when it is served as JavaScript.
+fn content_type(name: &str) -> &'static str {
+    match name.rsplit_once('.').map(|(_, ext)| ext) {
+        Some("js") => "text/javascript; charset=utf-8",
+        Some("css") => "text/css; charset=utf-8",
+        Some("svg") => "image/svg+xml",
+        Some("html") => "text/html; charset=utf-8",
+        _ => "application/octet-stream",
+    }
+}
 
 const INDEX: &str = include_str!("../../console/index.html");
 
@@ -69,14 +89,14 @@ impl<'r> Responder<'r, 'static> for Asset {
 #[get("/")]
 pub fn index() -> Asset {
     Asset {
-        content_type: "text/html; charset=utf-8",
+        content_type: content_type("index.html"),
         body: INDEX,
     }
 }
 
-/// `GET /assets/<name>`: the console's script, style sheet and icon.
+/// `GET /assets/<name>`: the console's script modules, style sheet and icon.
 #[utoipa::path(get, path = "/assets/{name}", tag = "console",
-    params(("name" = String, Path, description = "app.js, style.css or favicon.svg")),
+    params(("name" = String, Path, description = "app.js (the entry module; it imports the others, e.g. api.js), style.css or favicon.svg")),
     responses(
         (status = 200, description = "The file", body = String),
         (status = 404, description = "No such file", body = ErrorBody),
@@ -85,8 +105,11 @@ pub fn index() -> Asset {
 pub fn asset(name: &str) -> Result<Asset, ApiError> {
     ASSETS
         .iter()
-        .find(|(n, _, _)| *n == name)
-        .map(|(_, content_type, body)| Asset { content_type, body })
+        .find(|(n, _)| *n == name)
+        .map(|(name, body)| Asset {
+            content_type: content_type(name),
+            body,
+        })
         .ok_or_else(|| {
             ApiError::new(
                 rocket::http::Status::NotFound,
@@ -279,4 +302,108 @@ pub fn events(app: &State<App>, reader: StreamReader, mut shutdown: Shutdown) ->
         }
     }
     .heartbeat(std::time::Duration::from_secs(15))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::collections::BTreeSet;
+
+    use rocket::http::Status;
+    use rocket::local::blocking::Client;
+
+    use super::*;
+
+    fn client() -> Client {
+        Client::tracked(rocket::build().mount("/", rocket::routes![index, asset])).unwrap()
+    }
+
+    /// The files in `mes-api/console/` besides the page itself.
+    fn files_on_disk() -> BTreeSet<String> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("console");
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+            .filter(|name| name != "index.html")
+            .collect()
+    }
+
+    /// What a module imports: `./x.js` in `import … from "./x.js";`.
+    fn imports(text: &str) -> Vec<&str> {
+        text.lines()
+            .filter(|line| line.starts_with("import "))
+            .filter_map(|line| line.split_once(" from \"./"))
+            .map(|(_, rest)| rest.trim_end_matches(['"', ';']))
+            .collect()
+    }
+
+    #[test]
+    fn every_console_file_is_served_and_every_import_resolves() {
+        let served: BTreeSet<String> = ASSETS.iter().map(|(n, _)| (*n).to_owned()).collect();
+        assert_eq!(
+            served,
+            files_on_disk(),
+            "ASSETS and mes-api/console/ differ"
+        );
+        assert!(INDEX.contains(r#"<script type="module" src="/assets/app.js"></script>"#));
+        let mut imported = BTreeSet::from(["app.js"]);
+        for (name, text) in ASSETS.iter().filter(|(n, _)| n.ends_with(".js")) {
+            for module in imports(text) {
+                assert!(
+                    served.contains(module),
+                    "{name} imports {module}, not served"
+                );
+                imported.insert(module);
+            }
+        }
+        let modules: BTreeSet<&str> = ASSETS
+            .iter()
+            .map(|(n, _)| *n)
+            .filter(|n| n.ends_with(".js"))
+            .collect();
+        assert_eq!(imported, modules, "a module nothing imports");
+    }
+
+    #[test]
+    fn each_file_is_answered_with_its_type_and_the_page_policy() {
+        let client = client();
+        for (name, text) in ASSETS {
+            let response = client.get(format!("/assets/{name}")).dispatch();
+            assert_eq!(response.status(), Status::Ok, "{name}");
+            let expected = [
+                (".js", "text/javascript; charset=utf-8"),
+                (".css", "text/css; charset=utf-8"),
+                (".svg", "image/svg+xml"),
+            ]
+            .into_iter()
+            .find(|(ext, _)| name.ends_with(ext))
+            .map(|(_, content_type)| content_type);
+            assert_eq!(
+                response.headers().get_one("Content-Type"),
+                expected,
+                "{name}"
+            );
+            assert_eq!(
+                response.headers().get_one("Content-Security-Policy"),
+                Some(CSP)
+            );
+            assert_eq!(response.into_string().unwrap(), *text);
+        }
+        let page = client.get("/").dispatch();
+        assert_eq!(
+            page.headers().get_one("Content-Type"),
+            Some("text/html; charset=utf-8")
+        );
+        assert_eq!(page.headers().get_one("Content-Security-Policy"), Some(CSP));
+    }
+
+    #[test]
+    fn an_unknown_file_is_not_found() {
+        let client = client();
+        for name in ["nope.js", "index.html", "app.js.map", "..%2FCargo.toml"] {
+            let response = client.get(format!("/assets/{name}")).dispatch();
+            assert_eq!(response.status(), Status::NotFound, "{name}");
+        }
+    }
 }
