@@ -106,8 +106,9 @@ impl Credential {
 
 /// What the database said of each credential lately: who it is, or `None` for an
 /// unknown key or ended session (a negative answer is cached too, so repeating an
-/// unknown key costs no query). Bounded (10,000 entries, the least used dropped first) and short-lived
-/// ([`CACHE_TTL`]); concurrent misses for one credential share one query.
+/// unknown key costs no query). Bounded (10,000 entries, the least used dropped
+/// first) and short-lived ([`CACHE_TTL`]); concurrent misses for one credential share
+/// one query.
 pub struct AuthCache {
     entries: moka::future::Cache<String, Option<Caller>>,
 }
