@@ -1,18 +1,10 @@
 //! The crate's error type.
 
-/// Everything that can go wrong in `mes-core`, so callers match on one enum.
+/// Everything that can go wrong in `mes-core`'s storage, so callers match on one enum.
+/// (The codec's errors are `mes_codec::Error`.)
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// A reply from the chain could not be decoded.
-    #[error(transparent)]
-    Decode(#[from] crate::codec::DecodeError),
-    /// A value that travels on the wire (id, key, status) is malformed.
-    #[error(transparent)]
-    InvalidValue(#[from] crate::domain::InvalidValue),
-    /// Signing or verifying an envelope failed.
-    #[error(transparent)]
-    Signature(#[from] crate::signing::SignatureError),
     /// The database could not be reached or the URL is malformed.
     #[error("cannot connect to the database: {0}")]
     Connection(#[from] diesel::ConnectionError),

@@ -1,7 +1,7 @@
 //! Where the codec's time goes: decoding replies (JSON, Python literal, wrapped),
 //! encoding requests, and signing/verifying envelopes.
 //!
-//! Run with `cargo bench -p mes-core --bench codec`; figures go to docs/benchmarks.md.
+//! Run with `cargo bench -p mes-codec --bench codec`; figures go to docs/benchmarks.md.
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
@@ -9,9 +9,9 @@ use std::hint::black_box;
 use std::path::PathBuf;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use mes_core::codec::{AnswerBody, Page, Reply, ReplyBody, Request, decode_reply};
-use mes_core::domain::Answer;
-use mes_core::signing::{SigningKey, verify_envelope};
+use mes_codec::codec::{AnswerBody, Page, Reply, ReplyBody, Request, decode_reply};
+use mes_codec::domain::Answer;
+use mes_codec::signing::{SigningKey, verify_envelope};
 use serde_json::Value;
 
 fn fixture(name: &str) -> Vec<u8> {

@@ -81,7 +81,7 @@ impl fmt::Display for SyntaxErrorKind {
 /// Parses one Python literal into the value `json.dumps` would write for it.
 ///
 /// ```
-/// let v = mes_core::pylit::parse("[{'auth': 'T'}, {'message': \"Operator's order\", 'ok': True}]").unwrap();
+/// let v = mes_codec::pylit::parse("[{'auth': 'T'}, {'message': \"Operator's order\", 'ok': True}]").unwrap();
 /// assert_eq!(v, serde_json::json!([{"auth": "T"}, {"message": "Operator's order", "ok": true}]));
 /// ```
 pub fn parse(input: &str) -> Result<Value, SyntaxError> {
@@ -478,7 +478,7 @@ impl Parser<'_> {
 /// ```
 /// let v = serde_json::json!([{"auth": "T"}, {"message": "Operator's order", "ok": true}]);
 /// assert_eq!(
-///     mes_core::pylit::to_string(&v),
+///     mes_codec::pylit::to_string(&v),
 ///     r#"[{'auth': 'T'}, {'message': "Operator's order", 'ok': True}]"#
 /// );
 /// ```

@@ -5,12 +5,12 @@
 
 use std::path::PathBuf;
 
-use mes_core::codec::{
+use mes_codec::codec::{
     AnswerBody, DEFAULT_MAX_REPLY_BYTES, DecodeError, Page, Reply, ReplyBody, Request, Topic,
     decode_reply, decode_reply_with_limit, to_python_json,
 };
-use mes_core::domain::{Answer, OrderRequest, Status};
-use mes_core::pylit;
+use mes_codec::domain::{Answer, OrderRequest, Status};
+use mes_codec::pylit;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
