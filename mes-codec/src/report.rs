@@ -23,6 +23,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::InvalidValue;
 
+mod kpis;
+
+pub use kpis::{KpiInputs, Kpis};
+
 /// A shift of the day report; the day average is reported as a fourth shift.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Shift {
@@ -170,144 +174,6 @@ impl fmt::Display for FlowId {
     }
 }
 
-/// The measured inputs of one shift (or day), as stored in `day_reports`.
-///
-/// Names follow ISO 22400-2: PBT planned busy time, APT actual production time, PRI
-/// planned run time per item, PQ produced quantity, GQ good quantity, FE failure
-/// events, TTR total time to repair. Times are seconds.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-pub struct KpiInputs {
-    /// PBT, seconds.
-    pub planned_busy_time_s: Option<f64>,
-    /// APT, seconds.
-    pub actual_production_time_s: Option<f64>,
-    /// PRI, seconds per item.
-    pub planned_unit_time_s: Option<f64>,
-    /// PQ, items.
-    pub produced_quantity: Option<f64>,
-    /// GQ, items.
-    pub good_quantity: Option<f64>,
-    /// FE, count.
-    pub failure_count: Option<i32>,
-    /// Sum of TTR, seconds.
-    pub repair_time_s: Option<f64>,
-}
-
-impl KpiInputs {
-    /// The day's inputs from its shifts: times, quantities and failures add up, and
-    /// PRI is the production-weighted mean, so the day's ratios are computed from the
-    /// day's totals rather than averaged (an average of ratios over-weights short
-    /// shifts). An input missing in every shift stays missing.
-    pub fn sum<'a>(shifts: impl IntoIterator<Item = &'a KpiInputs>) -> KpiInputs {
-        fn add(a: Option<f64>, b: Option<f64>) -> Option<f64> {
-            match (a, b) {
-                (Some(x), Some(y)) => Some(x + y),
-                (x, y) => x.or(y),
-            }
-        }
-        let mut total = KpiInputs::default();
-        let mut planned_work = None;
-        for s in shifts {
-            total.planned_busy_time_s = add(total.planned_busy_time_s, s.planned_busy_time_s);
-            total.actual_production_time_s =
-                add(total.actual_production_time_s, s.actual_production_time_s);
-            total.produced_quantity = add(total.produced_quantity, s.produced_quantity);
-            total.good_quantity = add(total.good_quantity, s.good_quantity);
-            total.repair_time_s = add(total.repair_time_s, s.repair_time_s);
-            total.failure_count = match (total.failure_count, s.failure_count) {
-                (Some(x), Some(y)) => Some(x.saturating_add(y)),
-                (x, y) => x.or(y),
-            };
-            if let (Some(pri), Some(pq)) = (s.planned_unit_time_s, s.produced_quantity) {
-                planned_work = add(planned_work, Some(pri * pq));
-            }
-        }
-        total.planned_unit_time_s = match (planned_work, total.produced_quantity) {
-            (Some(work), Some(pq)) if pq > 0.0 => Some(work / pq),
-            _ => None,
-        };
-        total
-    }
-}
-
-/// The seven indicators of one shift (or day). `None` where the inputs are missing or
-/// the denominator is zero: a report never carries NaN or infinity.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-pub struct Kpis {
-    /// Availability = APT / PBT.
-    pub availability: Option<f64>,
-    /// Effectiveness = PRI × PQ / APT.
-    pub performance: Option<f64>,
-    /// Quality ratio = GQ / PQ.
-    pub quality: Option<f64>,
-    /// OEE = availability × performance × quality.
-    pub oee: Option<f64>,
-    /// MTBF = APT / (FE + 1), seconds.
-    pub mtbf_s: Option<f64>,
-    /// MTTR = ΣTTR / FE, seconds.
-    pub mttr_s: Option<f64>,
-    /// APT, seconds.
-    pub production_time_s: Option<f64>,
-}
-
-impl Kpis {
-    /// Computes the indicators from the inputs, per ISO 22400-2:
-    ///
-    /// - availability = APT / PBT;
-    /// - performance (effectiveness) = PRI × PQ / APT;
-    /// - quality ratio = GQ / PQ;
-    /// - OEE index = availability × performance × quality;
-    /// - MTBF = ΣTBF / (FE + 1), where the operating time between failures of the
-    ///   period adds up to APT and FE failures split it into FE + 1 intervals;
-    /// - MTTR = ΣTTR / FE (no value without failures);
-    /// - production time = APT.
-    pub fn compute(i: &KpiInputs) -> Kpis {
-        let ratio = |num: Option<f64>, den: Option<f64>| match (num, den) {
-            (Some(n), Some(d)) if d > 0.0 && n.is_finite() && d.is_finite() && n >= 0.0 => {
-                Some(n / d)
-            }
-            _ => None,
-        };
-        let apt = i
-            .actual_production_time_s
-            .filter(|t| t.is_finite() && *t >= 0.0);
-        let availability = ratio(apt, i.planned_busy_time_s);
-        let planned_work = match (i.planned_unit_time_s, i.produced_quantity) {
-            (Some(pri), Some(pq)) => Some(pri * pq),
-            _ => None,
-        };
-        let performance = ratio(planned_work, apt);
-        let quality = ratio(i.good_quantity, i.produced_quantity);
-        let oee = match (availability, performance, quality) {
-            (Some(a), Some(p), Some(q)) => Some(a * p * q),
-            _ => None,
-        };
-        let failures = i.failure_count.filter(|f| *f >= 0).map(f64::from);
-        Kpis {
-            availability,
-            performance,
-            quality,
-            oee,
-            mtbf_s: ratio(apt, failures.map(|f| f + 1.0)),
-            mttr_s: ratio(i.repair_time_s, failures),
-            production_time_s: apt,
-        }
-    }
-
-    /// The value of one indicator.
-    pub fn get(&self, indicator: Indicator) -> Option<f64> {
-        match indicator {
-            Indicator::Availability => self.availability,
-            Indicator::Performance => self.performance,
-            Indicator::Quality => self.quality,
-            Indicator::Oee => self.oee,
-            Indicator::Mtbf => self.mtbf_s,
-            Indicator::Mttr => self.mttr_s,
-            Indicator::ProductionTime => self.production_time_s,
-        }
-    }
-}
-
 /// Builds the `create_day_report` body (docs/protocol.md §4) of one unit's day from
 /// each shift's indicators; shifts without a row are left out.
 pub fn day_report_action(
@@ -438,80 +304,5 @@ mod tests {
         assert!(FlowId::new(date(2021, 1, 11), "PT 10").is_err());
         assert!(FlowId::new(date(2021, 1, 11), "PT_10").is_err());
         assert!(FlowId::new(date(2021, 1, 11), "PT-10.a").is_ok());
-    }
-
-    #[test]
-    fn kpis_per_iso_22400() {
-        let i = KpiInputs {
-            planned_busy_time_s: Some(28_800.0),
-            actual_production_time_s: Some(25_200.0),
-            planned_unit_time_s: Some(30.0),
-            produced_quantity: Some(720.0),
-            good_quantity: Some(684.0),
-            failure_count: Some(2),
-            repair_time_s: Some(1_800.0),
-        };
-        let k = Kpis::compute(&i);
-        assert_eq!(k.availability, Some(0.875));
-        assert!((k.performance.unwrap() - 21_600.0 / 25_200.0).abs() < 1e-12);
-        assert_eq!(k.quality, Some(0.95));
-        let oee = 0.875 * (21_600.0 / 25_200.0) * 0.95;
-        assert!((k.oee.unwrap() - oee).abs() < 1e-12);
-        assert_eq!(k.mtbf_s, Some(8_400.0));
-        assert_eq!(k.mttr_s, Some(900.0));
-        assert_eq!(k.production_time_s, Some(25_200.0));
-        assert_eq!(k.get(Indicator::Oee), k.oee);
-    }
-
-    #[test]
-    fn missing_or_zero_inputs_give_no_value() {
-        let k = Kpis::compute(&KpiInputs::default());
-        assert_eq!(k, Kpis::default());
-        let k = Kpis::compute(&KpiInputs {
-            planned_busy_time_s: Some(0.0),
-            actual_production_time_s: Some(10.0),
-            produced_quantity: Some(0.0),
-            good_quantity: Some(0.0),
-            failure_count: Some(0),
-            repair_time_s: Some(0.0),
-            planned_unit_time_s: Some(f64::NAN),
-        });
-        assert_eq!(k.availability, None);
-        assert_eq!(k.quality, None);
-        assert_eq!(k.performance, None);
-        assert_eq!(k.oee, None);
-        assert_eq!(k.mttr_s, None);
-        assert_eq!(k.mtbf_s, Some(10.0));
-    }
-
-    #[test]
-    fn day_totals_are_not_an_average_of_ratios() {
-        let a = KpiInputs {
-            planned_busy_time_s: Some(100.0),
-            actual_production_time_s: Some(100.0),
-            planned_unit_time_s: Some(1.0),
-            produced_quantity: Some(100.0),
-            good_quantity: Some(100.0),
-            failure_count: Some(0),
-            repair_time_s: Some(0.0),
-        };
-        let b = KpiInputs {
-            planned_busy_time_s: Some(300.0),
-            actual_production_time_s: Some(150.0),
-            planned_unit_time_s: Some(2.0),
-            produced_quantity: Some(50.0),
-            good_quantity: Some(25.0),
-            failure_count: Some(1),
-            repair_time_s: Some(60.0),
-        };
-        let day = KpiInputs::sum([&a, &b, &KpiInputs::default()]);
-        assert_eq!(day.planned_busy_time_s, Some(400.0));
-        assert_eq!(day.failure_count, Some(1));
-        assert!((day.planned_unit_time_s.unwrap() - 200.0 / 150.0).abs() < 1e-12);
-        let k = Kpis::compute(&day);
-        assert_eq!(k.availability, Some(250.0 / 400.0));
-        assert_eq!(k.quality, Some(125.0 / 150.0));
-        assert_eq!(k.performance, Some(200.0 / 250.0));
-        assert_eq!(k.mttr_s, Some(60.0));
     }
 }

@@ -165,10 +165,15 @@ backend_tests! {
                 unit_code: "PT10",
                 report_date: day(11),
                 shift: day_reports::SHIFT_A,
-                availability: Some(0.9),
-                oee: Some(0.5),
-                failure_count: Some(2),
-                ..Default::default()
+                inputs: day_reports::InputColumns {
+                    failure_count: Some(2),
+                    ..Default::default()
+                },
+                kpis: day_reports::KpiColumns {
+                    availability: Some(0.9),
+                    oee: Some(0.5),
+                    ..Default::default()
+                },
             },
         )
         .unwrap();
@@ -178,16 +183,16 @@ backend_tests! {
                 unit_code: "PT10",
                 report_date: day(11),
                 shift: day_reports::SHIFT_A,
-                oee: Some(0.7),
+                kpis: day_reports::KpiColumns { oee: Some(0.7), ..Default::default() },
                 ..Default::default()
             },
         )
         .unwrap();
 
         assert_eq!(second.id, first.id);
-        assert_eq!(second.oee, Some(0.7));
-        assert_eq!(second.availability, None, "a recomputed day keeps no stale value");
-        assert_eq!(second.failure_count, None);
+        assert_eq!(second.kpis.oee, Some(0.7));
+        assert_eq!(second.kpis.availability, None, "a recomputed day keeps no stale value");
+        assert_eq!(second.inputs.failure_count, None);
         assert_eq!(second.created_at, first.created_at);
         assert_eq!(day_reports::for_unit_and_date(conn, "PT10", day(11)).unwrap(), [second]);
     }

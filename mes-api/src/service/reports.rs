@@ -19,9 +19,9 @@
 use chrono::{Datelike, Days, NaiveDate, Utc};
 use diesel::Connection;
 use diesel::result::Error as DieselError;
+use mes_codec::report::{KpiInputs, Kpis, Shift};
 use mes_core::db::day_reports::{self as repo, DayReport, NewDayReport};
 use mes_core::db::{DbConnection, outbox, units};
-use mes_core::report::{KpiInputs, Kpis, Shift};
 use serde::{Deserialize, Serialize};
 
 use super::chain;
@@ -78,73 +78,49 @@ pub enum ReportError {
     Database(#[from] DieselError),
 }
 
-/// One shift's (or the day's) values in a [`DayReportInput`]: the measured inputs,
-/// the indicators, or both. Times in seconds.
-///
-/// An indicator given is stored and published as given; one not given is computed
-/// from the inputs (`null` when they do not suffice).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ShiftInput {
-    /// PBT, planned busy time.
-    pub planned_busy_time_s: Option<f64>,
-    /// APT, actual production time (at most PBT).
-    pub actual_production_time_s: Option<f64>,
-    /// PRI, planned run time per item.
-    pub planned_unit_time_s: Option<f64>,
-    /// PQ, produced quantity.
-    pub produced_quantity: Option<f64>,
-    /// GQ, good quantity (at most PQ).
-    pub good_quantity: Option<f64>,
-    /// FE, failure events.
-    pub failure_count: Option<i32>,
-    /// ΣTTR, total time to repair.
-    pub repair_time_s: Option<f64>,
-    /// Indicator 01, 0–1.
-    pub availability: Option<f64>,
-    /// Indicator 02, ≥ 0 (above 1 when faster than planned).
-    pub performance: Option<f64>,
-    /// Indicator 03, 0–1.
-    pub quality: Option<f64>,
-    /// Indicator 04, ≥ 0.
-    pub oee: Option<f64>,
-    /// Indicator 05, seconds.
-    pub mtbf_s: Option<f64>,
-    /// Indicator 06, seconds.
-    pub mttr_s: Option<f64>,
-    /// Indicator 07, seconds.
-    pub production_time_s: Option<f64>,
+/// Declares [`ShiftInput`] from [`mes_codec::kpi_fields!`]: the inputs and the
+/// indicators side by side, as the body has them.
+macro_rules! declare_shift_input {
+    (inputs { $($(#[$idoc:meta])* $input:ident: $ity:ty,)* }
+     indicators { $($(#[$kdoc:meta])* $kpi:ident: $kty:ty,)* }) => {
+        /// One shift's (or the day's) values in a [`DayReportInput`]: the measured
+        /// inputs, the indicators, or both. Times in seconds.
+        ///
+        /// An indicator given is stored and published as given; one not given is
+        /// computed from the inputs (`null` when they do not suffice). Accepted: times
+        /// from 0 to 86400, with APT at most PBT; availability and quality from 0 to 1;
+        /// performance (above 1 when faster than planned), OEE and quantities 0 or more,
+        /// with GQ at most PQ; failure events 0 or more.
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct ShiftInput {
+            $($(#[$idoc])* pub $input: Option<$ity>,)*
+            $($(#[$kdoc])* pub $kpi: Option<$kty>,)*
+        }
+
+        impl ShiftInput {
+            fn inputs(&self) -> KpiInputs {
+                KpiInputs { $($input: self.$input,)* }
+            }
+
+            /// The indicators given, without the computed ones.
+            fn given_kpis(&self) -> Kpis {
+                Kpis { $($kpi: self.$kpi,)* }
+            }
+        }
+    };
 }
 
-impl ShiftInput {
-    fn inputs(&self) -> KpiInputs {
-        KpiInputs {
-            planned_busy_time_s: self.planned_busy_time_s,
-            actual_production_time_s: self.actual_production_time_s,
-            planned_unit_time_s: self.planned_unit_time_s,
-            produced_quantity: self.produced_quantity,
-            good_quantity: self.good_quantity,
-            failure_count: self.failure_count,
-            repair_time_s: self.repair_time_s,
-        }
-    }
+mes_codec::kpi_fields!(declare_shift_input);
 
+impl ShiftInput {
     fn has_inputs(&self) -> bool {
         self.inputs() != KpiInputs::default()
     }
 
     /// Given indicators win over computed ones.
     fn kpis(&self) -> Kpis {
-        let computed = Kpis::compute(&self.inputs());
-        Kpis {
-            availability: self.availability.or(computed.availability),
-            performance: self.performance.or(computed.performance),
-            quality: self.quality.or(computed.quality),
-            oee: self.oee.or(computed.oee),
-            mtbf_s: self.mtbf_s.or(computed.mtbf_s),
-            mttr_s: self.mttr_s.or(computed.mttr_s),
-            production_time_s: self.production_time_s.or(computed.production_time_s),
-        }
+        self.given_kpis().or(Kpis::compute(&self.inputs()))
     }
 
     fn check(&self, shift: Shift) -> Result<(), ReportError> {
@@ -299,24 +275,8 @@ pub struct StoredDayReport {
 fn stored_shift(row: &DayReport) -> Option<StoredShift> {
     Some(StoredShift {
         shift: Shift::from_code(i64::from(row.shift)).ok()?,
-        inputs: KpiInputs {
-            planned_busy_time_s: row.planned_busy_time_s,
-            actual_production_time_s: row.actual_production_time_s,
-            planned_unit_time_s: row.planned_unit_time_s,
-            produced_quantity: row.produced_quantity,
-            good_quantity: row.good_quantity,
-            failure_count: row.failure_count,
-            repair_time_s: row.repair_time_s,
-        },
-        kpis: Kpis {
-            availability: row.availability,
-            performance: row.performance,
-            quality: row.quality,
-            oee: row.oee,
-            mtbf_s: row.mtbf_s,
-            mttr_s: row.mttr_s,
-            production_time_s: row.production_time_s,
-        },
+        inputs: row.inputs.into(),
+        kpis: row.kpis.into(),
     })
 }
 
@@ -383,20 +343,8 @@ pub fn store_day_report(
                     unit_code: &input.unit,
                     report_date: date,
                     shift: i32::from(shift.code()),
-                    planned_busy_time_s: inputs.planned_busy_time_s,
-                    actual_production_time_s: inputs.actual_production_time_s,
-                    planned_unit_time_s: inputs.planned_unit_time_s,
-                    produced_quantity: inputs.produced_quantity,
-                    good_quantity: inputs.good_quantity,
-                    failure_count: inputs.failure_count,
-                    repair_time_s: inputs.repair_time_s,
-                    availability: kpis.availability,
-                    performance: kpis.performance,
-                    quality: kpis.quality,
-                    oee: kpis.oee,
-                    mtbf_s: kpis.mtbf_s,
-                    mttr_s: kpis.mttr_s,
-                    production_time_s: kpis.production_time_s,
+                    inputs: (*inputs).into(),
+                    kpis: (*kpis).into(),
                 },
             )?;
         }
@@ -415,7 +363,7 @@ pub fn get_day_report(
     if rows.is_empty() {
         return Ok(None);
     }
-    let report_id = mes_core::report::FlowId::new(date, unit)
+    let report_id = mes_codec::report::FlowId::new(date, unit)
         .map_err(|e| ReportError::Invalid(e.to_string()))?
         .to_string();
     let enqueued =

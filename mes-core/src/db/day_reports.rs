@@ -3,9 +3,10 @@
 
 use chrono::{NaiveDate, NaiveDateTime};
 use diesel::prelude::*;
+use mes_codec::report::{KpiInputs, Kpis};
 
 use super::schema::day_reports;
-use super::{DbConnection, now};
+use super::{DbConnection, now, returning};
 
 /// Shift 1 (A), as coded in record ids.
 pub const SHIFT_A: i32 = 1;
@@ -15,6 +16,58 @@ pub const SHIFT_B: i32 = 2;
 pub const SHIFT_C: i32 = 3;
 /// The day average, coded as shift 4.
 pub const DAY_AVERAGE: i32 = 4;
+
+/// Declares the `day_reports` columns of the KPI inputs and indicators from
+/// [`mes_codec::kpi_fields!`], with their conversions to the codec's types.
+macro_rules! declare_columns {
+    (inputs { $($(#[$idoc:meta])* $input:ident: $ity:ty,)* }
+     indicators { $($(#[$kdoc:meta])* $kpi:ident: $kty:ty,)* }) => {
+        /// The measured inputs of a stored report: [`KpiInputs`] as `day_reports`
+        /// columns (the codec cannot derive diesel's traits).
+        #[derive(
+            Debug, Clone, Copy, Default, PartialEq, Queryable, Selectable, Insertable, AsChangeset,
+        )]
+        #[diesel(table_name = day_reports, treat_none_as_null = true)]
+        pub struct InputColumns {
+            $($(#[$idoc])* pub $input: Option<$ity>,)*
+        }
+
+        /// The indicators of a stored report: [`Kpis`] as `day_reports` columns.
+        #[derive(
+            Debug, Clone, Copy, Default, PartialEq, Queryable, Selectable, Insertable, AsChangeset,
+        )]
+        #[diesel(table_name = day_reports, treat_none_as_null = true)]
+        pub struct KpiColumns {
+            $($(#[$kdoc])* pub $kpi: Option<$kty>,)*
+        }
+
+        impl From<KpiInputs> for InputColumns {
+            fn from(i: KpiInputs) -> Self {
+                Self { $($input: i.$input,)* }
+            }
+        }
+
+        impl From<InputColumns> for KpiInputs {
+            fn from(c: InputColumns) -> Self {
+                Self { $($input: c.$input,)* }
+            }
+        }
+
+        impl From<Kpis> for KpiColumns {
+            fn from(k: Kpis) -> Self {
+                Self { $($kpi: k.$kpi,)* }
+            }
+        }
+
+        impl From<KpiColumns> for Kpis {
+            fn from(c: KpiColumns) -> Self {
+                Self { $($kpi: c.$kpi,)* }
+            }
+        }
+    };
+}
+
+mes_codec::kpi_fields!(declare_columns);
 
 /// A stored day report: the measured inputs and the indicators computed from them.
 #[derive(Debug, Clone, PartialEq, Queryable, Selectable, Identifiable)]
@@ -28,34 +81,12 @@ pub struct DayReport {
     pub report_date: NaiveDate,
     /// 1 = A, 2 = B, 3 = C, 4 = day average.
     pub shift: i32,
-    /// Planned busy time, in seconds.
-    pub planned_busy_time_s: Option<f64>,
-    /// Actual production time, in seconds.
-    pub actual_production_time_s: Option<f64>,
-    /// Planned run time per item, in seconds.
-    pub planned_unit_time_s: Option<f64>,
-    /// Items produced.
-    pub produced_quantity: Option<f64>,
-    /// Items produced without defect.
-    pub good_quantity: Option<f64>,
-    /// Number of failures.
-    pub failure_count: Option<i32>,
-    /// Total repair time, in seconds.
-    pub repair_time_s: Option<f64>,
-    /// Indicator 01.
-    pub availability: Option<f64>,
-    /// Indicator 02.
-    pub performance: Option<f64>,
-    /// Indicator 03.
-    pub quality: Option<f64>,
-    /// Indicator 04: availability × performance × quality.
-    pub oee: Option<f64>,
-    /// Indicator 05: mean time between failures, in seconds.
-    pub mtbf_s: Option<f64>,
-    /// Indicator 06: mean time to repair, in seconds.
-    pub mttr_s: Option<f64>,
-    /// Indicator 07: production time, in seconds.
-    pub production_time_s: Option<f64>,
+    /// The measured inputs.
+    #[diesel(embed)]
+    pub inputs: InputColumns,
+    /// The indicators, computed or given.
+    #[diesel(embed)]
+    pub kpis: KpiColumns,
     /// When the row was first written (UTC).
     pub created_at: NaiveDateTime,
     /// When the values were last replaced (UTC).
@@ -72,88 +103,32 @@ pub struct NewDayReport<'a> {
     pub report_date: NaiveDate,
     /// See [`DayReport::shift`].
     pub shift: i32,
-    /// See [`DayReport::planned_busy_time_s`].
-    pub planned_busy_time_s: Option<f64>,
-    /// See [`DayReport::actual_production_time_s`].
-    pub actual_production_time_s: Option<f64>,
-    /// See [`DayReport::planned_unit_time_s`].
-    pub planned_unit_time_s: Option<f64>,
-    /// See [`DayReport::produced_quantity`].
-    pub produced_quantity: Option<f64>,
-    /// See [`DayReport::good_quantity`].
-    pub good_quantity: Option<f64>,
-    /// See [`DayReport::failure_count`].
-    pub failure_count: Option<i32>,
-    /// See [`DayReport::repair_time_s`].
-    pub repair_time_s: Option<f64>,
-    /// See [`DayReport::availability`].
-    pub availability: Option<f64>,
-    /// See [`DayReport::performance`].
-    pub performance: Option<f64>,
-    /// See [`DayReport::quality`].
-    pub quality: Option<f64>,
-    /// See [`DayReport::oee`].
-    pub oee: Option<f64>,
-    /// See [`DayReport::mtbf_s`].
-    pub mtbf_s: Option<f64>,
-    /// See [`DayReport::mttr_s`].
-    pub mttr_s: Option<f64>,
-    /// See [`DayReport::production_time_s`].
-    pub production_time_s: Option<f64>,
+    /// See [`DayReport::inputs`].
+    #[diesel(embed)]
+    pub inputs: InputColumns,
+    /// See [`DayReport::kpis`].
+    #[diesel(embed)]
+    pub kpis: KpiColumns,
 }
 
 /// Every value of a report: an upsert replaces them all, `None` included, so a
 /// recomputed day never keeps a stale indicator.
 #[derive(Debug, Clone, Copy, AsChangeset)]
-#[diesel(table_name = day_reports, treat_none_as_null = true)]
+#[diesel(table_name = day_reports)]
 pub struct DayReportChangeset {
-    /// See [`DayReport::planned_busy_time_s`].
-    pub planned_busy_time_s: Option<f64>,
-    /// See [`DayReport::actual_production_time_s`].
-    pub actual_production_time_s: Option<f64>,
-    /// See [`DayReport::planned_unit_time_s`].
-    pub planned_unit_time_s: Option<f64>,
-    /// See [`DayReport::produced_quantity`].
-    pub produced_quantity: Option<f64>,
-    /// See [`DayReport::good_quantity`].
-    pub good_quantity: Option<f64>,
-    /// See [`DayReport::failure_count`].
-    pub failure_count: Option<i32>,
-    /// See [`DayReport::repair_time_s`].
-    pub repair_time_s: Option<f64>,
-    /// See [`DayReport::availability`].
-    pub availability: Option<f64>,
-    /// See [`DayReport::performance`].
-    pub performance: Option<f64>,
-    /// See [`DayReport::quality`].
-    pub quality: Option<f64>,
-    /// See [`DayReport::oee`].
-    pub oee: Option<f64>,
-    /// See [`DayReport::mtbf_s`].
-    pub mtbf_s: Option<f64>,
-    /// See [`DayReport::mttr_s`].
-    pub mttr_s: Option<f64>,
-    /// See [`DayReport::production_time_s`].
-    pub production_time_s: Option<f64>,
+    /// See [`DayReport::inputs`].
+    #[diesel(embed)]
+    pub inputs: InputColumns,
+    /// See [`DayReport::kpis`].
+    #[diesel(embed)]
+    pub kpis: KpiColumns,
 }
 
 impl From<&NewDayReport<'_>> for DayReportChangeset {
     fn from(new: &NewDayReport<'_>) -> Self {
         Self {
-            planned_busy_time_s: new.planned_busy_time_s,
-            actual_production_time_s: new.actual_production_time_s,
-            planned_unit_time_s: new.planned_unit_time_s,
-            produced_quantity: new.produced_quantity,
-            good_quantity: new.good_quantity,
-            failure_count: new.failure_count,
-            repair_time_s: new.repair_time_s,
-            availability: new.availability,
-            performance: new.performance,
-            quality: new.quality,
-            oee: new.oee,
-            mtbf_s: new.mtbf_s,
-            mttr_s: new.mttr_s,
-            production_time_s: new.production_time_s,
+            inputs: new.inputs,
+            kpis: new.kpis,
         }
     }
 }
@@ -178,7 +153,7 @@ pub fn upsert(conn: &mut DbConnection, new: &NewDayReport<'_>) -> QueryResult<Da
             DayReportChangeset::from(new),
             day_reports::updated_at.eq(at),
         ))
-        .returning(day_reports::all_columns);
+        .returning(returning::<DayReport>());
     per_backend!(conn, |c| statement.get_result(c))
 }
 
