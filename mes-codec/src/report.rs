@@ -1,8 +1,11 @@
 //! Day-report coding and KPI computation.
 //!
 //! Every day at 09:30 the MES publishes the previous day's KPIs of each production
-//! unit. Each report has a *flow id* and each value a *record id*, coded as the
-//! reference's example shows:
+//! unit. Each report has a *flow id* and each value a *record id*. This coding comes
+//! from a later public version of the original's document, which fills in the day
+//! report our copy leaves empty; we follow its example. The `BLK_Rty`/`BLK_Rec` bodies
+//! that carry a report (`record_types::day_report`, `RecordAction::CreateDayReport`)
+//! are ours (docs/protocol.md §4, §7).
 //!
 //! - flow id `001_{YY}_{weekday}_{week}_{unit}`: Monday 2021-01-11 for unit `PT10` is
 //!   `001_21_01_02_PT10`. Weekday is ISO (Monday 01 … Sunday 07), week is the ISO week,
@@ -13,6 +16,7 @@
 //!   century of ISO years, as any two-digit year does.)
 //! - record id `{flow id}_{shift}{indicator}`: shift 1=A, 2=B, 3=C, 4=day; indicator
 //!   01 availability … 07 production time, so `001_21_01_02_PT10_404` is the day's OEE.
+//!   (That document puts the report's database id where we put the flow id.)
 //!
 //! KPIs follow ISO 22400-2; see [`Kpis::compute`].
 
