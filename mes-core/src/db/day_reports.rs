@@ -17,52 +17,45 @@ pub const SHIFT_C: i32 = 3;
 /// The day average, coded as shift 4.
 pub const DAY_AVERAGE: i32 = 4;
 
-/// Declares the `day_reports` columns of the KPI inputs and indicators from
-/// [`mes_codec::kpi_fields!`], with their conversions to the codec's types.
+/// Declares `$name`, the `day_reports` columns of the codec's `$codec` (the codec
+/// cannot derive diesel's traits), and the conversions both ways.
+macro_rules! columns {
+    ($(#[$doc:meta])* $name:ident for $codec:ident {
+        $($(#[$field_doc:meta])* $field:ident: $ty:ty,)*
+    }) => {
+        $(#[$doc])*
+        #[derive(
+            Debug, Clone, Copy, Default, PartialEq, Queryable, Selectable, Insertable, AsChangeset,
+        )]
+        #[diesel(table_name = day_reports, treat_none_as_null = true)]
+        pub struct $name {
+            $($(#[$field_doc])* pub $field: Option<$ty>,)*
+        }
+
+        impl From<$codec> for $name {
+            fn from(values: $codec) -> Self {
+                Self { $($field: values.$field,)* }
+            }
+        }
+
+        impl From<$name> for $codec {
+            fn from(columns: $name) -> Self {
+                Self { $($field: columns.$field,)* }
+            }
+        }
+    };
+}
+
+/// Declares the columns of both KPI field lists of [`mes_codec::kpi_fields!`].
 macro_rules! declare_columns {
-    (inputs { $($(#[$idoc:meta])* $input:ident: $ity:ty,)* }
-     indicators { $($(#[$kdoc:meta])* $kpi:ident: $kty:ty,)* }) => {
-        /// The measured inputs of a stored report: [`KpiInputs`] as `day_reports`
-        /// columns (the codec cannot derive diesel's traits).
-        #[derive(
-            Debug, Clone, Copy, Default, PartialEq, Queryable, Selectable, Insertable, AsChangeset,
-        )]
-        #[diesel(table_name = day_reports, treat_none_as_null = true)]
-        pub struct InputColumns {
-            $($(#[$idoc])* pub $input: Option<$ity>,)*
+    (inputs { $($inputs:tt)* } indicators { $($indicators:tt)* }) => {
+        columns! {
+            /// The measured inputs of a stored report: [`KpiInputs`] as columns.
+            InputColumns for KpiInputs { $($inputs)* }
         }
-
-        /// The indicators of a stored report: [`Kpis`] as `day_reports` columns.
-        #[derive(
-            Debug, Clone, Copy, Default, PartialEq, Queryable, Selectable, Insertable, AsChangeset,
-        )]
-        #[diesel(table_name = day_reports, treat_none_as_null = true)]
-        pub struct KpiColumns {
-            $($(#[$kdoc])* pub $kpi: Option<$kty>,)*
-        }
-
-        impl From<KpiInputs> for InputColumns {
-            fn from(i: KpiInputs) -> Self {
-                Self { $($input: i.$input,)* }
-            }
-        }
-
-        impl From<InputColumns> for KpiInputs {
-            fn from(c: InputColumns) -> Self {
-                Self { $($input: c.$input,)* }
-            }
-        }
-
-        impl From<Kpis> for KpiColumns {
-            fn from(k: Kpis) -> Self {
-                Self { $($kpi: k.$kpi,)* }
-            }
-        }
-
-        impl From<KpiColumns> for Kpis {
-            fn from(c: KpiColumns) -> Self {
-                Self { $($kpi: c.$kpi,)* }
-            }
+        columns! {
+            /// The indicators of a stored report: [`Kpis`] as columns.
+            KpiColumns for Kpis { $($indicators)* }
         }
     };
 }
