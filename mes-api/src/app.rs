@@ -121,7 +121,7 @@ impl App {
         embedded: Option<Embedded>,
     ) -> Result<App, ConfigError> {
         let schedule = settings.report_schedule()?;
-        let limits = Limits::new(settings.rate_limit()?, settings.auth_failure_limit()?);
+        let limits = Limits::new(settings.rate_limit_per_sec, settings.auth_failures_per_min);
         let tokens = TokenProvider::default();
         let events = Hub::default();
         let relay = Relay::new(
@@ -129,7 +129,7 @@ impl App {
             bridge.clone(),
             tokens.relay_source(&db),
             RelayConfig {
-                record_replies: settings.record_replies_mode()?,
+                record_replies: settings.record_replies,
                 ..relay_config(settings.request_timeout())
             },
         )

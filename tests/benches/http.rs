@@ -28,7 +28,7 @@ use anyhow::{Context as _, bail, ensure};
 use clap::Parser;
 use kafka_bridge::bridge::Bridge;
 use kafka_bridge::sim::{SimConfig, SimTopics, Simulator};
-use mes_api::config::Settings;
+use mes_api::config::{ReplyTrust, Settings};
 use mes_core::codec::Page;
 use mes_e2e::bench::{BenchDb, InProcessServer, Stats, ms};
 
@@ -178,7 +178,7 @@ async fn stack(args: &Args) -> anyhow::Result<Stack> {
         kafka_brokers: args.brokers.clone(),
         database_pool_size: 4,
         // The simulator does not sign its replies.
-        reply_trust: "unsigned".to_owned(),
+        reply_trust: ReplyTrust::Unsigned,
         ..Settings::default()
     };
     settings.set_topics(&topics.chain);

@@ -9,7 +9,7 @@ use kafka_bridge::sim::{
     Ledger, LedgerState, NewOrder, SimConfig, SimHandle, SimTopics, Simulator,
 };
 use mes_api::app::App;
-use mes_api::config::Settings;
+use mes_api::config::{ReplyTrust, Settings};
 use mes_api::server;
 use mes_core::db::{self, decisions, tokens};
 use mes_core::domain::{RequestId, Status as ChainStatus};
@@ -90,7 +90,7 @@ async fn server(options: Options) -> Server {
         request_timeout_ms: options.timeout_ms,
         database_pool_size: 4,
         // The simulator does not sign its replies.
-        reply_trust: "unsigned".to_owned(),
+        reply_trust: ReplyTrust::Unsigned,
         ..Settings::default()
     };
     settings.set_topics(&topics.chain);

@@ -155,11 +155,7 @@ pub async fn session_open(
     caller: Reader,
     cookies: &CookieJar<'_>,
 ) -> ApiResult<Json<Me>> {
-    let ttl = app
-        .settings
-        .session_ttl()
-        .map_err(|e| ApiError::internal(e.to_string()))?;
-    let ttl = chrono::TimeDelta::from_std(ttl).map_err(ApiError::internal)?;
+    let ttl = chrono::TimeDelta::from_std(app.settings.session_ttl).map_err(ApiError::internal)?;
     let id = mes_core::db::sessions::new_id();
     let id_hash = mes_core::db::sessions::hash_id(&id);
     let operator_id = caller.0.id;

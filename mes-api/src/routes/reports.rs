@@ -53,7 +53,6 @@ pub fn schedule_error(e: ScheduleError) -> ApiError {
         ScheduleError::Pool(e) => ApiError::database(e),
         ScheduleError::InvalidCron { .. }
         | ScheduleError::NeverRuns(_)
-        | ScheduleError::UnknownTimeZone(_)
         | ScheduleError::LookbackTooLong { .. } => {
             ApiError::new(Status::BadRequest, code::INVALID_PARAMETER, e.to_string())
         }
