@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use kafka_bridge::bridge::Bridge;
 use kafka_bridge::relay::{Relay, RelayConfig};
-use rocket::http::Status;
 
 use mes_core::db::outbox::{self, OutboxDepth};
 
@@ -17,7 +16,7 @@ use crate::auth::AuthCache;
 use crate::config::{ConfigError, Settings};
 use crate::db::Db;
 use crate::embedded::Embedded;
-use crate::error::{ApiError, code};
+use crate::error::{ApiError, ErrorCode};
 use crate::events::Hub;
 use crate::limits::Limits;
 use crate::metrics::HttpMetrics;
@@ -354,11 +353,10 @@ pub fn not_ready(database: bool, bridge: bool) -> ApiError {
         missing.push("bridge");
     }
     ApiError::new(
-        Status::ServiceUnavailable,
         if database {
-            code::BROKER_UNAVAILABLE
+            ErrorCode::BrokerUnavailable
         } else {
-            code::DATABASE_UNAVAILABLE
+            ErrorCode::DatabaseUnavailable
         },
         format!("not ready: {}", missing.join(", ")),
     )

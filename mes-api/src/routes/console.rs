@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 
 use crate::app::App;
 use crate::auth::{self, Reader, SESSION_COOKIE, SIGN_OUT_COOKIE, StreamReader};
-use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::error::{ApiError, ApiResult, ErrorCode, Errors, Lookup, Storage};
 
 /// The console's files: name, content type, text.
 const ASSETS: &[(&str, &str, &str)] = &[
@@ -79,7 +79,7 @@ pub fn index() -> Asset {
     params(("name" = String, Path, description = "app.js, style.css or favicon.svg")),
     responses(
         (status = 200, description = "The file", body = String),
-        (status = 404, description = "No such file", body = ErrorBody),
+        Errors<Lookup>,
     ))]
 #[get("/assets/<name>")]
 pub fn asset(name: &str) -> Result<Asset, ApiError> {
@@ -87,13 +87,7 @@ pub fn asset(name: &str) -> Result<Asset, ApiError> {
         .iter()
         .find(|(n, _, _)| *n == name)
         .map(|(_, content_type, body)| Asset { content_type, body })
-        .ok_or_else(|| {
-            ApiError::new(
-                rocket::http::Status::NotFound,
-                crate::error::code::NOT_FOUND,
-                format!("no console file {name:?}"),
-            )
-        })
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no console file {name:?}")))
 }
 
 /// Who is calling, for the console to show the name and offer only what the role
@@ -111,7 +105,7 @@ pub struct Me {
 #[utoipa::path(get, path = "/api/me", tag = "console",
     responses(
         (status = 200, description = "The caller", body = Me),
-        (status = 401, description = "No or unknown key", body = ErrorBody),
+        Errors<Reader>,
     ),
     security(("bearer" = [])))]
 #[get("/api/me")]
@@ -146,7 +140,7 @@ fn session_cookie(
 #[utoipa::path(post, path = "/api/session", tag = "console",
     responses(
         (status = 200, description = "Signed in; the stream cookie is set", body = Me),
-        (status = 401, description = "No or unknown key", body = ErrorBody),
+        Errors<Reader>,
     ),
     security(("bearer" = [])))]
 #[post("/api/session")]
@@ -188,7 +182,10 @@ pub async fn session_open(
 /// `DELETE /api/session`: signs out: ends the session on the server (when the
 /// browser sends its sign-out cookie) and removes both cookies.
 #[utoipa::path(delete, path = "/api/session", tag = "console",
-    responses((status = 204, description = "The session is ended and its cookies removed")))]
+    responses(
+        (status = 204, description = "The session is ended and its cookies removed"),
+        Errors<Storage>,
+    ))]
 #[delete("/api/session")]
 pub async fn session_close(
     app: &State<App>,
@@ -228,7 +225,7 @@ enum Next {
 #[utoipa::path(get, path = "/api/events", tag = "console",
     responses(
         (status = 200, description = "An event stream", body = String, content_type = "text/event-stream"),
-        (status = 401, description = "No or unknown key (header or cookie)", body = ErrorBody),
+        Errors<StreamReader>,
     ),
     security(("bearer" = [])))]
 #[get("/api/events")]
