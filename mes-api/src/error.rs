@@ -1,5 +1,8 @@
-//! The HTTP error type: one status and one stable machine-readable code per failure,
-//! always answered as `{"error": {"code": "...", "message": "..."}}`.
+//! The HTTP error type: [`ApiError`], whose [`ErrorCode`] is a stable machine-readable
+//! code that carries its status, always answered as
+//! `{"error": {"code": "...", "message": "..."}}`. The services' typed errors convert
+//! into it (`From`), so routes use `?`; [`Errors`] lists a route's error answers in the
+//! OpenAPI document from the [`ErrorSet`]s it may answer.
 //!
 //! Request guards cannot hand a value to a catcher in Rocket 0.5, so a guard that
 //! fails [`stash`]es its [`ApiError`] in the request's local cache and the catchers
@@ -376,7 +379,7 @@ impl<A: ErrorSet, B: ErrorSet, C: ErrorSet, D: ErrorSet, E: ErrorSet> IntoRespon
                     .collect::<Vec<_>>()
                     .join("\n");
                 let body = ContentBuilder::new()
-                    .schema(Some(Ref::from_schema_name("ErrorBody")))
+                    .schema(Some(Ref::from_schema_name(ErrorBody::name())))
                     .build();
                 let response = ResponseBuilder::new()
                     .description(description)
