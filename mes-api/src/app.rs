@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use kafka_bridge::bridge::Bridge;
 use kafka_bridge::relay::{Relay, RelayConfig};
-use rocket::http::Status;
 
 use mes_core::db::outbox::{self, OutboxDepth};
 
@@ -17,7 +16,7 @@ use crate::auth::AuthCache;
 use crate::config::{ConfigError, Settings};
 use crate::db::Db;
 use crate::embedded::Embedded;
-use crate::error::{ApiError, code};
+use crate::error::{ApiError, ErrorCode};
 use crate::events::Hub;
 use crate::limits::Limits;
 use crate::metrics::HttpMetrics;
@@ -121,7 +120,7 @@ impl App {
         embedded: Option<Embedded>,
     ) -> Result<App, ConfigError> {
         let schedule = settings.report_schedule()?;
-        let limits = Limits::new(settings.rate_limit()?, settings.auth_failure_limit()?);
+        let limits = Limits::new(settings.rate_limit_per_sec, settings.auth_failures_per_min);
         let tokens = TokenProvider::default();
         let events = Hub::default();
         let relay = Relay::new(
@@ -129,7 +128,7 @@ impl App {
             bridge.clone(),
             tokens.relay_source(&db),
             RelayConfig {
-                record_replies: settings.record_replies_mode()?,
+                record_replies: settings.record_replies,
                 ..relay_config(settings.request_timeout())
             },
         )
@@ -354,11 +353,10 @@ pub fn not_ready(database: bool, bridge: bool) -> ApiError {
         missing.push("bridge");
     }
     ApiError::new(
-        Status::ServiceUnavailable,
         if database {
-            code::BROKER_UNAVAILABLE
+            ErrorCode::BrokerUnavailable
         } else {
-            code::DATABASE_UNAVAILABLE
+            ErrorCode::DatabaseUnavailable
         },
         format!("not ready: {}", missing.join(", ")),
     )

@@ -19,12 +19,11 @@ use std::time::Duration;
 use mes_core::db::operators::{self, ROLE_ADMIN, ROLE_OPERATOR, ROLE_VIEWER};
 use mes_core::db::sessions;
 use rocket::State;
-use rocket::http::Status;
 use rocket::request::{FromRequest, Outcome, Request};
 
 use crate::app::App;
 use crate::db::Db;
-use crate::error::{ApiError, code, stash};
+use crate::error::{ApiError, ErrorCode, ErrorSet, stash};
 
 /// How long a verified key or session is trusted without asking the database again.
 /// At most 2 s, so that a removed or rotated key fails on every instance within 2 s.
@@ -205,7 +204,7 @@ pub const SESSION_COOKIE: &str = "mes_session";
 pub const SIGN_OUT_COOKIE: &str = "mes_session_end";
 
 fn unauthenticated(message: &str) -> ApiError {
-    ApiError::new(Status::Unauthorized, code::UNAUTHENTICATED, message)
+    ApiError::new(ErrorCode::Unauthenticated, message)
 }
 
 async fn authenticate(request: &Request<'_>) -> Result<Caller, ApiError> {
@@ -311,8 +310,7 @@ async fn require(request: &Request<'_>, least: Role) -> Outcome<Caller, ApiError
                 Role::Operator | Role::Viewer => "operators and admins",
             };
             Err(ApiError::new(
-                Status::Forbidden,
-                code::FORBIDDEN,
+                ErrorCode::Forbidden,
                 format!(
                     "{} is a {}: only {who} may do this",
                     caller.name,
@@ -365,6 +363,38 @@ impl<'r> FromRequest<'r> for Admin {
     async fn from_request(request: &'r Request<'_>) -> Outcome<Self, ApiError> {
         require(request, Role::Admin).await.map(Admin)
     }
+}
+
+/// What every guard may answer: 401 without a known key, 429 once its address
+/// presented too many unknown ones, 503 when the database cannot say.
+const SIGNED_IN: &[ErrorCode] = &[
+    ErrorCode::Unauthenticated,
+    ErrorCode::RateLimited,
+    ErrorCode::DatabaseUnavailable,
+];
+
+/// The same, and 403 for a role too low.
+const PRIVILEGED: &[ErrorCode] = &[
+    ErrorCode::Unauthenticated,
+    ErrorCode::Forbidden,
+    ErrorCode::RateLimited,
+    ErrorCode::DatabaseUnavailable,
+];
+
+impl ErrorSet for Reader {
+    const CODES: &'static [ErrorCode] = SIGNED_IN;
+}
+
+impl ErrorSet for StreamReader {
+    const CODES: &'static [ErrorCode] = SIGNED_IN;
+}
+
+impl ErrorSet for Writer {
+    const CODES: &'static [ErrorCode] = PRIVILEGED;
+}
+
+impl ErrorSet for Admin {
+    const CODES: &'static [ErrorCode] = PRIVILEGED;
 }
 
 #[cfg(test)]

@@ -1,13 +1,19 @@
 //! Settings: `Rocket.toml` profiles, then `MES_*` environment variables on top.
 //!
-//! Every setting has a default that works on one machine (the embedded demo), so
-//! `cargo run -p mes-api` needs no configuration. `example.env` lists them all.
-//! A problem is reported as one [`ConfigError`] naming the setting, never a panic.
+//! [`Settings`] is the one list of settings: each field with its type and default.
+//! figment merges the defaults, `Rocket.toml` and the environment, and serde reads
+//! the result into the typed fields, so a new field is read without a second edit.
+//! Every default works on one machine (the embedded demo), so `cargo run -p mes-api`
+//! needs no configuration; `example.env` lists every setting (a test checks it). A
+//! problem is reported as one [`ConfigError`] naming the setting, never a panic.
 
 use std::collections::BTreeMap;
+use std::fmt;
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use chrono_tz::Tz;
 use kafka_bridge::bridge::{BridgeConfig, CorrelationMode};
 use kafka_bridge::kafka::{KafkaConfig, TopicNames};
 use kafka_bridge::relay::RecordReplies;
@@ -16,8 +22,10 @@ use mes_core::signing::SigningKey;
 use rocket::figment::Figment;
 use rocket::figment::providers::Serialized;
 use rocket::figment::value::{Dict, Value};
+use rocket::tokio::sync::Semaphore;
 use serde::{Deserialize, Serialize};
 
+use crate::notify::Webhook;
 use crate::service::schedule::{ReportSchedule, ScheduleError};
 
 /// `MES_KAFKA_BROKERS` value that starts an in-process broker and chain simulator.
@@ -29,6 +37,14 @@ pub const ENV_PREFIX: &str = "MES_";
 /// Prefix of the environment variables passed to librdkafka (`MES_KAFKA_SASL_PASSWORD`
 /// → `sasl.password`); `MES_KAFKA_BROKERS` is the one exception.
 pub const KAFKA_ENV_PREFIX: &str = "MES_KAFKA_";
+
+/// Longest `MES_REQUEST_TIMEOUT_MS`: one hour. Larger values would overflow the
+/// timers and leases derived from it (six times it, twice it, Rocket's grace).
+pub const MAX_REQUEST_TIMEOUT_MS: u64 = 3_600_000;
+
+/// Largest `MES_RATE_LIMIT_PER_SEC` and `MES_AUTH_FAILURES_PER_MIN`: far above what a
+/// chain answers, so in effect no limit, while the limiter's arithmetic stays exact.
+pub const MAX_RATE_LIMIT_PER_SEC: u32 = 1_000_000;
 
 /// A setting that cannot be used, named as the user wrote it (the environment
 /// variable), so the one line printed at start-up says what to fix.
@@ -51,144 +67,222 @@ impl ConfigError {
     }
 }
 
-/// Every setting of the server and the CLI. Field `x` is read from `MES_X` (or `x` in
-/// the active `Rocket.toml` profile).
-#[derive(Clone, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Settings {
-    /// Where local files live (the default SQLite database, the demo's key file).
-    pub data_dir: PathBuf,
-    /// A PostgreSQL URL (`postgres://…`) or a SQLite path; default `{data_dir}/mes.db`.
-    pub database_url: Option<String>,
-    /// Largest number of pooled database connections.
-    pub database_pool_size: u32,
-    /// Longest wait for a pooled connection before a call gets 503, e.g. `2s`,
-    /// `500ms` (a bare number is seconds).
-    pub database_pool_timeout: String,
-    /// PostgreSQL `statement_timeout` of every pooled session, e.g. `5s`; `0` leaves
-    /// the database's own setting.
-    pub database_statement_timeout: String,
-    /// `bootstrap.servers`, or [`EMBEDDED`] for the in-process broker and chain.
-    pub kafka_brokers: String,
-    /// Whether [`Settings::kafka_brokers`] was given (environment or `Rocket.toml`)
-    /// rather than defaulted: the embedded demo runs on a database the user named
-    /// only when asked for by name, so that it never seeds a real database by
-    /// accident (docs/security.md, "Demo data").
-    #[serde(skip)]
-    pub kafka_brokers_explicit: bool,
-    /// Extra librdkafka settings (`MES_KAFKA_*` and `[kafka]` in `Rocket.toml`).
-    pub kafka: BTreeMap<String, String>,
-    /// Deadline of one chain request, in milliseconds.
-    pub request_timeout_ms: u64,
-    /// `auto`, `id` or `legacy` (docs/protocol.md §9).
-    pub correlation: String,
-    /// `wait` (default) or `none`: whether the outbox relay waits for the chain's
-    /// reply to `BLK_Rty`/`BLK_Rec` messages, or marks them delivered once the broker
-    /// has them (for gateways that never answer record topics).
-    pub record_replies: String,
-    /// Most chain requests in flight before calls are refused with 503.
-    pub max_in_flight: usize,
-    /// Behind a gateway that echoes only the token: how long a request that ended
-    /// without its reply keeps new requests of its shape waiting for that reply, e.g.
-    /// `2m`, `90s` (a bare number is seconds). docs/protocol.md §9.
-    pub legacy_fence_max: String,
-    /// Complete scans of the chain's list that must still show a request OPEN before
-    /// an answer sent to it but never confirmed is `not_applied` (docs/protocol.md §10).
-    pub reconcile_after_scans: u32,
-    /// Create missing topics at start-up (turn off where the cluster forbids it).
-    pub create_topics: bool,
-    /// Name of `BLK_Part_Lst`.
-    pub topic_partner_list: String,
-    /// Name of `BLK_Part_Ans`.
-    pub topic_partner_answer: String,
-    /// Name of `BLK_Act_Lst`.
-    pub topic_order_list: String,
-    /// Name of `BLK_Act_Ans`.
-    pub topic_order_answer: String,
-    /// Name of `BLK_Rty`.
-    pub topic_record_type: String,
-    /// Name of `BLK_Rec`.
-    pub topic_record: String,
-    /// Name of `BLK_Res`.
-    pub topic_reply: String,
-    /// File with the MES's secp256k1 secret key (64 hex digits, `mes-api keygen`); when
-    /// set, every request is signed.
-    pub signing_key_file: Option<PathBuf>,
-    /// File with the gateway's public key (66 hex digits); when set, only replies
-    /// signed by it are accepted.
-    pub gateway_key_file: Option<PathBuf>,
-    /// `signed` (default): the server starts against a real broker only with
-    /// [`Settings::gateway_key_file`]; `unsigned`: the operator accepts replies nobody
-    /// signed, from a gateway that cannot sign (docs/security.md).
-    pub reply_trust: String,
-    /// Cron expression (with seconds) of the daily report job.
-    pub report_cron: String,
-    /// Time zone of [`Settings::report_cron`] (IANA name, e.g. `Europe/Lisbon`).
-    pub report_tz: String,
-    /// How many missed days the report job catches up at start-up.
-    pub report_lookback_days: u32,
-    /// Partner requests and orders the embedded chain starts with.
-    pub demo_size: usize,
-    /// Seconds between two scans of the chain's partner and order lists into the
-    /// mirror the inbox reads, which also drive the console's live updates and the
-    /// webhooks (docs/console.md).
-    pub poll_interval_secs: u64,
-    /// Webhook URLs, comma-separated; a URL prefixed `telegram:` gets Telegram's
-    /// `sendMessage` body, any other [`Settings::webhook_format`]'s.
-    pub webhooks: String,
-    /// Body of the webhooks without a prefix: `json` (default) or `telegram`.
-    pub webhook_format: String,
-    /// Allows `http://` webhook URLs (default: `https://` only, since a webhook's body
-    /// names requests and agents, and its URL may hold a bot token).
-    pub webhook_allow_http: bool,
-    /// The `chat_id` of Telegram-format webhooks.
-    #[serde(deserialize_with = "string_or_number")]
-    pub telegram_chat_id: Option<String>,
-    /// How long a console session (`POST /api/session`) lasts, e.g. `12h`, `30m`.
-    pub session_ttl: String,
-    /// Seconds between two checks, by each open event stream, that its key or session
-    /// still holds; the stream closes when it does not.
-    pub session_recheck_secs: u64,
-    /// Whether the session cookie is `Secure` (sent over HTTPS only). Unset: on when
-    /// Rocket serves TLS itself (`ROCKET_TLS`); set it to `true` behind a reverse proxy
-    /// that terminates TLS.
-    pub cookie_secure: Option<bool>,
-    /// Chain calls (LIST and answer routes) one key may make a second, with bursts of
-    /// as many; more get 429 with `Retry-After` (docs/security.md).
-    pub rate_limit_per_sec: u32,
-    /// Unknown keys (or ended sessions) one client address may present a minute, in
-    /// bursts of as many; past that it gets 429 instead of 401 and its unknown keys
-    /// are refused without a database query until it may try again.
-    pub auth_failures_per_min: u32,
-    /// Behind a reverse proxy: the header that carries the client's address (e.g.
-    /// `X-Real-IP`), for the limit on failed sign-ins per address. Unset (default):
-    /// the connection's address; a header any client can write is not trusted.
-    pub client_ip_header: Option<String>,
+/// Declares [`Settings`]: each field with its type, its default and, after `=>`, what
+/// a valid value is and what the error says otherwise (it names `MES_<FIELD>`).
+macro_rules! settings {
+    ($(#[$meta:meta])* pub struct $name:ident {
+        $($(#[$field_meta:meta])* pub $field:ident: $ty:ty = $default:expr $(=> $valid:expr, $why:expr)?;)*
+    }) => {
+        $(#[$meta])*
+        pub struct $name {
+            $($(#[$field_meta])* pub $field: $ty,)*
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                $name { $($field: $default,)* }
+            }
+        }
+
+        impl $name {
+            /// Checks each field against its own rule, in the order they are declared.
+            fn check_fields(&self) -> Result<(), ConfigError> {
+                $($({
+                    let $field = &self.$field;
+                    if !$valid {
+                        return Err(ConfigError::new(env_name(stringify!($field)), $why));
+                    }
+                })?)*
+                Ok(())
+            }
+        }
+    };
 }
 
-/// Accepts `-100123` (read from the environment as a number) as well as `"@plant"`.
-fn string_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Text {
-        S(String),
-        I(i64),
-        U(u64),
+/// One day, the bound of several durations.
+const DAY: Duration = Duration::from_secs(86_400);
+
+settings! {
+    /// Every setting of the server and the CLI, with its default. Field `x` is read from
+    /// `MES_X` (or `x` in the active `Rocket.toml` profile).
+    #[derive(Clone, Serialize, Deserialize)]
+    #[serde(default)]
+    pub struct Settings {
+        /// Where local files live (the default SQLite database, the demo's key file).
+        pub data_dir: PathBuf = PathBuf::from("mes-data");
+        /// A PostgreSQL URL (`postgres://…`) or a SQLite path; default `{data_dir}/mes.db`.
+        pub database_url: Option<String> = None
+            => database_url.as_ref().is_none_or(|url| !url.trim().is_empty()),
+            "is empty; give a postgres:// URL or a SQLite file path";
+        /// Largest number of pooled database connections.
+        pub database_pool_size: u32 = 16 => *database_pool_size >= 1, "must be at least 1";
+        /// Longest wait for a pooled connection before a call gets 503, e.g. `2s`,
+        /// `500ms` (a bare number is seconds).
+        #[serde(with = "values::duration")]
+        pub database_pool_timeout: Duration = Duration::from_secs(2)
+            => !database_pool_timeout.is_zero() && database_pool_timeout.as_secs() <= 3600,
+            "must be more than 0 and at most 1h";
+        /// PostgreSQL `statement_timeout` of every pooled session, e.g. `5s`; `0` leaves
+        /// the database's own setting.
+        #[serde(with = "values::duration")]
+        pub database_statement_timeout: Duration = Duration::from_secs(5)
+            => *database_statement_timeout <= DAY, "must be at most 24h (0 turns it off)";
+        /// `bootstrap.servers`, or [`EMBEDDED`] for the in-process broker and chain. Not
+        /// among the defaults figment merges, so that [`Settings::kafka_brokers_explicit`]
+        /// can tell whether it was given.
+        #[serde(skip_serializing)]
+        pub kafka_brokers: String = EMBEDDED.to_owned()
+            => !kafka_brokers.trim().is_empty(), "is empty; give host:port[,host:port…] or `embedded`";
+        /// Whether [`Settings::kafka_brokers`] was given (environment or `Rocket.toml`)
+        /// rather than defaulted: the embedded demo runs on a database the user named
+        /// only when asked for by name, so that it never seeds a real database by
+        /// accident (docs/security.md, "Demo data").
+        #[serde(skip)]
+        pub kafka_brokers_explicit: bool = false;
+        /// Extra librdkafka settings (`MES_KAFKA_*` and `[kafka]` in `Rocket.toml`).
+        pub kafka: BTreeMap<String, String> = BTreeMap::new();
+        /// Deadline of one chain request, in milliseconds.
+        pub request_timeout_ms: u64 = 10_000
+            => (1..=MAX_REQUEST_TIMEOUT_MS).contains(request_timeout_ms),
+            format!("must be 1 to {MAX_REQUEST_TIMEOUT_MS} (milliseconds, at most one hour)");
+        /// `auto`, `id` or `legacy` (docs/protocol.md §9).
+        #[serde(with = "values::word")]
+        pub correlation: CorrelationMode = CorrelationMode::Auto;
+        /// `wait` (default) or `none`: whether the outbox relay waits for the chain's
+        /// reply to `BLK_Rty`/`BLK_Rec` messages, or marks them delivered once the broker
+        /// has them (for gateways that never answer record topics).
+        #[serde(with = "values::word")]
+        pub record_replies: RecordReplies = RecordReplies::Wait;
+        /// Most chain requests in flight before calls are refused with 503.
+        pub max_in_flight: usize = 1024
+            => (1..=Semaphore::MAX_PERMITS).contains(max_in_flight),
+            format!("must be 1 to {}", Semaphore::MAX_PERMITS);
+        /// Behind a gateway that echoes only the token: how long a request that ended
+        /// without its reply keeps new requests of its shape waiting for that reply, e.g.
+        /// `2m`, `90s` (a bare number is seconds). docs/protocol.md §9.
+        #[serde(with = "values::duration")]
+        pub legacy_fence_max: Duration = Duration::from_secs(120)
+            => !legacy_fence_max.is_zero() && *legacy_fence_max <= DAY,
+            "must be more than 0 and at most 24h";
+        /// Complete scans of the chain's list that must still show a request OPEN before
+        /// an answer sent to it but never confirmed is `not_applied` (docs/protocol.md §10).
+        pub reconcile_after_scans: u32 = 3 => *reconcile_after_scans >= 1, "must be at least 1";
+        /// Create missing topics at start-up (turn off where the cluster forbids it).
+        pub create_topics: bool = true;
+        /// Name of `BLK_Part_Lst`.
+        pub topic_partner_list: String = TopicNames::default().partner_list
+            => topic_name(topic_partner_list), TOPIC_NAME;
+        /// Name of `BLK_Part_Ans`.
+        pub topic_partner_answer: String = TopicNames::default().partner_answer
+            => topic_name(topic_partner_answer), TOPIC_NAME;
+        /// Name of `BLK_Act_Lst`.
+        pub topic_order_list: String = TopicNames::default().order_list
+            => topic_name(topic_order_list), TOPIC_NAME;
+        /// Name of `BLK_Act_Ans`.
+        pub topic_order_answer: String = TopicNames::default().order_answer
+            => topic_name(topic_order_answer), TOPIC_NAME;
+        /// Name of `BLK_Rty`.
+        pub topic_record_type: String = TopicNames::default().record_type
+            => topic_name(topic_record_type), TOPIC_NAME;
+        /// Name of `BLK_Rec`.
+        pub topic_record: String = TopicNames::default().record
+            => topic_name(topic_record), TOPIC_NAME;
+        /// Name of `BLK_Res`.
+        pub topic_reply: String = TopicNames::default().reply
+            => topic_name(topic_reply), TOPIC_NAME;
+        /// File with the MES's secp256k1 secret key (64 hex digits, `mes-api keygen`);
+        /// when set, every request is signed.
+        pub signing_key_file: Option<PathBuf> = None;
+        /// File with the gateway's public key (66 hex digits); when set, only replies
+        /// signed by it are accepted.
+        pub gateway_key_file: Option<PathBuf> = None;
+        /// `signed` (default): the server starts against a real broker only with
+        /// [`Settings::gateway_key_file`]; `unsigned`: the operator accepts replies nobody
+        /// signed, from a gateway that cannot sign (docs/security.md).
+        #[serde(with = "values::word")]
+        pub reply_trust: ReplyTrust = ReplyTrust::Signed;
+        /// Cron expression (with seconds) of the daily report job.
+        pub report_cron: String = crate::service::schedule::DEFAULT_CRON.to_owned();
+        /// Time zone of [`Settings::report_cron`] (IANA name, e.g. `Europe/Lisbon`).
+        #[serde(with = "values::word")]
+        pub report_tz: Tz = crate::service::schedule::DEFAULT_TIME_ZONE;
+        /// How many missed days the report job catches up at start-up.
+        pub report_lookback_days: u32 = crate::service::reports::DEFAULT_LOOKBACK_DAYS;
+        /// Partner requests and orders the embedded chain starts with.
+        pub demo_size: usize = 12;
+        /// Seconds between two scans of the chain's partner and order lists into the
+        /// mirror the inbox reads, which also drive the console's live updates and the
+        /// webhooks (docs/console.md).
+        pub poll_interval_secs: u64 = 15
+            => (1..=86_400).contains(poll_interval_secs), "must be 1 to 86400 (seconds, at most one day)";
+        /// Webhook URLs, comma-separated; a URL prefixed `telegram:` gets Telegram's
+        /// `sendMessage` body, any other [`Settings::webhook_format`]'s.
+        pub webhooks: String = String::new();
+        /// Body of the webhooks without a prefix: `json` (default) or `telegram`.
+        #[serde(with = "values::word")]
+        pub webhook_format: WebhookFormat = WebhookFormat::Json;
+        /// Allows `http://` webhook URLs (default: `https://` only, since a webhook's body
+        /// names requests and agents, and its URL may hold a bot token).
+        pub webhook_allow_http: bool = false;
+        /// The `chat_id` of Telegram-format webhooks.
+        #[serde(deserialize_with = "values::string_or_number")]
+        pub telegram_chat_id: Option<String> = None;
+        /// How long a console session (`POST /api/session`) lasts, e.g. `12h`, `30m`.
+        #[serde(with = "values::duration")]
+        pub session_ttl: Duration = Duration::from_secs(12 * 3600)
+            => session_ttl.as_secs() >= 60 && *session_ttl <= 30 * DAY,
+            "must be at least 1m and at most 30 days";
+        /// Seconds between two checks, by each open event stream, that its key or session
+        /// still holds; the stream closes when it does not.
+        pub session_recheck_secs: u64 = 60
+            => *session_recheck_secs >= 1, "must be at least 1 (seconds)";
+        /// Whether the session cookie is `Secure` (sent over HTTPS only). Unset: on when
+        /// Rocket serves TLS itself (`ROCKET_TLS`); set it to `true` behind a reverse proxy
+        /// that terminates TLS.
+        pub cookie_secure: Option<bool> = None;
+        /// Chain calls (LIST and answer routes) one key may make a second, with bursts of
+        /// as many; more get 429 with `Retry-After` (docs/security.md).
+        pub rate_limit_per_sec: NonZeroU32 = DEFAULT_RATE
+            => rate_limit_per_sec.get() <= MAX_RATE_LIMIT_PER_SEC,
+            format!("must be 1 to {MAX_RATE_LIMIT_PER_SEC} (calls a second per key)");
+        /// Unknown keys (or ended sessions) one client address may present a minute, in
+        /// bursts of as many; past that it gets 429 instead of 401 and its unknown keys
+        /// are refused without a database query until it may try again.
+        pub auth_failures_per_min: NonZeroU32 = DEFAULT_RATE
+            => auth_failures_per_min.get() <= MAX_RATE_LIMIT_PER_SEC,
+            format!("must be 1 to {MAX_RATE_LIMIT_PER_SEC} (unknown keys a minute per address)");
+        /// Behind a reverse proxy: the header that carries the client's address (e.g.
+        /// `X-Real-IP`), for the limit on failed sign-ins per address. Unset (default):
+        /// the connection's address; a header any client can write is not trusted.
+        pub client_ip_header: Option<String> = None
+            => client_ip_header.as_ref().is_none_or(|h| !h.trim().is_empty()),
+            "is empty; name a header such as X-Real-IP, or leave it unset";
     }
-    Ok(Option::<Text>::deserialize(d)?.map(|t| match t {
-        Text::S(s) => s,
-        Text::I(i) => i.to_string(),
-        Text::U(u) => u.to_string(),
-    }))
 }
 
-/// `MES_REPLY_TRUST`: what the operator accepts from the chain's gateway.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReplyTrust {
-    /// Only replies signed by the gateway's key (`MES_GATEWAY_KEY_FILE`, required).
-    Signed,
-    /// Replies nobody signed too: for gateways that cannot sign, like the original's.
-    Unsigned,
+/// Default of both rate limits.
+const DEFAULT_RATE: NonZeroU32 = match NonZeroU32::new(20) {
+    Some(rate) => rate,
+    None => NonZeroU32::MIN,
+};
+
+/// Why a topic name is refused.
+const TOPIC_NAME: &str = "a topic name must have 1 to 249 characters";
+
+/// Whether Kafka takes `name` as a topic name's length.
+fn topic_name(name: &str) -> bool {
+    (1..=249).contains(&name.len())
+}
+
+values::words! {
+    /// `MES_REPLY_TRUST`: what the operator accepts from the chain's gateway.
+    pub enum ReplyTrust {
+        /// Only replies signed by the gateway's key (`MES_GATEWAY_KEY_FILE`, required).
+        Signed = "signed",
+        /// Replies nobody signed too: for gateways that cannot sign, like the original's.
+        Unsigned = "unsigned",
+    }
+    else "must be signed or unsigned"
 }
 
 /// Whether this server verifies the chain's replies, as every surface reports it
@@ -212,51 +306,19 @@ impl ReplyVerification {
     }
 }
 
-/// Body format of a webhook.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WebhookFormat {
-    /// The event as a JSON object (docs/console.md).
-    Json,
-    /// `{"chat_id": …, "text": …}`, for Telegram's `sendMessage` and look-alikes.
-    Telegram,
-}
-
-/// One configured webhook.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Webhook {
-    /// Where to POST (may hold a secret, e.g. a bot token: never logged).
-    pub url: String,
-    /// What to POST.
-    pub format: WebhookFormat,
-}
-
-impl Webhook {
-    /// What logs may show of the URL: scheme, host and port, never its path (a
-    /// Telegram URL holds the bot token) nor a user or password.
-    pub fn display_name(&self) -> String {
-        match reqwest::Url::parse(&self.url) {
-            Ok(url) => format!(
-                "{}://{}{}",
-                url.scheme(),
-                url.host_str().unwrap_or("?"),
-                url.port().map(|p| format!(":{p}")).unwrap_or_default()
-            ),
-            Err(_) => "<invalid url>".to_owned(),
-        }
+values::words! {
+    /// Body format of a webhook.
+    pub enum WebhookFormat {
+        /// The event as a JSON object (docs/console.md).
+        Json = "json" | "",
+        /// `{"chat_id": …, "text": …}`, for Telegram's `sendMessage` and look-alikes.
+        Telegram = "telegram",
     }
+    else "must be json or telegram"
 }
 
-impl std::fmt::Debug for Webhook {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Webhook")
-            .field("url", &self.display_name())
-            .field("format", &self.format)
-            .finish()
-    }
-}
-
-impl std::fmt::Debug for Settings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // A database URL may hold a password; librdkafka settings too: never shown.
         f.debug_struct("Settings")
             .field("data_dir", &self.data_dir)
@@ -269,54 +331,6 @@ impl std::fmt::Debug for Settings {
     }
 }
 
-impl Default for Settings {
-    fn default() -> Self {
-        let topics = TopicNames::default();
-        Settings {
-            data_dir: PathBuf::from("mes-data"),
-            database_url: None,
-            database_pool_size: 16,
-            database_pool_timeout: "2s".to_owned(),
-            database_statement_timeout: "5s".to_owned(),
-            kafka_brokers: EMBEDDED.to_owned(),
-            kafka_brokers_explicit: false,
-            kafka: BTreeMap::new(),
-            request_timeout_ms: 10_000,
-            correlation: "auto".to_owned(),
-            record_replies: "wait".to_owned(),
-            max_in_flight: 1024,
-            legacy_fence_max: "2m".to_owned(),
-            reconcile_after_scans: 3,
-            create_topics: true,
-            topic_partner_list: topics.partner_list,
-            topic_partner_answer: topics.partner_answer,
-            topic_order_list: topics.order_list,
-            topic_order_answer: topics.order_answer,
-            topic_record_type: topics.record_type,
-            topic_record: topics.record,
-            topic_reply: topics.reply,
-            signing_key_file: None,
-            gateway_key_file: None,
-            reply_trust: "signed".to_owned(),
-            report_cron: "0 30 9 * * *".to_owned(),
-            report_tz: "UTC".to_owned(),
-            report_lookback_days: 7,
-            demo_size: 12,
-            poll_interval_secs: 15,
-            webhooks: String::new(),
-            webhook_format: "json".to_owned(),
-            webhook_allow_http: false,
-            telegram_chat_id: None,
-            session_ttl: "12h".to_owned(),
-            session_recheck_secs: 60,
-            cookie_secure: None,
-            rate_limit_per_sec: 20,
-            auth_failures_per_min: 20,
-            client_ip_header: None,
-        }
-    }
-}
-
 /// The Rocket figment (`Rocket.toml`, `ROCKET_*`) with our settings' defaults under it
 /// and `MES_*` over it.
 pub fn figment() -> Figment {
@@ -325,56 +339,41 @@ pub fn figment() -> Figment {
 
 /// [`figment`] over `base` and the given environment, for tests.
 pub fn figment_from(base: Figment, env: impl IntoIterator<Item = (String, String)>) -> Figment {
-    let mut kafka = BTreeMap::new();
-    // Every default but the brokers': whether they were given is told by their
-    // presence (`extract`), and the struct's own default fills them in otherwise.
-    let mut defaults = match Value::serialize(Settings::default()) {
-        Ok(Value::Dict(_, dict)) => dict,
-        _ => Dict::new(),
-    };
-    defaults.remove("kafka_brokers");
-    let mut figment = Figment::from(Serialized::defaults(defaults)).merge(base);
+    let (mut ours, mut kafka) = (Dict::new(), Dict::new());
     for (name, value) in env {
-        let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+        let Some(key) = name.strip_prefix(ENV_PREFIX).map(str::to_ascii_lowercase) else {
             continue;
         };
-        match rest.strip_prefix("KAFKA_") {
-            Some(setting) if setting != "BROKERS" && !setting.is_empty() => {
-                kafka.insert(setting.to_ascii_lowercase().replace('_', "."), value);
+        match key.strip_prefix("kafka_") {
+            Some(setting) if setting != "brokers" && !setting.is_empty() => {
+                kafka.insert(setting.replace('_', "."), Value::from(value));
             }
-            _ if !rest.is_empty() => {
-                // As figment's own `Env` does: "10" is a number, "true" a boolean.
-                let parsed: Value = value.parse().unwrap_or_else(|e| match e {});
-                figment = figment.merge(Serialized::global(&rest.to_ascii_lowercase(), parsed));
+            // As figment's own `Env` does: "10" is a number, "true" a boolean.
+            _ if !key.is_empty() => {
+                ours.insert(key, value.parse().unwrap_or_else(|e| match e {}));
             }
             _ => {}
         }
     }
     if !kafka.is_empty() {
-        figment = figment.merge(Serialized::global("kafka", kafka));
+        ours.insert("kafka".to_owned(), Value::from(kafka));
     }
-    figment
+    Figment::from(Serialized::defaults(Settings::default()))
+        .merge(base)
+        .merge(Serialized::globals(ours))
 }
 
-/// Reads the settings from `figment`, naming the setting at fault on error.
+/// Reads the settings from `figment` (Rocket's own keys in it are not ours and left
+/// alone), naming the setting at fault on error.
 pub fn extract(figment: &Figment) -> Result<Settings, ConfigError> {
-    // Rocket's own keys (port, address, …) share the profile: keep only ours.
-    let mut value: Dict = figment.extract().map_err(|e| {
-        ConfigError::new(
+    let mut settings: Settings = figment.extract().map_err(|e| match e.path.first() {
+        Some(key) => ConfigError::new(env_name(key), e.kind.to_string()),
+        None => ConfigError::new(
             "Rocket.toml",
-            e.to_string().lines().next().unwrap_or_default().to_owned(),
-        )
+            e.to_string().lines().next().unwrap_or_default(),
+        ),
     })?;
-    let ours = Settings::known_keys();
-    value.retain(|k, _| ours.contains(&k.as_str()));
-    let brokers_given = value.contains_key("kafka_brokers");
-    let mut settings: Settings = Figment::from(Serialized::defaults(value))
-        .extract()
-        .map_err(|e| {
-            let key = e.path.first().cloned().unwrap_or_default();
-            ConfigError::new(env_name(&key), e.kind.to_string())
-        })?;
-    settings.kafka_brokers_explicit = brokers_given;
+    settings.kafka_brokers_explicit = figment.contains("kafka_brokers");
     settings.validate()?;
     Ok(settings)
 }
@@ -392,204 +391,36 @@ pub fn env_name(key: &str) -> String {
     format!("{ENV_PREFIX}{}", key.to_ascii_uppercase())
 }
 
-impl Settings {
-    fn known_keys() -> Vec<&'static str> {
-        vec![
-            "data_dir",
-            "database_url",
-            "database_pool_size",
-            "database_pool_timeout",
-            "database_statement_timeout",
-            "kafka_brokers",
-            "kafka",
-            "request_timeout_ms",
-            "correlation",
-            "record_replies",
-            "max_in_flight",
-            "legacy_fence_max",
-            "reconcile_after_scans",
-            "create_topics",
-            "topic_partner_list",
-            "topic_partner_answer",
-            "topic_order_list",
-            "topic_order_answer",
-            "topic_record_type",
-            "topic_record",
-            "topic_reply",
-            "signing_key_file",
-            "gateway_key_file",
-            "reply_trust",
-            "report_cron",
-            "report_tz",
-            "report_lookback_days",
-            "demo_size",
-            "poll_interval_secs",
-            "webhooks",
-            "webhook_format",
-            "webhook_allow_http",
-            "telegram_chat_id",
-            "session_ttl",
-            "session_recheck_secs",
-            "cookie_secure",
-            "rate_limit_per_sec",
-            "auth_failures_per_min",
-            "client_ip_header",
-        ]
-    }
-
-    fn validate(&self) -> Result<(), ConfigError> {
-        if self.request_timeout_ms == 0 {
-            return Err(ConfigError::new(
-                "MES_REQUEST_TIMEOUT_MS",
-                "must be at least 1 (milliseconds)",
-            ));
-        }
-        if self.request_timeout_ms > MAX_REQUEST_TIMEOUT_MS {
-            return Err(ConfigError::new(
-                "MES_REQUEST_TIMEOUT_MS",
-                format!("must be at most {MAX_REQUEST_TIMEOUT_MS} (one hour)"),
-            ));
-        }
-        if self.max_in_flight > rocket::tokio::sync::Semaphore::MAX_PERMITS {
-            return Err(ConfigError::new(
-                "MES_MAX_IN_FLIGHT",
-                format!(
-                    "must be at most {}",
-                    rocket::tokio::sync::Semaphore::MAX_PERMITS
-                ),
-            ));
-        }
-        if self.poll_interval_secs > 86_400 {
-            return Err(ConfigError::new(
-                "MES_POLL_INTERVAL_SECS",
-                "must be at most 86400 (one day)",
-            ));
-        }
-        self.pool_options()?;
-        self.correlation_mode()?;
-        self.record_replies_mode()?;
-        self.reply_trust_mode()?;
-        if self.kafka_brokers.trim().is_empty() {
-            return Err(ConfigError::new(
-                "MES_KAFKA_BROKERS",
-                "is empty; give host:port[,host:port…] or `embedded`",
-            ));
-        }
-        if self.database_pool_size == 0 {
-            return Err(ConfigError::new(
-                "MES_DATABASE_POOL_SIZE",
-                "must be at least 1",
-            ));
-        }
-        if self.max_in_flight == 0 {
-            return Err(ConfigError::new("MES_MAX_IN_FLIGHT", "must be at least 1"));
-        }
-        self.legacy_fence_max()?;
-        if self.reconcile_after_scans == 0 {
-            return Err(ConfigError::new(
-                "MES_RECONCILE_AFTER_SCANS",
-                "must be at least 1",
-            ));
-        }
-        for (key, name) in self.topic_settings() {
-            if name.is_empty() || name.len() > 249 {
-                return Err(ConfigError::new(
-                    env_name(key),
-                    "a topic name must have 1 to 249 characters",
-                ));
-            }
-        }
-        self.report_schedule()?;
-        if self.poll_interval_secs == 0 {
-            return Err(ConfigError::new(
-                "MES_POLL_INTERVAL_SECS",
-                "must be at least 1 (seconds)",
-            ));
-        }
-        self.webhooks()?;
-        self.session_ttl()?;
-        if self.session_recheck_secs == 0 {
-            return Err(ConfigError::new(
-                "MES_SESSION_RECHECK_SECS",
-                "must be at least 1 (seconds)",
-            ));
-        }
-        self.rate_limit()?;
-        self.auth_failure_limit()?;
-        if let Some(header) = &self.client_ip_header
-            && header.trim().is_empty()
-        {
-            return Err(ConfigError::new(
-                "MES_CLIENT_IP_HEADER",
-                "is empty; name a header such as X-Real-IP, or leave it unset",
-            ));
-        }
-        if let Some(url) = &self.database_url
-            && url.trim().is_empty()
-        {
-            return Err(ConfigError::new(
-                "MES_DATABASE_URL",
-                "is empty; give a postgres:// URL or a SQLite file path",
-            ));
-        }
+/// `Err` naming `setting` unless `ok`.
+fn check(ok: bool, setting: &str, message: impl fmt::Display) -> Result<(), ConfigError> {
+    if ok {
         Ok(())
+    } else {
+        Err(ConfigError::new(setting, message.to_string()))
     }
+}
 
-    /// Chain calls a second per key ([`Settings::rate_limit_per_sec`]), checked.
-    pub fn rate_limit(&self) -> Result<std::num::NonZeroU32, ConfigError> {
-        std::num::NonZeroU32::new(self.rate_limit_per_sec)
-            .filter(|n| n.get() <= MAX_RATE_LIMIT_PER_SEC)
-            .ok_or_else(|| {
-                ConfigError::new(
-                    "MES_RATE_LIMIT_PER_SEC",
-                    format!("must be 1 to {MAX_RATE_LIMIT_PER_SEC} (calls a second per key)"),
-                )
-            })
-    }
-
-    /// Failed sign-ins a minute per address ([`Settings::auth_failures_per_min`]),
-    /// checked.
-    pub fn auth_failure_limit(&self) -> Result<std::num::NonZeroU32, ConfigError> {
-        std::num::NonZeroU32::new(self.auth_failures_per_min)
-            .filter(|n| n.get() <= MAX_RATE_LIMIT_PER_SEC)
-            .ok_or_else(|| {
-                ConfigError::new(
-                    "MES_AUTH_FAILURES_PER_MIN",
-                    format!(
-                        "must be 1 to {MAX_RATE_LIMIT_PER_SEC} (unknown keys a minute per address)"
-                    ),
-                )
-            })
-    }
-
-    fn topic_settings(&self) -> [(&'static str, &str); 7] {
-        [
-            ("topic_partner_list", &self.topic_partner_list),
-            ("topic_partner_answer", &self.topic_partner_answer),
-            ("topic_order_list", &self.topic_order_list),
-            ("topic_order_answer", &self.topic_order_answer),
-            ("topic_record_type", &self.topic_record_type),
-            ("topic_record", &self.topic_record),
-            ("topic_reply", &self.topic_reply),
-        ]
+impl Settings {
+    /// Checks what the types alone do not: each field's range, then the settings
+    /// that go together. [`extract`] and `server::prepare` call it.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.check_fields()?;
+        self.report_schedule()?;
+        self.webhooks().map(drop)
     }
 
     /// The daily report's schedule; an error names the setting at fault
-    /// (`MES_REPORT_CRON`, `MES_REPORT_TZ` or `MES_REPORT_LOOKBACK_DAYS`).
+    /// (`MES_REPORT_CRON` or `MES_REPORT_LOOKBACK_DAYS`).
     pub fn report_schedule(&self) -> Result<ReportSchedule, ConfigError> {
-        ReportSchedule::new(
-            &self.report_cron,
-            &self.report_tz,
-            self.report_lookback_days,
+        ReportSchedule::new(&self.report_cron, self.report_tz, self.report_lookback_days).map_err(
+            |e| {
+                let setting = match e {
+                    ScheduleError::LookbackTooLong { .. } => "MES_REPORT_LOOKBACK_DAYS",
+                    _ => "MES_REPORT_CRON",
+                };
+                ConfigError::new(setting, e.to_string())
+            },
         )
-        .map_err(|e| {
-            let setting = match e {
-                ScheduleError::UnknownTimeZone(_) => "MES_REPORT_TZ",
-                ScheduleError::LookbackTooLong { .. } => "MES_REPORT_LOOKBACK_DAYS",
-                _ => "MES_REPORT_CRON",
-            };
-            ConfigError::new(setting, e.to_string())
-        })
     }
 
     /// Whether the broker and the chain run in-process (the demo).
@@ -641,16 +472,6 @@ impl Settings {
     /// The parsed [`Settings::webhooks`]; errors name the setting, never the URL (it
     /// may hold a token).
     pub fn webhooks(&self) -> Result<Vec<Webhook>, ConfigError> {
-        let default = match self.webhook_format.trim().to_ascii_lowercase().as_str() {
-            "json" | "" => WebhookFormat::Json,
-            "telegram" => WebhookFormat::Telegram,
-            _ => {
-                return Err(ConfigError::new(
-                    "MES_WEBHOOK_FORMAT",
-                    "must be json or telegram",
-                ));
-            }
-        };
         let mut hooks = Vec::new();
         for (n, item) in self.webhooks.split(',').map(str::trim).enumerate() {
             if item.is_empty() {
@@ -658,35 +479,29 @@ impl Settings {
             }
             let (format, url) = match item.strip_prefix("telegram:") {
                 Some(url) => (WebhookFormat::Telegram, url.trim()),
-                None => (default, item),
+                None => (self.webhook_format, item),
             };
+            let n = n + 1;
             let parsed = reqwest::Url::parse(url).map_err(|e| {
-                ConfigError::new(
-                    "MES_WEBHOOKS",
-                    format!("URL number {} is not a URL: {e}", n + 1),
-                )
+                ConfigError::new("MES_WEBHOOKS", format!("URL number {n} is not a URL: {e}"))
             })?;
-            if !matches!(parsed.scheme(), "http" | "https") {
-                return Err(ConfigError::new(
-                    "MES_WEBHOOKS",
-                    format!("URL number {} must be http:// or https://", n + 1),
-                ));
-            }
-            if parsed.scheme() == "http" && !self.webhook_allow_http {
-                return Err(ConfigError::new(
-                    "MES_WEBHOOKS",
-                    format!(
-                        "URL number {} is http://: use https://, or set MES_WEBHOOK_ALLOW_HTTP=true for a receiver on a trusted network",
-                        n + 1
-                    ),
-                ));
-            }
-            if format == WebhookFormat::Telegram && self.telegram_chat_id.is_none() {
-                return Err(ConfigError::new(
-                    "MES_TELEGRAM_CHAT_ID",
-                    "is needed by the Telegram-format webhooks",
-                ));
-            }
+            check(
+                matches!(parsed.scheme(), "http" | "https"),
+                "MES_WEBHOOKS",
+                format_args!("URL number {n} must be http:// or https://"),
+            )?;
+            check(
+                parsed.scheme() != "http" || self.webhook_allow_http,
+                "MES_WEBHOOKS",
+                format_args!(
+                    "URL number {n} is http://: use https://, or set MES_WEBHOOK_ALLOW_HTTP=true for a receiver on a trusted network"
+                ),
+            )?;
+            check(
+                format != WebhookFormat::Telegram || self.telegram_chat_id.is_some(),
+                "MES_TELEGRAM_CHAT_ID",
+                "is needed by the Telegram-format webhooks",
+            )?;
             hooks.push(Webhook {
                 url: url.to_owned(),
                 format,
@@ -709,71 +524,13 @@ impl Settings {
     }
 
     /// The database pool's bounds (`MES_DATABASE_POOL_SIZE`, `MES_DATABASE_POOL_TIMEOUT`,
-    /// `MES_DATABASE_STATEMENT_TIMEOUT`); an error names the setting.
-    pub fn pool_options(&self) -> Result<mes_core::db::PoolOptions, ConfigError> {
-        let wait = parse_duration(&self.database_pool_timeout, "MES_DATABASE_POOL_TIMEOUT")?;
-        if wait.is_zero() || wait > Duration::from_secs(3600) {
-            return Err(ConfigError::new(
-                "MES_DATABASE_POOL_TIMEOUT",
-                "must be more than 0 and at most 1h",
-            ));
-        }
-        let statement = parse_duration(
-            &self.database_statement_timeout,
-            "MES_DATABASE_STATEMENT_TIMEOUT",
-        )?;
-        if statement > Duration::from_secs(24 * 3600) {
-            return Err(ConfigError::new(
-                "MES_DATABASE_STATEMENT_TIMEOUT",
-                "must be at most 24h (0 turns it off)",
-            ));
-        }
-        Ok(mes_core::db::PoolOptions {
+    /// `MES_DATABASE_STATEMENT_TIMEOUT`).
+    pub fn pool_options(&self) -> mes_core::db::PoolOptions {
+        mes_core::db::PoolOptions {
             max_size: self.database_pool_size,
-            connection_timeout: wait,
-            statement_timeout: (!statement.is_zero()).then_some(statement),
-        })
-    }
-
-    /// How long a legacy request's outstanding reply fences its shape.
-    pub fn legacy_fence_max(&self) -> Result<Duration, ConfigError> {
-        let text = self.legacy_fence_max.trim();
-        let parsed = match text.parse::<u64>() {
-            Ok(secs) => Ok(Duration::from_secs(secs)),
-            Err(_) => humantime::parse_duration(text).map_err(|e| e.to_string()),
-        };
-        match parsed {
-            Ok(d) if !d.is_zero() && d <= Duration::from_secs(24 * 3600) => Ok(d),
-            Ok(_) => Err(ConfigError::new(
-                "MES_LEGACY_FENCE_MAX",
-                "must be more than 0 and at most 24h",
-            )),
-            Err(e) => Err(ConfigError::new(
-                "MES_LEGACY_FENCE_MAX",
-                format!("not a duration like 2m, 90s or 500ms: {e}"),
-            )),
-        }
-    }
-
-    /// How long a console session lasts (`MES_SESSION_TTL`): 1 minute to 30 days.
-    pub fn session_ttl(&self) -> Result<Duration, ConfigError> {
-        let text = self.session_ttl.trim();
-        let parsed = match text.parse::<u64>() {
-            Ok(secs) => Ok(Duration::from_secs(secs)),
-            Err(_) => humantime::parse_duration(text).map_err(|e| e.to_string()),
-        };
-        match parsed {
-            Ok(d) if d >= Duration::from_secs(60) && d <= Duration::from_secs(30 * 24 * 3600) => {
-                Ok(d)
-            }
-            Ok(_) => Err(ConfigError::new(
-                "MES_SESSION_TTL",
-                "must be at least 1m and at most 30 days",
-            )),
-            Err(e) => Err(ConfigError::new(
-                "MES_SESSION_TTL",
-                format!("not a duration like 12h or 30m: {e}"),
-            )),
+            connection_timeout: self.database_pool_timeout,
+            statement_timeout: (!self.database_statement_timeout.is_zero())
+                .then_some(self.database_statement_timeout),
         }
     }
 
@@ -782,36 +539,16 @@ impl Settings {
         Duration::from_secs(self.session_recheck_secs.max(1))
     }
 
-    /// The parsed correlation mode.
-    pub fn correlation_mode(&self) -> Result<CorrelationMode, ConfigError> {
-        self.correlation
-            .parse()
-            .map_err(|_| ConfigError::new("MES_CORRELATION", "must be auto, id or legacy"))
-    }
-
-    /// The parsed [`Settings::reply_trust`].
-    pub fn reply_trust_mode(&self) -> Result<ReplyTrust, ConfigError> {
-        match self.reply_trust.trim().to_ascii_lowercase().as_str() {
-            "signed" => Ok(ReplyTrust::Signed),
-            "unsigned" => Ok(ReplyTrust::Unsigned),
-            _ => Err(ConfigError::new(
-                "MES_REPLY_TRUST",
-                "must be signed or unsigned",
-            )),
-        }
-    }
-
     /// Whether replies from the chain will be verified, or why the server must not
     /// start: outside the embedded demo, replies are verified
     /// (`MES_GATEWAY_KEY_FILE`) unless the operator said `MES_REPLY_TRUST=unsigned`.
     /// Without either, anyone who can write to the reply topic could answer for the
     /// chain.
     pub fn reply_verification(&self) -> Result<ReplyVerification, ConfigError> {
-        let trust = self.reply_trust_mode()?;
         if self.gateway_key_file.is_some() {
             return Ok(ReplyVerification::On);
         }
-        if self.is_embedded() || trust == ReplyTrust::Unsigned {
+        if self.is_embedded() || self.reply_trust == ReplyTrust::Unsigned {
             return Ok(ReplyVerification::Off);
         }
         Err(ConfigError::new(
@@ -820,13 +557,6 @@ impl Settings {
              gateway's public key, or MES_REPLY_TRUST=unsigned to accept unsigned replies \
              (a gateway that cannot sign; see docs/security.md)",
         ))
-    }
-
-    /// The parsed [`Settings::record_replies`].
-    pub fn record_replies_mode(&self) -> Result<RecordReplies, ConfigError> {
-        self.record_replies
-            .parse()
-            .map_err(|_| ConfigError::new("MES_RECORD_REPLIES", "must be wait or none"))
     }
 
     /// The topic names.
@@ -891,41 +621,21 @@ impl Settings {
         kafka.settings = self.kafka.clone();
         let mut config = BridgeConfig::new(kafka);
         config.topics = self.topics();
-        config.correlation = self.correlation_mode()?;
+        config.correlation = self.correlation;
         config.request_timeout = self.request_timeout();
-        config.legacy_fence_max = self.legacy_fence_max()?;
+        config.legacy_fence_max = self.legacy_fence_max;
         config.max_in_flight = self.max_in_flight;
         config.create_topics = self.create_topics;
         config.signing_key = self.signing_key()?;
         config.gateway_key = self.gateway_key()?;
-        if config.gateway_key.is_some() && config.correlation == CorrelationMode::Legacy {
-            // Signed replies are matched by their signed corr, never by token.
-            return Err(ConfigError::new(
-                "MES_CORRELATION",
-                "legacy cannot be used with MES_GATEWAY_KEY_FILE: signed replies carry \
-                 corr and are matched by it (use auto or id)",
-            ));
-        }
+        // Signed replies are matched by their signed corr, never by token.
+        check(
+            config.gateway_key.is_none() || config.correlation != CorrelationMode::Legacy,
+            "MES_CORRELATION",
+            "legacy cannot be used with MES_GATEWAY_KEY_FILE: signed replies carry \
+             corr and are matched by it (use auto or id)",
+        )?;
         Ok(config)
-    }
-}
-
-/// Longest `MES_REQUEST_TIMEOUT_MS`: one hour. Larger values would overflow the
-/// timers and leases derived from it (six times it, twice it, Rocket's grace).
-pub const MAX_REQUEST_TIMEOUT_MS: u64 = 3_600_000;
-
-/// Largest `MES_RATE_LIMIT_PER_SEC` and `MES_AUTH_FAILURES_PER_MIN`: far above what a chain answers, so in effect no
-/// limit, while the limiter's arithmetic stays exact.
-pub const MAX_RATE_LIMIT_PER_SEC: u32 = 1_000_000;
-
-/// A duration like `2s`, `500ms`, `1m`; a bare number is seconds.
-fn parse_duration(text: &str, setting: &str) -> Result<Duration, ConfigError> {
-    let text = text.trim();
-    match text.parse::<u64>() {
-        Ok(secs) => Ok(Duration::from_secs(secs)),
-        Err(_) => humantime::parse_duration(text).map_err(|e| {
-            ConfigError::new(setting, format!("not a duration like 2s, 500ms or 1m: {e}"))
-        }),
     }
 }
 
@@ -958,258 +668,7 @@ fn read_key_file(path: &Path, setting: &str) -> Result<String, ConfigError> {
         .map_err(|e| ConfigError::new(setting, format!("cannot read {}: {e}", path.display())))
 }
 
+mod values;
+
 #[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-
-    use super::*;
-
-    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
-
-    fn from(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
-        extract(&figment_from(Figment::new(), env(pairs)))
-    }
-
-    #[test]
-    fn defaults_are_the_embedded_demo() {
-        let s = from(&[]).unwrap();
-        assert!(s.is_embedded());
-        assert_eq!(s.database_url(), "mes-data/mes.db");
-        assert_eq!(s.database_kind(), "sqlite");
-        assert_eq!(s.topics(), TopicNames::default());
-        assert_eq!(s.report_cron, "0 30 9 * * *");
-        assert_eq!(s.report_tz, "UTC");
-        assert_eq!(s.report_lookback_days, 7);
-        assert_eq!(s.correlation_mode().unwrap(), CorrelationMode::Auto);
-        assert_eq!(s.record_replies_mode().unwrap(), RecordReplies::Wait);
-        let pool = s.pool_options().unwrap();
-        assert_eq!(pool.connection_timeout, Duration::from_secs(2));
-        assert_eq!(pool.statement_timeout, Some(Duration::from_secs(5)));
-        assert!(!s.kafka_brokers_explicit);
-        assert!(s.check_demo_database().is_ok(), "the demo on its own file");
-    }
-
-    #[test]
-    fn the_demo_needs_asking_for_on_a_database_the_user_named() {
-        let s = from(&[("MES_DATABASE_URL", "postgres://u:pw@db/mes")]).unwrap();
-        let e = s.check_demo_database().unwrap_err();
-        assert_eq!(e.setting, "MES_KAFKA_BROKERS", "{e}");
-        assert!(!e.to_string().contains("pw"), "{e}");
-        let s = from(&[
-            ("MES_DATABASE_URL", "postgres://u:pw@db/mes"),
-            ("MES_KAFKA_BROKERS", "embedded"),
-        ])
-        .unwrap();
-        assert!(s.kafka_brokers_explicit);
-        assert!(s.check_demo_database().is_ok());
-        let s = from(&[
-            ("MES_DATABASE_URL", "postgres://u:pw@db/mes"),
-            ("MES_KAFKA_BROKERS", "k1:9092"),
-        ])
-        .unwrap();
-        assert!(s.check_demo_database().is_ok());
-    }
-
-    #[test]
-    fn outside_the_demo_replies_are_verified_or_the_operator_said_unsigned() {
-        assert_eq!(
-            from(&[]).unwrap().reply_verification().unwrap(),
-            ReplyVerification::Off,
-            "the embedded demo is exempt"
-        );
-        let e = from(&[("MES_KAFKA_BROKERS", "k1:9092")])
-            .unwrap()
-            .reply_verification()
-            .unwrap_err();
-        let line = e.to_string();
-        assert!(
-            line.contains("MES_GATEWAY_KEY_FILE") && line.contains("MES_REPLY_TRUST=unsigned"),
-            "{line}"
-        );
-        assert!(!line.contains('\n'));
-        let s = from(&[
-            ("MES_KAFKA_BROKERS", "k1:9092"),
-            ("MES_REPLY_TRUST", "UNSIGNED"),
-        ])
-        .unwrap();
-        assert_eq!(s.reply_verification().unwrap(), ReplyVerification::Off);
-        let s = from(&[
-            ("MES_KAFKA_BROKERS", "k1:9092"),
-            ("MES_GATEWAY_KEY_FILE", "/etc/mes/gateway.pub"),
-        ])
-        .unwrap();
-        assert_eq!(s.reply_verification().unwrap(), ReplyVerification::On);
-        let e = from(&[("MES_REPLY_TRUST", "maybe")]).unwrap_err();
-        assert_eq!(e.setting, "MES_REPLY_TRUST");
-    }
-
-    #[test]
-    fn record_replies_is_wait_or_none() {
-        let s = from(&[("MES_RECORD_REPLIES", "NONE")]).unwrap();
-        assert_eq!(s.record_replies_mode().unwrap(), RecordReplies::None);
-        let e = from(&[("MES_RECORD_REPLIES", "never")]).unwrap_err();
-        assert_eq!(e.setting, "MES_RECORD_REPLIES", "{e}");
-    }
-
-    #[test]
-    fn kafka_settings_pass_through_and_secrets_stay_out_of_debug() {
-        let s = from(&[
-            ("MES_KAFKA_BROKERS", "k1:9092"),
-            ("MES_KAFKA_SECURITY_PROTOCOL", "SASL_SSL"),
-            ("MES_KAFKA_SASL_PASSWORD", "hunter2"),
-            ("MES_DATABASE_URL", "postgres://u:pw-secret@db/mes"),
-        ])
-        .unwrap();
-        assert_eq!(s.kafka_brokers, "k1:9092");
-        assert_eq!(s.kafka["security.protocol"], "SASL_SSL");
-        assert_eq!(s.kafka["sasl.password"], "hunter2");
-        let shown = format!("{s:?}");
-        assert!(
-            !shown.contains("hunter2") && !shown.contains("pw-secret"),
-            "{shown}"
-        );
-        assert_eq!(s.database_kind(), "postgresql");
-    }
-
-    #[test]
-    fn bad_report_settings_name_their_environment_variable() {
-        let e = from(&[("MES_REPORT_CRON", "every day")]).unwrap_err();
-        assert_eq!(e.setting, "MES_REPORT_CRON", "{e}");
-        let e = from(&[("MES_REPORT_CRON", "0 0 0 30 2 *")]).unwrap_err();
-        assert_eq!(e.setting, "MES_REPORT_CRON", "{e}");
-        let e = from(&[("MES_REPORT_TZ", "Mars/Olympus")]).unwrap_err();
-        assert_eq!(e.setting, "MES_REPORT_TZ", "{e}");
-        let e = from(&[("MES_REPORT_LOOKBACK_DAYS", "400")]).unwrap_err();
-        assert_eq!(e.setting, "MES_REPORT_LOOKBACK_DAYS", "{e}");
-        let s = from(&[("MES_REPORT_TZ", "Europe/Lisbon")]).unwrap();
-        assert_eq!(s.report_schedule().unwrap().lookback_days(), 7);
-    }
-
-    #[test]
-    fn webhooks_parse_with_formats_and_never_show_their_path() {
-        let s = from(&[
-            (
-                "MES_WEBHOOKS",
-                "http://127.0.0.1:9/hook, telegram:https://api.telegram.invalid/botSECRET/sendMessage",
-            ),
-            ("MES_WEBHOOK_ALLOW_HTTP", "true"),
-            ("MES_TELEGRAM_CHAT_ID", "-1001234"),
-            ("MES_POLL_INTERVAL_SECS", "2"),
-        ])
-        .unwrap();
-        let hooks = s.webhooks().unwrap();
-        assert_eq!(hooks.len(), 2);
-        assert_eq!(hooks[0].format, WebhookFormat::Json);
-        assert_eq!(hooks[1].format, WebhookFormat::Telegram);
-        assert_eq!(s.telegram_chat_id.as_deref(), Some("-1001234"));
-        assert_eq!(s.poll_interval(), Duration::from_secs(2));
-        let shown = format!("{hooks:?}");
-        assert!(!shown.contains("SECRET"), "{shown}");
-        assert!(from(&[]).unwrap().webhooks().unwrap().is_empty());
-    }
-
-    #[test]
-    fn session_settings_have_defaults_and_limits() {
-        let s = from(&[]).unwrap();
-        assert_eq!(s.session_ttl().unwrap(), Duration::from_secs(12 * 3600));
-        assert_eq!(s.session_recheck(), Duration::from_secs(60));
-        assert_eq!(s.cookie_secure, None);
-        let s = from(&[
-            ("MES_SESSION_TTL", "30m"),
-            ("MES_SESSION_RECHECK_SECS", "2"),
-            ("MES_COOKIE_SECURE", "true"),
-        ])
-        .unwrap();
-        assert_eq!(s.session_ttl().unwrap(), Duration::from_secs(1800));
-        assert_eq!(s.session_recheck(), Duration::from_secs(2));
-        assert_eq!(s.cookie_secure, Some(true));
-        for bad in ["soon", "10s", "90d"] {
-            let e = from(&[("MES_SESSION_TTL", bad)]).unwrap_err();
-            assert_eq!(e.setting, "MES_SESSION_TTL", "{bad}: {e}");
-        }
-        let e = from(&[("MES_SESSION_RECHECK_SECS", "0")]).unwrap_err();
-        assert_eq!(e.setting, "MES_SESSION_RECHECK_SECS");
-    }
-
-    #[cfg(unix)]
-    #[test]
-    fn a_signing_key_readable_by_others_is_refused() {
-        use std::os::unix::fs::PermissionsExt as _;
-        let dir = std::env::temp_dir().join(format!("mes-key-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("signing.key");
-        std::fs::write(&path, SigningKey::generate().to_hex()).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let s = Settings {
-            signing_key_file: Some(path.clone()),
-            ..Settings::default()
-        };
-        let e = s.signing_key().unwrap_err();
-        assert_eq!(e.setting, "MES_SIGNING_KEY_FILE");
-        assert!(e.message.contains("chmod 600"), "{e}");
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        assert!(s.signing_key().unwrap().is_some());
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    #[test]
-    fn a_bad_value_names_its_environment_variable() {
-        let e = from(&[("MES_REQUEST_TIMEOUT_MS", "soon")]).unwrap_err();
-        assert_eq!(e.setting, "MES_REQUEST_TIMEOUT_MS", "{e}");
-        let e = from(&[("MES_CORRELATION", "sometimes")]).unwrap_err();
-        assert_eq!(e.setting, "MES_CORRELATION");
-        let e = from(&[("MES_REQUEST_TIMEOUT_MS", "0")]).unwrap_err();
-        assert_eq!(e.setting, "MES_REQUEST_TIMEOUT_MS");
-        for (name, value) in [
-            ("MES_RATE_LIMIT_PER_SEC", "0"),
-            ("MES_RATE_LIMIT_PER_SEC", "4294967295"),
-            ("MES_RATE_LIMIT_PER_SEC", "18446744073709551615"),
-            ("MES_AUTH_FAILURES_PER_MIN", "0"),
-            ("MES_AUTH_FAILURES_PER_MIN", "-1"),
-            ("MES_CLIENT_IP_HEADER", " "),
-        ] {
-            let e = from(&[(name, value)]).unwrap_err();
-            assert_eq!(e.setting, name, "{name}={value}: {e}");
-        }
-        let s = from(&[
-            ("MES_RATE_LIMIT_PER_SEC", "5"),
-            ("MES_CLIENT_IP_HEADER", "X-Real-IP"),
-        ])
-        .unwrap();
-        assert_eq!(s.rate_limit().map(|n| n.get()).ok(), Some(5));
-        let e = from(&[("MES_WEBHOOKS", "ftp://x/hook")]).unwrap_err();
-        assert_eq!(e.setting, "MES_WEBHOOKS");
-        let e = from(&[("MES_WEBHOOKS", "http://hooks.invalid/botSECRET/x")]).unwrap_err();
-        assert_eq!(e.setting, "MES_WEBHOOKS");
-        assert!(e.message.contains("MES_WEBHOOK_ALLOW_HTTP"), "{e}");
-        assert!(!e.to_string().contains("SECRET"), "{e}");
-        let e = from(&[(
-            "MES_WEBHOOKS",
-            "telegram:https://t.invalid/botSECRET/sendMessage",
-        )])
-        .unwrap_err();
-        assert_eq!(e.setting, "MES_TELEGRAM_CHAT_ID");
-        let e = from(&[("MES_POLL_INTERVAL_SECS", "0")]).unwrap_err();
-        assert_eq!(e.setting, "MES_POLL_INTERVAL_SECS");
-        let e = from(&[("MES_POLL_INTERVAL_SECS", "18446744073709551615")]).unwrap_err();
-        assert_eq!(e.setting, "MES_POLL_INTERVAL_SECS");
-        let e = from(&[("MES_REQUEST_TIMEOUT_MS", "18446744073709551615")]).unwrap_err();
-        assert_eq!(e.setting, "MES_REQUEST_TIMEOUT_MS");
-        let e = from(&[("MES_MAX_IN_FLIGHT", "18446744073709551615")]).unwrap_err();
-        assert_eq!(e.setting, "MES_MAX_IN_FLIGHT");
-        let e = from(&[("MES_DATABASE_POOL_TIMEOUT", "0")]).unwrap_err();
-        assert_eq!(e.setting, "MES_DATABASE_POOL_TIMEOUT");
-        let e = from(&[("MES_DATABASE_STATEMENT_TIMEOUT", "soon")]).unwrap_err();
-        assert_eq!(e.setting, "MES_DATABASE_STATEMENT_TIMEOUT");
-        let e = from(&[("MES_REQUEST_TIMEOUT_MS", "0")]).unwrap_err();
-        assert_eq!(e.setting, "MES_REQUEST_TIMEOUT_MS");
-        let s = from(&[("MES_SIGNING_KEY_FILE", "/nonexistent/key")]).unwrap();
-        let e = s.bridge_config("x:1").unwrap_err();
-        assert_eq!(e.setting, "MES_SIGNING_KEY_FILE");
-    }
-}
+mod tests;

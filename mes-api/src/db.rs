@@ -2,9 +2,8 @@
 //! off the async workers (diesel is blocking).
 
 use mes_core::db::{DbConnection, Pool};
-use rocket::http::Status;
 
-use crate::error::{ApiError, code};
+use crate::error::{ApiError, ErrorCode};
 
 /// A cheap-to-clone handle on the connection pool, kept in Rocket's state.
 #[derive(Clone)]
@@ -43,13 +42,7 @@ impl Db {
             f(&mut conn)
         })
         .await
-        .map_err(|e| {
-            ApiError::new(
-                Status::InternalServerError,
-                code::INTERNAL,
-                format!("database task failed: {e}"),
-            )
-        })?
+        .map_err(|e| ApiError::new(ErrorCode::Internal, format!("database task failed: {e}")))?
     }
 
     /// Runs the query `f` with a pooled connection on the blocking thread pool, for

@@ -28,9 +28,8 @@ use governor::clock::{Clock, DefaultClock, Reference};
 use governor::middleware::NoOpMiddleware;
 use governor::state::keyed::DashMapStateStore;
 use governor::{Quota, RateLimiter};
-use rocket::http::Status;
 
-use crate::error::{ApiError, code};
+use crate::error::{ApiError, ErrorCode};
 
 /// Most addresses (or operators) whose limiter state is kept; past that the idle ones
 /// are dropped.
@@ -84,8 +83,7 @@ impl<C: Clock + Clone> Limits<C> {
     pub fn chain_call(&self, operator: i64) -> Result<(), ApiError> {
         check(&self.chain, &self.clock, &operator).map_err(|wait| {
             ApiError::new(
-                Status::TooManyRequests,
-                code::RATE_LIMITED,
+                ErrorCode::RateLimited,
                 "too many chain calls with this key (MES_RATE_LIMIT_PER_SEC); try again shortly",
             )
             .retry_after(wait)
@@ -137,8 +135,7 @@ fn check<K: Hash + Eq + Clone, C: Clock>(
 /// 429 for an address that used up its failed sign-ins.
 pub fn too_many_failures(wait: Duration) -> ApiError {
     ApiError::new(
-        Status::TooManyRequests,
-        code::RATE_LIMITED,
+        ErrorCode::RateLimited,
         "too many unknown keys from this address; try again later",
     )
     .retry_after(wait)
@@ -169,8 +166,11 @@ mod tests {
         }
         let refused = limits.chain_call(1).err();
         let refused = refused.as_ref();
-        assert_eq!(refused.map(|e| e.status), Some(Status::TooManyRequests));
-        assert_eq!(refused.map(|e| e.code), Some(code::RATE_LIMITED));
+        assert_eq!(
+            refused.map(|e| e.status),
+            Some(rocket::http::Status::TooManyRequests)
+        );
+        assert_eq!(refused.map(|e| e.code), Some(ErrorCode::RateLimited));
         // One call refills every 50 ms; the header rounds up to whole seconds.
         assert_eq!(refused.and_then(|e| e.retry_after), Some(1));
         assert!(

@@ -21,7 +21,7 @@ use rocket::tokio::sync::mpsc;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::config::{Webhook, WebhookFormat};
+use crate::config::WebhookFormat;
 
 /// Messages waiting per webhook before new ones are dropped.
 pub const QUEUE_CAPACITY: usize = 256;
@@ -33,6 +33,40 @@ pub const POST_TIMEOUT: Duration = Duration::from_secs(10);
 pub const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 /// Longest retry delay.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// One configured webhook (`MES_WEBHOOKS`, read by `Settings::webhooks`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Webhook {
+    /// Where to POST (may hold a secret, e.g. a bot token: never logged).
+    pub url: String,
+    /// What to POST.
+    pub format: WebhookFormat,
+}
+
+impl Webhook {
+    /// What logs may show of the URL: scheme, host and port, never its path (a
+    /// Telegram URL holds the bot token) nor a user or password.
+    pub fn display_name(&self) -> String {
+        match reqwest::Url::parse(&self.url) {
+            Ok(url) => format!(
+                "{}://{}{}",
+                url.scheme(),
+                url.host_str().unwrap_or("?"),
+                url.port().map(|p| format!(":{p}")).unwrap_or_default()
+            ),
+            Err(_) => "<invalid url>".to_owned(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Webhook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Webhook")
+            .field("url", &self.display_name())
+            .field("format", &self.format)
+            .finish()
+    }
+}
 
 /// What a webhook is told about.
 #[derive(Debug, Clone, Serialize)]

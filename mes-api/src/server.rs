@@ -94,7 +94,7 @@ pub async fn open_db(settings: &Settings) -> Result<Db, ConfigError> {
             })?;
         }
     }
-    let options = settings.pool_options()?;
+    let options = settings.pool_options();
     let pool = rocket::tokio::task::spawn_blocking(move || db::pool_with(&url, &options))
         .await
         .map_err(database_error)?
@@ -123,6 +123,8 @@ pub fn connect_db(settings: &Settings) -> Result<db::DbConnection, ConfigError> 
 /// broker and the simulated chain, stores a master token if there is none, and gives
 /// the demo operator a new key.
 pub async fn prepare(settings: Settings) -> Result<Prepared, ConfigError> {
+    // Settings built in code (tests, benches) are checked as `config::load`'s are.
+    settings.validate()?;
     // Before anything touches the database: the demo on a database the user named,
     // without asking for it, would write demo data into it.
     settings.check_demo_database()?;

@@ -28,7 +28,7 @@ use anyhow::{Context as _, bail, ensure};
 use clap::Parser;
 use kafka_bridge::bridge::Bridge;
 use kafka_bridge::sim::{SimConfig, SimTopics, Simulator};
-use mes_api::config::Settings;
+use mes_api::config::{ReplyTrust, Settings};
 use mes_core::codec::Page;
 use mes_e2e::bench::{BenchDb, InProcessServer, Stats, ms};
 
@@ -178,9 +178,10 @@ async fn stack(args: &Args) -> anyhow::Result<Stack> {
         kafka_brokers: args.brokers.clone(),
         database_pool_size: 4,
         // The simulator does not sign its replies.
-        reply_trust: "unsigned".to_owned(),
+        reply_trust: ReplyTrust::Unsigned,
         // One key drives the whole load: no per-key limit.
-        rate_limit_per_sec: mes_api::config::MAX_RATE_LIMIT_PER_SEC,
+        rate_limit_per_sec: std::num::NonZeroU32::new(mes_api::config::MAX_RATE_LIMIT_PER_SEC)
+            .unwrap_or(std::num::NonZeroU32::MAX),
         ..Settings::default()
     };
     settings.set_topics(&topics.chain);

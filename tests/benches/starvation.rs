@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use clap::Parser;
 use kafka_bridge::sim::{SimConfig, SimTopics, Simulator};
-use mes_api::config::Settings;
+use mes_api::config::{ReplyTrust, Settings};
 use mes_api::service::units::{ChainHook, NewUnit, Reporter, UnitPatch, UnitService};
 use mes_core::codec::Topic;
 use mes_core::db::{self, outbox};
@@ -140,11 +140,11 @@ async fn run(args: &Args, name: &str) -> anyhow::Result<Run> {
         database_url: Some(database.url.clone()),
         kafka_brokers: args.brokers.clone(),
         database_pool_size: 4,
-        correlation: "legacy".into(),
+        correlation: kafka_bridge::bridge::CorrelationMode::Legacy,
         request_timeout_ms: 3000,
         poll_interval_secs: args.poll_secs,
         // The simulator does not sign its replies.
-        reply_trust: "unsigned".to_owned(),
+        reply_trust: ReplyTrust::Unsigned,
         ..Settings::default()
     };
     settings.set_topics(&topics.chain);

@@ -9,7 +9,7 @@ use kafka_bridge::sim::{
     Ledger, LedgerState, NewOrder, SimConfig, SimHandle, SimTopics, Simulator,
 };
 use mes_api::app::App;
-use mes_api::config::Settings;
+use mes_api::config::{ReplyTrust, Settings};
 use mes_api::server;
 use mes_core::db::{self, decisions, tokens};
 use mes_core::domain::{RequestId, Status as ChainStatus};
@@ -37,7 +37,7 @@ struct Options {
     /// Another broker than the shared test broker.
     brokers: Option<String>,
     /// Chain calls a second per key (`MES_RATE_LIMIT_PER_SEC`).
-    rate_limit_per_sec: u32,
+    rate_limit_per_sec: std::num::NonZeroU32,
 }
 
 impl Default for Options {
@@ -93,7 +93,7 @@ async fn server(options: Options) -> Server {
         request_timeout_ms: options.timeout_ms,
         database_pool_size: 4,
         // The simulator does not sign its replies.
-        reply_trust: "unsigned".to_owned(),
+        reply_trust: ReplyTrust::Unsigned,
         rate_limit_per_sec: options.rate_limit_per_sec,
         ..Settings::default()
     };
@@ -758,7 +758,7 @@ async fn broker_down_is_a_503_and_the_server_recovers_without_a_restart() {
 async fn sixty_four_concurrent_list_calls_each_get_their_own_page() {
     // All 64 with one key, at once: above the default per-key limit of 20 a second.
     let s = server(Options {
-        rate_limit_per_sec: 64,
+        rate_limit_per_sec: std::num::NonZeroU32::new(64).unwrap(),
         ..Options::default()
     })
     .await;

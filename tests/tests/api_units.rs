@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use kafka_bridge::sim::{Counters, LedgerState, SimConfig, SimHandle, SimTopics, Simulator};
 use mes_api::app::App;
-use mes_api::config::Settings;
+use mes_api::config::{ReplyTrust, Settings};
 use mes_api::server;
 use mes_core::db::{self, outbox, tokens};
 use mes_core::domain::AgentKey;
@@ -118,7 +118,7 @@ impl World {
             kafka_brokers: self.brokers.clone(),
             database_pool_size: 4,
             // The simulator does not sign its replies.
-            reply_trust: "unsigned".to_owned(),
+            reply_trust: ReplyTrust::Unsigned,
             ..Settings::default()
         };
         settings.set_topics(&self.topics.chain);

@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use kafka_bridge::sim::{SimConfig, SimHandle, SimTopics, Simulator};
-use mes_api::config::Settings;
+use mes_api::config::{ReplyTrust, Settings};
 use mes_api::service::units::{NewUnit, UnitService};
 use mes_core::db::{self, operators, tokens};
 use mes_core::domain::Status as ChainStatus;
@@ -273,7 +273,7 @@ async fn mounted_routes(url: &str, brokers: &str, topics: &SimTopics) -> Vec<(St
         database_url: Some(url.to_owned()),
         database_pool_size: 2,
         kafka_brokers: brokers.to_owned(),
-        reply_trust: "unsigned".to_owned(),
+        reply_trust: ReplyTrust::Unsigned,
         ..Settings::default()
     };
     settings.set_topics(&topics.chain);

@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 
 use crate::app::App;
 use crate::auth::{Admin, Role};
-use crate::error::{ApiError, ApiResult, ErrorBody, code};
+use crate::error::{ApiError, ApiResult, Body, ErrorCode, Errors, Lookup, Params, Unique};
 use crate::routes::units::{ObjectBody, object_body};
 
 /// Shown instead of a secret.
@@ -79,8 +79,7 @@ pub struct TokenPut {
 #[utoipa::path(get, path = "/api/tokens", tag = "admin",
     responses(
         (status = 200, description = "Tokens, secrets redacted", body = Vec<TokenView>),
-        (status = 401, description = "No or unknown key", body = ErrorBody),
-        (status = 403, description = "Admins only", body = ErrorBody),
+        Errors<Admin>,
     ),
     security(("bearer" = [])))]
 #[get("/api/tokens")]
@@ -94,9 +93,7 @@ pub async fn token_list(app: &State<App>, _caller: Admin) -> ApiResult<Json<Vec<
     request_body = TokenPut,
     responses(
         (status = 200, description = "The stored token, secrets redacted", body = TokenView),
-        (status = 400, description = "Malformed body", body = ErrorBody),
-        (status = 401, description = "No or unknown key", body = ErrorBody),
-        (status = 403, description = "Admins only", body = ErrorBody),
+        Errors<Admin, Body, Params>,
     ),
     security(("bearer" = [])))]
 #[post("/api/tokens", data = "<body>")]
@@ -110,7 +107,7 @@ pub async fn token_put(
             rocket::serde::json::Error::Io(_) => "the body could not be read".to_owned(),
             rocket::serde::json::Error::Parse(_, e) => e.to_string(),
         };
-        ApiError::new(Status::BadRequest, code::INVALID_BODY, detail)
+        ApiError::new(ErrorCode::InvalidBody, detail)
     })?;
     if body.instance_type.trim().is_empty() || body.token.trim().is_empty() {
         return Err(ApiError::invalid(
@@ -145,10 +142,7 @@ pub async fn token_put(
     params(("id" = i64, Path, description = "The token's id")),
     responses(
         (status = 204, description = "Removed"),
-        (status = 400, description = "Malformed id", body = ErrorBody),
-        (status = 401, description = "No or unknown key", body = ErrorBody),
-        (status = 403, description = "Admins only", body = ErrorBody),
-        (status = 404, description = "No such token", body = ErrorBody),
+        Errors<Admin, Params, Lookup>,
     ),
     security(("bearer" = [])))]
 #[delete("/api/tokens/<id>")]
@@ -164,11 +158,7 @@ pub async fn token_delete(app: &State<App>, _caller: Admin, id: &str) -> ApiResu
     if existed {
         Ok(Status::NoContent)
     } else {
-        Err(ApiError::new(
-            Status::NotFound,
-            code::NOT_FOUND,
-            format!("no token {id}"),
-        ))
+        Err(ApiError::new(ErrorCode::NotFound, format!("no token {id}")))
     }
 }
 
@@ -256,19 +246,14 @@ fn operator_name(name: &str) -> ApiResult<String> {
 }
 
 fn no_operator(name: &str) -> ApiError {
-    ApiError::new(
-        Status::NotFound,
-        code::NOT_FOUND,
-        format!("no operator called {name:?}"),
-    )
+    ApiError::new(ErrorCode::NotFound, format!("no operator called {name:?}"))
 }
 
 /// `GET /api/operators`: every operator with role, when added and when last used.
 #[utoipa::path(get, path = "/api/operators", tag = "admin",
     responses(
         (status = 200, description = "Operators, in the order they were added", body = Vec<OperatorView>),
-        (status = 401, description = "No or unknown key", body = ErrorBody),
-        (status = 403, description = "Admins only", body = ErrorBody),
+        Errors<Admin>,
     ),
     security(("bearer" = [])))]
 #[get("/api/operators")]
@@ -282,10 +267,7 @@ pub async fn operator_list(app: &State<App>, _caller: Admin) -> ApiResult<Json<V
     request_body = OperatorAdd,
     responses(
         (status = 201, description = "Added; the key is in this answer only", body = OperatorKey),
-        (status = 400, description = "Malformed body, name or role", body = ErrorBody),
-        (status = 401, description = "No or unknown key", body = ErrorBody),
-        (status = 403, description = "Admins only", body = ErrorBody),
-        (status = 409, description = "An operator of that name exists", body = ErrorBody),
+        Errors<Admin, Body, Params, Unique>,
     ),
     security(("bearer" = [])))]
 #[post("/api/operators", data = "<body>")]
@@ -319,8 +301,7 @@ pub async fn operator_add(
         .await?
         .ok_or_else(|| {
             ApiError::new(
-                Status::Conflict,
-                code::CONFLICT,
+                ErrorCode::Conflict,
                 format!("an operator called {name:?} exists already"),
             )
         })?;
@@ -341,9 +322,7 @@ pub async fn operator_add(
     params(("name" = String, Path, description = "The operator's name")),
     responses(
         (status = 204, description = "Removed"),
-        (status = 401, description = "No or unknown key", body = ErrorBody),
-        (status = 403, description = "Admins only", body = ErrorBody),
-        (status = 404, description = "No such operator", body = ErrorBody),
+        Errors<Admin, Lookup>,
     ),
     security(("bearer" = [])))]
 #[delete("/api/operators/<name>")]
@@ -368,9 +347,7 @@ pub async fn operator_remove(app: &State<App>, caller: Admin, name: &str) -> Api
     params(("name" = String, Path, description = "The operator's name")),
     responses(
         (status = 200, description = "The new key, in this answer only", body = OperatorKey),
-        (status = 401, description = "No or unknown key", body = ErrorBody),
-        (status = 403, description = "Admins only", body = ErrorBody),
-        (status = 404, description = "No such operator", body = ErrorBody),
+        Errors<Admin, Lookup>,
     ),
     security(("bearer" = [])))]
 #[post("/api/operators/<name>/rotate")]

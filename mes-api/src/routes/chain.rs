@@ -14,8 +14,9 @@ use utoipa::ToSchema;
 
 use crate::app::App;
 use crate::auth::{Reader, Writer};
-use crate::error::{ApiError, ApiResult, ErrorBody, code};
+use crate::error::{ApiError, ApiResult, Body, ChainCall, ErrorCode, Errors, Params};
 use crate::routes::records::{DecisionView, ProductionOrderView};
+use crate::routes::units::body_error;
 use crate::service::requests::{AnswerOutcome, Kind};
 
 /// Most items one list call may ask for.
@@ -99,13 +100,7 @@ fn parse_id(name: &str, id: &str) -> ApiResult<RequestId> {
     ),
     responses(
         (status = 200, description = "The chain's `data` list, as it sent it", body = Vec<Object>),
-        (status = 400, description = "Bad parameter", body = ErrorBody),
-        (status = 401, description = "No or unknown key", body = ErrorBody),
-        (status = 409, description = "No master token", body = ErrorBody),
-        (status = 429, description = "Too many chain calls with this key (`MES_RATE_LIMIT_PER_SEC`); `Retry-After` says when to try again; nothing was sent", body = ErrorBody),
-        (status = 502, description = "The chain answered an error", body = ErrorBody),
-        (status = 503, description = "Broker unavailable or overloaded", body = ErrorBody),
-        (status = 504, description = "The chain did not answer in time", body = ErrorBody),
+        Errors<Reader, Params, ChainCall>,
     ),
     security(("bearer" = [])))]
 #[get("/api/KafkaPartner/LIST?<query..>")]
@@ -128,13 +123,7 @@ pub async fn partner_list(
     ),
     responses(
         (status = 200, description = "The chain's `data` list, as it sent it", body = Vec<Object>),
-        (status = 400, description = "Bad parameter", body = ErrorBody),
-        (status = 401, description = "No or unknown key", body = ErrorBody),
-        (status = 409, description = "No master token", body = ErrorBody),
-        (status = 429, description = "Too many chain calls with this key (`MES_RATE_LIMIT_PER_SEC`); `Retry-After` says when to try again; nothing was sent", body = ErrorBody),
-        (status = 502, description = "The chain answered an error", body = ErrorBody),
-        (status = 503, description = "Broker unavailable or overloaded", body = ErrorBody),
-        (status = 504, description = "The chain did not answer in time", body = ErrorBody),
+        Errors<Reader, Params, ChainCall>,
     ),
     security(("bearer" = [])))]
 #[get("/api/KafkaOrder/LIST?<query..>")]
@@ -156,14 +145,7 @@ pub async fn order_list(
     ),
     responses(
         (status = 200, description = "The chain's `message`", body = Object),
-        (status = 400, description = "Missing or malformed ID or Response", body = ErrorBody),
-        (status = 401, description = "No or unknown key", body = ErrorBody),
-        (status = 403, description = "A viewer may not answer", body = ErrorBody),
-        (status = 409, description = "No master token", body = ErrorBody),
-        (status = 429, description = "Too many chain calls with this key (`MES_RATE_LIMIT_PER_SEC`); `Retry-After` says when to try again; nothing was sent", body = ErrorBody),
-        (status = 502, description = "The chain answered an error", body = ErrorBody),
-        (status = 503, description = "Broker unavailable or overloaded", body = ErrorBody),
-        (status = 504, description = "The chain did not answer in time", body = ErrorBody),
+        Errors<Writer, Params, ChainCall>,
     ),
     security(("bearer" = [])))]
 #[get("/api/KafkaPartner/ANS?<query..>")]
@@ -189,14 +171,7 @@ pub async fn partner_ans(
     ),
     responses(
         (status = 200, description = "The chain's `message`", body = Object),
-        (status = 400, description = "Missing or malformed ID or Response", body = ErrorBody),
-        (status = 401, description = "No or unknown key", body = ErrorBody),
-        (status = 403, description = "A viewer may not answer", body = ErrorBody),
-        (status = 409, description = "No master token", body = ErrorBody),
-        (status = 429, description = "Too many chain calls with this key (`MES_RATE_LIMIT_PER_SEC`); `Retry-After` says when to try again; nothing was sent", body = ErrorBody),
-        (status = 502, description = "The chain answered an error", body = ErrorBody),
-        (status = 503, description = "Broker unavailable or overloaded", body = ErrorBody),
-        (status = 504, description = "The chain did not answer in time", body = ErrorBody),
+        Errors<Writer, Params, ChainCall>,
     ),
     security(("bearer" = [])))]
 #[get("/api/KafkaOrder/ANS?<query..>")]
@@ -219,8 +194,7 @@ pub async fn order_ans(
 fn original_answer(outcome: AnswerOutcome) -> ApiResult<Value> {
     if is_unconfirmed(&outcome) {
         return Err(ApiError::new(
-            Status::GatewayTimeout,
-            code::CHAIN_TIMEOUT,
+            ErrorCode::ChainTimeout,
             format!(
                 "the chain did not answer in time; decision {} is unknown until the chain's \
                  list shows the request answered (GET /api/decisions)",
@@ -276,19 +250,6 @@ pub struct AnswerResponse {
     pub production_order: Option<ProductionOrderView>,
 }
 
-fn body_error(e: &rocket::serde::json::Error<'_>) -> ApiError {
-    ApiError::new(
-        rocket::http::Status::BadRequest,
-        code::INVALID_BODY,
-        match e {
-            rocket::serde::json::Error::Io(_) => "the body could not be read".to_owned(),
-            rocket::serde::json::Error::Parse(_, e) => {
-                format!("expected {{\"response\": \"accept\"|\"reject\"}}: {e}")
-            }
-        },
-    )
-}
-
 async fn answer_route(
     app: &State<App>,
     caller: Writer,
@@ -297,7 +258,7 @@ async fn answer_route(
     body: Result<Json<AnswerRequest>, rocket::serde::json::Error<'_>>,
 ) -> ApiResult<(Status, Json<AnswerResponse>)> {
     let id = parse_id("id", id)?;
-    let body = body.map_err(|e| body_error(&e))?;
+    let body = body.map_err(|e| body_error(&e, r#"{"response": "accept"|"reject"}"#))?;
     let answer = body.answer()?;
     app.limits.chain_call(caller.0.id)?;
     let outcome = app
@@ -322,19 +283,16 @@ async fn answer_route(
 }
 
 /// `POST /api/partners/<id>/answer`: accept or reject a partner request.
+///
+/// A 503 `broker_unavailable`, `overloaded` or `chain_behind` means the answer was not
+/// sent (decision `not_sent`): answering again is safe.
 #[utoipa::path(post, path = "/api/partners/{id}/answer", tag = "partners",
     params(("id" = String, Path, description = "The partner request id (1–128 characters from A-Z, a-z, 0-9, `_` and `-`, exactly as the chain spells it)")),
     request_body = AnswerRequest,
     responses(
         (status = 200, description = "The chain applied the answer", body = AnswerResponse),
         (status = 202, description = "Sent, not confirmed yet (decision `unknown`): it settles from the chain's list by itself; answering again sends nothing meanwhile", body = AnswerResponse),
-        (status = 400, description = "Malformed id or body", body = ErrorBody),
-        (status = 401, description = "No or unknown key", body = ErrorBody),
-        (status = 403, description = "A viewer may not answer", body = ErrorBody),
-        (status = 409, description = "No master token", body = ErrorBody),
-        (status = 429, description = "Too many chain calls with this key (`MES_RATE_LIMIT_PER_SEC`); `Retry-After` says when to try again; nothing was sent", body = ErrorBody),
-        (status = 502, description = "The chain answered an error", body = ErrorBody),
-        (status = 503, description = "Not sent (decision `not_sent`): broker unavailable, overloaded, or the chain is behind (`chain_behind`)", body = ErrorBody),
+        Errors<Writer, Params, Body, ChainCall>,
     ),
     security(("bearer" = [])))]
 #[post("/api/partners/<id>/answer", data = "<body>")]
@@ -349,19 +307,16 @@ pub async fn partner_answer(
 
 /// `POST /api/orders/<id>/answer`: accept or reject an order request; an accepted
 /// order becomes a production order.
+///
+/// A 503 `broker_unavailable`, `overloaded` or `chain_behind` means the answer was not
+/// sent (decision `not_sent`): answering again is safe.
 #[utoipa::path(post, path = "/api/orders/{id}/answer", tag = "orders",
     params(("id" = String, Path, description = "The order id, `abs_action_id` (1–128 characters from A-Z, a-z, 0-9, `_` and `-`, exactly as the chain spells it)")),
     request_body = AnswerRequest,
     responses(
         (status = 200, description = "The chain applied the answer", body = AnswerResponse),
         (status = 202, description = "Sent, not confirmed yet (decision `unknown`): it settles from the chain's list by itself; answering again sends nothing meanwhile", body = AnswerResponse),
-        (status = 400, description = "Malformed id or body", body = ErrorBody),
-        (status = 401, description = "No or unknown key", body = ErrorBody),
-        (status = 403, description = "A viewer may not answer", body = ErrorBody),
-        (status = 409, description = "No master token", body = ErrorBody),
-        (status = 429, description = "Too many chain calls with this key (`MES_RATE_LIMIT_PER_SEC`); `Retry-After` says when to try again; nothing was sent", body = ErrorBody),
-        (status = 502, description = "The chain answered an error", body = ErrorBody),
-        (status = 503, description = "Not sent (decision `not_sent`): broker unavailable, overloaded, or the chain is behind (`chain_behind`)", body = ErrorBody),
+        Errors<Writer, Params, Body, ChainCall>,
     ),
     security(("bearer" = [])))]
 #[post("/api/orders/<id>/answer", data = "<body>")]

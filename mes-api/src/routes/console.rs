@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 
 use crate::app::App;
 use crate::auth::{self, Reader, SESSION_COOKIE, SIGN_OUT_COOKIE, StreamReader};
-use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::error::{ApiError, ApiResult, ErrorCode, Errors, Lookup, Storage};
 
 /// `[name, …]` → `&[(name, text), …]`, each file read from `mes-api/console/` at
 /// compile time: the list is written once, below.
@@ -99,7 +99,7 @@ pub fn index() -> Asset {
     params(("name" = String, Path, description = "app.js (the entry module; it imports the others, e.g. api.js), style.css or favicon.svg")),
     responses(
         (status = 200, description = "The file", body = String),
-        (status = 404, description = "No such file", body = ErrorBody),
+        Errors<Lookup>,
     ))]
 #[get("/assets/<name>")]
 pub fn asset(name: &str) -> Result<Asset, ApiError> {
@@ -110,13 +110,7 @@ pub fn asset(name: &str) -> Result<Asset, ApiError> {
             content_type: content_type(name),
             body,
         })
-        .ok_or_else(|| {
-            ApiError::new(
-                rocket::http::Status::NotFound,
-                crate::error::code::NOT_FOUND,
-                format!("no console file {name:?}"),
-            )
-        })
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no console file {name:?}")))
 }
 
 /// Who is calling, for the console to show the name and offer only what the role
@@ -134,7 +128,7 @@ pub struct Me {
 #[utoipa::path(get, path = "/api/me", tag = "console",
     responses(
         (status = 200, description = "The caller", body = Me),
-        (status = 401, description = "No or unknown key", body = ErrorBody),
+        Errors<Reader>,
     ),
     security(("bearer" = [])))]
 #[get("/api/me")]
@@ -169,7 +163,7 @@ fn session_cookie(
 #[utoipa::path(post, path = "/api/session", tag = "console",
     responses(
         (status = 200, description = "Signed in; the stream cookie is set", body = Me),
-        (status = 401, description = "No or unknown key", body = ErrorBody),
+        Errors<Reader>,
     ),
     security(("bearer" = [])))]
 #[post("/api/session")]
@@ -178,11 +172,7 @@ pub async fn session_open(
     caller: Reader,
     cookies: &CookieJar<'_>,
 ) -> ApiResult<Json<Me>> {
-    let ttl = app
-        .settings
-        .session_ttl()
-        .map_err(|e| ApiError::internal(e.to_string()))?;
-    let ttl = chrono::TimeDelta::from_std(ttl).map_err(ApiError::internal)?;
+    let ttl = chrono::TimeDelta::from_std(app.settings.session_ttl).map_err(ApiError::internal)?;
     let id = mes_core::db::sessions::new_id();
     let id_hash = mes_core::db::sessions::hash_id(&id);
     let operator_id = caller.0.id;
@@ -215,7 +205,10 @@ pub async fn session_open(
 /// `DELETE /api/session`: signs out: ends the session on the server (when the
 /// browser sends its sign-out cookie) and removes both cookies.
 #[utoipa::path(delete, path = "/api/session", tag = "console",
-    responses((status = 204, description = "The session is ended and its cookies removed")))]
+    responses(
+        (status = 204, description = "The session is ended and its cookies removed"),
+        Errors<Storage>,
+    ))]
 #[delete("/api/session")]
 pub async fn session_close(
     app: &State<App>,
@@ -255,7 +248,7 @@ enum Next {
 #[utoipa::path(get, path = "/api/events", tag = "console",
     responses(
         (status = 200, description = "An event stream", body = String, content_type = "text/event-stream"),
-        (status = 401, description = "No or unknown key (header or cookie)", body = ErrorBody),
+        Errors<StreamReader>,
     ),
     security(("bearer" = [])))]
 #[get("/api/events")]

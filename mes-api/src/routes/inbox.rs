@@ -15,7 +15,7 @@ use utoipa::ToSchema;
 
 use crate::app::App;
 use crate::auth::Reader;
-use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::error::{ApiError, ApiResult, Errors, Params};
 
 /// Most rows one inbox page may hold.
 pub const MAX_LIMIT: i64 = 500;
@@ -213,9 +213,7 @@ fn as_of(states: &[ScanState], kind: Option<&str>) -> Option<String> {
     ),
     responses(
         (status = 200, description = "One page of the filtered requests, newest first, with the total and the mirror's freshness", body = InboxPage),
-        (status = 400, description = "Bad parameter", body = ErrorBody),
-        (status = 401, description = "No or unknown key", body = ErrorBody),
-        (status = 503, description = "Database unavailable", body = ErrorBody),
+        Errors<Reader, Params>,
     ),
     security(("bearer" = [])))]
 #[get("/api/requests?<query..>")]
@@ -250,8 +248,7 @@ pub async fn request_list(
 #[utoipa::path(get, path = "/api/requests/counts", tag = "inbox",
     responses(
         (status = 200, description = "Counts per kind and status, and each kind's freshness", body = InboxCounts),
-        (status = 401, description = "No or unknown key", body = ErrorBody),
-        (status = 503, description = "Database unavailable", body = ErrorBody),
+        Errors<Reader>,
     ),
     security(("bearer" = [])))]
 #[get("/api/requests/counts")]
@@ -336,7 +333,7 @@ mod tests {
         ] {
             let e = query(&[(name, value)]).parse().unwrap_err();
             assert_eq!(e.status.code, 400, "{name}={value}");
-            assert_eq!(e.code, crate::error::code::INVALID_PARAMETER);
+            assert_eq!(e.code, crate::error::ErrorCode::InvalidParameter);
             assert!(e.message.starts_with(name), "{}", e.message);
         }
         let long = "q".repeat(MAX_Q_LEN + 1);

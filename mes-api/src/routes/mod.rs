@@ -1,7 +1,7 @@
 //! Every HTTP route, and the OpenAPI document generated from their annotations.
 //!
 //! [`routes()`] is what the server mounts and [`ApiDoc`] what `/api/openapi.json`
-//! serves; a test checks that the two name the same routes.
+//! serves, both from one list; a test checks that the two name the same routes.
 
 pub mod admin;
 pub mod chain;
@@ -16,51 +16,66 @@ use rocket::{Route, routes};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-/// The OpenAPI 3 document of the server.
-#[derive(OpenApi)]
-#[openapi(
-    info(title = "mes-bridge API", description = "MES ↔ supply-chain blockchain over Kafka"),
-    paths(
-        chain::partner_list,
-        chain::partner_ans,
-        chain::order_list,
-        chain::order_ans,
-        chain::partner_answer,
-        chain::order_answer,
-        inbox::request_list,
-        inbox::request_counts,
-        records::decision_list,
-        records::production_order_list,
-        units::unit_create,
-        units::unit_list,
-        units::unit_get,
-        units::unit_patch,
-        reports::day_report_store,
-        reports::day_report_get,
-        reports::daily_run,
-        reports::outbox_list,
-        reports::outbox_relay,
-        admin::token_list,
-        admin::token_put,
-        admin::token_delete,
-        admin::operator_list,
-        admin::operator_add,
-        admin::operator_remove,
-        admin::operator_rotate,
-        ops::live,
-        ops::ready,
-        ops::metrics,
-        ops::openapi,
-        console::index,
-        console::asset,
-        console::me,
-        console::session_open,
-        console::session_close,
-        console::events,
-    ),
-    modifiers(&BearerAuth),
-)]
-pub struct ApiDoc;
+use crate::error::ErrorBody;
+
+/// Writes the route list once: [`routes()`] mounts it and [`ApiDoc`] documents it.
+macro_rules! api {
+    ($($module:ident::$route:ident),* $(,)?) => {
+        /// The OpenAPI 3 document of the server.
+        #[derive(OpenApi)]
+        #[openapi(
+            info(title = "mes-bridge API", description = "MES ↔ supply-chain blockchain over Kafka"),
+            paths($($module::$route),*),
+            components(schemas(ErrorBody)),
+            modifiers(&BearerAuth),
+        )]
+        pub struct ApiDoc;
+
+        /// Every route of the core server.
+        pub fn routes() -> Vec<Route> {
+            routes![$($module::$route),*]
+        }
+    };
+}
+
+api! {
+    chain::partner_list,
+    chain::partner_ans,
+    chain::order_list,
+    chain::order_ans,
+    chain::partner_answer,
+    chain::order_answer,
+    inbox::request_list,
+    inbox::request_counts,
+    records::decision_list,
+    records::production_order_list,
+    units::unit_create,
+    units::unit_list,
+    units::unit_get,
+    units::unit_patch,
+    reports::day_report_store,
+    reports::day_report_get,
+    reports::daily_run,
+    reports::outbox_list,
+    reports::outbox_relay,
+    admin::token_list,
+    admin::token_put,
+    admin::token_delete,
+    admin::operator_list,
+    admin::operator_add,
+    admin::operator_remove,
+    admin::operator_rotate,
+    ops::live,
+    ops::ready,
+    ops::metrics,
+    ops::openapi,
+    console::index,
+    console::asset,
+    console::me,
+    console::session_open,
+    console::session_close,
+    console::events,
+}
 
 /// Adds the `bearer` security scheme the routes refer to.
 struct BearerAuth;
@@ -73,48 +88,6 @@ impl Modify for BearerAuth {
             SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
         );
     }
-}
-
-/// Every route of the core server.
-pub fn routes() -> Vec<Route> {
-    routes![
-        chain::partner_list,
-        chain::partner_ans,
-        chain::order_list,
-        chain::order_ans,
-        chain::partner_answer,
-        chain::order_answer,
-        inbox::request_list,
-        inbox::request_counts,
-        records::decision_list,
-        records::production_order_list,
-        units::unit_create,
-        units::unit_list,
-        units::unit_get,
-        units::unit_patch,
-        reports::day_report_store,
-        reports::day_report_get,
-        reports::daily_run,
-        reports::outbox_list,
-        reports::outbox_relay,
-        admin::token_list,
-        admin::token_put,
-        admin::token_delete,
-        admin::operator_list,
-        admin::operator_add,
-        admin::operator_remove,
-        admin::operator_rotate,
-        ops::live,
-        ops::ready,
-        ops::metrics,
-        ops::openapi,
-        console::index,
-        console::asset,
-        console::me,
-        console::session_open,
-        console::session_close,
-        console::events,
-    ]
 }
 
 #[cfg(test)]

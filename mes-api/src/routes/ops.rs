@@ -10,7 +10,7 @@ use utoipa::{OpenApi, ToSchema};
 
 use crate::app::{App, not_ready};
 use crate::config::ReplyVerification;
-use crate::error::{ApiResult, ErrorBody};
+use crate::error::{ApiResult, Errors, NotReady};
 
 /// The answer of the health endpoints.
 #[derive(Debug, Serialize, ToSchema)]
@@ -153,7 +153,7 @@ pub fn live() -> Json<Health> {
 #[utoipa::path(get, path = "/health/ready", tag = "operations",
     responses(
         (status = 200, description = "Ready", body = Health),
-        (status = 503, description = "Not ready; the message says what is missing", body = ErrorBody),
+        Errors<NotReady>,
     ))]
 #[get("/health/ready")]
 pub async fn ready(app: &State<App>) -> ApiResult<Json<Health>> {

@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 
 use crate::app::App;
 use crate::auth::Reader;
-use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::error::{ApiError, ApiResult, Errors, Params};
 
 /// Most rows one page may hold.
 pub const MAX_PAGE: i64 = 500;
@@ -157,8 +157,7 @@ impl From<ProductionOrder> for ProductionOrderView {
     ),
     responses(
         (status = 200, description = "Decisions, newest first", body = Vec<DecisionView>),
-        (status = 400, description = "Bad paging", body = ErrorBody),
-        (status = 401, description = "No or unknown key", body = ErrorBody),
+        Errors<Reader, Params>,
     ),
     security(("bearer" = [])))]
 #[get("/api/decisions?<query..>")]
@@ -183,8 +182,7 @@ pub async fn decision_list(
     ),
     responses(
         (status = 200, description = "Production orders, newest first", body = Vec<ProductionOrderView>),
-        (status = 400, description = "Bad paging", body = ErrorBody),
-        (status = 401, description = "No or unknown key", body = ErrorBody),
+        Errors<Reader, Params>,
     ),
     security(("bearer" = [])))]
 #[get("/api/production-orders?<query..>")]

@@ -4,7 +4,6 @@
 use chrono::{Days, NaiveDate, Utc};
 use mes_core::db::day_reports;
 use mes_core::db::outbox::{self, OutboxRow};
-use rocket::http::Status;
 use rocket::serde::json::Json;
 use rocket::{FromForm, State, get, post};
 use serde::Serialize;
@@ -13,53 +12,13 @@ use utoipa::ToSchema;
 
 use crate::app::App;
 use crate::auth::{Reader, Writer};
-use crate::error::{ApiError, ApiResult, ErrorBody, code};
+use crate::error::{ApiError, ApiResult, Body, Errors, Lookup, Params};
 use crate::routes::records::MAX_PAGE;
 use crate::routes::units::{Delivery, ObjectBody, object_body};
 use crate::service::chain::day_report_dedup_key;
 use crate::service::reports::{
     self, DailyRun, DayReportInput, ReportError, StoredDayReport, get_day_report,
 };
-use crate::service::schedule::ScheduleError;
-
-/// A report error as an HTTP answer; `in_body` says whether the date came in the
-/// body (`invalid_body`) or the query (`invalid_parameter`).
-pub fn report_error(e: ReportError, in_body: bool) -> ApiError {
-    let invalid = if in_body {
-        code::INVALID_BODY
-    } else {
-        code::INVALID_PARAMETER
-    };
-    match e {
-        ReportError::UnknownUnit(_) => {
-            ApiError::new(Status::NotFound, code::NOT_FOUND, e.to_string())
-        }
-        ReportError::BadDate { .. } => ApiError::new(Status::BadRequest, invalid, e.to_string()),
-        ReportError::OutOfRange { .. } | ReportError::Invalid(_) => {
-            ApiError::new(Status::BadRequest, code::INVALID_BODY, e.to_string())
-        }
-        ReportError::LookbackTooLong { .. } => {
-            ApiError::new(Status::BadRequest, code::INVALID_PARAMETER, e.to_string())
-        }
-        ReportError::Database(e) => ApiError::database(e),
-    }
-}
-
-/// A schedule error as an HTTP answer (the daily job's failures, should a route
-/// ever run it).
-pub fn schedule_error(e: ScheduleError) -> ApiError {
-    match e {
-        ScheduleError::Report(e) => report_error(e, false),
-        ScheduleError::Pool(e) => ApiError::database(e),
-        ScheduleError::InvalidCron { .. }
-        | ScheduleError::NeverRuns(_)
-        | ScheduleError::UnknownTimeZone(_)
-        | ScheduleError::LookbackTooLong { .. } => {
-            ApiError::new(Status::BadRequest, code::INVALID_PARAMETER, e.to_string())
-        }
-        ScheduleError::Scheduler(_) => ApiError::internal(e),
-    }
-}
 
 fn parse_date(name: &str, date: &str) -> ApiResult<NaiveDate> {
     NaiveDate::parse_from_str(date.trim(), "%Y-%m-%d")
@@ -95,11 +54,7 @@ fn view(
     request_body(content = Object, description = "`{\"unit\": \"PT10\", \"date\": \"YYYY-MM-DD\", \"shifts\": {\"A\": {...}, \"B\": {...}, \"C\": {...}, \"DAY\": {...}}}`; per shift the inputs (`planned_busy_time_s`, `actual_production_time_s`, `planned_unit_time_s`, `produced_quantity`, `good_quantity`, `failure_count`, `repair_time_s`) and/or the indicators (`availability`, `performance`, `quality`, `oee`, `mtbf_s`, `mttr_s`, `production_time_s`). Shifts given replace the stored ones."),
     responses(
         (status = 200, description = "The day as stored", body = DayReportView),
-        (status = 400, description = "Malformed body, date or value", body = ErrorBody),
-        (status = 401, description = "No or unknown key", body = ErrorBody),
-        (status = 403, description = "A viewer may not store reports", body = ErrorBody),
-        (status = 404, description = "No such unit", body = ErrorBody),
-        (status = 503, description = "Database unavailable", body = ErrorBody),
+        Errors<Writer, Body, Lookup>,
     ),
     security(("bearer" = [])))]
 #[post("/api/DayReport", data = "<body>")]
@@ -115,8 +70,7 @@ pub async fn day_report_store(
     let stored = app
         .db
         .run(move |conn| {
-            let stored =
-                reports::store_day_report(conn, &input).map_err(|e| report_error(e, true))?;
+            let stored = reports::store_day_report(conn, &input)?;
             view(conn, stored)
         })
         .await?;
@@ -139,10 +93,7 @@ pub struct DayReportQuery {
     ),
     responses(
         (status = 200, description = "Stored days, by unit (empty when none is stored)", body = Vec<DayReportView>),
-        (status = 400, description = "Missing or malformed date", body = ErrorBody),
-        (status = 401, description = "No or unknown key", body = ErrorBody),
-        (status = 404, description = "No such unit", body = ErrorBody),
-        (status = 503, description = "Database unavailable", body = ErrorBody),
+        Errors<Reader, Params, Lookup>,
     ),
     security(("bearer" = [])))]
 #[get("/api/DayReport?<query..>")]
@@ -163,7 +114,7 @@ pub async fn day_report_get(
             let units = match unit {
                 Some(unit) => {
                     if mes_core::db::units::get_by_code(conn, &unit)?.is_none() {
-                        return Err(report_error(ReportError::UnknownUnit(unit), false));
+                        return Err(ReportError::UnknownUnit(unit).into());
                     }
                     vec![unit]
                 }
@@ -171,9 +122,7 @@ pub async fn day_report_get(
             };
             let mut views = Vec::with_capacity(units.len());
             for unit in units {
-                if let Some(report) =
-                    get_day_report(conn, &unit, date).map_err(|e| report_error(e, false))?
-                {
+                if let Some(report) = get_day_report(conn, &unit, date)? {
                     views.push(view(conn, report)?);
                 }
             }
@@ -196,10 +145,7 @@ pub struct RunQuery {
     params(("date" = Option<String>, Query, description = "The day, YYYY-MM-DD, before today in MES_REPORT_TZ (default: yesterday there)")),
     responses(
         (status = 200, description = "What the run did, unit by unit", body = Object),
-        (status = 400, description = "Malformed date, or a day not over yet", body = ErrorBody),
-        (status = 401, description = "No or unknown key", body = ErrorBody),
-        (status = 403, description = "A viewer may not run it", body = ErrorBody),
-        (status = 503, description = "Database unavailable", body = ErrorBody),
+        Errors<Writer, Params>,
     ),
     security(("bearer" = [])))]
 #[post("/api/reports/daily/run?<query..>")]
@@ -226,7 +172,7 @@ pub async fn daily_run(
     }
     let run = app
         .db
-        .run(move |conn| reports::daily_run(conn, date).map_err(|e| report_error(e, false)))
+        .run(move |conn| Ok(reports::daily_run(conn, date)?))
         .await?;
     if !run.enqueued.is_empty() {
         app.relay.notify();
@@ -305,9 +251,7 @@ pub struct OutboxQuery {
     ),
     responses(
         (status = 200, description = "Outbox rows, newest first", body = Vec<OutboxView>),
-        (status = 400, description = "Bad status or paging", body = ErrorBody),
-        (status = 401, description = "No or unknown key", body = ErrorBody),
-        (status = 503, description = "Database unavailable", body = ErrorBody),
+        Errors<Reader, Params>,
     ),
     security(("bearer" = [])))]
 #[get("/api/outbox?<query..>")]
@@ -374,7 +318,7 @@ pub struct RelayView {
 #[utoipa::path(get, path = "/api/outbox/relay", tag = "daily report",
     responses(
         (status = 200, description = "The relay's state", body = RelayView),
-        (status = 401, description = "No or unknown key", body = ErrorBody),
+        Errors<Reader>,
     ),
     security(("bearer" = [])))]
 #[get("/api/outbox/relay")]

@@ -14,9 +14,9 @@ use utoipa::ToSchema;
 
 use crate::app::App;
 use crate::auth::{Reader, Writer};
-use crate::error::{ApiError, ApiResult, ErrorBody, code};
+use crate::error::{ApiError, ApiResult, Body, ErrorCode, Errors, Lookup, Unique};
 use crate::service::chain::unit_ordering_key;
-use crate::service::units::{ChainHook, NewUnit, Unit, UnitError, UnitPatch};
+use crate::service::units::{NewUnit, Unit, UnitPatch};
 
 /// Where a unit's (or a day report's) chain messages stand, from `chain_outbox`.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -133,28 +133,10 @@ pub struct UnitPatchBody {
     ProcessName: Option<String>,
 }
 
-/// A unit error as an HTTP answer.
-pub fn unit_error(e: UnitError) -> ApiError {
-    match e {
-        UnitError::NotFound(_) => ApiError::new(Status::NotFound, code::NOT_FOUND, e.to_string()),
-        UnitError::AlreadyExists(_) => {
-            ApiError::new(Status::Conflict, code::CONFLICT, e.to_string())
-        }
-        UnitError::Invalid { .. } => {
-            ApiError::new(Status::BadRequest, code::INVALID_BODY, e.to_string())
-        }
-        // The chain hook only writes to the outbox: its failures are the database's.
-        UnitError::Hook(hook) if hook.hook == ChainHook::NAME => ApiError::database(hook),
-        UnitError::Hook(hook) => ApiError::new(Status::Conflict, code::CONFLICT, hook.to_string()),
-        UnitError::Database(e) => ApiError::database(e),
-    }
-}
-
 /// 400 `invalid_body` for a body that is not the JSON a route expects.
 pub fn body_error(e: &json::Error<'_>, expected: &str) -> ApiError {
     ApiError::new(
-        Status::BadRequest,
-        code::INVALID_BODY,
+        ErrorCode::InvalidBody,
         match e {
             json::Error::Io(_) => "the body could not be read".to_owned(),
             json::Error::Parse(_, e) => format!("expected {expected}: {e}"),
@@ -170,13 +152,8 @@ pub type ObjectBody<'r> = Result<Json<Map<String, Value>>, json::Error<'r>>;
 /// `T` from an [`ObjectBody`]; 400 `invalid_body` naming `expected` otherwise.
 pub fn object_body<T: DeserializeOwned>(body: ObjectBody<'_>, expected: &str) -> ApiResult<T> {
     let map = body.map_err(|e| body_error(&e, expected))?.into_inner();
-    serde_json::from_value(Value::Object(map)).map_err(|e| {
-        ApiError::new(
-            Status::BadRequest,
-            code::INVALID_BODY,
-            format!("expected {expected}: {e}"),
-        )
-    })
+    serde_json::from_value(Value::Object(map))
+        .map_err(|e| ApiError::new(ErrorCode::InvalidBody, format!("expected {expected}: {e}")))
 }
 
 /// The code of the unit `id` names: its code, or its database id when no unit has
@@ -192,8 +169,7 @@ fn resolve(conn: &mut DbConnection, id: &str) -> Result<Unit, ApiError> {
         return Ok(unit.into());
     }
     Err(ApiError::new(
-        Status::NotFound,
-        code::NOT_FOUND,
+        ErrorCode::NotFound,
         format!(
             "production unit {} does not exist",
             id.chars().take(64).collect::<String>()
@@ -206,11 +182,7 @@ fn resolve(conn: &mut DbConnection, id: &str) -> Result<Unit, ApiError> {
     request_body = NewUnitBody,
     responses(
         (status = 201, description = "Created; its chain record is on its way", body = UnitView),
-        (status = 400, description = "Malformed body or field", body = ErrorBody),
-        (status = 401, description = "No or unknown key", body = ErrorBody),
-        (status = 403, description = "A viewer may not create", body = ErrorBody),
-        (status = 409, description = "A unit with this code exists", body = ErrorBody),
-        (status = 503, description = "Database unavailable", body = ErrorBody),
+        Errors<Writer, Body, Unique>,
     ),
     security(("bearer" = [])))]
 #[post("/api/ProductionUnit", data = "<body>")]
@@ -224,7 +196,7 @@ pub async fn unit_create(
     let view = app
         .db
         .run(move |conn| {
-            let unit = units.create(conn, &new).map_err(unit_error)?;
+            let unit = units.create(conn, &new)?;
             UnitView::load(conn, unit)
         })
         .await?;
@@ -236,8 +208,7 @@ pub async fn unit_create(
 #[utoipa::path(get, path = "/api/ProductionUnit", tag = "production units",
     responses(
         (status = 200, description = "Every unit, by code", body = Vec<UnitView>),
-        (status = 401, description = "No or unknown key", body = ErrorBody),
-        (status = 503, description = "Database unavailable", body = ErrorBody),
+        Errors<Reader>,
     ),
     security(("bearer" = [])))]
 #[get("/api/ProductionUnit")]
@@ -246,7 +217,7 @@ pub async fn unit_list(app: &State<App>, _caller: Reader) -> ApiResult<Json<Vec<
     let views = app
         .db
         .run(move |conn| {
-            let all = units.list(conn).map_err(unit_error)?;
+            let all = units.list(conn)?;
             all.into_iter()
                 .map(|unit| UnitView::load(conn, unit))
                 .collect::<Result<Vec<_>, _>>()
@@ -260,9 +231,7 @@ pub async fn unit_list(app: &State<App>, _caller: Reader) -> ApiResult<Json<Vec<
     params(("id" = String, Path, description = "The unit's code, or its database id when no unit has that code")),
     responses(
         (status = 200, description = "The unit", body = UnitView),
-        (status = 401, description = "No or unknown key", body = ErrorBody),
-        (status = 404, description = "No such unit", body = ErrorBody),
-        (status = 503, description = "Database unavailable", body = ErrorBody),
+        Errors<Reader, Lookup>,
     ),
     security(("bearer" = [])))]
 #[get("/api/ProductionUnit/<id>")]
@@ -290,11 +259,7 @@ pub async fn unit_get(app: &State<App>, _caller: Reader, id: &str) -> ApiResult<
     request_body = UnitPatchBody,
     responses(
         (status = 200, description = "The unit as stored; its update is on its way to the chain", body = UnitView),
-        (status = 400, description = "Malformed body or field", body = ErrorBody),
-        (status = 401, description = "No or unknown key", body = ErrorBody),
-        (status = 403, description = "A viewer may not change units", body = ErrorBody),
-        (status = 404, description = "No such unit", body = ErrorBody),
-        (status = 503, description = "Database unavailable", body = ErrorBody),
+        Errors<Writer, Body, Lookup>,
     ),
     security(("bearer" = [])))]
 #[patch("/api/ProductionUnit/<id>", data = "<body>")]
@@ -311,7 +276,7 @@ pub async fn unit_patch(
         .db
         .run(move |conn| {
             let code = resolve(conn, &id)?.code;
-            let unit = units.patch(conn, &code, &patch).map_err(unit_error)?;
+            let unit = units.patch(conn, &code, &patch)?;
             UnitView::load(conn, unit)
         })
         .await?;

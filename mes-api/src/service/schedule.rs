@@ -43,7 +43,7 @@ type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send
 pub const DEFAULT_CRON: &str = "0 30 9 * * *";
 
 /// Default time zone (`MES_REPORT_TZ`).
-pub const DEFAULT_TIME_ZONE: &str = "UTC";
+pub const DEFAULT_TIME_ZONE: Tz = Tz::UTC;
 
 /// Why the schedule could not be set up or a run failed.
 #[derive(Debug, thiserror::Error)]
@@ -62,9 +62,6 @@ pub enum ScheduleError {
     /// The expression parses but matches no time (e.g. 30 February).
     #[error("cron expression {0:?} never runs")]
     NeverRuns(String),
-    /// Not an IANA time zone name.
-    #[error("unknown time zone {0:?} (expected an IANA name such as UTC or Europe/Lisbon)")]
-    UnknownTimeZone(String),
     /// The look-back is longer than [`reports::MAX_LOOKBACK_DAYS`].
     #[error("look-back of {days} days is longer than the maximum of {max}")]
     LookbackTooLong {
@@ -100,13 +97,13 @@ pub struct ReportSchedule {
 }
 
 impl ReportSchedule {
-    /// Validates the three settings.
+    /// Validates the three settings (the time zone is one by its type).
     ///
     /// The expression is parsed exactly as tokio-cron-scheduler parses it (seconds
     /// required; day-of-month and day-of-week must both match when both are given).
     pub fn new(
         cron_expr: &str,
-        time_zone: &str,
+        tz: Tz,
         lookback_days: u32,
     ) -> Result<ReportSchedule, ScheduleError> {
         let cron = CronParser::builder()
@@ -118,10 +115,6 @@ impl ReportSchedule {
                 expr: cron_expr.chars().take(100).collect(),
                 reason: e.to_string(),
             })?;
-        let tz: Tz = time_zone
-            .trim()
-            .parse()
-            .map_err(|_| ScheduleError::UnknownTimeZone(time_zone.chars().take(100).collect()))?;
         if lookback_days > reports::MAX_LOOKBACK_DAYS {
             return Err(ScheduleError::LookbackTooLong {
                 days: lookback_days,
