@@ -1,5 +1,5 @@
 //! The embedded demo: an in-process Kafka broker (librdkafka's mock cluster) and an
-//! in-process chain ([`kafka_bridge::sim`]) with demo partners and orders, so that
+//! in-process chain ([`chain_sim`]) with demo partners and orders, so that
 //! `cargo run -p mes-api` shows the whole flow with nothing installed.
 //!
 //! The mock cluster is not a real broker (no persistence, no admin API): it is used
@@ -9,8 +9,8 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use chain_sim::{SimConfig, SimHandle, SimTopics, Simulator};
 use kafka_bridge::kafka::TopicNames;
-use kafka_bridge::sim::{SimConfig, SimHandle, SimTopics, Simulator};
 use rdkafka::mocking::MockCluster;
 
 use crate::config::ConfigError;
