@@ -597,6 +597,32 @@ impl Settings {
         self.kafka_brokers.trim().eq_ignore_ascii_case(EMBEDDED)
     }
 
+    /// Refuses the embedded demo (`MES_KAFKA_BROKERS=embedded`, also the default when
+    /// the setting is not given) in a server built without it (the cargo feature
+    /// `embedded`, on by default, brings the mock cluster and `chain-sim`): start-up
+    /// ends with one line naming the setting rather than a demo that cannot run.
+    pub fn check_embedded_built(&self) -> Result<(), ConfigError> {
+        self.check_embedded(cfg!(feature = "embedded"))
+    }
+
+    /// [`Settings::check_embedded_built`] for a build with (`built`) or without the demo.
+    fn check_embedded(&self, built: bool) -> Result<(), ConfigError> {
+        if built || !self.is_embedded() {
+            return Ok(());
+        }
+        let how = if self.kafka_brokers_explicit {
+            "is `embedded`"
+        } else {
+            "is not set, so the embedded demo would run"
+        };
+        Err(ConfigError::new(
+            "MES_KAFKA_BROKERS",
+            format!(
+                "{how}, but this mes-api was built without it (cargo feature `embedded`); set MES_KAFKA_BROKERS to the cluster's bootstrap servers"
+            ),
+        ))
+    }
+
     /// Refuses to start the embedded demo on a database the user named without
     /// asking for the demo by name (`MES_KAFKA_BROKERS=embedded`): the demo writes a
     /// master token, an operator and production units whose outbox rows would later
@@ -1013,6 +1039,36 @@ mod tests {
         ])
         .unwrap();
         assert!(s.check_demo_database().is_ok());
+    }
+
+    #[test]
+    fn a_build_without_the_demo_refuses_it_naming_the_setting() {
+        for (pairs, how) in [
+            (&[][..], "is not set"),
+            (&[("MES_KAFKA_BROKERS", "embedded")][..], "is `embedded`"),
+        ] {
+            let s = from(pairs).unwrap();
+            assert!(s.check_embedded(true).is_ok(), "{pairs:?}");
+            let e = s.check_embedded(false).unwrap_err();
+            assert_eq!(e.setting, "MES_KAFKA_BROKERS", "{e}");
+            let line = e.to_string();
+            assert!(line.contains(how), "{line}");
+            assert!(line.contains("cargo feature `embedded`"), "{line}");
+            assert!(!line.contains('\n'), "one line: {line}");
+        }
+        let s = from(&[("MES_KAFKA_BROKERS", "k1:9092")]).unwrap();
+        assert!(
+            s.check_embedded(false).is_ok(),
+            "a real cluster needs no demo"
+        );
+    }
+
+    /// What this build does: `cargo test -p mes-api` checks the default build (with the
+    /// demo), `cargo test -p mes-api --no-default-features` the one without.
+    #[test]
+    fn this_build_refuses_the_demo_only_without_the_feature() {
+        let refused = from(&[]).unwrap().check_embedded_built().is_err();
+        assert_eq!(refused, !cfg!(feature = "embedded"));
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The embedded demo: an in-process Kafka broker (librdkafka's mock cluster) and an
 //! in-process chain ([`chain_sim`]) with demo partners and orders, so that
-//! `cargo run -p mes-api` shows the whole flow with nothing installed.
+//! `cargo run -p mes-api` shows the whole flow with nothing installed. Only with the
+//! cargo feature `embedded` (on by default): a server built without it refuses
+//! `MES_KAFKA_BROKERS=embedded` at start.
 //!
 //! The mock cluster is not a real broker (no persistence, no admin API): it is used
 //! only here, never as proof of Kafka behaviour; the test suite runs against tansu.
