@@ -1,18 +1,23 @@
-//! librdkafka plumbing shared by the bridge, the relay and the simulator: client
-//! configuration with pass-through settings, topic creation, and clients that are
-//! destroyed off the async runtime ([`Detached`]).
+//! librdkafka plumbing shared by the bridge, the relay and the chain simulator
+//! (`chain-sim`): client configuration with pass-through settings, topic creation,
+//! partitions assigned by hand, the correlation header, and clients that are destroyed
+//! off the async runtime ([`Detached`]).
 //!
 //! Nothing may assume a topic exists (tansu and many production clusters do not
 //! auto-create topics), so every component creates what it needs with
 //! [`ensure_topics`], where "already exists" counts as success.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
+use rdkafka::config::FromClientConfig;
+use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use mes_core::codec::Topic;
 
@@ -107,6 +112,184 @@ impl KafkaConfig {
         }
         config
     }
+
+    /// A librdkafka client (producer, consumer, admin client) from
+    /// [`KafkaConfig::client_config`]`(defaults)`; `what` names it in the error.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when librdkafka refuses the settings.
+    pub fn create<T: FromClientConfig>(&self, what: &str, defaults: &[(&str, &str)]) -> Result<T> {
+        self.client_config(defaults)
+            .create()
+            .map_err(|e| Error::Config(format!("creating {what}: {e}")))
+    }
+}
+
+/// The Kafka header that carries a request's correlation id beside the head's `corr`
+/// (docs/protocol.md §2): the bridge sets it on every request and reads it on replies,
+/// and a gateway that echoes it (`chain-sim`) copies it onto its reply.
+pub const CORRELATION_HEADER: &str = "correlation_id";
+
+/// The headers of a record that carries `corr` in [`CORRELATION_HEADER`].
+pub fn correlation_headers(corr: &str) -> OwnedHeaders {
+    OwnedHeaders::new().insert(Header {
+        key: CORRELATION_HEADER,
+        value: Some(corr.as_bytes()),
+    })
+}
+
+/// The correlation id in a record's [`CORRELATION_HEADER`], if it has one in UTF-8.
+pub fn header_corr(message: &impl Message) -> Option<String> {
+    message.headers().and_then(|headers| {
+        headers
+            .iter()
+            .find(|h| h.key == CORRELATION_HEADER)
+            .and_then(|h| h.value)
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .map(str::to_owned)
+    })
+}
+
+/// Where [`assign_partitions`] starts a consumer in each partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartAt {
+    /// The partition's end (high watermark) as read while assigning: a reader of
+    /// replies, which reads only what is produced after it is positioned.
+    End,
+    /// The group's committed offset, or `auto.offset.reset` for a group that has
+    /// none: a reader of requests that resumes where it stopped. librdkafka resolves
+    /// it later, but never past a record produced after the assignment.
+    Committed,
+}
+
+/// Assigns every partition of `topics` to `consumer`, each at `start`, within
+/// `timeout`; blocking (metadata and offset requests), so called off the runtime.
+///
+/// By hand rather than by subscribing: the consumer gets every partition at once,
+/// without waiting for a group rebalance (or for a crashed predecessor to leave the
+/// group), and once this returns no record produced afterwards is missed. A topic the
+/// broker does not show yet (it may just have been created) is asked for again every
+/// 100 ms until `timeout`.
+///
+/// # Errors
+/// [`Error::BrokerUnavailable`] when a topic does not exist, or its metadata or
+/// offsets cannot be read, within `timeout`.
+pub fn assign_partitions<C: ConsumerContext>(
+    consumer: &impl Consumer<C>,
+    topics: &[impl AsRef<str>],
+    start: StartAt,
+    timeout: Duration,
+) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    let remaining = || {
+        deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(100))
+    };
+    let mut assignment = TopicPartitionList::new();
+    let topics: Vec<&str> = topics.iter().map(AsRef::as_ref).collect();
+    for topic in &topics {
+        for partition in partitions_of(consumer, topic, deadline)? {
+            let offset = match start {
+                StartAt::Committed => Offset::Stored,
+                StartAt::End => {
+                    let (_, high) = consumer
+                        .fetch_watermarks(topic, partition, remaining())
+                        .map_err(|e| {
+                            Error::BrokerUnavailable(format!(
+                                "reading the end of {topic}/{partition}: {e}"
+                            ))
+                        })?;
+                    Offset::Offset(high)
+                }
+            };
+            assignment
+                .add_partition_offset(topic, partition, offset)
+                .map_err(|e| Error::Config(e.to_string()))?;
+        }
+    }
+    consumer
+        .assign(&assignment)
+        .map_err(|e| Error::BrokerUnavailable(format!("assigning {}: {e}", topics.join(", "))))
+}
+
+/// The partition ids of `topic`, asking until the broker shows some or `deadline`.
+fn partitions_of<C: ConsumerContext>(
+    consumer: &impl Consumer<C>,
+    topic: &str,
+    deadline: Instant,
+) -> Result<Vec<i32>> {
+    loop {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let metadata =
+            consumer.fetch_metadata(Some(topic), remaining.max(Duration::from_millis(100)));
+        let partitions: Vec<i32> = metadata.as_ref().map_or_else(
+            |_| Vec::new(),
+            |metadata| {
+                metadata
+                    .topics()
+                    .iter()
+                    .filter(|t| t.name() == topic && t.error().is_none())
+                    .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+                    .collect()
+            },
+        );
+        if !partitions.is_empty() {
+            return Ok(partitions);
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::BrokerUnavailable(match metadata {
+                Ok(_) => format!(
+                    "topic {topic} does not exist (create it, or let the program that uses it create its topics)"
+                ),
+                Err(e) => format!("reading metadata of {topic}: {e}"),
+            }));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A consumer of the reply topic `topic` positioned at its end: a consumer group of
+/// its own (`{group_prefix}-{uuid}`, so every reader sees every reply, and nothing
+/// committed) with `fetch.wait.max.ms` = `fetch_wait`, the floor of a round trip.
+/// Returns once every partition is assigned ([`assign_partitions`],
+/// [`StartAt::End`]): no reply produced afterwards is missed. The bridge reads
+/// replies with one, and so does `chain-sim erp`.
+///
+/// # Errors
+/// [`Error::Config`] when the client cannot be made; [`Error::BrokerUnavailable`] when
+/// the topic cannot be had within `timeout`.
+pub async fn reply_reader(
+    config: &KafkaConfig,
+    group_prefix: &str,
+    fetch_wait: Duration,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Arc<Detached<StreamConsumer>>> {
+    let group = format!("{group_prefix}-{}", uuid::Uuid::new_v4());
+    let consumer: StreamConsumer = config.create(
+        "the Kafka reply consumer",
+        &[
+            ("group.id", &group),
+            ("enable.auto.commit", "false"),
+            ("auto.offset.reset", "earliest"),
+            (
+                "fetch.wait.max.ms",
+                &fetch_wait.as_millis().max(1).to_string(),
+            ),
+            ("fetch.error.backoff.ms", "50"),
+            ("socket.nagle.disable", "true"),
+        ],
+    )?;
+    let consumer = Arc::new(Detached::new(consumer));
+    let assigned = Arc::clone(&consumer);
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || {
+        assign_partitions(&**assigned, &[topic], StartAt::End, timeout)
+    })
+    .await
+    .map_err(|e| Error::BrokerUnavailable(e.to_string()))??;
+    Ok(consumer)
 }
 
 /// What [`ensure_topics`] found for one topic.
@@ -128,10 +311,7 @@ pub async fn ensure_topics(
     replication: i32,
     timeout: Duration,
 ) -> Result<Vec<TopicStatus>> {
-    let admin: AdminClient<DefaultClientContext> = config
-        .client_config(&[])
-        .create()
-        .map_err(|e| Error::Config(e.to_string()))?;
+    let admin: AdminClient<DefaultClientContext> = config.create("the Kafka admin client", &[])?;
     let new_topics: Vec<NewTopic<'_>> = names
         .iter()
         .map(|name| NewTopic::new(name, partitions, TopicReplication::Fixed(replication)))

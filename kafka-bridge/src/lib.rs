@@ -4,6 +4,5 @@ pub mod bridge;
 pub mod error;
 pub mod kafka;
 pub mod relay;
-pub mod sim;
 
 pub use error::{Error, Result};

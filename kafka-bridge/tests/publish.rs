@@ -4,18 +4,31 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use std::time::Duration;
 
-use common::{TOKEN, WAIT, brokers};
 use kafka_bridge::Error;
-use kafka_bridge::bridge::{Bridge, BridgeConfig, CORRELATION_HEADER, CallOptions};
-use kafka_bridge::kafka::{KafkaConfig, TopicNames};
+use kafka_bridge::bridge::{Bridge, BridgeConfig, CallOptions};
+use kafka_bridge::kafka::{CORRELATION_HEADER, KafkaConfig, TopicNames};
 use mes_core::codec::{Envelope, PropertyValue, RecordAction, Request, Topic};
 use mes_core::signing::{SigningKey, verify_envelope};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::json;
+
+/// The master token the test sends.
+const TOKEN: &str = "4f1c2a9e7b";
+
+/// Bound on the wait for the published record: a lost one fails the test, never hangs it.
+const WAIT: Duration = Duration::from_secs(20);
+
+/// The test broker, which `./scripts/test` starts and names (docs/testing.md).
+fn brokers() -> String {
+    std::env::var("MES_TEST_KAFKA_BROKERS")
+        .ok()
+        .filter(|b| !b.trim().is_empty())
+        .expect("MES_TEST_KAFKA_BROKERS is not set: run `./scripts/test -p kafka-bridge`")
+}
 
 fn update(code: &str) -> Request {
     Request::Record(RecordAction::UpdateProperties {

@@ -428,6 +428,32 @@ impl Settings {
         self.kafka_brokers.trim().eq_ignore_ascii_case(EMBEDDED)
     }
 
+    /// Refuses the embedded demo (`MES_KAFKA_BROKERS=embedded`, also the default when
+    /// the setting is not given) in a server built without it (the cargo feature
+    /// `embedded`, on by default, brings the mock cluster and `chain-sim`): start-up
+    /// ends with one line naming the setting rather than a demo that cannot run.
+    pub fn check_embedded_built(&self) -> Result<(), ConfigError> {
+        self.check_embedded(cfg!(feature = "embedded"))
+    }
+
+    /// [`Settings::check_embedded_built`] for a build with (`built`) or without the demo.
+    fn check_embedded(&self, built: bool) -> Result<(), ConfigError> {
+        if built || !self.is_embedded() {
+            return Ok(());
+        }
+        let how = if self.kafka_brokers_explicit {
+            "is `embedded`"
+        } else {
+            "is not set, so the embedded demo would run"
+        };
+        Err(ConfigError::new(
+            "MES_KAFKA_BROKERS",
+            format!(
+                "{how}, but this mes-api was built without it (cargo feature `embedded`); set MES_KAFKA_BROKERS to the cluster's bootstrap servers"
+            ),
+        ))
+    }
+
     /// Refuses to start the embedded demo on a database the user named without
     /// asking for the demo by name (`MES_KAFKA_BROKERS=embedded`): the demo writes a
     /// master token, an operator and production units whose outbox rows would later

@@ -1,6 +1,8 @@
 //! The embedded demo: an in-process Kafka broker (librdkafka's mock cluster) and an
-//! in-process chain ([`kafka_bridge::sim`]) with demo partners and orders, so that
-//! `cargo run -p mes-api` shows the whole flow with nothing installed.
+//! in-process chain ([`chain_sim`]) with demo partners and orders, so that
+//! `cargo run -p mes-api` shows the whole flow with nothing installed. Only with the
+//! cargo feature `embedded` (on by default): a server built without it refuses
+//! `MES_KAFKA_BROKERS=embedded` at start.
 //!
 //! The mock cluster is not a real broker (no persistence, no admin API): it is used
 //! only here, never as proof of Kafka behaviour; the test suite runs against tansu.
@@ -9,8 +11,8 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use chain_sim::{SimConfig, SimHandle, SimTopics, Simulator};
 use kafka_bridge::kafka::TopicNames;
-use kafka_bridge::sim::{SimConfig, SimHandle, SimTopics, Simulator};
 use rdkafka::mocking::MockCluster;
 
 use crate::config::ConfigError;

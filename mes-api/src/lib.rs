@@ -5,6 +5,9 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod db;
+// Without the cargo feature `embedded` (on by default) the demo and `chain-sim` are
+// left out: the module then only names a type without values, so `App` reads the same.
+#[cfg_attr(not(feature = "embedded"), path = "embedded_off.rs")]
 pub mod embedded;
 pub mod error;
 pub mod events;

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use kafka_bridge::bridge::Bridge;
-use mes_core::db::{self, operators, tokens};
+use mes_core::db;
 use rocket::fairing::AdHoc;
 use rocket::figment::Figment;
 use rocket::{Build, Rocket};
@@ -13,9 +13,9 @@ use rocket::{Build, Rocket};
 use crate::app::App;
 use crate::config::{ConfigError, ReplyVerification, Settings};
 use crate::db::Db;
-use crate::embedded::Embedded;
-use crate::error::ApiError;
-use crate::service::units::{NewUnit, UnitError, UnitService};
+
+#[cfg(feature = "embedded")]
+mod demo;
 
 /// Name of the operator the embedded demo creates (with a new key at every start).
 pub const DEMO_OPERATOR: &str = "demo";
@@ -26,32 +26,6 @@ pub const DEMO_TOKEN_NAME: &str = "embedded demo";
 
 /// Start of the master token the embedded demo stores.
 pub const DEMO_TOKEN_PREFIX: &str = "demo-";
-
-/// What in the database is not the demo's own (a token or an operator someone put),
-/// in words for the one-line error; `None` when everything is the demo's.
-fn not_demo_data(conn: &mut db::DbConnection) -> Result<Option<String>, ApiError> {
-    let foreign_tokens = tokens::list(conn)?
-        .into_iter()
-        .filter(|t| {
-            t.name.as_deref() != Some(DEMO_TOKEN_NAME) || !t.token.starts_with(DEMO_TOKEN_PREFIX)
-        })
-        .count();
-    if foreign_tokens > 0 {
-        return Ok(Some(format!(
-            "{foreign_tokens} token(s) the demo did not make"
-        )));
-    }
-    let foreign_operators = operators::list(conn)?
-        .into_iter()
-        .filter(|o| o.name != DEMO_OPERATOR)
-        .count();
-    if foreign_operators > 0 {
-        return Ok(Some(format!(
-            "{foreign_operators} operator(s) the demo did not make"
-        )));
-    }
-    Ok(None)
-}
 
 /// A server ready to launch, and what the embedded demo made for the user.
 pub struct Prepared {
@@ -131,70 +105,21 @@ pub async fn prepare(settings: Settings) -> Result<Prepared, ConfigError> {
     // Whether replies can be trusted, then key files and modes: cheap, and their
     // errors are the clearest.
     let verification = settings.reply_verification()?;
+    #[cfg_attr(not(feature = "embedded"), allow(unused_mut))]
     let mut bridge_config = settings.bridge_config(&settings.kafka_brokers)?;
+    // A build without the demo refuses it, still before the database is opened.
+    settings.check_embedded_built()?;
     let db = open_db(&settings).await?;
-    let mut embedded = None;
-    let mut demo_key = None;
-    if settings.is_embedded() {
-        let seeded = db
-            .run(|conn| {
-                use diesel::Connection as _;
-                conn.transaction(|conn| {
-                    if let Some(found) = not_demo_data(conn)? {
-                        return Ok(Err(found));
-                    }
-                    let token = match tokens::master(conn)? {
-                        Some(master) => master.token,
-                        None => {
-                            let token =
-                                format!("{DEMO_TOKEN_PREFIX}{}", uuid::Uuid::new_v4().simple());
-                            tokens::put(
-                                conn,
-                                &tokens::NewKafkaToken {
-                                    instance_type: tokens::MASTER,
-                                    token: &token,
-                                    name: Some(DEMO_TOKEN_NAME),
-                                    ..Default::default()
-                                },
-                            )?
-                            .token
-                        }
-                    };
-                    seed_units(conn)?;
-                    let key = operators::new_key();
-                    operators::put(
-                        conn,
-                        &operators::NewOperator {
-                            name: DEMO_OPERATOR,
-                            role: operators::ROLE_OPERATOR,
-                            key_hash: &operators::hash_key(&key),
-                        },
-                    )?;
-                    Ok(Ok((token, key)))
-                })
-            })
-            .await
-            .map_err(|e| database_error(e.message))?;
-        let (token, key) = seeded.map_err(|found| {
-            ConfigError::new(
-                "MES_KAFKA_BROKERS",
-                format!(
-                    "is `embedded`, but the database at MES_DATABASE_URL holds {found}: the demo never seeds a database in real use; set MES_KAFKA_BROKERS to the cluster's bootstrap servers, or give the demo a database of its own"
-                ),
-            )
-        })?;
-        let started = Embedded::start(&settings.topics(), &token, settings.demo_size).await?;
-        bridge_config.kafka.brokers = started.brokers().to_owned();
-        // The simulated chain signs its replies: the demo verifies them like a
-        // deployment with MES_GATEWAY_KEY_FILE.
-        if bridge_config.gateway_key.is_none() {
-            bridge_config.gateway_key = started.sim().map(|sim| sim.public_key().clone());
-        }
-        // The mock cluster has no admin API; `Embedded::start` made the topics.
-        bridge_config.create_topics = false;
-        embedded = Some(started);
-        demo_key = Some(key);
-    }
+    #[cfg(feature = "embedded")]
+    let (embedded, demo_key) = if settings.is_embedded() {
+        let (embedded, key) = demo::start(&settings, &db, &mut bridge_config).await?;
+        (Some(embedded), Some(key))
+    } else {
+        (None, None)
+    };
+    // `check_embedded_built` refused the demo above.
+    #[cfg(not(feature = "embedded"))]
+    let (embedded, demo_key) = (None, None);
     let bridge = Bridge::connect(bridge_config).await.map_err(|e| {
         ConfigError::new(
             "MES_KAFKA_BROKERS",
@@ -220,25 +145,6 @@ pub const DEMO_UNITS: [(&str, &str, &str, &str); 2] = [
     ("PT10", "Press PT10", "RUNNING", "Stamping"),
     ("PT11", "Press PT11", "IDLE", "Deburring"),
 ];
-
-/// Creates the [`DEMO_UNITS`] that do not exist yet (idempotent across restarts);
-/// their chain records are enqueued like any unit's.
-fn seed_units(conn: &mut db::DbConnection) -> Result<(), ApiError> {
-    let units = UnitService::default();
-    for (code, name, status, process) in DEMO_UNITS {
-        let new = NewUnit {
-            code: code.to_owned(),
-            name: name.to_owned(),
-            status: status.to_owned(),
-            process_name: Some(process.to_owned()),
-        };
-        match units.create(conn, &new) {
-            Ok(_) | Err(UnitError::AlreadyExists(_)) => {}
-            Err(e) => return Err(ApiError::database(e)),
-        }
-    }
-    Ok(())
-}
 
 /// The Rocket instance: routes, catchers, metrics; on liftoff the outbox relay and
 /// the daily-report job start, and on shutdown they stop, then the bridge and the

@@ -25,9 +25,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail, ensure};
+use chain_sim::{SimConfig, SimTopics, Simulator};
 use clap::Parser;
 use kafka_bridge::bridge::Bridge;
-use kafka_bridge::sim::{SimConfig, SimTopics, Simulator};
 use mes_api::config::{ReplyTrust, Settings};
 use mes_core::codec::Page;
 use mes_e2e::bench::{BenchDb, InProcessServer, Stats, ms};
@@ -158,7 +158,7 @@ struct Stack {
     key: String,
     token: String,
     server: InProcessServer,
-    sim: kafka_bridge::sim::SimHandle,
+    sim: chain_sim::SimHandle,
     _db: BenchDb,
 }
 

@@ -22,8 +22,8 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
+use chain_sim::{SimConfig, SimTopics, Simulator};
 use clap::Parser;
-use kafka_bridge::sim::{SimConfig, SimTopics, Simulator};
 use mes_api::config::{ReplyTrust, Settings};
 use mes_api::service::units::{ChainHook, NewUnit, Reporter, UnitPatch, UnitService};
 use mes_core::codec::Topic;

@@ -20,6 +20,8 @@ pub struct Stats {
     pub p50: Duration,
     /// 99th percentile.
     pub p99: Duration,
+    /// Arithmetic mean.
+    pub mean: Duration,
     /// Slowest sample.
     pub max: Duration,
 }
@@ -28,14 +30,17 @@ impl Stats {
     /// The figures of `samples` (at least one).
     pub fn of(mut samples: Vec<Duration>) -> Stats {
         samples.sort_unstable();
+        // Nearest rank: the smallest sample with at least p of the samples at or below it.
         let rank = |p: f64| {
             let n = samples.len();
             let i = ((p * n as f64).ceil() as usize).clamp(1, n) - 1;
             samples.get(i).copied().unwrap_or_default()
         };
+        let total: Duration = samples.iter().sum();
         Stats {
             p50: rank(0.50),
             p99: rank(0.99),
+            mean: total / u32::try_from(samples.len().max(1)).unwrap_or(u32::MAX),
             max: samples.last().copied().unwrap_or_default(),
         }
     }

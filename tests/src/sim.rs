@@ -4,7 +4,7 @@
 //! dumps (`--ledger-dump`, request counters included).
 //!
 //! Cargo gives a test the path of its own package's binaries only, so this package
-//! builds `chain-sim`'s `main` (`kafka_bridge::sim::cli::main`) as its binary
+//! builds `chain-sim`'s `main` (`chain_sim::cli::main`) as its binary
 //! `chain-sim-proc`; tests pass `env!("CARGO_BIN_EXE_chain-sim-proc")` to
 //! [`ChainSimProc::spawn`]. Cargo rebuilds it with the test, from the same sources,
 //! so a test never runs a stale or missing `chain-sim` (which looking for
@@ -18,7 +18,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use kafka_bridge::sim::LedgerState;
+use chain_sim::LedgerState;
 use mes_core::signing::SigningKey;
 
 use crate::db::TempDir;

@@ -5,9 +5,7 @@
 
 use std::time::Duration;
 
-use kafka_bridge::sim::{
-    Ledger, LedgerState, NewOrder, SimConfig, SimHandle, SimTopics, Simulator,
-};
+use chain_sim::{Ledger, LedgerState, NewOrder, SimConfig, SimHandle, SimTopics, Simulator};
 use mes_api::app::App;
 use mes_api::config::{ReplyTrust, Settings};
 use mes_api::server;

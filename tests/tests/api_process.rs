@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use kafka_bridge::sim::{Counters, SimConfig, SimHandle, SimTopics, Simulator};
+use chain_sim::{Counters, SimConfig, SimHandle, SimTopics, Simulator};
 use mes_api::service::reports::{DayReportInput, ShiftInput, ShiftsInput, store_day_report};
 use mes_api::service::units::{NewUnit, UnitPatch, UnitService};
 use mes_core::db::{self, operators, outbox, tokens};

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use kafka_bridge::sim::{Counters, LedgerState, SimConfig, SimHandle, SimTopics, Simulator};
+use chain_sim::{Counters, LedgerState, SimConfig, SimHandle, SimTopics, Simulator};
 use mes_api::app::App;
 use mes_api::config::{ReplyTrust, Settings};
 use mes_api::server;

@@ -5,10 +5,10 @@
 
 use std::time::{Duration, Instant};
 
+use chain_sim::{DEFAULT_TOKEN, SimConfig, SimHandle, SimTopics, Simulator};
 use kafka_bridge::Error;
 use kafka_bridge::bridge::{Bridge, BridgeConfig, CallOptions, CorrelationMode, DropReason, Echo};
 use kafka_bridge::kafka::KafkaConfig;
-use kafka_bridge::sim::{DEFAULT_TOKEN, SimConfig, SimHandle, SimTopics, Simulator};
 use mes_core::codec::{Page, Topic};
 use mes_core::domain::{Answer, RequestId, Status};
 use mes_core::signing::SigningKey;
@@ -329,7 +329,7 @@ async fn sixty_four_identical_list_calls_cost_the_chain_one_request() {
     // About one chain round trip (1 s), not 64 of them; a generous bound.
     assert!(elapsed < Duration::from_secs(4), "{elapsed:?}");
     let after = sim.counters();
-    let seen = |c: &kafka_bridge::sim::Counters| {
+    let seen = |c: &chain_sim::Counters| {
         c.by_topic
             .get(Topic::PartnerList.name())
             .copied()

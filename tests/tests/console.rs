@@ -21,10 +21,10 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use kafka_bridge::kafka::KafkaConfig;
-use kafka_bridge::sim::{
+use chain_sim::{
     ErpOrder, ErpPartner, ErpRequest, SimConfig, SimHandle, SimTopics, Simulator, send_erp,
 };
+use kafka_bridge::kafka::KafkaConfig;
 use mes_core::codec::ReplyBody;
 use mes_core::db::{self, tokens};
 use mes_core::domain::{AgentKey, Status as ChainStatus};

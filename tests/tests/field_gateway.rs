@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use kafka_bridge::sim::{Ledger, LedgerState, NewOrder, SimTopics, derived_mes_agent};
+use chain_sim::{Ledger, LedgerState, NewOrder, SimTopics, derived_mes_agent};
 use mes_core::codec::Topic;
 use mes_core::db::{self, tokens};
 use mes_core::domain::{RequestId, Status};

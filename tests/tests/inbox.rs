@@ -17,10 +17,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use chain_sim::{ErpPartner, ErpRequest, SimConfig, SimHandle, SimTopics, Simulator, send_erp};
 use kafka_bridge::kafka::KafkaConfig;
-use kafka_bridge::sim::{
-    ErpPartner, ErpRequest, SimConfig, SimHandle, SimTopics, Simulator, send_erp,
-};
 use mes_core::codec::ReplyBody;
 use mes_core::db::{self, tokens};
 use mes_core::domain::AgentKey;

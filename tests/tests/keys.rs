@@ -8,7 +8,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use kafka_bridge::sim::{SimConfig, SimHandle, SimTopics, Simulator};
+use chain_sim::{SimConfig, SimHandle, SimTopics, Simulator};
 use mes_api::config::{ReplyTrust, Settings};
 use mes_api::service::units::{NewUnit, UnitService};
 use mes_core::db::{self, operators, tokens};

@@ -14,10 +14,10 @@ use std::os::unix::process::ExitStatusExt as _;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use chain_sim::{DEFAULT_TOKEN, LedgerState, SimConfig, SimHandle, SimTopics, Simulator};
 use kafka_bridge::bridge::{Bridge, BridgeConfig};
 use kafka_bridge::kafka::{KafkaConfig, TopicNames};
 use kafka_bridge::relay::{self, Relay, RelayConfig, TokenSource};
-use kafka_bridge::sim::{DEFAULT_TOKEN, LedgerState, SimConfig, SimHandle, SimTopics, Simulator};
 use mes_api::db::Db;
 use mes_api::service::tokens::TokenProvider;
 use mes_core::codec::{Head, PropertyValue, RecordAction, Request, Topic, record_types};

@@ -19,8 +19,8 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use kafka_bridge::bridge::CORRELATION_HEADER;
-use kafka_bridge::sim::{SimConfig, SimHandle, SimTopics, Simulator};
+use chain_sim::{SimConfig, SimHandle, SimTopics, Simulator};
+use kafka_bridge::kafka::{correlation_headers, header_corr};
 use mes_core::codec::{Envelope, Page, Reply, ReplyBody, Request, Topic, decode_reply};
 use mes_core::db::{self, tokens};
 use mes_core::signing::{SigningKey, request_digest};
@@ -28,7 +28,7 @@ use mes_e2e::db::{PgSchema, TempDir, add_operators};
 use mes_e2e::kafka_brokers;
 use mes_e2e::server::{DEADLINE, ServerProc, http, topic_env};
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{Value, json};
@@ -137,10 +137,7 @@ impl Forger {
     async fn send(&self, topic: &str, payload: &[u8], header_corr: Option<&str>) {
         let mut record: FutureRecord<'_, (), [u8]> = FutureRecord::to(topic).payload(payload);
         if let Some(corr) = header_corr {
-            record = record.headers(OwnedHeaders::new().insert(Header {
-                key: CORRELATION_HEADER,
-                value: Some(corr.as_bytes()),
-            }));
+            record = record.headers(correlation_headers(corr));
         }
         self.producer
             .send(record, Duration::from_secs(10))
@@ -182,16 +179,10 @@ async fn next<T>(
             .await
             .expect("the record the forger waits for never came")
             .unwrap();
-        let header = message.headers().and_then(|h| {
-            h.iter()
-                .find(|h| h.key == CORRELATION_HEADER)
-                .and_then(|h| h.value)
-                .map(|v| String::from_utf8_lossy(v).into_owned())
-        });
         if let Some(found) = pick(
             message.topic(),
             message.payload().unwrap_or_default(),
-            header,
+            header_corr(&message),
         ) {
             return found;
         }

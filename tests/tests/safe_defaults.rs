@@ -15,12 +15,10 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use chain_sim::{ErpPartner, ErpRequest, SimConfig, SimHandle, SimTopics, Simulator, send_erp};
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text};
 use kafka_bridge::kafka::KafkaConfig;
-use kafka_bridge::sim::{
-    ErpPartner, ErpRequest, SimConfig, SimHandle, SimTopics, Simulator, send_erp,
-};
 use mes_core::codec::ReplyBody;
 use mes_core::db::{self, operators, outbox, tokens};
 use mes_core::signing::SigningKey;

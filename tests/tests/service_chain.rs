@@ -8,12 +8,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use chain_sim::{DEFAULT_TOKEN, SimConfig, SimHandle, SimTopics, Simulator};
 use chrono::{Duration, NaiveDate};
 use diesel::connection::SimpleConnection;
 use diesel::{Connection, PgConnection};
 use kafka_bridge::bridge::{Bridge, BridgeConfig, CallOptions, Created};
 use kafka_bridge::kafka::KafkaConfig;
-use kafka_bridge::sim::{DEFAULT_TOKEN, SimConfig, SimHandle, SimTopics, Simulator};
 use mes_api::service::reports::{
     DayReportInput, ShiftInput, ShiftsInput, daily_run, store_day_report,
 };

@@ -34,10 +34,8 @@ use mes_core::codec::{
 };
 use mes_core::domain::{AgentKey, Answer, RequestId};
 use mes_core::signing::{SigningKey, request_digest};
-use rdkafka::Offset;
-use rdkafka::TopicPartitionList;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::consumer::StreamConsumer;
+use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use serde_json::Value;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, watch};
@@ -53,11 +51,11 @@ pub use slot::Priority;
 
 use self::matcher::{Matcher, Routed};
 use self::slot::{AcquireError, LegacySlot, SlotPermit};
-use crate::kafka::{Detached, KafkaConfig, TopicNames, ensure_topics};
+use crate::kafka::{
+    Detached, KafkaConfig, TopicNames, correlation_headers, ensure_topics, header_corr,
+    reply_reader,
+};
 use crate::{Error, Result};
-
-/// The Kafka header that carries the correlation id beside the head's `corr`.
-pub const CORRELATION_HEADER: &str = "correlation_id";
 
 /// How replies are matched to requests (docs/protocol.md §9).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -301,17 +299,16 @@ fn create_producer(config: &BridgeConfig) -> Result<FutureProducer> {
         .min(config.request_timeout)
         .as_millis()
         .max(1);
-    config
-        .kafka
-        .client_config(&[
+    config.kafka.create(
+        "the Kafka producer",
+        &[
             ("enable.idempotence", "true"),
             ("acks", "all"),
             ("linger.ms", "0"),
             ("message.timeout.ms", &message_timeout.to_string()),
             ("socket.nagle.disable", "true"),
-        ])
-        .create()
-        .map_err(|e| Error::Config(format!("creating the Kafka producer: {e}")))
+        ],
+    )
 }
 
 impl Bridge {
@@ -335,30 +332,14 @@ impl Bridge {
             .await?;
         }
         let producer = create_producer(&config)?;
-        let consumer: StreamConsumer = config
-            .kafka
-            .client_config(&[
-                ("group.id", &format!("mes-bridge-{}", uuid::Uuid::new_v4())),
-                ("enable.auto.commit", "false"),
-                ("auto.offset.reset", "earliest"),
-                (
-                    "fetch.wait.max.ms",
-                    &config.reply_fetch_wait.as_millis().max(1).to_string(),
-                ),
-                ("fetch.error.backoff.ms", "50"),
-                ("socket.nagle.disable", "true"),
-            ])
-            .create()
-            .map_err(|e| Error::Config(format!("creating the Kafka reply consumer: {e}")))?;
-        let consumer = Arc::new(Detached::new(consumer));
-        let reply_topic = config.topics.reply.clone();
-        let assign_consumer = Arc::clone(&consumer);
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        tokio::task::spawn_blocking(move || {
-            assign_at_end(&assign_consumer, &reply_topic, remaining)
-        })
-        .await
-        .map_err(|e| Error::BrokerUnavailable(e.to_string()))??;
+        let consumer = reply_reader(
+            &config.kafka,
+            "mes-bridge",
+            config.reply_fetch_wait,
+            &config.topics.reply,
+            deadline.saturating_duration_since(Instant::now()),
+        )
+        .await?;
 
         let (shutdown, shutdown_rx) = watch::channel(false);
         let inner = Arc::new(Inner {
@@ -1020,13 +1001,9 @@ async fn send_unmatched(inner: &Arc<Inner>, job: &Job) -> Option<Result<Exchange
 
 /// The Kafka record of `job`'s request, on its topic, with the correlation header.
 fn record_of<'a>(inner: &'a Inner, job: &'a Job) -> FutureRecord<'a, (), [u8]> {
-    let headers = OwnedHeaders::new().insert(Header {
-        key: CORRELATION_HEADER,
-        value: Some(job.corr.as_bytes()),
-    });
     FutureRecord::to(inner.config.topics.request(job.topic))
         .payload(job.payload.as_slice())
-        .headers(headers)
+        .headers(correlation_headers(&job.corr))
 }
 
 /// Least time left before a call's deadline for its request to be sent behind the
@@ -1118,60 +1095,6 @@ impl Inner {
     }
 }
 
-/// Assigns every partition of `topic` at its current end (high watermark).
-fn assign_at_end(consumer: &StreamConsumer, topic: &str, timeout: Duration) -> Result<()> {
-    let deadline = std::time::Instant::now() + timeout;
-    let metadata = loop {
-        let remaining = deadline.saturating_duration_since(std::time::Instant::now());
-        match consumer.fetch_metadata(Some(topic), remaining.max(Duration::from_millis(100))) {
-            Ok(m)
-                if m.topics().iter().any(|t| {
-                    t.name() == topic && t.error().is_none() && !t.partitions().is_empty()
-                }) =>
-            {
-                break m;
-            }
-            Ok(_) | Err(_) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            Ok(_) => {
-                return Err(Error::BrokerUnavailable(format!(
-                    "the reply topic {topic} does not exist (create it, or enable topic creation)"
-                )));
-            }
-            Err(e) => {
-                return Err(Error::BrokerUnavailable(format!(
-                    "reading metadata of {topic}: {e}"
-                )));
-            }
-        }
-    };
-    let mut assignment = TopicPartitionList::new();
-    for topic_meta in metadata.topics().iter().filter(|t| t.name() == topic) {
-        for partition in topic_meta.partitions() {
-            let remaining = deadline.saturating_duration_since(std::time::Instant::now());
-            let (_, high) = consumer
-                .fetch_watermarks(
-                    topic,
-                    partition.id(),
-                    remaining.max(Duration::from_millis(100)),
-                )
-                .map_err(|e| {
-                    Error::BrokerUnavailable(format!(
-                        "reading the end of {topic}/{}: {e}",
-                        partition.id()
-                    ))
-                })?;
-            assignment
-                .add_partition_offset(topic, partition.id(), Offset::Offset(high))
-                .map_err(|e| Error::Config(e.to_string()))?;
-        }
-    }
-    consumer
-        .assign(&assignment)
-        .map_err(|e| Error::BrokerUnavailable(format!("assigning {topic}: {e}")))
-}
-
 /// The reply consumer: decodes, verifies and dispatches every record of `BLK_Res`
 /// until shutdown. Nothing it reads can stop it.
 async fn consume_replies(
@@ -1188,15 +1111,7 @@ async fn consume_replies(
         let Some(inner) = inner.upgrade() else { break };
         match received {
             Ok(message) => {
-                let header_corr = message.headers().and_then(|headers| {
-                    headers
-                        .iter()
-                        .find(|h| h.key == CORRELATION_HEADER)
-                        .and_then(|h| h.value)
-                        .and_then(|v| std::str::from_utf8(v).ok())
-                        .map(str::to_owned)
-                });
-                inner.on_record(message.payload().unwrap_or_default(), header_corr);
+                inner.on_record(message.payload().unwrap_or_default(), header_corr(&message));
             }
             Err(e) => {
                 inner

@@ -10,11 +10,11 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use mes_core::codec::Request;
-use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 use tokio::time::Instant;
 
-use super::{Bridge, CORRELATION_HEADER, CallOptions};
+use super::{Bridge, CallOptions};
+use crate::kafka::correlation_headers;
 use crate::{Error, Result};
 
 /// Where the broker stored a request published by [`Bridge::publish`].
@@ -59,13 +59,9 @@ impl Bridge {
             inner.envelope(auth, &request, options.corr, options.idem.as_deref());
         let topic = request.topic();
         let topic_name = inner.config.topics.request(topic);
-        let headers = OwnedHeaders::new().insert(Header {
-            key: CORRELATION_HEADER,
-            value: Some(corr.as_bytes()),
-        });
         let record: FutureRecord<'_, (), [u8]> = FutureRecord::to(topic_name)
             .payload(payload.as_slice())
-            .headers(headers);
+            .headers(correlation_headers(&corr));
 
         let producer = inner.producer();
         let started = Instant::now();

@@ -431,3 +431,33 @@ fn a_bad_value_names_its_environment_variable() {
     let e = s.bridge_config("x:1").unwrap_err();
     assert_eq!(e.setting, "MES_SIGNING_KEY_FILE");
 }
+
+#[test]
+fn a_build_without_the_demo_refuses_it_naming_the_setting() {
+    for (pairs, how) in [
+        (&[][..], "is not set"),
+        (&[("MES_KAFKA_BROKERS", "embedded")][..], "is `embedded`"),
+    ] {
+        let s = from(pairs).unwrap();
+        assert!(s.check_embedded(true).is_ok(), "{pairs:?}");
+        let e = s.check_embedded(false).unwrap_err();
+        assert_eq!(e.setting, "MES_KAFKA_BROKERS", "{e}");
+        let line = e.to_string();
+        assert!(line.contains(how), "{line}");
+        assert!(line.contains("cargo feature `embedded`"), "{line}");
+        assert!(!line.contains('\n'), "one line: {line}");
+    }
+    let s = from(&[("MES_KAFKA_BROKERS", "k1:9092")]).unwrap();
+    assert!(
+        s.check_embedded(false).is_ok(),
+        "a real cluster needs no demo"
+    );
+}
+
+/// What this build does: `cargo test -p mes-api` checks the default build (with the
+/// demo), `cargo test -p mes-api --no-default-features` the one without.
+#[test]
+fn this_build_refuses_the_demo_only_without_the_feature() {
+    let refused = from(&[]).unwrap().check_embedded_built().is_err();
+    assert_eq!(refused, !cfg!(feature = "embedded"));
+}

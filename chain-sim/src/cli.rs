@@ -2,7 +2,7 @@
 //! and demos.
 //!
 //! Without a subcommand it runs the simulator until SIGTERM or Ctrl-C; `chain-sim erp
-//! partner|order` plays an ERP against a running simulator. See [`crate::sim`] and
+//! partner|order` plays an ERP against a running simulator. See [the crate](crate) and
 //! docs/protocol.md §8. It lives in the library, not in the binary's file, so that the
 //! end-to-end tests (another package) can build the very same program as a binary of
 //! their own and run it as a process.
@@ -13,18 +13,19 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::kafka::KafkaConfig;
-use crate::sim::{
-    DEFAULT_GROUP, DEFAULT_TOKEN, ErpOrder, ErpPartner, ErpRequest, GatewayOptions, LedgerState,
-    SimConfig, SimTopics, Simulator, send_erp,
-};
 use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
+use kafka_bridge::kafka::KafkaConfig;
 use mes_core::codec::{Reply, ReplyBody, Topic};
 use mes_core::domain::{AgentKey, RequestId};
 use mes_core::signing::SigningKey;
 use tokio::time::Instant;
 use tracing_subscriber::EnvFilter;
+
+use crate::{
+    DEFAULT_GROUP, DEFAULT_TOKEN, ErpOrder, ErpPartner, ErpRequest, GatewayOptions, LedgerState,
+    SimConfig, SimTopics, Simulator, send_erp,
+};
 
 /// The simulated chain gateway of mes-bridge (and, with `erp`, an ERP).
 #[derive(Debug, Parser)]

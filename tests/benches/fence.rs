@@ -8,7 +8,7 @@
 //! 0), and p50/p99 of the answered calls.
 //!
 //! Run it with `./scripts/bench --fence` (starts tansu) or, against a broker of your
-//! own, `cargo bench -p kafka-bridge --bench fence -- --brokers HOST:PORT`. Figures:
+//! own, `cargo bench -p mes-e2e --bench fence -- --brokers HOST:PORT`. Figures:
 //! docs/benchmarks.md.
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
@@ -17,11 +17,11 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use chain_sim::{DEFAULT_TOKEN, SimConfig, SimTopics, Simulator};
 use clap::Parser;
 use kafka_bridge::Error;
 use kafka_bridge::bridge::{Bridge, BridgeConfig, CallOptions};
 use kafka_bridge::kafka::KafkaConfig;
-use kafka_bridge::sim::{DEFAULT_TOKEN, SimConfig, SimTopics, Simulator};
 use mes_core::codec::Page;
 use mes_core::domain::{Answer, RequestId};
 

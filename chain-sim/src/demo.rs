@@ -7,7 +7,7 @@ use mes_core::domain::{AgentKey, Status};
 use mes_core::signing::SigningKey;
 use serde_json::{Value, json};
 
-use super::ledger::{Ledger, NewOrder};
+use crate::ledger::{Ledger, NewOrder};
 
 const PARTS: [&str; 5] = [
     "steering wheel",

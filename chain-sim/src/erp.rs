@@ -5,23 +5,20 @@
 //! A real chain has its own interface for ERPs; these topics exist so a developer or a
 //! test can make partner requests and orders appear while the MES runs.
 
-use std::sync::Arc;
 use std::time::Duration;
 
+use kafka_bridge::kafka::{Detached, KafkaConfig, correlation_headers, header_corr, reply_reader};
+use kafka_bridge::{Error, Result};
 use mes_core::codec::{Envelope, Reply, decode_reply};
 use mes_core::domain::AgentKey;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::config::SimTopics;
-use super::ledger::NewOrder;
-use super::wire;
-use crate::kafka::{Detached, KafkaConfig};
-use crate::{Error, Result};
+use crate::config::SimTopics;
+use crate::ledger::NewOrder;
+use crate::wire;
 
 /// Default name of the topic on which an ERP asks to become a partner.
 pub const ERP_PARTNER_TOPIC: &str = "SIM_Erp_Part";
@@ -123,38 +120,33 @@ pub async fn send_erp(
 ) -> Result<Reply> {
     let deadline = tokio::time::Instant::now() + timeout;
     let corr = uuid::Uuid::new_v4().to_string();
-    let group = format!("chain-sim-erp-{}", uuid::Uuid::new_v4().simple());
-    let consumer: StreamConsumer = kafka
-        .client_config(&[
-            ("group.id", group.as_str()),
-            ("enable.auto.commit", "false"),
-            ("fetch.wait.max.ms", "10"),
-        ])
-        .create()
-        .map_err(|e| Error::Config(e.to_string()))?;
-    let consumer = Arc::new(consumer);
     // Positioned at the current end before publishing, so the reply cannot be missed.
-    let reply_topic = topics.chain.reply.clone();
-    let positioned = Arc::clone(&consumer);
-    tokio::task::spawn_blocking(move || position_at_end(&positioned, &reply_topic, timeout))
-        .await
-        .map_err(|e| Error::BrokerUnavailable(e.to_string()))??;
+    let consumer = reply_reader(
+        kafka,
+        "chain-sim-erp",
+        Duration::from_millis(10),
+        &topics.chain.reply,
+        timeout,
+    )
+    .await
+    .map_err(|e| match e {
+        Error::BrokerUnavailable(why) => {
+            Error::BrokerUnavailable(format!("{why} (is chain-sim running?)"))
+        }
+        other => other,
+    })?;
 
-    let producer: FutureProducer = kafka
-        .client_config(&[("linger.ms", "0"), ("message.timeout.ms", "10000")])
-        .create()
-        .map_err(|e| Error::Config(e.to_string()))?;
+    let producer: FutureProducer = kafka.create(
+        "the request producer",
+        &[("linger.ms", "0"), ("message.timeout.ms", "10000")],
+    )?;
     let producer = Detached::new(producer);
     let payload = request.envelope(token, Some(&corr)).to_bytes();
-    let headers = OwnedHeaders::new().insert(Header {
-        key: "correlation_id",
-        value: Some(corr.as_bytes()),
-    });
     producer
         .send(
             FutureRecord::<(), _>::to(request.topic(topics))
                 .payload(&payload)
-                .headers(headers),
+                .headers(correlation_headers(&corr)),
             timeout,
         )
         .await
@@ -165,12 +157,7 @@ pub async fn send_erp(
             .await
             .map_err(|_| Error::Timeout(timeout))?
             .map_err(|e| Error::BrokerUnavailable(e.to_string()))?;
-        let header_corr = message.headers().and_then(|h| {
-            h.iter()
-                .find(|h| h.key == "correlation_id")
-                .and_then(|h| h.value)
-                .and_then(|v| std::str::from_utf8(v).ok().map(str::to_owned))
-        });
+        let header_corr = header_corr(&message);
         let Ok(reply) = decode_reply(message.payload().unwrap_or_default()) else {
             continue;
         };
@@ -183,35 +170,6 @@ pub async fn send_erp(
             return Ok(reply);
         }
     }
-}
-
-fn position_at_end(consumer: &StreamConsumer, topic: &str, timeout: Duration) -> Result<()> {
-    let metadata = consumer
-        .fetch_metadata(Some(topic), timeout)
-        .map_err(|e| Error::BrokerUnavailable(format!("metadata of {topic}: {e}")))?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .filter(|t| t.name() == topic && t.error().is_none())
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
-    if partitions.is_empty() {
-        return Err(Error::BrokerUnavailable(format!(
-            "topic {topic} does not exist (is chain-sim running?)"
-        )));
-    }
-    let mut assignment = TopicPartitionList::new();
-    for partition in partitions {
-        let (_, high) = consumer
-            .fetch_watermarks(topic, partition, timeout)
-            .map_err(|e| Error::BrokerUnavailable(format!("offsets of {topic}: {e}")))?;
-        assignment
-            .add_partition_offset(topic, partition, Offset::Offset(high))
-            .map_err(|e| Error::Config(e.to_string()))?;
-    }
-    consumer
-        .assign(&assignment)
-        .map_err(|e| Error::BrokerUnavailable(e.to_string()))
 }
 
 /// Reads an ERP envelope: its head and its typed body.

@@ -9,7 +9,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::*;
-use crate::sim::erp::{ErpOrder, ErpPartner};
+use crate::erp::{ErpOrder, ErpPartner};
 
 const T: &str = "4f1c2a9e7b";
 const NOW: i64 = 1_700_000_000;
@@ -686,7 +686,7 @@ fn list_items_have_every_protocol_field() {
     let Fixture {
         mut ledger, mes, ..
     } = fixture();
-    crate::sim::demo::seed(&mut ledger, 3, NOW);
+    crate::demo::seed(&mut ledger, 3, NOW);
     let ReplyBody::Data(items) = apply(&mut ledger, &head(), Request::ListOrders(Page::default()))
     else {
         panic!("no data")
@@ -726,7 +726,7 @@ fn every_transaction_id_is_a_signature_over_its_payload() {
     let Fixture {
         mut ledger, key, ..
     } = fixture();
-    crate::sim::demo::seed(&mut ledger, 4, NOW);
+    crate::demo::seed(&mut ledger, 4, NOW);
     production_unit(&mut ledger);
     create_pt10(&mut ledger, &head());
     let txs = &ledger.state().transactions;
@@ -760,7 +760,7 @@ fn a_request_on_the_wrong_topic_is_a_bad_request() {
 #[test]
 fn the_snapshot_is_json() {
     let Fixture { mut ledger, .. } = fixture();
-    crate::sim::demo::seed(&mut ledger, 2, NOW);
+    crate::demo::seed(&mut ledger, 2, NOW);
     let text = serde_json::to_string(&ledger.snapshot()).unwrap();
     let back: LedgerState = serde_json::from_str(&text).unwrap();
     assert_eq!(back, ledger.snapshot());

@@ -8,11 +8,11 @@ use mes_core::codec::{Envelope, Head, Reply, ReplyBody, Request};
 use mes_core::signing::{SigningKey, request_digest, verify_envelope};
 use serde_json::Value;
 
-use super::config::{GatewayOptions, Route};
-use super::erp::{self, ErpRequest};
-use super::fate::ReplyFate;
-use super::ledger::Ledger;
-use super::wire;
+use crate::config::{GatewayOptions, Route};
+use crate::erp::{self, ErpRequest};
+use crate::fate::ReplyFate;
+use crate::ledger::Ledger;
+use crate::wire;
 
 /// A reply ready to publish.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -257,7 +257,7 @@ mod tests {
         );
         // Bound to its request: the signed head names its corr and digest.
         assert_eq!(reply.head.corr.as_deref(), Some("c"));
-        let sent = crate::sim::wire::parse_envelope(&list("T", Some("c"))).unwrap();
+        let sent = crate::wire::parse_envelope(&list("T", Some("c"))).unwrap();
         assert_eq!(reply.head.req, Some(request_digest(&sent)));
     }
 

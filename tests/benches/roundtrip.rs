@@ -3,7 +3,7 @@
 //! so the difference is what the bridge and the simulator add on top of Kafka.
 //!
 //! Run it with `./scripts/bench` (starts tansu) or, against a broker of your own,
-//! `cargo bench -p kafka-bridge --bench roundtrip -- --brokers HOST:PORT`;
+//! `cargo bench -p mes-e2e --bench roundtrip -- --brokers HOST:PORT`;
 //! `--help` lists the knobs. Figures and their reading: docs/benchmarks.md.
 //!
 //! Every setup gets its own topics (random suffix), is warmed up, measured and shut down
@@ -20,18 +20,20 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail, ensure};
+use chain_sim::{DEFAULT_TOKEN, SimConfig, SimTopics, Simulator};
 use clap::Parser;
-use kafka_bridge::bridge::{Bridge, BridgeConfig, CORRELATION_HEADER, CorrelationMode};
-use kafka_bridge::kafka::{KafkaConfig, ensure_topics};
-use kafka_bridge::sim::{DEFAULT_TOKEN, SimConfig, SimTopics, Simulator};
+use kafka_bridge::bridge::{Bridge, BridgeConfig, CorrelationMode};
+use kafka_bridge::kafka::{KafkaConfig, correlation_headers, ensure_topics, header_corr};
 use mes_core::codec::{Page, Request};
+use mes_e2e::bench::{Stats, ms};
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 
-/// `fetch.wait.max.ms` of chain-sim's request consumer (`sim/server.rs`); the bare echo
-/// uses the same, and the bare reply consumer uses the bridge's (`reply_fetch_wait`).
+/// `fetch.wait.max.ms` of chain-sim's request consumer (`chain-sim/src/server.rs`); the
+/// bare echo uses the same, and the bare reply consumer uses the bridge's
+/// (`reply_fetch_wait`).
 const SIM_FETCH_WAIT_MS: u64 = 5;
 
 #[derive(Parser, Debug)]
@@ -88,33 +90,6 @@ struct FetchWaits {
 /// The name of the baseline's rows.
 const BARE: &str = "bare rdkafka echo";
 
-/// Latency figures of one run.
-struct Stats {
-    p50: Duration,
-    p99: Duration,
-    mean: Duration,
-    max: Duration,
-}
-
-impl Stats {
-    fn of(mut samples: Vec<Duration>) -> Stats {
-        samples.sort_unstable();
-        // Nearest rank: the smallest sample with at least p of the samples at or below it.
-        let rank = |p: f64| {
-            let n = samples.len();
-            let i = ((p * n as f64).ceil() as usize).clamp(1, n) - 1;
-            samples[i]
-        };
-        let total: Duration = samples.iter().sum();
-        Stats {
-            p50: rank(0.50),
-            p99: rank(0.99),
-            mean: total / u32::try_from(samples.len()).unwrap_or(u32::MAX),
-            max: samples.last().copied().unwrap_or_default(),
-        }
-    }
-}
-
 /// One row of the table.
 struct Row {
     setup: String,
@@ -130,10 +105,6 @@ async fn pause(max_ms: u64) {
         let micros = uuid::Uuid::new_v4().as_u128() % (u128::from(max_ms) * 1000);
         tokio::time::sleep(Duration::from_micros(u64::try_from(micros).unwrap_or(0))).await;
     }
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.2}", d.as_secs_f64() * 1e3)
 }
 
 #[tokio::main]
@@ -436,10 +407,7 @@ async fn bare(args: &Args, waits: FetchWaits) -> anyhow::Result<Row> {
         let bytes = payload(seq);
         let record: FutureRecord<'_, (), [u8]> = FutureRecord::to(&requests_topic)
             .payload(bytes.as_slice())
-            .headers(OwnedHeaders::new().insert(Header {
-                key: CORRELATION_HEADER,
-                value: Some(corr.as_bytes()),
-            }));
+            .headers(correlation_headers(&corr));
         producer
             .send_result(record)
             .map(drop)
@@ -522,14 +490,7 @@ async fn bare(args: &Args, waits: FetchWaits) -> anyhow::Result<Row> {
 
 /// The sequence number the bare requester put in the correlation header.
 fn sequence_of(message: &impl Message) -> Option<usize> {
-    message
-        .headers()?
-        .iter()
-        .find(|h| h.key == CORRELATION_HEADER)?
-        .value
-        .and_then(|v| std::str::from_utf8(v).ok())?
-        .parse()
-        .ok()
+    header_corr(message)?.parse().ok()
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -5,15 +5,13 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::Duration;
 
+use kafka_bridge::kafka::{KafkaConfig, TopicNames};
 use mes_core::codec::Topic;
-
-use crate::kafka::TopicNames;
 use mes_core::domain::{AgentKey, RequestId};
 use mes_core::signing::SigningKey;
 
-use super::erp::{ERP_ORDER_TOPIC, ERP_PARTNER_TOPIC};
-use super::ledger::LedgerState;
-use crate::kafka::KafkaConfig;
+use crate::erp::{ERP_ORDER_TOPIC, ERP_PARTNER_TOPIC};
+use crate::ledger::LedgerState;
 
 /// The example master token of docs/protocol.md, the simulator's token when none is
 /// configured, so a newcomer's MES and simulator agree without setup.
@@ -136,16 +134,16 @@ pub struct GatewayOptions {
     /// Reply only to requests on these topics (`None`: every topic). The original
     /// gateway answered only the four list/answer topics; requests on the others are
     /// still applied to the ledger, their replies are counted in
-    /// [`Counters::unanswered`](crate::sim::Counters::unanswered) and never published.
+    /// [`Counters::unanswered`](crate::Counters::unanswered) and never published.
     pub answer_topics: Option<HashSet<Topic>>,
     /// Fraction of replies (0.0 to 1.0, drawn at random per request) that are lost:
     /// the request is applied, the reply never published, as a gateway that crashes
     /// between commit and reply. Counted in
-    /// [`Counters::lost_replies`](crate::sim::Counters::lost_replies).
+    /// [`Counters::lost_replies`](crate::Counters::lost_replies).
     pub lose_replies: f64,
     /// Answers (`BLK_Part_Ans`/`BLK_Act_Ans`) of these request ids are applied but
     /// their replies are never published: a lost reply a test can aim at. Counted in
-    /// [`Counters::lost_replies`](crate::sim::Counters::lost_replies).
+    /// [`Counters::lost_replies`](crate::Counters::lost_replies).
     pub lose_reply_for: BTreeSet<RequestId>,
     /// Apply answers (`BLK_Part_Ans`/`BLK_Act_Ans`) this long after they arrive, then
     /// reply: a chain that commits slower than the MES waits, during which a list still
@@ -199,7 +197,7 @@ impl GatewayOptions {
     }
 }
 
-/// Everything [`crate::sim::Simulator::start`] needs. `SimConfig::new(brokers)` gives
+/// Everything [`crate::Simulator::start`] needs. `SimConfig::new(brokers)` gives
 /// working defaults.
 #[derive(Debug, Clone)]
 pub struct SimConfig {
@@ -224,7 +222,7 @@ pub struct SimConfig {
     /// `--ledger-size N`) into a new chain, as [`demo::seed`] describes (statuses,
     /// timestamps); nothing is seeded into a resumed one ([`SimConfig::ledger`]).
     ///
-    /// [`demo::seed`]: crate::sim::demo::seed
+    /// [`demo::seed`]: crate::demo::seed
     pub demo: usize,
     /// Resume the chain from this state (e.g. [`SimHandle::ledger_snapshot`] of a
     /// stopped simulator) instead of starting an empty one, as a real chain outlives
@@ -232,8 +230,8 @@ pub struct SimConfig {
     /// run it continues, so the MES is still the owner and reporter of its records.
     /// Idempotency keys are not kept: see [`Ledger::with_state`].
     ///
-    /// [`SimHandle::ledger_snapshot`]: crate::sim::SimHandle::ledger_snapshot
-    /// [`Ledger::with_state`]: crate::sim::Ledger::with_state
+    /// [`SimHandle::ledger_snapshot`]: crate::SimHandle::ledger_snapshot
+    /// [`Ledger::with_state`]: crate::Ledger::with_state
     pub ledger: Option<LedgerState>,
     /// Partitions of the topics the simulator creates.
     pub partitions: i32,

@@ -11,11 +11,11 @@ use std::io::BufRead as _;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Client, TOKEN, code, start};
-use kafka_bridge::sim::{
+use chain_sim::{
     Counters, ErpOrder, ErpPartner, ErpRequest, Ledger, LedgerState, SimHandle, demo,
     derived_mes_agent, send_erp,
 };
+use common::{Client, TOKEN, code, start};
 use mes_core::codec::{AnswerBody, Page, RecordAction, ReplyBody, Request, Topic, record_types};
 use mes_core::domain::{Answer, RequestId, Status};
 use mes_core::signing::{SigningKey, verify_envelope};
@@ -845,7 +845,7 @@ async fn the_binary_resumes_from_a_ledger_snapshot_with_its_key() {
     // The first dump is the snapshot it was given.
     assert_eq!(dumped(&dump, "the snapshot", |_| true).await, state);
 
-    let topics = kafka_bridge::sim::SimTopics::with_suffix(&suffix);
+    let topics = chain_sim::SimTopics::with_suffix(&suffix);
     let client = Client::new(&topics).await;
     client
         .send(
@@ -917,7 +917,7 @@ async fn the_binary_dumps_its_ledger_and_stops_on_sigterm() {
             .any(|l| l == &format!("replies: BLK_Res{suffix}"))
     );
 
-    let topics = kafka_bridge::sim::SimTopics::with_suffix(&suffix);
+    let topics = chain_sim::SimTopics::with_suffix(&suffix);
     let client = Client::new(&topics).await;
     let request = Request::RecordType(record_types::day_report());
     client

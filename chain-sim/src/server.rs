@@ -10,25 +10,23 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use kafka_bridge::kafka::{
+    Detached, StartAt, assign_partitions, correlation_headers, ensure_topics, header_corr,
+};
+use kafka_bridge::{Error, Result};
 use mes_core::domain::AgentKey;
 use mes_core::signing::SigningKey;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::consumer::StreamConsumer;
+use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
-use super::config::{GatewayOptions, Route, SimConfig, SimTopics, derived_mes_agent};
-use super::demo;
-use super::fate::{Fate, ReplyFate, Subject};
-use super::gateway::{Gateway, Outgoing, lock};
-use super::ledger::{Counters, Ledger, LedgerState};
-use crate::kafka::{Detached, ensure_topics};
-use crate::{Error, Result};
-
-/// The Kafka header that carries the correlation id (docs/protocol.md §2).
-pub const CORRELATION_HEADER: &str = "correlation_id";
+use crate::config::{GatewayOptions, Route, SimConfig, SimTopics, derived_mes_agent};
+use crate::demo;
+use crate::fate::{Fate, ReplyFate, Subject};
+use crate::gateway::{Gateway, Outgoing, lock};
+use crate::ledger::{Counters, Ledger, LedgerState};
 
 /// The chain gateway simulator; see [`Simulator::start`].
 #[derive(Debug)]
@@ -82,22 +80,20 @@ impl Simulator {
             .await?;
         }
 
-        let producer: FutureProducer = config
-            .kafka
-            .client_config(&[("linger.ms", "0"), ("message.timeout.ms", "30000")])
-            .create()
-            .map_err(|e| Error::Config(format!("reply producer: {e}")))?;
-        let consumer: StreamConsumer = config
-            .kafka
-            .client_config(&[
+        let producer: FutureProducer = config.kafka.create(
+            "the reply producer",
+            &[("linger.ms", "0"), ("message.timeout.ms", "30000")],
+        )?;
+        let consumer: StreamConsumer = config.kafka.create(
+            "the request consumer",
+            &[
                 ("group.id", config.group_id.as_str()),
                 ("auto.offset.reset", "earliest"),
                 ("fetch.wait.max.ms", "5"),
                 ("enable.auto.commit", "true"),
                 ("auto.commit.interval.ms", "1000"),
-            ])
-            .create()
-            .map_err(|e| Error::Config(format!("request consumer: {e}")))?;
+            ],
+        )?;
         let consumer = Arc::new(Detached::new(consumer));
         // Every partition, assigned by hand: one ledger must see every request, and a
         // simulator restarted after a crash must not wait for its dead predecessor to
@@ -106,9 +102,11 @@ impl Simulator {
         let assigned = Arc::clone(&consumer);
         let inputs: Vec<String> = topics.inputs().iter().map(|t| (*t).to_owned()).collect();
         let timeout = config.start_timeout;
-        tokio::task::spawn_blocking(move || assign_all(&assigned, &inputs, timeout))
-            .await
-            .map_err(|e| Error::BrokerUnavailable(format!("assigning partitions: {e}")))??;
+        tokio::task::spawn_blocking(move || {
+            assign_partitions(&**assigned, &inputs, StartAt::Committed, timeout)
+        })
+        .await
+        .map_err(|e| Error::BrokerUnavailable(format!("assigning partitions: {e}")))??;
 
         let (stop, stopped) = watch::channel(false);
         let (changed, changes) = watch::channel(0u64);
@@ -193,36 +191,6 @@ impl SimHandle {
     }
 }
 
-/// Assigns every partition of `topics`, each at its committed offset (or the earliest
-/// one, for a new group). Records produced after this returns are read: the start
-/// offset, whenever librdkafka resolves it, is never past them.
-fn assign_all(consumer: &StreamConsumer, topics: &[String], timeout: Duration) -> Result<()> {
-    let mut list = TopicPartitionList::new();
-    for topic in topics {
-        let metadata = consumer
-            .fetch_metadata(Some(topic), timeout)
-            .map_err(|e| Error::BrokerUnavailable(format!("metadata of {topic}: {e}")))?;
-        let partitions: Vec<i32> = metadata
-            .topics()
-            .iter()
-            .filter(|t| t.name() == topic && t.error().is_none())
-            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-            .collect();
-        if partitions.is_empty() {
-            return Err(Error::BrokerUnavailable(format!(
-                "topic {topic} has no partitions"
-            )));
-        }
-        for partition in partitions {
-            list.add_partition_offset(topic, partition, Offset::Stored)
-                .map_err(|e| Error::Config(e.to_string()))?;
-        }
-    }
-    consumer
-        .assign(&list)
-        .map_err(|e| Error::BrokerUnavailable(format!("assigning partitions: {e}")))
-}
-
 struct Worker {
     consumer: Arc<Detached<StreamConsumer>>,
     step: Step,
@@ -241,14 +209,7 @@ impl Worker {
                 Some(_) = pending.join_next(), if !pending.is_empty() => {}
                 message = self.consumer.recv() => match message {
                     Ok(message) => {
-                        let header_corr = message.headers().and_then(|headers| {
-                            headers
-                                .iter()
-                                .find(|h| h.key == CORRELATION_HEADER)
-                                .and_then(|h| h.value)
-                                .and_then(|v| std::str::from_utf8(v).ok())
-                                .map(str::to_owned)
-                        });
+                        let header_corr = header_corr(&message);
                         let Some(route) = self.topics.route(message.topic()) else {
                             continue;
                         };
@@ -401,10 +362,7 @@ impl Replies {
 fn reply_record<'a>(topic: &'a str, outgoing: &'a Outgoing) -> FutureRecord<'a, (), Vec<u8>> {
     let record = FutureRecord::to(topic).payload(&outgoing.payload);
     match &outgoing.corr {
-        Some(corr) => record.headers(OwnedHeaders::new().insert(Header {
-            key: CORRELATION_HEADER,
-            value: Some(corr.as_bytes()),
-        })),
+        Some(corr) => record.headers(correlation_headers(corr)),
         None => record,
     }
 }

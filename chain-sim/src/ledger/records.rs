@@ -11,7 +11,7 @@ use mes_core::domain::AgentKey;
 use serde_json::{Value, json};
 
 use super::{Ledger, PropertyEntry, Record, message};
-use crate::sim::rules::{
+use crate::rules::{
     ErrorCode, Refusal, check_new_record, check_schemas, check_value, invalid, schema_of,
 };
 

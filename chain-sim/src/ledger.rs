@@ -22,8 +22,8 @@ use mes_core::signing::SigningKey;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use super::erp::{ERP_ORDER_TOPIC, ERP_PARTNER_TOPIC, ErpOrder, ErpPartner};
-use super::rules::{ErrorCode, Refusal};
+use crate::erp::{ERP_ORDER_TOPIC, ERP_PARTNER_TOPIC, ErpOrder, ErpPartner};
+use crate::rules::{ErrorCode, Refusal};
 
 /// Everything the simulated chain holds, in a form that serialises to JSON: what
 /// [`Ledger::snapshot`] returns and `chain-sim --ledger-dump` writes, so tests can

@@ -8,7 +8,7 @@ use std::time::Duration;
 use mes_core::codec::{Request, Topic};
 use mes_core::domain::RequestId;
 
-use super::config::{GatewayOptions, Route};
+use crate::config::{GatewayOptions, Route};
 
 /// What the fate of a request depends on: where it was read and, for an answer, the
 /// id of the request it answers.

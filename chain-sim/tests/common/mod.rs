@@ -5,10 +5,11 @@
 
 use std::time::Duration;
 
-use kafka_bridge::sim::{CORRELATION_HEADER, SimConfig, SimHandle, SimTopics, Simulator};
+use chain_sim::{SimConfig, SimHandle, SimTopics, Simulator};
+use kafka_bridge::kafka::{correlation_headers, header_corr};
 use mes_core::codec::{Reply, decode_reply};
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
@@ -27,7 +28,7 @@ pub(crate) fn brokers() -> String {
         Ok(b) if !b.trim().is_empty() => b,
         _ => panic!(
             "MES_TEST_KAFKA_BROKERS is not set: the simulator's tests need a Kafka-protocol \
-             broker. Run them with `./scripts/test -p kafka-bridge` (it starts tansu and sets \
+             broker. Run them with `./scripts/test -p chain-sim` (it starts tansu and sets \
              the variable), or set it yourself; see docs/testing.md"
         ),
     }
@@ -103,10 +104,7 @@ impl Client {
     pub(crate) async fn send(&self, topic: &str, payload: &[u8], header_corr: Option<&str>) {
         let mut record = FutureRecord::<(), _>::to(topic).payload(payload);
         if let Some(corr) = header_corr {
-            record = record.headers(OwnedHeaders::new().insert(Header {
-                key: CORRELATION_HEADER,
-                value: Some(corr.as_bytes()),
-            }));
+            record = record.headers(correlation_headers(corr));
         }
         self.producer
             .send(record, Duration::from_secs(10))
@@ -122,12 +120,7 @@ impl Client {
             .expect("no reply within the wait")
             .expect("reading the reply topic");
         let payload = message.payload().unwrap_or_default().to_vec();
-        let header_corr = message.headers().and_then(|h| {
-            h.iter()
-                .find(|h| h.key == CORRELATION_HEADER)
-                .and_then(|h| h.value)
-                .map(|v| String::from_utf8(v.to_vec()).unwrap())
-        });
+        let header_corr = header_corr(&message);
         let reply = decode_reply(&payload).unwrap_or_else(|e| {
             panic!(
                 "undecodable reply {:?}: {e}",
