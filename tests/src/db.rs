@@ -38,6 +38,26 @@ impl Drop for TempDir {
     }
 }
 
+/// Stores `token` as the MES's master token: what every test that talks to the chain
+/// needs before its first call.
+///
+/// # Errors
+///
+/// When the database refuses the row.
+pub fn put_master(conn: &mut mes_core::db::DbConnection, token: &str) -> anyhow::Result<()> {
+    use mes_core::db::tokens;
+    tokens::put(
+        conn,
+        &tokens::NewKafkaToken {
+            instance_type: tokens::MASTER,
+            token,
+            ..Default::default()
+        },
+    )
+    .context("storing the master token")?;
+    Ok(())
+}
+
 /// Stores an operator `olga` and a viewer `victor` and returns their keys (operator,
 /// viewer): every API test signs in with both roles.
 ///

@@ -26,7 +26,7 @@ use chain_sim::{
 };
 use kafka_bridge::kafka::KafkaConfig;
 use mes_core::codec::ReplyBody;
-use mes_core::db::{self, tokens};
+use mes_core::db;
 use mes_core::domain::{AgentKey, Status as ChainStatus};
 use mes_core::signing::SigningKey;
 use mes_e2e::db::{PgSchema, TempDir};
@@ -86,15 +86,7 @@ async fn start_chain(
     let master = token.clone();
     let (operator, viewer) = tokio::task::spawn_blocking(move || {
         let mut conn = db::connect(&url).unwrap();
-        tokens::put(
-            &mut conn,
-            &tokens::NewKafkaToken {
-                instance_type: tokens::MASTER,
-                token: &master,
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        mes_e2e::db::put_master(&mut conn, &master).unwrap();
         mes_e2e::db::add_operators(&mut conn).unwrap()
     })
     .await

@@ -306,15 +306,7 @@ async fn every_mounted_route_answers_each_role_as_its_table_says() {
     let master = token.clone();
     let (keys, spare_tokens) = tokio::task::spawn_blocking(move || {
         let mut conn = db::connect(&setup_url).unwrap();
-        tokens::put(
-            &mut conn,
-            &tokens::NewKafkaToken {
-                instance_type: tokens::MASTER,
-                token: &master,
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        mes_e2e::db::put_master(&mut conn, &master).unwrap();
         let (operator, viewer) = mes_e2e::db::add_operators(&mut conn).unwrap();
         let admin = mes_e2e::db::add_admin(&mut conn).unwrap();
         let removed = add(&mut conn, "rex", operators::ROLE_OPERATOR);
@@ -647,15 +639,7 @@ async fn unknown_keys_from_one_address_get_429_and_chain_calls_are_limited_per_k
     let master = token.clone();
     let (operator, viewer) = tokio::task::spawn_blocking(move || {
         let mut conn = db::connect(&setup_url).unwrap();
-        tokens::put(
-            &mut conn,
-            &tokens::NewKafkaToken {
-                instance_type: tokens::MASTER,
-                token: &master,
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        mes_e2e::db::put_master(&mut conn, &master).unwrap();
         mes_e2e::db::add_operators(&mut conn).unwrap()
     })
     .await

@@ -184,15 +184,7 @@ impl Stack {
         let (url, master) = (schema.url().to_owned(), token.clone());
         let (_operator, viewer) = tokio::task::spawn_blocking(move || {
             let mut conn = db::connect(&url).unwrap();
-            tokens::put(
-                &mut conn,
-                &tokens::NewKafkaToken {
-                    instance_type: tokens::MASTER,
-                    token: &master,
-                    ..Default::default()
-                },
-            )
-            .unwrap();
+            mes_e2e::db::put_master(&mut conn, &master).unwrap();
             mes_e2e::db::add_operators(&mut conn).unwrap()
         })
         .await
