@@ -140,6 +140,8 @@ start_tansu() {
             waited=$((waited + 1))
         done
         export MES_TEST_KAFKA_BROKERS="127.0.0.1:$port"
+        # The backlog benchmark reads the broker's CPU time from /proc/<pid>/stat.
+        export MES_TEST_TANSU_PID="$tansu_pid"
         say "tansu is up (pid $tansu_pid, after $((waited / 10)).$((waited % 10))s)"
         return
     done

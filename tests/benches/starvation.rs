@@ -1,5 +1,5 @@
 //! Operators behind a legacy gateway while the outbox holds a backlog the chain never
-//! answers (issue 9, "Background traffic never starves operators").
+//! answers: background traffic must never starve operators.
 //!
 //! The gateway is the original's: it answers only the four list/answer topics, echoes
 //! nothing but the token and writes Python literals, so every `BLK_Rty`/`BLK_Rec` send

@@ -1,5 +1,5 @@
 //! `chain-sim` as a process, for the tests that must run the chain's gateway the way
-//! the field does (issue 9: tansu, PostgreSQL, chain-sim and mes-api as processes) and
+//! the field does (tansu, PostgreSQL, chain-sim and mes-api as processes) and
 //! observe it only from outside: through what it answers on Kafka and the ledger it
 //! dumps (`--ledger-dump`, request counters included).
 //!
@@ -49,6 +49,18 @@ impl ChainSimProc {
         ledger: Option<&LedgerState>,
         args: &[String],
     ) -> ChainSimProc {
+        Self::spawn_on(&crate::kafka_brokers(), bin, key, ledger, args).await
+    }
+
+    /// [`ChainSimProc::spawn`] on the broker `brokers`: for the benchmarks, which take
+    /// the broker as an argument.
+    pub async fn spawn_on(
+        brokers: &str,
+        bin: &str,
+        key: &SigningKey,
+        ledger: Option<&LedgerState>,
+        args: &[String],
+    ) -> ChainSimProc {
         let dir = TempDir::create().unwrap();
         let key_file = dir.path().join("chain-sim.key");
         write_secret(&key_file, &key.to_hex());
@@ -62,7 +74,7 @@ impl ChainSimProc {
         }
         command
             .env("RUST_LOG", "warn")
-            .args(["--brokers", &crate::kafka_brokers()])
+            .args(["--brokers", brokers])
             .arg("--key-file")
             .arg(&key_file)
             .arg("--ledger-dump")
@@ -198,6 +210,11 @@ impl ChainSimProc {
             "chain-sim exited with {status}; its log:\n{}",
             self.log_text()
         );
+    }
+
+    /// The process id, while it runs: the benchmarks read its CPU time from `/proc`.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     fn log_text(&self) -> String {

@@ -207,22 +207,25 @@ fn claim(
     key: Option<&str>,
 ) -> QueryResult<Vec<OutboxRow>> {
     let until = now + lease;
-    // Every key, or just `key`: a filter that is always true otherwise.
-    let of_key =
-        chain_outbox::ordering_key
-            .eq(key.unwrap_or_default())
-            .or(diesel::dsl::sql::<Bool>(if key.is_some() {
-                "FALSE"
-            } else {
-                "TRUE"
-            }));
+    // The due rows' ids, of every key or of `key` alone, on one backend.
+    macro_rules! due {
+        ($conn:expr, |$query:ident| $lock:expr) => {
+            match key {
+                None => {
+                    let $query = due_ids!(now, limit, held);
+                    $lock.load::<i64>($conn)
+                }
+                Some(key) => {
+                    let $query =
+                        due_ids!(now, limit, held).filter(chain_outbox::ordering_key.eq(key));
+                    $lock.load::<i64>($conn)
+                }
+            }
+        };
+    }
     let mut rows = match conn {
         DbConnection::Pg(pg) => pg.transaction(|pg| {
-            let ids: Vec<i64> = due_ids!(now, limit, held)
-                .filter(of_key)
-                .for_update()
-                .skip_locked()
-                .load(pg)?;
+            let ids = due!(pg, |query| query.for_update().skip_locked())?;
             if ids.is_empty() {
                 return Ok(Vec::new());
             }
@@ -230,7 +233,7 @@ fn claim(
         }),
         DbConnection::Sqlite(lite) => {
             let claim = |lite: &mut SqliteConnection| {
-                let ids: Vec<i64> = due_ids!(now, limit, held).filter(of_key).load(lite)?;
+                let ids = due!(lite, |query| query)?;
                 if ids.is_empty() {
                     return Ok(Vec::new());
                 }

@@ -1,0 +1,1 @@
+DROP INDEX chain_outbox_unsettled_key_id;
