@@ -682,22 +682,18 @@ impl Inner {
         let mut next = Some((row, claimed_at));
         let mut delivered = 0;
         while let Some((row, claimed_at)) = next.take() {
-            let key = row.ordering_key.clone();
             let deadline = claimed_at + self.config.lease - self.config.lease_margin();
-            let verdict = self.deliver(row, token, deadline).await;
-            tally.count(verdict.as_ref());
             delivered += 1;
-            let settled = matches!(verdict, Some(Verdict::Done(_) | Verdict::Failed(_)));
-            if !settled || delivered >= most || self.stopping.load(Ordering::Relaxed) {
-                break;
-            }
-            next = match self.claim_next_of_key(key).await {
-                Ok(Some(row)) => {
+            let then = delivered < most && !self.stopping.load(Ordering::Relaxed);
+            let (verdict, claimed) = self.deliver(row, token, deadline, then).await;
+            tally.count(verdict.as_ref());
+            next = match claimed {
+                Some(Ok(Some(row))) => {
                     tally.claimed += 1;
                     Some((row, Instant::now()))
                 }
-                Ok(None) => None,
-                Err(e) => {
+                Some(Ok(None)) | None => None,
+                Some(Err(e)) => {
                     // The row stays pending; the next batch claims it.
                     self.count_database_error(&e);
                     None
@@ -707,23 +703,17 @@ impl Inner {
         tally
     }
 
-    /// The next due row of `key`, claimed for a lease, if any.
-    async fn claim_next_of_key(&self, key: String) -> Result<Option<OutboxRow>> {
-        let pool = self.pool.clone();
-        let lease = chrono::Duration::from_std(self.config.lease)
-            .map_err(|e| Error::Config(format!("lease: {e}")))?;
-        let held = self.held_topics(Utc::now());
-        blocking(move || {
-            let mut conn = pool.get().map_err(|e| Error::Database(e.to_string()))?;
-            outbox::claim_next_of_key(&mut conn, mes_core::db::now(), &key, lease, &held)
-                .map_err(|e| Error::Database(format!("claiming the next row of {key}: {e}")))
-        })
-        .await
-    }
-
     /// Sends one row and settles it; `None` if it could not be settled (the database
-    /// failed: the row comes back when its lease ends).
-    async fn deliver(&self, row: OutboxRow, token: &str, deadline: Instant) -> Option<Verdict> {
+    /// failed: the row comes back when its lease ends). With `then`, a row settled for
+    /// good (done or failed) is followed by its key's next due row, claimed in the
+    /// settlement's transaction (the second value; `None` when none was asked for).
+    async fn deliver(
+        &self,
+        row: OutboxRow,
+        token: &str,
+        deadline: Instant,
+        then: bool,
+    ) -> (Option<Verdict>, Option<Result<Option<OutboxRow>>>) {
         let verdict = match self.decode(&row) {
             Err(why) => Verdict::Failed(why),
             Ok(_) if self.stopping.load(Ordering::Relaxed) => {
@@ -746,7 +736,7 @@ impl Inner {
                 }
             }
         };
-        self.settle(&row, verdict, token).await
+        self.settle(&row, verdict, token, then).await
     }
 
     /// Sends one request the way its topic and [`RecordReplies`] call for, asking the
@@ -893,7 +883,13 @@ impl Inner {
         })
     }
 
-    async fn settle(&self, row: &OutboxRow, verdict: Verdict, token: &str) -> Option<Verdict> {
+    async fn settle(
+        &self,
+        row: &OutboxRow,
+        verdict: Verdict,
+        token: &str,
+        then: bool,
+    ) -> (Option<Verdict>, Option<Result<Option<OutboxRow>>>) {
         let id = row.id;
         let verdict = match verdict {
             Verdict::Done(text) => Verdict::Done(truncate(&redact(&text, token), MAX_ERROR_CHARS)),
@@ -922,40 +918,66 @@ impl Inner {
             }
             _ => mes_core::db::now(),
         };
+        // The key's next row, claimed in the same transaction, once this one is settled
+        // for good.
+        let then = match (&verdict, chrono::Duration::from_std(self.config.lease)) {
+            (Verdict::Done(_) | Verdict::Failed(_), Ok(lease)) if then => Some((
+                row.ordering_key.clone(),
+                lease,
+                self.held_topics(Utc::now()),
+            )),
+            _ => None,
+        };
         let pool = self.pool.clone();
         let write = verdict.clone();
         let written = blocking(move || {
             let mut conn = pool.get().map_err(|e| Error::Database(e.to_string()))?;
-            let result = match &write {
-                Verdict::Done(message) => outbox::mark_done(&mut conn, id, Some(message)),
-                Verdict::Failed(error) => outbox::mark_failed(&mut conn, id, error),
+            let settle = |conn: &mut mes_core::db::DbConnection| match &write {
+                Verdict::Done(message) => outbox::mark_done(conn, id, Some(message)),
+                Verdict::Failed(error) => outbox::mark_failed(conn, id, error),
                 Verdict::Retry(error) | Verdict::Release(error) => {
-                    outbox::retry_later(&mut conn, id, next_attempt, error)
+                    outbox::retry_later(conn, id, next_attempt, error)
                 }
-                Verdict::Held(note) => outbox::release_unsent(&mut conn, id, next_attempt, note),
+                Verdict::Held(note) => outbox::release_unsent(conn, id, next_attempt, note),
+            };
+            let result = match &then {
+                None => settle(&mut conn).map(|_| None),
+                Some((key, lease, held)) => {
+                    let next = outbox::NextOfKey {
+                        ordering_key: key,
+                        now: mes_core::db::now(),
+                        lease: *lease,
+                        held,
+                    };
+                    outbox::settle_then_claim_next(&mut conn, settle, next).map(|(_, claimed)| {
+                        Some(claimed.map_err(|e| {
+                            Error::Database(format!("claiming the next row of {key}: {e}"))
+                        }))
+                    })
+                }
             };
             match result {
-                Ok(_) => Ok(true),
+                Ok(claimed) => Ok(Some(claimed)),
                 // Its lease ran out and another relay settled it meanwhile.
-                Err(DieselError::NotFound) => Ok(false),
+                Err(DieselError::NotFound) => Ok(None),
                 Err(e) => Err(Error::Database(format!("settling outbox row {id}: {e}"))),
             }
         })
         .await;
         let name = &self.config.name;
-        match written {
-            Ok(true) => {}
-            Ok(false) => {
+        let claimed = match written {
+            Ok(Some(claimed)) => claimed,
+            Ok(None) => {
                 tracing::info!(relay = %name, id, "outbox row was settled by another relay");
-                return None;
+                return (None, None);
             }
             Err(e) => {
                 // The row stays in flight and comes back when its lease ends.
                 tracing::warn!(relay = %name, id, "{e}");
                 self.count_database_error(&e);
-                return None;
+                return (None, None);
             }
-        }
+        };
         let stats = &self.stats;
         match &verdict {
             Verdict::Done(_) => {
@@ -979,7 +1001,7 @@ impl Inner {
                 stats.held.fetch_add(1, Ordering::Relaxed);
             }
         }
-        Some(verdict)
+        (Some(verdict), claimed)
     }
 
     fn last_error(&self, kind: &'static str, error: &str) {

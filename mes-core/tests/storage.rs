@@ -427,6 +427,27 @@ backend_tests! {
         assert_eq!((b.status.as_str(), b.attempts), (outbox::PENDING, 0));
     }
 
+    fn outbox_settles_a_row_and_claims_its_keys_next_at_once(conn: &mut DbConnection) {
+        for (dedup, key) in [("a1", "unit-A"), ("a2", "unit-A"), ("b1", "unit-B")] {
+            outbox::enqueue(conn, &message(dedup, key)).unwrap();
+        }
+        let lease = Duration::seconds(30);
+        let a1 = outbox::claim_next_of_key(conn, db::now(), "unit-A", lease, &[]).unwrap().unwrap();
+        let next = |now| outbox::NextOfKey { ordering_key: "unit-A", now, lease, held: &[] };
+        let (settled, claimed) = outbox::settle_then_claim_next(conn, |c| outbox::mark_done(c, a1.id, Some("ok")), next(db::now())).unwrap();
+        assert_eq!((settled.id, settled.status.as_str()), (a1.id, outbox::DONE));
+        let a2 = claimed.unwrap().expect("a2 is due once a1 is done");
+        assert_eq!((a2.dedup_key.as_str(), a2.status.as_str(), a2.attempts), ("a2", outbox::IN_FLIGHT, 1));
+        // A settlement that finds its row no longer in flight claims nothing.
+        let gone = outbox::settle_then_claim_next(conn, |c| outbox::mark_failed(c, a1.id, "late"), next(db::now()));
+        assert!(matches!(gone, Err(diesel::result::Error::NotFound)), "{gone:?}");
+        // The key has nothing due after a2: the settlement stands, and no row is claimed.
+        let (_, claimed) = outbox::settle_then_claim_next(conn, |c| outbox::mark_done(c, a2.id, None), next(db::now())).unwrap();
+        assert_eq!(claimed.unwrap(), None);
+        let depth = outbox::depth(conn).unwrap();
+        assert_eq!((depth.done, depth.pending, depth.in_flight), (2, 1, 0), "b1 was never touched");
+    }
+
     fn outbox_held_topics_wait_and_unsent_rows_spend_no_attempt(conn: &mut DbConnection) {
         outbox::enqueue(conn, &message("rec", "a")).unwrap();
         let rty = outbox::NewOutboxRow {

@@ -24,6 +24,7 @@ use kafka_bridge::bridge::{Bridge, BridgeConfig, CallOptions};
 use kafka_bridge::kafka::KafkaConfig;
 use mes_core::codec::Page;
 use mes_core::domain::{Answer, RequestId};
+use mes_e2e::bench::Stats;
 
 #[derive(Parser, Debug)]
 #[command(about = "The fence's cost to operators behind a slow legacy gateway")]
@@ -65,14 +66,6 @@ struct Outcomes {
     wrong: usize,
     lists: usize,
     lists_failed: usize,
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
 }
 
 fn main() -> anyhow::Result<()> {
@@ -180,8 +173,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     sim.shutdown().await?;
 
     let o = outcomes.lock().unwrap();
-    let mut answered = o.answered.clone();
-    answered.sort_unstable();
+    let answered = o.answered.clone();
+    let stats = Stats::of(answered.iter().copied());
     let calls = answered.len() + o.behind + o.timeouts + o.wrong;
     let share = |n: usize| 100.0 * n as f64 / calls.max(1) as f64;
     println!(
@@ -206,8 +199,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     );
     println!(
         "  answered: p50 {:.1} ms, p99 {:.1} ms, {:.1} answers/s",
-        percentile(&answered, 0.50).as_secs_f64() * 1000.0,
-        percentile(&answered, 0.99).as_secs_f64() * 1000.0,
+        stats.p50.as_secs_f64() * 1000.0,
+        stats.p99.as_secs_f64() * 1000.0,
         answered.len() as f64 / args.seconds as f64
     );
     println!(

@@ -1,4 +1,4 @@
-//! Helpers of the benchmarks (`tests/benches/`): latency figures by nearest rank, and
+//! Helpers of the benchmarks (`tests/benches/`): latency percentiles (hdrhistogram), and
 //! the mes-api server in this process (Rocket on a free loopback port, on the caller's
 //! tokio runtime), so one process holds server, simulator and load generator.
 
@@ -13,8 +13,9 @@ use mes_core::db::{self, tokens};
 
 use crate::db::{PgSchema, TempDir};
 
-/// Latency figures of one run, by nearest rank.
-#[derive(Debug, Clone, Copy)]
+/// Latency figures of one run, from an HDR histogram (microsecond resolution, three
+/// significant digits): the same percentiles in every benchmark.
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Stats {
     /// Median.
     pub p50: Duration,
@@ -27,21 +28,23 @@ pub struct Stats {
 }
 
 impl Stats {
-    /// The figures of `samples` (at least one).
-    pub fn of(mut samples: Vec<Duration>) -> Stats {
-        samples.sort_unstable();
-        // Nearest rank: the smallest sample with at least p of the samples at or below it.
-        let rank = |p: f64| {
-            let n = samples.len();
-            let i = ((p * n as f64).ceil() as usize).clamp(1, n) - 1;
-            samples.get(i).copied().unwrap_or_default()
+    /// The figures of `samples`; all zero for none.
+    pub fn of(samples: impl IntoIterator<Item = Duration>) -> Stats {
+        // Up to an hour at three significant digits; longer samples are clamped.
+        let Ok(mut histogram) = hdrhistogram::Histogram::<u64>::new_with_max(3_600_000_000, 3)
+        else {
+            return Stats::default();
         };
-        let total: Duration = samples.iter().sum();
+        for sample in samples {
+            let us = u64::try_from(sample.as_micros()).unwrap_or(u64::MAX);
+            histogram.saturating_record(us.max(1));
+        }
+        let us = |v: u64| Duration::from_micros(v);
         Stats {
-            p50: rank(0.50),
-            p99: rank(0.99),
-            mean: total / u32::try_from(samples.len().max(1)).unwrap_or(u32::MAX),
-            max: samples.last().copied().unwrap_or_default(),
+            p50: us(histogram.value_at_quantile(0.50)),
+            p99: us(histogram.value_at_quantile(0.99)),
+            mean: Duration::from_secs_f64(histogram.mean() / 1e6),
+            max: us(histogram.max()),
         }
     }
 }

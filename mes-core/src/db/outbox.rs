@@ -197,6 +197,48 @@ pub fn claim_next_of_key(
         .next())
 }
 
+/// What [`settle_then_claim_next`] claims after the settlement: the next due row of
+/// `ordering_key`, as [`claim_next_of_key`] would.
+#[derive(Debug, Clone, Copy)]
+pub struct NextOfKey<'a> {
+    /// The settled row's ordering key.
+    pub ordering_key: &'a str,
+    /// The claim's clock.
+    pub now: NaiveDateTime,
+    /// How long the claimed row is the relay's.
+    pub lease: Duration,
+    /// Topics on hold, as for [`claim_due_except`].
+    pub held: &'a [String],
+}
+
+/// Settles a row with `settle` ([`mark_done`], [`mark_failed`], …) and claims the next
+/// due row of its ordering key, in one transaction: a backlog on one key pays one commit
+/// per delivered row instead of two, and the relay's next send waits for one database
+/// round trip instead of two.
+///
+/// The claim runs in a savepoint: when it fails, the settlement still commits and the
+/// claim's error comes back beside the settled row. `settle`'s error (`NotFound`: the
+/// row was settled by someone else) rolls everything back and claims nothing.
+pub fn settle_then_claim_next(
+    conn: &mut DbConnection,
+    settle: impl FnOnce(&mut DbConnection) -> QueryResult<OutboxRow>,
+    next: NextOfKey<'_>,
+) -> QueryResult<(OutboxRow, QueryResult<Option<OutboxRow>>)> {
+    conn.transaction(|conn| {
+        let settled = settle(conn)?;
+        let claimed = claim(
+            conn,
+            next.now,
+            1,
+            next.lease,
+            next.held,
+            Some(next.ordering_key),
+        )
+        .map(|rows| rows.into_iter().next());
+        Ok((settled, claimed))
+    })
+}
+
 /// The claim of [`claim_due_except`] and [`claim_next_of_key`]: all keys, or one.
 fn claim(
     conn: &mut DbConnection,
