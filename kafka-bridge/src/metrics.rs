@@ -8,9 +8,10 @@ use std::hash::Hash;
 
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::TypedMetric;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::{Family, MetricConstructor};
 use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::Unit;
+use prometheus_client::registry::{Registry, Unit};
 
 /// Upper bounds of the latency buckets, in seconds (Prometheus `le`): the same for
 /// chain round trips and HTTP calls, so that their histograms can be compared.
@@ -23,13 +24,10 @@ pub fn latency_histogram() -> Histogram {
     Histogram::new(LATENCY_BUCKETS)
 }
 
-/// `family` with a member for each of `labels`, at zero from the start: a series that
-/// appears with its first increment hides that increment from `rate()` and
+/// Adds a member to `family` for each of `labels`, at zero until counted: a series
+/// that appears with its first increment hides that increment from `rate()` and
 /// `increase()`.
-pub fn with_members<S, M, C>(
-    family: Family<S, M, C>,
-    labels: impl IntoIterator<Item = S>,
-) -> Family<S, M, C>
+pub fn show_at_zero<S, M, C>(family: &Family<S, M, C>, labels: impl IntoIterator<Item = S>)
 where
     S: Clone + Hash + Eq,
     C: MetricConstructor<M>,
@@ -37,7 +35,17 @@ where
     for label in labels {
         drop(family.get_or_create(&label));
     }
-    family
+}
+
+/// Registers plain counters into `registry`, each as its name (without `_total`, which
+/// the encoding adds), its help and the counter.
+pub fn register_counters<const N: usize>(
+    registry: &mut Registry,
+    counters: [(&str, &str, &Counter); N],
+) {
+    for (name, help, counter) in counters {
+        registry.register(name, help, counter.clone());
+    }
 }
 
 /// Writes one unlabelled metric read at this scrape, for a

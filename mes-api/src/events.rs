@@ -24,11 +24,13 @@ use std::time::Duration;
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use kafka_bridge::bridge::{Bridge, CallOptions};
+use kafka_bridge::metrics::sample;
 use mes_core::codec::Page;
 use mes_core::db::schema::chain_outbox;
 use mes_core::db::{chain_requests, outbox};
-use prometheus_client::encoding::{EncodeMetric, MetricEncoder};
-use prometheus_client::metrics::{MetricType, TypedMetric};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::DescriptorEncoder;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use rocket::Shutdown;
 use rocket::fairing::AdHoc;
@@ -99,18 +101,17 @@ impl Default for Hub {
 #[derive(Debug)]
 struct Subscribers(broadcast::WeakSender<LiveEvent>);
 
-impl TypedMetric for Subscribers {
-    const TYPE: MetricType = MetricType::Gauge;
-}
-
-impl EncodeMetric for Subscribers {
-    fn encode(&self, mut encoder: MetricEncoder) -> std::fmt::Result {
+impl Collector for Subscribers {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
         let open = self.0.upgrade().map_or(0, |tx| tx.receiver_count());
-        encoder.encode_gauge(&open)
-    }
-
-    fn metric_type(&self) -> MetricType {
-        Self::TYPE
+        let help = "Open event streams (consoles).";
+        sample(
+            &mut encoder,
+            "mes_event_subscribers",
+            help,
+            None,
+            ConstGauge::new(open),
+        )
     }
 }
 
@@ -148,11 +149,7 @@ impl Hub {
             "mes_chain_polls",
             "Looks at the chain's request lists by the live-update poller, by outcome",
         );
-        registry.register(
-            "mes_event_subscribers",
-            "Open event streams (consoles)",
-            Subscribers(self.tx.downgrade()),
-        );
+        registry.register_collector(Box::new(Subscribers(self.tx.downgrade())));
         self.webhooks.register(
             registry,
             "mes_webhook_notifications",

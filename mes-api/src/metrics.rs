@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use kafka_bridge::bridge::Bridge;
-use kafka_bridge::metrics::latency_histogram;
+use kafka_bridge::metrics::{latency_histogram, show_at_zero};
 use kafka_bridge::relay::Relay;
 use mes_core::db::outbox::OutboxDepth;
 use prometheus_client::encoding::{EncodeLabelSet, text};
@@ -106,9 +106,8 @@ pub struct OutcomeCounters(Family<OutcomeLabel, Counter>);
 impl OutcomeCounters {
     /// Shows each of `outcomes` from now on, at zero until counted.
     pub fn show(&self, outcomes: &[&'static str]) {
-        for outcome in outcomes {
-            drop(self.0.get_or_create(&OutcomeLabel { outcome }));
-        }
+        let labels = outcomes.iter().map(|&outcome| OutcomeLabel { outcome });
+        show_at_zero(&self.0, labels);
     }
 
     /// Counts one `outcome`.

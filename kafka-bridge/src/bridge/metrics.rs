@@ -16,7 +16,7 @@ use prometheus_client::registry::{Registry, Unit};
 
 use super::matcher::{DropReason, Shape};
 use super::{Bridge, Inner};
-use crate::metrics::{latency_histogram, sample, sample_family, with_members};
+use crate::metrics::{latency_histogram, register_counters, sample, sample_family, show_at_zero};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TopicLabel {
@@ -54,14 +54,10 @@ pub(crate) struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        let topics = || Topic::ALL.map(TopicLabel::of);
-        Metrics {
-            requests: with_members(Family::default(), topics()),
-            latency: with_members(Family::new_with_constructor(latency_histogram), topics()),
-            dropped: with_members(
-                Family::default(),
-                DropReason::ALL.map(|r| ReasonLabel { reason: r.label() }),
-            ),
+        let metrics = Metrics {
+            requests: Family::default(),
+            latency: Family::new_with_constructor(latency_histogram),
+            dropped: Family::default(),
             coalesced: Counter::default(),
             delivered: Counter::default(),
             timeouts: Counter::default(),
@@ -70,7 +66,12 @@ impl Default for Metrics {
             chain_errors: Counter::default(),
             consumer_errors: Counter::default(),
             chain_behind: Counter::default(),
-        }
+        };
+        show_at_zero(&metrics.requests, Topic::ALL.map(TopicLabel::of));
+        show_at_zero(&metrics.latency, Topic::ALL.map(TopicLabel::of));
+        let reasons = DropReason::ALL.map(|r| ReasonLabel { reason: r.label() });
+        show_at_zero(&metrics.dropped, reasons);
+        metrics
     }
 }
 
@@ -105,51 +106,51 @@ impl Metrics {
             Unit::Seconds,
             self.latency.clone(),
         );
-        let counters = [
-            (
-                "mes_chain_behind",
-                "Calls refused at once because an earlier reply of their shape is outstanding (503 chain_behind)",
-                &self.chain_behind,
-            ),
-            (
-                "mes_chain_timeouts",
-                "Chain requests that got no reply in time",
-                &self.timeouts,
-            ),
-            (
-                "mes_chain_overloaded",
-                "Calls refused because too many requests were in flight",
-                &self.overloaded,
-            ),
-            (
-                "mes_chain_broker_errors",
-                "Requests the broker did not take",
-                &self.broker_errors,
-            ),
-            (
-                "mes_chain_errors",
-                "Replies that carried an error",
-                &self.chain_errors,
-            ),
-            (
-                "mes_chain_replies_delivered",
-                "Replies handed to a waiting request",
-                &self.delivered,
-            ),
-            (
-                "mes_chain_coalesced",
-                "List calls that joined an identical request in flight",
-                &self.coalesced,
-            ),
-            (
-                "mes_chain_consumer_errors",
-                "Errors reported by the reply consumer",
-                &self.consumer_errors,
-            ),
-        ];
-        for (name, help, counter) in counters {
-            registry.register(name, help, counter.clone());
-        }
+        register_counters(
+            registry,
+            [
+                (
+                    "mes_chain_behind",
+                    "Calls refused at once because an earlier reply of their shape is outstanding (503 chain_behind)",
+                    &self.chain_behind,
+                ),
+                (
+                    "mes_chain_timeouts",
+                    "Chain requests that got no reply in time",
+                    &self.timeouts,
+                ),
+                (
+                    "mes_chain_overloaded",
+                    "Calls refused because too many requests were in flight",
+                    &self.overloaded,
+                ),
+                (
+                    "mes_chain_broker_errors",
+                    "Requests the broker did not take",
+                    &self.broker_errors,
+                ),
+                (
+                    "mes_chain_errors",
+                    "Replies that carried an error",
+                    &self.chain_errors,
+                ),
+                (
+                    "mes_chain_replies_delivered",
+                    "Replies handed to a waiting request",
+                    &self.delivered,
+                ),
+                (
+                    "mes_chain_coalesced",
+                    "List calls that joined an identical request in flight",
+                    &self.coalesced,
+                ),
+                (
+                    "mes_chain_consumer_errors",
+                    "Errors reported by the reply consumer",
+                    &self.consumer_errors,
+                ),
+            ],
+        );
         registry.register(
             "mes_chain_replies_dropped",
             "Replies dropped, by reason",
@@ -198,13 +199,12 @@ impl Collector for StateCollector {
             return Ok(());
         };
         let e = &mut encoder;
-        let pending = i64::try_from(inner.matcher.pending()).unwrap_or(i64::MAX);
         sample(
             e,
             "mes_chain_pending",
             "Requests waiting for a reply now.",
             None,
-            ConstGauge::new(pending),
+            ConstGauge::new(inner.matcher.pending()),
         )?;
         let now = Instant::now();
         let fences = inner.matcher.fences(now);

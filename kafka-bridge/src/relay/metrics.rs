@@ -11,7 +11,7 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::registry::Registry;
 
 use super::{Inner, Relay, lock};
-use crate::metrics::sample_family;
+use crate::metrics::{register_counters, sample_family};
 
 /// The relay's counters, and the last error for the console.
 #[derive(Debug, Default)]
@@ -30,46 +30,46 @@ pub(super) struct Stats {
 
 impl Stats {
     fn register(&self, registry: &mut Registry) {
-        let counters = [
-            (
-                "mes_outbox_relay_sent",
-                "Outbox rows handed to the bridge (every attempt)",
-                &self.sent,
-            ),
-            (
-                "mes_outbox_relay_done",
-                "Outbox rows the chain answered (already-exists included)",
-                &self.done,
-            ),
-            (
-                "mes_outbox_relay_failed",
-                "Outbox rows the chain refused for good",
-                &self.failed,
-            ),
-            (
-                "mes_outbox_relay_retried",
-                "Outbox rows put back for a later attempt",
-                &self.retried,
-            ),
-            (
-                "mes_outbox_relay_database_errors",
-                "Database errors of the relay",
-                &self.database_errors,
-            ),
-            (
-                "mes_outbox_relay_passes",
-                "Relay batches run, empty ones included",
-                &self.passes,
-            ),
-            (
-                "mes_outbox_relay_held",
-                "Outbox rows put back unsent because their topic was on hold",
-                &self.held,
-            ),
-        ];
-        for (name, help, counter) in counters {
-            registry.register(name, help, counter.clone());
-        }
+        register_counters(
+            registry,
+            [
+                (
+                    "mes_outbox_relay_sent",
+                    "Outbox rows handed to the bridge (every attempt)",
+                    &self.sent,
+                ),
+                (
+                    "mes_outbox_relay_done",
+                    "Outbox rows the chain answered (already-exists included)",
+                    &self.done,
+                ),
+                (
+                    "mes_outbox_relay_failed",
+                    "Outbox rows the chain refused for good",
+                    &self.failed,
+                ),
+                (
+                    "mes_outbox_relay_retried",
+                    "Outbox rows put back for a later attempt",
+                    &self.retried,
+                ),
+                (
+                    "mes_outbox_relay_database_errors",
+                    "Database errors of the relay",
+                    &self.database_errors,
+                ),
+                (
+                    "mes_outbox_relay_passes",
+                    "Relay batches run, empty ones included",
+                    &self.passes,
+                ),
+                (
+                    "mes_outbox_relay_held",
+                    "Outbox rows put back unsent because their topic was on hold",
+                    &self.held,
+                ),
+            ],
+        );
         registry.register(
             "mes_outbox_relay_waiting_for_token",
             "1 while no master token is configured (nothing is sent)",

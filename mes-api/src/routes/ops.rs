@@ -1,4 +1,4 @@
-//! For operations: liveness, readiness, Prometheus metrics, the OpenAPI document.
+//! For operations: liveness, readiness, metrics for Prometheus, the OpenAPI document.
 //! None of these needs a key.
 
 use kafka_bridge::relay::{RecordTopicStatus, RelayStatus};
