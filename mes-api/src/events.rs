@@ -104,11 +104,10 @@ struct Subscribers(broadcast::WeakSender<LiveEvent>);
 impl Collector for Subscribers {
     fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
         let open = self.0.upgrade().map_or(0, |tx| tx.receiver_count());
-        let help = "Open event streams (consoles).";
         sample(
             &mut encoder,
             "mes_event_subscribers",
-            help,
+            "Open event streams (consoles).",
             None,
             ConstGauge::new(open),
         )
