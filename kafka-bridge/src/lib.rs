@@ -3,6 +3,7 @@
 pub mod bridge;
 pub mod error;
 pub mod kafka;
+pub mod metrics;
 pub mod relay;
 
 pub use error::{Error, Result};

@@ -43,11 +43,14 @@
 //! Database calls are blocking diesel calls and run on tokio's blocking pool.
 
 pub mod breaker;
+mod metrics;
+
+use self::metrics::Stats;
 
 use std::fmt;
 use std::future::Future;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -276,7 +279,8 @@ pub fn enqueue(
     )
 }
 
-/// Counters and the last error of a relay, for `/metrics` and the console.
+/// A copy of a relay's counters and its last error, read from the same metrics as
+/// `/metrics`, for `/health/ready`, the console and tests.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RelayStatus {
     /// Rows handed to the bridge (every attempt counts).
@@ -355,19 +359,6 @@ pub struct Batch {
     pub waiting_for_token: bool,
     /// Rows put back unsent because their topic is on hold.
     pub held: usize,
-}
-
-#[derive(Default)]
-struct Stats {
-    sent: AtomicU64,
-    done: AtomicU64,
-    failed: AtomicU64,
-    retried: AtomicU64,
-    database_errors: AtomicU64,
-    passes: AtomicU64,
-    last_error: Mutex<Option<(&'static str, String)>>,
-    waiting_for_token: AtomicBool,
-    held: AtomicU64,
 }
 
 /// The topics with a breaker: those the chain may leave unanswered.
@@ -458,16 +449,16 @@ impl Relay {
             .clone()
             .map_or((None, None), |(kind, text)| (Some(kind), Some(text)));
         RelayStatus {
-            sent: s.sent.load(Ordering::Relaxed),
-            done: s.done.load(Ordering::Relaxed),
-            failed: s.failed.load(Ordering::Relaxed),
-            retried: s.retried.load(Ordering::Relaxed),
-            database_errors: s.database_errors.load(Ordering::Relaxed),
-            passes: s.passes.load(Ordering::Relaxed),
+            sent: s.sent.get(),
+            done: s.done.get(),
+            failed: s.failed.get(),
+            retried: s.retried.get(),
+            database_errors: s.database_errors.get(),
+            passes: s.passes.get(),
             last_error,
             last_error_kind,
-            waiting_for_token: s.waiting_for_token.load(Ordering::Relaxed),
-            held: s.held.load(Ordering::Relaxed),
+            waiting_for_token: s.waiting_for_token.get() == 1,
+            held: s.held.get(),
             topics: lock(&self.inner.breakers)
                 .iter()
                 .map(|(topic, breaker)| RecordTopicStatus {
@@ -551,7 +542,7 @@ impl Relay {
     /// rows and counted in [`Relay::status`].
     pub async fn run_once(&self) -> Result<Batch> {
         let inner = &self.inner;
-        inner.stats.passes.fetch_add(1, Ordering::Relaxed);
+        inner.stats.passes.inc();
         let token_source = inner.token.clone();
         let token = blocking(move || token_source.get().map_err(Error::Database)).await;
         let token = match token {
@@ -562,7 +553,7 @@ impl Relay {
             }
         };
         let Some(token) = token else {
-            if !inner.stats.waiting_for_token.swap(true, Ordering::Relaxed) {
+            if inner.stats.waiting_for_token.set(1) == 0 {
                 tracing::warn!(
                     relay = %inner.config.name,
                     "no master token is configured: the outbox waits until there is one"
@@ -573,7 +564,7 @@ impl Relay {
                 ..Batch::default()
             });
         };
-        if inner.stats.waiting_for_token.swap(false, Ordering::Relaxed) {
+        if inner.stats.waiting_for_token.set(0) == 1 {
             tracing::info!(relay = %inner.config.name, "master token found: delivering the outbox");
         }
 
@@ -745,7 +736,7 @@ impl Inner {
         let topic = request.topic();
         let record = RECORD_TOPICS.contains(&topic);
         if record && self.config.record_replies == RecordReplies::None {
-            self.stats.sent.fetch_add(1, Ordering::Relaxed);
+            self.stats.sent.inc();
             return published_verdict(self.bridge.publish(token, request, options).await);
         }
         let admission = if record {
@@ -756,7 +747,7 @@ impl Inner {
         if admission == Admission::Hold {
             return Verdict::Held(self.hold_note(topic));
         }
-        self.stats.sent.fetch_add(1, Ordering::Relaxed);
+        self.stats.sent.inc();
         let result = self.bridge.request(token, request, options).await;
         if record {
             let outcome = match &result {
@@ -981,24 +972,24 @@ impl Inner {
         let stats = &self.stats;
         match &verdict {
             Verdict::Done(_) => {
-                stats.done.fetch_add(1, Ordering::Relaxed);
+                stats.done.inc();
                 tracing::debug!(relay = %name, id, "outbox row delivered");
             }
             Verdict::Failed(error) => {
-                stats.failed.fetch_add(1, Ordering::Relaxed);
+                stats.failed.inc();
                 tracing::warn!(relay = %name, id, dedup_key = %row.dedup_key, "outbox row failed: {error}");
                 self.last_error("refused", error);
             }
             Verdict::Retry(error) => {
-                stats.retried.fetch_add(1, Ordering::Relaxed);
+                stats.retried.inc();
                 tracing::info!(relay = %name, id, attempts = row.attempts, "outbox row retried later: {error}");
                 self.last_error("no_answer", error);
             }
             Verdict::Release(_) => {
-                stats.retried.fetch_add(1, Ordering::Relaxed);
+                stats.retried.inc();
             }
             Verdict::Held(_) => {
-                stats.held.fetch_add(1, Ordering::Relaxed);
+                stats.held.inc();
             }
         }
         (Some(verdict), claimed)
@@ -1009,7 +1000,7 @@ impl Inner {
     }
 
     fn count_database_error(&self, error: &Error) {
-        self.stats.database_errors.fetch_add(1, Ordering::Relaxed);
+        self.stats.database_errors.inc();
         self.last_error("database", &error.to_string());
     }
 }

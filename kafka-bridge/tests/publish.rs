@@ -60,13 +60,7 @@ async fn publish_returns_on_the_brokers_ack_with_the_envelope_request_would_send
         .unwrap();
     assert_eq!(published.topic, topics.record);
     assert_eq!(bridge.pending(), 0, "no reply is awaited");
-    let sent = bridge
-        .metrics()
-        .per_topic
-        .iter()
-        .find(|t| t.topic == Topic::Record)
-        .map(|t| t.requests);
-    assert_eq!(sent, Some(1));
+    assert_eq!(bridge.metrics().requests(Topic::Record), 1);
 
     // The message at the acknowledged offset.
     let consumer: StreamConsumer = ClientConfig::new()

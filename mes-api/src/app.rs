@@ -19,7 +19,7 @@ use crate::embedded::Embedded;
 use crate::error::{ApiError, ErrorCode};
 use crate::events::Hub;
 use crate::limits::Limits;
-use crate::metrics::HttpMetrics;
+use crate::metrics::{HttpMetrics, Metrics};
 use crate::service::requests::RequestService;
 use crate::service::schedule::{DailyReportJob, ReportSchedule};
 use crate::service::tokens::TokenProvider;
@@ -38,8 +38,10 @@ pub struct App {
     pub auth: AuthCache,
     /// Rate limits: chain calls per key, failed sign-ins per address.
     pub limits: Limits,
-    /// HTTP figures for `/metrics`.
+    /// HTTP figures for `/metrics`, and the requests in flight that shutdown waits for.
     pub http_metrics: Arc<HttpMetrics>,
+    /// `/metrics`: this server's registry of everything above that counts.
+    pub metrics: Metrics,
     /// Production units, with the built-in chain hook (and any a library user adds).
     pub units: UnitService,
     /// Partner and order requests: list, answer, settle late replies.
@@ -133,6 +135,8 @@ impl App {
             },
         )
         .map_err(|e| ConfigError::new("MES_REQUEST_TIMEOUT_MS", e.to_string()))?;
+        let http_metrics = Arc::new(HttpMetrics::default());
+        let metrics = Metrics::new(&http_metrics, &bridge, &relay, &events);
         Ok(App {
             requests: RequestService::new(
                 db.clone(),
@@ -147,7 +151,8 @@ impl App {
             bridge,
             auth: AuthCache::default(),
             limits,
-            http_metrics: Arc::new(HttpMetrics::default()),
+            http_metrics,
+            metrics,
             relay,
             schedule,
             events,

@@ -18,15 +18,20 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use kafka_bridge::bridge::{Bridge, CallOptions};
+use kafka_bridge::metrics::sample;
 use mes_core::codec::Page;
 use mes_core::db::schema::chain_outbox;
 use mes_core::db::{chain_requests, outbox};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::DescriptorEncoder;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
 use rocket::Shutdown;
 use rocket::fairing::AdHoc;
 use rocket::tokio::sync::broadcast;
@@ -35,6 +40,7 @@ use serde_json::{Value, json};
 
 use crate::app::App;
 use crate::db::Db;
+use crate::metrics::OutcomeCounters;
 use crate::mirror;
 use crate::notify::{Notification, Notifier};
 use crate::reconcile::Reconcile;
@@ -72,20 +78,39 @@ pub struct LiveEvent {
 pub struct Hub {
     tx: broadcast::Sender<LiveEvent>,
     watching: Arc<AtomicBool>,
-    polls: Arc<AtomicU64>,
-    poll_failures: Arc<AtomicU64>,
+    polls: OutcomeCounters,
+    webhooks: OutcomeCounters,
     notifier: Arc<std::sync::OnceLock<Notifier>>,
 }
 
 impl Default for Hub {
     fn default() -> Self {
+        let polls = OutcomeCounters::default();
+        polls.show(&["ok", "error"]);
         Hub {
             tx: broadcast::channel(CHANNEL_CAPACITY).0,
             watching: Arc::default(),
-            polls: Arc::default(),
-            poll_failures: Arc::default(),
+            polls,
+            webhooks: OutcomeCounters::default(),
             notifier: Arc::default(),
         }
+    }
+}
+
+/// `mes_event_subscribers`, the open event streams, counted at each scrape.
+#[derive(Debug)]
+struct Subscribers(broadcast::WeakSender<LiveEvent>);
+
+impl Collector for Subscribers {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let open = self.0.upgrade().map_or(0, |tx| tx.receiver_count());
+        sample(
+            &mut encoder,
+            "mes_event_subscribers",
+            "Open event streams (consoles).",
+            None,
+            ConstGauge::new(open),
+        )
     }
 }
 
@@ -115,43 +140,20 @@ impl Hub {
         self.tx.receiver_count() > 0 || self.notifier().is_some()
     }
 
-    /// Prometheus text for the poller and the webhooks.
-    pub fn render_metrics(&self) -> String {
-        let mut out = String::new();
-        out.push_str("# HELP mes_chain_polls_total Looks at the chain's request lists by the live-update poller, by outcome.\n");
-        out.push_str("# TYPE mes_chain_polls_total counter\n");
-        out.push_str(&format!(
-            "mes_chain_polls_total{{outcome=\"ok\"}} {}\n",
-            self.polls.load(Ordering::Relaxed)
-        ));
-        out.push_str(&format!(
-            "mes_chain_polls_total{{outcome=\"error\"}} {}\n",
-            self.poll_failures.load(Ordering::Relaxed)
-        ));
-        out.push_str("# HELP mes_event_subscribers Open event streams (consoles).\n");
-        out.push_str("# TYPE mes_event_subscribers gauge\n");
-        out.push_str(&format!(
-            "mes_event_subscribers {}\n",
-            self.tx.receiver_count()
-        ));
-        if let Some(notifier) = self.notifier() {
-            let m = notifier.metrics();
-            out.push_str(
-                "# HELP mes_webhook_notifications_total Webhook notifications, by outcome.\n",
-            );
-            out.push_str("# TYPE mes_webhook_notifications_total counter\n");
-            for (outcome, value) in [
-                ("delivered", &m.delivered),
-                ("failed", &m.failed),
-                ("dropped", &m.dropped),
-            ] {
-                out.push_str(&format!(
-                    "mes_webhook_notifications_total{{outcome=\"{outcome}\"}} {}\n",
-                    value.load(Ordering::Relaxed)
-                ));
-            }
-        }
-        out
+    /// Registers the poller's and the webhooks' counters and the open event streams
+    /// into `registry`, for `/metrics`. The webhooks' appear once they are started.
+    pub fn register_metrics(&self, registry: &mut Registry) {
+        self.polls.register(
+            registry,
+            "mes_chain_polls",
+            "Looks at the chain's request lists by the live-update poller, by outcome",
+        );
+        registry.register_collector(Box::new(Subscribers(self.tx.downgrade())));
+        self.webhooks.register(
+            registry,
+            "mes_webhook_notifications",
+            "Webhook notifications, by outcome",
+        );
     }
 }
 
@@ -171,7 +173,11 @@ pub fn stage() -> AdHoc {
                     Vec::new()
                 }
             };
-            if let Some(notifier) = Notifier::start(hooks, app.settings.telegram_chat_id.clone()) {
+            if let Some(notifier) = Notifier::start(
+                hooks,
+                app.settings.telegram_chat_id.clone(),
+                hub.webhooks.clone(),
+            ) {
                 let _ = hub.notifier.set(notifier);
             }
             let interval = app.settings.poll_interval();
@@ -288,13 +294,13 @@ async fn poll_chain(
         }
         match failed {
             None => {
-                hub.polls.fetch_add(1, Ordering::Relaxed);
+                hub.polls.count("ok");
                 if baseline && !hub.watching.swap(true, Ordering::AcqRel) {
                     hub.publish("watching", json!({}));
                 }
             }
             Some(message) => {
-                hub.poll_failures.fetch_add(1, Ordering::Relaxed);
+                hub.polls.count("error");
                 tracing::warn!("live updates: cannot list the chain's requests: {message}");
                 hub.publish("poll_error", json!({"message": message}));
             }

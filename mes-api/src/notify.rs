@@ -14,7 +14,6 @@
 //! a bounded time.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rocket::tokio::sync::mpsc;
@@ -22,6 +21,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::config::WebhookFormat;
+use crate::metrics::OutcomeCounters;
 
 /// Messages waiting per webhook before new ones are dropped.
 pub const QUEUE_CAPACITY: usize = 256;
@@ -133,30 +133,25 @@ impl Notification {
     }
 }
 
-/// Counters for `/metrics`.
-#[derive(Debug, Default)]
-pub struct NotifyMetrics {
-    /// POSTs answered with a 2xx.
-    pub delivered: AtomicU64,
-    /// Messages given up after [`MAX_ATTEMPTS`].
-    pub failed: AtomicU64,
-    /// Messages dropped because a queue was full.
-    pub dropped: AtomicU64,
-}
-
 /// The webhooks' queues. Cheap to clone; dropping every clone ends the tasks once
 /// their queues are empty, and [`Notifier::drain`] ends them on shutdown.
 #[derive(Clone, Debug)]
 pub struct Notifier {
     queues: Vec<(String, mpsc::Sender<Notification>)>,
-    metrics: Arc<NotifyMetrics>,
+    outcomes: OutcomeCounters,
     closing: Arc<rocket::tokio::sync::watch::Sender<bool>>,
     tasks: Arc<std::sync::Mutex<Vec<rocket::tokio::task::JoinHandle<()>>>>,
 }
 
 impl Notifier {
-    /// Starts one delivery task per webhook; `None` when there are none.
-    pub fn start(hooks: Vec<Webhook>, chat_id: Option<String>) -> Option<Notifier> {
+    /// Starts one delivery task per webhook, counting into `outcomes` what becomes of
+    /// each notification: `delivered` (a 2xx), `failed` (refused, or given up after
+    /// [`MAX_ATTEMPTS`]), `dropped` (its queue was full). `None` when there are none.
+    pub fn start(
+        hooks: Vec<Webhook>,
+        chat_id: Option<String>,
+        outcomes: OutcomeCounters,
+    ) -> Option<Notifier> {
         if hooks.is_empty() {
             return None;
         }
@@ -173,7 +168,7 @@ impl Notifier {
                 return None;
             }
         };
-        let metrics = Arc::new(NotifyMetrics::default());
+        outcomes.show(&["delivered", "failed", "dropped"]);
         let closing = rocket::tokio::sync::watch::channel(false).0;
         let mut queues = Vec::new();
         let mut tasks = Vec::new();
@@ -187,12 +182,12 @@ impl Notifier {
                 chat_id.clone(),
                 rx,
                 closing.subscribe(),
-                Arc::clone(&metrics),
+                outcomes.clone(),
             )));
         }
         Some(Notifier {
             queues,
-            metrics,
+            outcomes,
             closing: Arc::new(closing),
             tasks: Arc::new(std::sync::Mutex::new(tasks)),
         })
@@ -236,15 +231,10 @@ impl Notifier {
         }
         for (name, queue) in &self.queues {
             if queue.try_send(notification.clone()).is_err() {
-                self.metrics.dropped.fetch_add(1, Ordering::Relaxed);
+                self.outcomes.count("dropped");
                 tracing::warn!("webhook {name}: queue full or closed, a notification was dropped");
             }
         }
-    }
-
-    /// The counters.
-    pub fn metrics(&self) -> &NotifyMetrics {
-        &self.metrics
     }
 }
 
@@ -287,7 +277,7 @@ async fn deliver(
     chat_id: Option<String>,
     mut rx: mpsc::Receiver<Notification>,
     mut closing: rocket::tokio::sync::watch::Receiver<bool>,
-    metrics: Arc<NotifyMetrics>,
+    outcomes: OutcomeCounters,
 ) {
     let name = hook.display_name();
     loop {
@@ -325,11 +315,11 @@ async fn deliver(
             };
             let (problem, asked) = match outcome {
                 Attempt::Delivered => {
-                    metrics.delivered.fetch_add(1, Ordering::Relaxed);
+                    outcomes.count("delivered");
                     break;
                 }
                 Attempt::Refused(problem) => {
-                    metrics.failed.fetch_add(1, Ordering::Relaxed);
+                    outcomes.count("failed");
                     tracing::warn!(
                         "webhook {name}: a {} notification was refused ({problem}); not retried",
                         notification.event
@@ -339,7 +329,7 @@ async fn deliver(
                 Attempt::Retry(problem, asked) => (problem, asked),
             };
             if attempt == MAX_ATTEMPTS {
-                metrics.failed.fetch_add(1, Ordering::Relaxed);
+                outcomes.count("failed");
                 tracing::warn!(
                     "webhook {name}: giving up on a {} notification after {attempt} attempts: {problem}",
                     notification.event

@@ -816,14 +816,25 @@ async fn openapi_covers_every_route_and_metrics_parse() {
         );
     }
 
-    let (status, text) = s.get("/metrics", None).await;
-    assert_eq!(status, Status::Ok);
-    let text = text.as_str().unwrap();
+    let response = s.client.get("/metrics").dispatch().await;
+    assert_eq!(response.status(), Status::Ok);
+    assert_eq!(
+        response.content_type().map(|t| t.to_string()).as_deref(),
+        Some("application/openmetrics-text; version=1.0.0; charset=utf-8")
+    );
+    let text = response.into_string().await.unwrap();
+    // OpenMetrics: no blank lines, and `# EOF` ends the exposition, once.
+    let body = text
+        .strip_suffix("# EOF\n")
+        .unwrap_or_else(|| panic!("no # EOF at the end: {text}"));
     let mut samples = 0;
-    for line in text.lines().filter(|l| !l.is_empty()) {
+    for line in body.lines() {
+        assert!(!line.is_empty(), "a blank line");
         if let Some(comment) = line.strip_prefix('#') {
             assert!(
-                comment.starts_with(" HELP ") || comment.starts_with(" TYPE "),
+                comment.starts_with(" HELP ")
+                    || comment.starts_with(" TYPE ")
+                    || comment.starts_with(" UNIT "),
                 "{line}"
             );
             continue;

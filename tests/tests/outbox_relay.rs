@@ -996,12 +996,7 @@ fn record_topic(relay: &Relay) -> relay::RecordTopicStatus {
 }
 
 fn bridge_sent_to(bridge: &Bridge, topic: Topic) -> u64 {
-    bridge
-        .metrics()
-        .per_topic
-        .iter()
-        .find(|t| t.topic == topic)
-        .map_or(0, |t| t.requests)
+    bridge.metrics().requests(topic)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

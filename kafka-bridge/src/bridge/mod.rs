@@ -43,13 +43,12 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 pub use matcher::{DropReason, Echo, FALLBACK_EVIDENCE, Fence, FenceCounts, LateReply, Shape};
-pub use metrics::{
-    Histogram, HistogramSnapshot, LATENCY_BUCKETS_MS, Metrics, MetricsSnapshot, TopicMetrics,
-};
+pub use metrics::MetricsSnapshot;
 pub use publish::Published;
 pub use slot::Priority;
 
 use self::matcher::{Matcher, Routed};
+use self::metrics::Metrics;
 use self::slot::{AcquireError, LegacySlot, SlotPermit};
 use crate::kafka::{
     Detached, KafkaConfig, TopicNames, correlation_headers, ensure_topics, header_corr,
@@ -416,10 +415,7 @@ impl Bridge {
         // Counted here, once per call that timed out, whichever timer fired first: the
         // caller's or its request's.
         if matches!(result, Err(Error::Timeout(_))) {
-            self.inner
-                .metrics
-                .timeouts
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.inner.metrics.timeouts.inc();
         }
         result
     }
@@ -435,10 +431,7 @@ impl Bridge {
         let key: ListKey = (request.topic(), auth.to_owned(), page, options.priority);
         let mut lists = lock(&self.inner.lists);
         if let Some(shared) = lists.get(&key) {
-            self.inner
-                .metrics
-                .coalesced
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.inner.metrics.coalesced.inc();
             return Ok(shared.clone());
         }
         // The request's own task removes the entry when it ends, whoever is waiting.
@@ -469,10 +462,7 @@ impl Bridge {
         let permit = Arc::clone(&self.inner.in_flight)
             .try_acquire_owned()
             .map_err(|_| {
-                self.inner
-                    .metrics
-                    .overloaded
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.inner.metrics.overloaded.inc();
                 Error::Overloaded(self.inner.config.max_in_flight)
             })?;
         let (corr, payload, req) = self.inner.envelope(auth, &request, corr, idem.as_deref());
@@ -497,10 +487,7 @@ impl Bridge {
             if let Ok(exchange) = &result
                 && matches!(exchange.reply.body, ReplyBody::Error { .. })
             {
-                inner
-                    .metrics
-                    .chain_errors
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                inner.metrics.chain_errors.inc();
             }
             result
         }))
@@ -608,11 +595,6 @@ impl Bridge {
         created_of(self.request(auth, Request::Record(action), options).await?)
     }
 
-    /// A copy of the counters.
-    pub fn metrics(&self) -> MetricsSnapshot {
-        self.inner.metrics.snapshot()
-    }
-
     /// What the bridge knows about the gateway's `corr` echo.
     pub fn echo(&self) -> Echo {
         self.inner.matcher.echo()
@@ -633,12 +615,6 @@ impl Bridge {
     /// How fences went since start.
     pub fn fence_counts(&self) -> FenceCounts {
         self.inner.matcher.fence_counts()
-    }
-
-    /// How often `auto` mode fell back from `id` to legacy matching since start (on
-    /// sustained evidence only, see [`FALLBACK_EVIDENCE`]).
-    pub fn matching_fallbacks(&self) -> u64 {
-        self.inner.matcher.fallbacks()
     }
 
     /// Whether replies are verified: only those signed by the configured gateway key,
@@ -1063,9 +1039,7 @@ impl Inner {
         if let Some(error) = self.broker_down() {
             return Err(Error::BrokerUnavailable(error));
         }
-        self.metrics
-            .chain_behind
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.metrics.chain_behind.inc();
         Err(Error::ChainBehind {
             shape,
             waited: now.saturating_duration_since(fence.since),
@@ -1087,9 +1061,7 @@ impl Inner {
 
     fn broker_error(&self, producer: &Detached<FutureProducer>, message: String) -> Error {
         *lock(&self.broker_down) = Some(message.clone());
-        self.metrics
-            .broker_errors
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.metrics.broker_errors.inc();
         self.replace_producer_after_failure(producer);
         Error::BrokerUnavailable(message)
     }
@@ -1114,10 +1086,7 @@ async fn consume_replies(
                 inner.on_record(message.payload().unwrap_or_default(), header_corr(&message));
             }
             Err(e) => {
-                inner
-                    .metrics
-                    .consumer_errors
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                inner.metrics.consumer_errors.inc();
                 if last_error_log.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
                     tracing::warn!("reply consumer: {e}");
                     last_error_log = Some(Instant::now());
@@ -1156,9 +1125,7 @@ impl Inner {
         reply.body.redact(&token);
         match self.matcher.route(reply, std::time::Instant::now()) {
             Routed::Delivered => {
-                self.metrics
-                    .delivered
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.metrics.delivered.inc();
             }
             Routed::Late(late) => {
                 tracing::debug!(corr = %late.corr, "a reply came after its call ended");

@@ -6,7 +6,6 @@
 //! broker acknowledges it (`acks=all` on the bridge's idempotent producer).
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use mes_core::codec::Request;
@@ -52,7 +51,7 @@ impl Bridge {
         let _permit = Arc::clone(&inner.in_flight)
             .try_acquire_owned()
             .map_err(|_| {
-                inner.metrics.overloaded.fetch_add(1, Ordering::Relaxed);
+                inner.metrics.overloaded.inc();
                 Error::Overloaded(inner.config.max_in_flight)
             })?;
         let (corr, payload, _) =
@@ -90,7 +89,7 @@ impl Bridge {
             Ok(Ok(Err((e, _)))) => Err(inner.broker_error(&producer, e.to_string())),
             Ok(Err(_)) => Err(inner.broker_error(&producer, "the producer was closed".into())),
             Err(_) if caller => {
-                inner.metrics.timeouts.fetch_add(1, Ordering::Relaxed);
+                inner.metrics.timeouts.inc();
                 Err(Error::Timeout(limit))
             }
             Err(_) => Err(inner.broker_error(

@@ -1,4 +1,4 @@
-//! For operations: liveness, readiness, Prometheus metrics, the OpenAPI document.
+//! For operations: liveness, readiness, metrics for Prometheus, the OpenAPI document.
 //! None of these needs a key.
 
 use kafka_bridge::relay::{RecordTopicStatus, RelayStatus};
@@ -190,26 +190,15 @@ pub fn reply_verification(bridge: &kafka_bridge::bridge::Bridge) -> ReplyVerific
     }
 }
 
-/// `GET /metrics`: Prometheus text.
+/// `GET /metrics`: OpenMetrics text, which Prometheus scrapes.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "Prometheus text format 0.0.4", body = String, content_type = "text/plain")))]
+    responses((status = 200, description = "OpenMetrics text format 1.0.0", body = String, content_type = "application/openmetrics-text")))]
 #[get("/metrics")]
 pub async fn metrics(app: &State<App>) -> (ContentType, String) {
-    let depth = app.outbox_depth().await;
-    let mut text = crate::metrics::render(
-        &app.http_metrics,
-        &app.bridge.metrics(),
-        depth,
-        app.bridge.pending(),
-    );
-    crate::metrics::render_relay(&mut text, &app.relay.status());
-    crate::metrics::render_fences(&mut text, &app.bridge);
-    crate::metrics::render_trust(&mut text, &app.bridge);
-    text.push_str(&app.events.render_metrics());
-    (
-        ContentType::new("text", "plain").with_params(("version", "0.0.4")),
-        text,
-    )
+    let text = app.metrics.encode(app.outbox_depth().await);
+    let openmetrics = ContentType::new("application", "openmetrics-text")
+        .with_params([("version", "1.0.0"), ("charset", "utf-8")]);
+    (openmetrics, text)
 }
 
 /// `GET /api/openapi.json`: the OpenAPI 3 document of every route.
