@@ -22,10 +22,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::NaiveDateTime;
-use diesel::prelude::*;
 use kafka_bridge::bridge::{Bridge, CallOptions};
 use mes_core::codec::Page;
-use mes_core::db::schema::chain_outbox;
 use mes_core::db::{chain_requests, outbox};
 use rocket::Shutdown;
 use rocket::fairing::AdHoc;
@@ -320,22 +318,6 @@ pub fn outbox_row_view(row: &outbox::OutboxRow) -> Value {
     })
 }
 
-/// Outbox rows changed since `since`, oldest change first.
-fn changed_rows(
-    conn: &mut mes_core::db::DbConnection,
-    since: Option<NaiveDateTime>,
-) -> QueryResult<Vec<outbox::OutboxRow>> {
-    let mut query = chain_outbox::table
-        .select(outbox::OutboxRow::as_select())
-        .order((chain_outbox::updated_at.asc(), chain_outbox::id.asc()))
-        .limit(OUTBOX_BATCH)
-        .into_boxed();
-    if let Some(since) = since {
-        query = query.filter(chain_outbox::updated_at.ge(since));
-    }
-    query.load(conn)
-}
-
 /// Publishes outbox changes and notifies the webhooks of rows that failed for good.
 async fn watch_outbox(db: Db, hub: Hub, interval: Duration, mut shutdown: Shutdown) {
     // The newest change seen, and the rows seen at exactly that time (a later look
@@ -354,7 +336,10 @@ async fn watch_outbox(db: Db, hub: Hub, interval: Duration, mut shutdown: Shutdo
             continue;
         }
         let from = since;
-        let rows = match db.run(move |conn| Ok(changed_rows(conn, from)?)).await {
+        let rows = match db
+            .run(move |conn| Ok(outbox::changed_since(conn, from, OUTBOX_BATCH)?))
+            .await
+        {
             Ok(rows) => rows,
             Err(e) => {
                 tracing::warn!("live updates: cannot read the outbox: {}", e.message);

@@ -10,10 +10,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use diesel::Connection;
-use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use mes_core::db::DbConnection;
-use mes_core::db::schema::production_units;
 use mes_core::db::units::{self as repo, NewProductionUnit, ProductionUnit};
 use mes_core::domain::AgentKey;
 use mes_core::report::FlowId;
@@ -425,7 +423,7 @@ impl UnitService {
             check_text("ProcessName", process, false)?;
         }
         conn.transaction(|conn| {
-            let Some(old) = lock_unit(conn, code)? else {
+            let Some(old) = repo::lock_by_code(conn, code)? else {
                 return Err(UnitError::NotFound(code.to_owned()));
             };
             let status = patch.status.as_deref().unwrap_or(&old.status);
@@ -444,24 +442,4 @@ impl UnitService {
             Ok(new.into())
         })
     }
-}
-
-/// Locks the unit's row for the rest of the transaction and returns it unchanged:
-/// a write that sets nothing new, since SQLite has no `SELECT … FOR UPDATE` and a
-/// read-then-write transaction there fails with "database is locked" under
-/// concurrency instead of waiting.
-fn lock_unit(conn: &mut DbConnection, code: &str) -> QueryResult<Option<ProductionUnit>> {
-    diesel::update(production_units::table.filter(production_units::code.eq(code)))
-        .set(production_units::updated_at.eq(production_units::updated_at))
-        .returning((
-            production_units::id,
-            production_units::code,
-            production_units::name,
-            production_units::status,
-            production_units::process_name,
-            production_units::created_at,
-            production_units::updated_at,
-        ))
-        .get_result::<ProductionUnit>(conn)
-        .optional()
 }

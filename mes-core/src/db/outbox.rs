@@ -408,3 +408,21 @@ pub fn newest_for_ordering_key(
         .first(conn)
         .optional()
 }
+
+/// Up to `limit` rows changed at or after `since` (every row when `None`), oldest
+/// change first: what a watcher of the outbox reads to see rows settle.
+pub fn changed_since(
+    conn: &mut DbConnection,
+    since: Option<NaiveDateTime>,
+    limit: i64,
+) -> QueryResult<Vec<OutboxRow>> {
+    let mut query = chain_outbox::table
+        .select(OutboxRow::as_select())
+        .order((chain_outbox::updated_at.asc(), chain_outbox::id.asc()))
+        .limit(limit)
+        .into_boxed();
+    if let Some(since) = since {
+        query = query.filter(chain_outbox::updated_at.ge(since));
+    }
+    query.load(conn)
+}
