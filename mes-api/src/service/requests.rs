@@ -9,7 +9,7 @@
 
 use kafka_bridge::bridge::{Bridge, CallOptions, SendReceipt};
 use mes_core::codec::Page;
-use mes_core::db::{decisions, orders};
+use mes_core::db::{DbConnection, decisions, orders};
 use mes_core::domain::{Answer, RequestId};
 use serde_json::Value;
 
@@ -54,6 +54,16 @@ pub enum RequestError {
     Database(#[from] DbError),
 }
 
+/// A conditional write of a decision's outcome, as [`decisions::complete`] and
+/// [`decisions::settle_late`] do it.
+type WriteOutcome = fn(
+    &mut DbConnection,
+    i64,
+    &str,
+    Option<&str>,
+    Option<&str>,
+) -> diesel::QueryResult<Option<decisions::Decision>>;
+
 /// Lists and answers the chain's partner and order requests (see the module doc).
 #[derive(Clone)]
 pub struct RequestService {
@@ -86,6 +96,22 @@ impl RequestService {
             .await?
             .map(|m| m.token)
             .ok_or(RequestError::NoMasterToken)
+    }
+
+    /// Writes `outcome` and the chain's `message` or `error` to decision `id` with
+    /// `write` ([`decisions::complete`], [`decisions::settle_late`]: conditional, so
+    /// `None` when the decision was settled meanwhile).
+    async fn write_outcome(
+        &self,
+        write: WriteOutcome,
+        id: i64,
+        outcome: &'static str,
+        message: Option<String>,
+        error: Option<String>,
+    ) -> Result<Option<decisions::Decision>, DbError> {
+        self.db
+            .query(move |conn| write(conn, id, outcome, message.as_deref(), error.as_deref()))
+            .await
     }
 
     /// A page of partner or order requests, as the chain sent them.
@@ -210,16 +236,7 @@ impl RequestService {
         let error = error.map(|e| mes_core::redact::redact(&e, &token));
         let decision_id = decision.id;
         let completed = self
-            .db
-            .query(move |conn| {
-                decisions::complete(
-                    conn,
-                    decision_id,
-                    outcome,
-                    message.as_deref(),
-                    error.as_deref(),
-                )
-            })
+            .write_outcome(decisions::complete, decision_id, outcome, message, error)
             .await?;
         let Some(decision) = completed else {
             // Settled meanwhile: its late reply overtook this call's bookkeeping (it

@@ -64,18 +64,8 @@ impl RequestService {
         } else if outcome == decisions::OUTCOME_REJECTED {
             crate::mirror::set_status(&self.db, &self.events, kind, &id, "REJECTED").await;
         }
-        let decision_id = decision.id;
         let settled = self
-            .db
-            .query(move |conn| {
-                decisions::settle_late(
-                    conn,
-                    decision_id,
-                    outcome,
-                    message.as_deref(),
-                    error.as_deref(),
-                )
-            })
+            .write_outcome(decisions::settle_late, decision.id, outcome, message, error)
             .await?;
         if let Some(settled) = &settled {
             tracing::info!(
