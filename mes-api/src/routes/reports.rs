@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 use crate::app::App;
 use crate::auth::{Reader, Writer};
 use crate::error::{ApiError, ApiResult, Body, Errors, Lookup, Params};
-use crate::routes::records::MAX_PAGE;
+use crate::routes::paging::page_bounds;
 use crate::routes::units::{Delivery, ObjectBody, object_body};
 use crate::service::chain::day_report_dedup_key;
 use crate::service::reports::{
@@ -272,24 +272,7 @@ pub async fn outbox_list(
             ));
         }
     };
-    let limit = match query.limit.as_deref() {
-        None => 50,
-        Some(l) => l
-            .trim()
-            .parse()
-            .ok()
-            .filter(|l| (1..=MAX_PAGE).contains(l))
-            .ok_or_else(|| ApiError::invalid("limit", "must be between 1 and 500"))?,
-    };
-    let offset = match query.offset.as_deref() {
-        None => 0,
-        Some(o) => o
-            .trim()
-            .parse()
-            .ok()
-            .filter(|o: &i64| *o >= 0)
-            .ok_or_else(|| ApiError::invalid("offset", "must be a whole number ≥ 0"))?,
-    };
+    let (limit, offset) = page_bounds(query.limit.as_deref(), query.offset.as_deref())?;
     let rows = app
         .db
         .run(move |conn| Ok(outbox::list(conn, status.as_deref(), limit, offset)?))
