@@ -10,7 +10,8 @@ use super::{Kind, RequestError, RequestService};
 use crate::reconcile::{publish_decision, text_of};
 
 impl RequestService {
-    /// A reply that came after its call ended ([`Bridge::late_replies`]): if it
+    /// A reply that came after its call ended
+    /// ([`Bridge::late_replies`](kafka_bridge::bridge::Bridge::late_replies)): if it
     /// answers a decision still `pending` or `unknown` (matched by its correlation
     /// id), the decision takes the reply's outcome, the mirror shows it and an
     /// accepted order becomes its production order. Returns the settled decision;
