@@ -349,24 +349,10 @@ impl Ledger {
         timestamp: i64,
     ) -> Result<RequestId, InvalidValue> {
         let id = fresh_id()?;
-        let mut txs: Vec<TxId> = self
-            .transact(
-                "create_partner_request",
-                json!({"id": id, "issuing_agent": issuing_agent, "receiving_agent": self.mes_agent}),
-                timestamp,
-            )
-            .into_iter()
-            .collect();
-        let answer_timestamp = if status == Status::Open {
-            0
-        } else {
-            txs.extend(self.transact(
-                "answer_partner_request",
-                json!({"id": id, "status": status}),
-                timestamp + 60,
-            ));
-            timestamp + 60
-        };
+        let created =
+            json!({"id": id, "issuing_agent": issuing_agent, "receiving_agent": self.mes_agent});
+        let (txs, answer_timestamp) =
+            self.seed_history("partner", &id, created, &status, timestamp);
         self.state.partners.push(PartnerRequest {
             answer_timestamp,
             issuing_agent,
@@ -389,25 +375,9 @@ impl Ledger {
         timestamp: i64,
     ) -> Result<RequestId, InvalidValue> {
         let id = fresh_id()?;
-        let mut txs: Vec<TxId> = self
-            .transact(
-                "create_order_request",
-                json!({"id": id, "issuing_agent": order.issuing_agent, "type": order.order_type,
-                       "metadata": order.metadata}),
-                timestamp,
-            )
-            .into_iter()
-            .collect();
-        let answer_timestamp = if status == Status::Open {
-            0
-        } else {
-            txs.extend(self.transact(
-                "answer_order_request",
-                json!({"id": id, "status": status}),
-                timestamp + 60,
-            ));
-            timestamp + 60
-        };
+        let created = json!({"id": id, "issuing_agent": order.issuing_agent, "type": order.order_type,
+                             "metadata": order.metadata});
+        let (txs, answer_timestamp) = self.seed_history("order", &id, created, &status, timestamp);
         self.state.orders.push(OrderRequest {
             abs_action_id: id.clone(),
             answer_timestamp,
@@ -423,6 +393,33 @@ impl Ledger {
             extra: Map::new(),
         });
         Ok(id)
+    }
+
+    /// The transactions of a seeded `kind` request (`partner` or `order`): its creation
+    /// at `timestamp` with `created` as the detail and, unless it is still OPEN, its
+    /// answer a minute later. Returns their ids and the answer's timestamp (0 while
+    /// OPEN).
+    fn seed_history(
+        &mut self,
+        kind: &str,
+        id: &RequestId,
+        created: Value,
+        status: &Status,
+        timestamp: i64,
+    ) -> (Vec<TxId>, i64) {
+        let mut txs: Vec<TxId> = self
+            .transact(&format!("create_{kind}_request"), created, timestamp)
+            .into_iter()
+            .collect();
+        if *status == Status::Open {
+            return (txs, 0);
+        }
+        txs.extend(self.transact(
+            &format!("answer_{kind}_request"),
+            json!({"id": id, "status": status}),
+            timestamp + 60,
+        ));
+        (txs, timestamp + 60)
     }
 
     /// Sets a partner request's status as the chain's other side might (e.g. a
@@ -558,25 +555,34 @@ impl Ledger {
         ReplyBody::Data(paged(&items, page))
     }
 
+    /// Records `actor`'s answer to the `kind` request `id` (`partner` or `order`) as a
+    /// transaction now; returns the time and the transaction's id.
+    fn record_answer(
+        &mut self,
+        kind: &str,
+        id: &RequestId,
+        answer: Answer,
+        actor: &AgentKey,
+    ) -> (i64, Option<TxId>) {
+        let now = self.now();
+        let tx = self.transact(
+            &format!("answer_{kind}_request"),
+            json!({"id": id, "response": answer.code(), "agent": actor}),
+            now,
+        );
+        (now, tx)
+    }
+
     fn answer_partner(
         &mut self,
         id: &RequestId,
         answer: Answer,
         actor: &AgentKey,
     ) -> Result<ReplyBody, Refusal> {
-        let index = self
-            .state
-            .partners
-            .iter()
-            .position(|p| &p.partner_request_id == id)
-            .ok_or_else(|| Refusal::new(ErrorCode::NotFound, format!("no partner request {id}")))?;
-        check_open(id, &self.state.partners[index].status)?;
-        let now = self.now();
-        let tx = self.transact(
-            "answer_partner_request",
-            json!({"id": id, "response": answer.code(), "agent": actor}),
-            now,
-        );
+        let partners = &self.state.partners;
+        let index = position(partners, id, |p| &p.partner_request_id, "partner request")?;
+        check_open(id, &partners[index].status)?;
+        let (now, tx) = self.record_answer("partner", id, answer, actor);
         let partner = &mut self.state.partners[index];
         partner.status = status_of(answer);
         partner.answer_timestamp = now;
@@ -590,13 +596,9 @@ impl Ledger {
         answer: Answer,
         actor: &AgentKey,
     ) -> Result<ReplyBody, Refusal> {
-        let index = self
-            .state
-            .orders
-            .iter()
-            .position(|o| &o.abs_action_id == id)
-            .ok_or_else(|| Refusal::new(ErrorCode::NotFound, format!("no order request {id}")))?;
-        let order = &self.state.orders[index];
+        let orders = &self.state.orders;
+        let index = position(orders, id, |o| &o.abs_action_id, "order request")?;
+        let order = &orders[index];
         check_open(id, &order.status)?;
         if answer == Answer::Accept && !self.is_partner(&order.issuing_agent) {
             return Err(Refusal::new(
@@ -607,18 +609,26 @@ impl Ledger {
                 ),
             ));
         }
-        let now = self.now();
-        let tx = self.transact(
-            "answer_order_request",
-            json!({"id": id, "response": answer.code(), "agent": actor}),
-            now,
-        );
+        let (now, tx) = self.record_answer("order", id, answer, actor);
         let order = &mut self.state.orders[index];
         order.status = status_of(answer);
         order.answer_timestamp = now;
         order.transaction_ids.extend(tx);
         Ok(answered(id, answer))
     }
+}
+
+/// Where request `id` is in `items` (by `id_of`); a `not_found` naming `what` otherwise.
+fn position<T>(
+    items: &[T],
+    id: &RequestId,
+    id_of: impl Fn(&T) -> &RequestId,
+    what: &str,
+) -> Result<usize, Refusal> {
+    items
+        .iter()
+        .position(|item| id_of(item) == id)
+        .ok_or_else(|| Refusal::new(ErrorCode::NotFound, format!("no {what} {id}")))
 }
 
 fn paged<T: Serialize>(items: &[T], page: Page) -> Vec<Value> {

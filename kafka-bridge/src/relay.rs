@@ -1,10 +1,9 @@
 //! The outbox relay: delivers `chain_outbox` rows to the chain through a [`Bridge`].
 //!
 //! A change and the message announcing it are committed together
-//! ([`mes_core::db::outbox::enqueue`], or [`enqueue`] here, inside the caller's
-//! transaction). The relay claims due rows for a lease, sends each with its dedup key as
-//! the idempotency key (`idem`, docs/protocol.md §2), and settles it by the chain's
-//! answer:
+//! ([`mes_core::db::outbox::enqueue`] inside the caller's transaction). The relay
+//! claims due rows for a lease, sends each with its dedup key as the idempotency key
+//! (`idem`, docs/protocol.md §2), and settles it by the chain's answer:
 //!
 //! | answer | row |
 //! |---|---|
@@ -58,8 +57,8 @@ use chrono::{DateTime, Utc};
 use diesel::result::Error as DieselError;
 use futures::StreamExt;
 use mes_core::codec::{ReplyBody, Request, Topic};
-use mes_core::db::outbox::{self, NewOutboxRow, OutboxRow};
-use mes_core::db::{DbConnection, Pool};
+use mes_core::db::Pool;
+use mes_core::db::outbox::{self, OutboxRow};
 use mes_core::redact::redact;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -254,29 +253,6 @@ impl TokenSource {
     fn get(&self) -> std::result::Result<Option<String>, String> {
         (self.0)().map(|token| token.filter(|t| !t.is_empty()))
     }
-}
-
-/// Enqueues `request` as an outbox row with the given keys, in the caller's transaction
-/// if there is one; returns false if a row with `dedup_key` exists (nothing changes).
-///
-/// The row holds the request's body ([`Request::body`]) and its topic's default name,
-/// never a token: the relay adds the current token when it sends.
-pub fn enqueue(
-    conn: &mut DbConnection,
-    request: &Request,
-    dedup_key: &str,
-    ordering_key: &str,
-) -> diesel::QueryResult<bool> {
-    let payload = request.body().to_string();
-    outbox::enqueue(
-        conn,
-        &NewOutboxRow {
-            topic: request.topic().name(),
-            dedup_key,
-            ordering_key,
-            payload: &payload,
-        },
-    )
 }
 
 /// A copy of a relay's counters and its last error, read from the same metrics as

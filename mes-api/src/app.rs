@@ -81,8 +81,8 @@ pub fn relay_config(timeout: Duration) -> RelayConfig {
     }
 }
 
-/// Longest wait for the relay and the daily job to stop on shutdown: a send in
-/// progress is settled within the request timeout.
+/// Longest wait for each background job (the relay, the daily job, the poller…) to
+/// stop on shutdown: a send in progress is settled within the request timeout.
 const BACKGROUND_STOP_GRACE: Duration = Duration::from_secs(60);
 
 /// Longest wait on shutdown for the webhooks to deliver what is queued.
@@ -194,26 +194,20 @@ impl App {
     /// first), once; [`App::shutdown`] stops them. The server calls it on liftoff.
     pub fn start_background(&self) {
         use std::sync::atomic::Ordering;
-        if self.started.swap(true, Ordering::SeqCst) || *self.stop.borrow() {
+        if self.started.swap(true, Ordering::SeqCst) {
             return;
         }
-        let stopped = |mut rx: rocket::tokio::sync::watch::Receiver<bool>| async move {
-            // An error means the sender is gone: the App was dropped, so stop too.
-            let _ = rx.wait_for(|stop| *stop).await;
-        };
         let relay = self.relay.clone();
-        let relay_stop = stopped(self.stop.subscribe());
-        let relay_task = rocket::tokio::spawn(async move {
+        self.spawn_background(|stop| async move {
             tracing::info!(job = "outbox-relay", "started");
-            relay.run(relay_stop).await;
+            relay.run(stopped(stop)).await;
             tracing::info!(job = "outbox-relay", "stopped");
         });
         let schedule = self.schedule.clone();
         let cron = format!("{} ({})", schedule.cron_expr(), schedule.time_zone());
         let pool = self.db.pool().clone();
-        let mut job_stop = self.stop.subscribe();
         let relay = self.relay.clone();
-        let job_task = rocket::tokio::spawn(async move {
+        self.spawn_background(|mut job_stop| async move {
             let job = rocket::tokio::select! {
                 job = DailyReportJob::start(schedule, pool) => job,
                 _ = job_stop.wait_for(|stop| *stop) => return,
@@ -233,24 +227,36 @@ impl App {
                 tracing::warn!(job = "daily-report", error = %e, "stopping");
             }
         });
-        let fence_task = rocket::tokio::spawn(watch_fences(
-            self.bridge.clone(),
-            self.events.clone(),
-            self.stop.subscribe(),
-        ));
-        let late_task = rocket::tokio::spawn(settle_late_replies(
-            self.bridge.late_replies(),
-            self.requests.clone(),
-            self.stop.subscribe(),
-        ));
-        lock(&self.background).extend([relay_task, job_task, fence_task, late_task]);
+        let (bridge, events) = (self.bridge.clone(), self.events.clone());
+        self.spawn_background(|stop| watch_fences(bridge, events, stop));
+        let (late, requests) = (self.bridge.late_replies(), self.requests.clone());
+        self.spawn_background(|stop| settle_late_replies(late, requests, stop));
+    }
+
+    /// Runs `task` as one of the server's background jobs, like the relay and the
+    /// daily job: `task` gets the stop signal, which [`App::shutdown`] raises before
+    /// it waits for the task to end. Nothing starts once the server is stopping.
+    pub fn spawn_background<F, Fut>(&self, task: F)
+    where
+        F: FnOnce(StopSignal) -> Fut,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        // Under the lock `shutdown` drains the tasks with: a task is either joined
+        // there or never started.
+        let mut background = lock(&self.background);
+        if *self.stop.borrow() {
+            return;
+        }
+        background.push(rocket::tokio::spawn(task(self.stop.subscribe())));
     }
 
     /// Stops in the order that loses nothing: lets the HTTP calls in flight finish
-    /// (Rocket no longer accepts new ones), stops the relay (after its current row) and
-    /// the daily job, waits for the bridge's pending calls to be answered or time out,
-    /// stops the bridge (flushing the producer), delivers the queued webhooks (bounded
-    /// by [`WEBHOOK_DRAIN`]), then stops the embedded broker and chain.
+    /// (Rocket no longer accepts new ones), stops the background jobs and waits for
+    /// them (the relay after its current row, the daily job, the chain poller and the
+    /// outbox watcher: everything [`App::spawn_background`] started), waits for the
+    /// bridge's pending calls to be answered or time out, stops the bridge (flushing
+    /// the producer), delivers the queued webhooks (bounded by [`WEBHOOK_DRAIN`]), then
+    /// stops the embedded broker and chain.
     pub async fn shutdown(&self) {
         let grace = shutdown_grace(self.settings.request_timeout());
         if !self.http_metrics.wait_idle(grace).await {
@@ -259,8 +265,11 @@ impl App {
                 self.http_metrics.in_flight()
             );
         }
-        self.stop.send_replace(true);
-        let tasks: Vec<_> = lock(&self.background).drain(..).collect();
+        let tasks: Vec<_> = {
+            let mut background = lock(&self.background);
+            self.stop.send_replace(true);
+            background.drain(..).collect()
+        };
         for task in tasks {
             if rocket::tokio::time::timeout(BACKGROUND_STOP_GRACE, task)
                 .await
@@ -269,8 +278,8 @@ impl App {
                 tracing::warn!("a background job did not stop within {BACKGROUND_STOP_GRACE:?}");
             }
         }
-        // Background callers (the poller) stopped with Rocket; what is left waits for
-        // its reply or its deadline.
+        // Background callers (the poller) stopped with the other jobs; what is left
+        // waits for its reply or its deadline.
         let deadline = self.settings.request_timeout() + Duration::from_secs(1);
         if !self.bridge.drain(deadline).await {
             tracing::warn!(
@@ -294,6 +303,16 @@ impl App {
     }
 }
 
+/// What a background job started by [`App::spawn_background`] watches: it turns
+/// `true` when the server stops (and closes if the [`App`] is dropped).
+pub type StopSignal = rocket::tokio::sync::watch::Receiver<bool>;
+
+/// Completes once `stop` turns `true` or closes.
+async fn stopped(mut stop: StopSignal) {
+    // An error means the sender is gone: the App was dropped, so stop too.
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
 /// How often the fences are looked at for the console's "chain is behind": a lock and
 /// a comparison, and a fence lasts seconds to minutes.
 const FENCE_WATCH_INTERVAL: Duration = Duration::from_millis(500);
@@ -301,11 +320,7 @@ const FENCE_WATCH_INTERVAL: Duration = Duration::from_millis(500);
 /// Publishes a `chain` event (`{"fences": [{"shape", "since_secs", "lifts_in_secs"}]}`)
 /// whenever a reply-shape fence goes up or comes down, so consoles can say "Chain is
 /// behind — waiting for an earlier answer" (docs/protocol.md §9).
-async fn watch_fences(
-    bridge: Bridge,
-    events: Hub,
-    mut stop: rocket::tokio::sync::watch::Receiver<bool>,
-) {
+async fn watch_fences(bridge: Bridge, events: Hub, mut stop: StopSignal) {
     let mut shown: Vec<&'static str> = Vec::new();
     loop {
         let up: Vec<&'static str> = bridge.fences().iter().map(|f| f.shape.label()).collect();
@@ -325,7 +340,7 @@ async fn watch_fences(
 async fn settle_late_replies(
     mut late: rocket::tokio::sync::broadcast::Receiver<kafka_bridge::bridge::LateReply>,
     requests: RequestService,
-    mut stop: rocket::tokio::sync::watch::Receiver<bool>,
+    mut stop: StopSignal,
 ) {
     use rocket::tokio::sync::broadcast::error::RecvError;
     loop {

@@ -22,23 +22,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chrono::NaiveDateTime;
-use diesel::prelude::*;
 use kafka_bridge::bridge::{Bridge, CallOptions};
 use kafka_bridge::metrics::sample;
 use mes_core::codec::Page;
-use mes_core::db::schema::chain_outbox;
 use mes_core::db::{chain_requests, outbox};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
-use rocket::Shutdown;
 use rocket::fairing::AdHoc;
 use rocket::tokio::sync::broadcast;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::app::App;
+use crate::app::{App, StopSignal};
 use crate::db::Db;
 use crate::metrics::OutcomeCounters;
 use crate::mirror;
@@ -158,7 +155,7 @@ impl Hub {
 }
 
 /// The live-update feature: on liftoff it starts the webhooks, the chain poller and
-/// the outbox watcher; they stop with the server.
+/// the outbox watcher; [`App::shutdown`] stops them with the other background jobs.
 pub fn stage() -> AdHoc {
     AdHoc::on_liftoff("Live updates and webhooks", |rocket| {
         Box::pin(async move {
@@ -181,21 +178,15 @@ pub fn stage() -> AdHoc {
                 let _ = hub.notifier.set(notifier);
             }
             let interval = app.settings.poll_interval();
-            rocket::tokio::spawn(poll_chain(
-                app.db.clone(),
-                app.bridge.clone(),
-                app.tokens.clone(),
-                hub.clone(),
-                interval,
-                app.settings.reconcile(),
-                rocket.shutdown(),
-            ));
-            rocket::tokio::spawn(watch_outbox(
-                app.db.clone(),
-                hub,
-                interval.min(OUTBOX_WATCH_MAX),
-                rocket.shutdown(),
-            ));
+            let (db, bridge, tokens) = (app.db.clone(), app.bridge.clone(), app.tokens.clone());
+            let (poll_hub, tuning) = (hub.clone(), app.settings.reconcile());
+            app.spawn_background(move |stop| {
+                poll_chain(db, bridge, tokens, poll_hub, interval, tuning, stop)
+            });
+            let db = app.db.clone();
+            app.spawn_background(move |stop| {
+                watch_outbox(db, hub, interval.min(OUTBOX_WATCH_MAX), stop)
+            });
         })
     })
 }
@@ -263,13 +254,13 @@ async fn poll_chain(
     hub: Hub,
     interval: Duration,
     tuning: Reconcile,
-    mut shutdown: Shutdown,
+    mut stop: StopSignal,
 ) {
     let mut ticks = rocket::tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(rocket::tokio::time::MissedTickBehavior::Delay);
     loop {
         rocket::tokio::select! {
-            _ = &mut shutdown => return,
+            _ = stop.wait_for(|stop| *stop) => return,
             _ = ticks.tick() => {}
         }
         let token = match tokens.master_async(&db).await {
@@ -284,7 +275,7 @@ async fn poll_chain(
         let mut baseline = true;
         for kind in [Kind::Partner, Kind::Order] {
             let scanned = rocket::tokio::select! {
-                _ = &mut shutdown => return,
+                _ = stop.wait_for(|stop| *stop) => return,
                 scanned = scan(&db, &bridge, &hub, &token, kind, tuning) => scanned,
             };
             match scanned {
@@ -326,24 +317,8 @@ pub fn outbox_row_view(row: &outbox::OutboxRow) -> Value {
     })
 }
 
-/// Outbox rows changed since `since`, oldest change first.
-fn changed_rows(
-    conn: &mut mes_core::db::DbConnection,
-    since: Option<NaiveDateTime>,
-) -> QueryResult<Vec<outbox::OutboxRow>> {
-    let mut query = chain_outbox::table
-        .select(outbox::OutboxRow::as_select())
-        .order((chain_outbox::updated_at.asc(), chain_outbox::id.asc()))
-        .limit(OUTBOX_BATCH)
-        .into_boxed();
-    if let Some(since) = since {
-        query = query.filter(chain_outbox::updated_at.ge(since));
-    }
-    query.load(conn)
-}
-
 /// Publishes outbox changes and notifies the webhooks of rows that failed for good.
-async fn watch_outbox(db: Db, hub: Hub, interval: Duration, mut shutdown: Shutdown) {
+async fn watch_outbox(db: Db, hub: Hub, interval: Duration, mut stop: StopSignal) {
     // The newest change seen, and the rows seen at exactly that time (a later look
     // asks for `>=` it, so that rows written in the same instant are not missed).
     let mut since: Option<NaiveDateTime> = None;
@@ -353,14 +328,17 @@ async fn watch_outbox(db: Db, hub: Hub, interval: Duration, mut shutdown: Shutdo
     ticks.set_missed_tick_behavior(rocket::tokio::time::MissedTickBehavior::Delay);
     loop {
         rocket::tokio::select! {
-            _ = &mut shutdown => return,
+            _ = stop.wait_for(|stop| *stop) => return,
             _ = ticks.tick() => {}
         }
         if !hub.someone_listens() && baseline {
             continue;
         }
         let from = since;
-        let rows = match db.run(move |conn| Ok(changed_rows(conn, from)?)).await {
+        let rows = match db
+            .run(move |conn| Ok(outbox::changed_since(conn, from, OUTBOX_BATCH)?))
+            .await
+        {
             Ok(rows) => rows,
             Err(e) => {
                 tracing::warn!("live updates: cannot read the outbox: {}", e.message);

@@ -19,6 +19,7 @@ use kafka_bridge::bridge::{Bridge, BridgeConfig};
 use kafka_bridge::kafka::{KafkaConfig, TopicNames};
 use kafka_bridge::relay::{self, Relay, RelayConfig, TokenSource};
 use mes_api::db::Db;
+use mes_api::service::chain::ChainMessage;
 use mes_api::service::tokens::TokenProvider;
 use mes_core::codec::{Head, PropertyValue, RecordAction, Request, Topic, record_types};
 use mes_core::db::testing::{PgSchema, SqliteFile};
@@ -53,6 +54,23 @@ impl TestDb {
     fn pool(&self) -> Pool {
         db::pool(&self.url(), 4).unwrap()
     }
+}
+
+/// Enqueues `request` the way the server does: as a [`ChainMessage`], written by
+/// [`ChainMessage::enqueue`] (in the caller's transaction, if any).
+fn enqueue(
+    conn: &mut DbConnection,
+    request: &Request,
+    dedup_key: &str,
+    ordering_key: &str,
+) -> diesel::QueryResult<bool> {
+    ChainMessage {
+        topic: request.topic(),
+        dedup_key: dedup_key.to_owned(),
+        ordering_key: ordering_key.to_owned(),
+        payload: request.body().to_string(),
+    }
+    .enqueue(conn)
 }
 
 /// Runs a blocking database call off the runtime's threads.
@@ -194,7 +212,7 @@ async fn enqueue_units(pool: &Pool, units: usize, updates: usize) -> Vec<String>
         for step in 0..=updates {
             for (code, rows) in codes_for_db.iter().zip(&per_unit) {
                 let (request, dedup) = &rows[step];
-                assert!(relay::enqueue(conn, request, dedup, &format!("unit:{code}")).unwrap());
+                assert!(enqueue(conn, request, dedup, &format!("unit:{code}")).unwrap());
             }
         }
     })
@@ -404,9 +422,9 @@ async fn chain_errors_fail_the_row_with_the_chains_text_and_already_exists_count
     });
     let create = unit_rows("PT1", 0).remove(0).0;
     with_db(&pool, move |conn| {
-        relay::enqueue(conn, &ghost, "ghost", "unit:GHOST").unwrap();
+        enqueue(conn, &ghost, "ghost", "unit:GHOST").unwrap();
         // The type exists already (the simulator defined it).
-        relay::enqueue(
+        enqueue(
             conn,
             &Request::RecordType(record_types::production_unit()),
             "type",
@@ -414,8 +432,8 @@ async fn chain_errors_fail_the_row_with_the_chains_text_and_already_exists_count
         )
         .unwrap();
         // The same record twice, e.g. enqueued by two instances under different keys.
-        relay::enqueue(conn, &create, "pt1:a", "unit:PT1").unwrap();
-        relay::enqueue(conn, &create, "pt1:b", "unit:PT1").unwrap();
+        enqueue(conn, &create, "pt1:a", "unit:PT1").unwrap();
+        enqueue(conn, &create, "pt1:b", "unit:PT1").unwrap();
         // Rows that are no request: nothing may be sent for them.
         for (key, topic, payload) in [
             ("not-json", "BLK_Rec", "{\"action\": "),
@@ -745,7 +763,7 @@ async fn two_relays_on_one_postgres_database_never_send_the_same_row_twice() {
 async fn one_row(pool: &Pool) -> &'static str {
     let request = unit_rows("PT9", 1).remove(1).0;
     with_db(pool, move |conn| {
-        relay::enqueue(conn, &request, "only", "unit:PT9").unwrap()
+        enqueue(conn, &request, "only", "unit:PT9").unwrap()
     })
     .await;
     "only"
@@ -979,7 +997,7 @@ async fn record_rows(pool: &Pool, units: usize) -> Vec<String> {
     let keys = rows.iter().map(|(_, dedup, _)| dedup.clone()).collect();
     with_db(pool, move |conn| {
         for (request, dedup, ordering) in &rows {
-            assert!(relay::enqueue(conn, request, dedup, ordering).unwrap());
+            assert!(enqueue(conn, request, dedup, ordering).unwrap());
         }
     })
     .await;

@@ -2,7 +2,10 @@
 
 use std::collections::BTreeSet;
 
+use mes_core::signing::SigningKey;
+use rocket::figment::Figment;
 use rocket::figment::providers::{Format, Toml};
+use rocket::figment::value::Value;
 
 use super::*;
 

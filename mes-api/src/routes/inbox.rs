@@ -16,11 +16,8 @@ use utoipa::ToSchema;
 use crate::app::App;
 use crate::auth::Reader;
 use crate::error::{ApiError, ApiResult, Errors, Params};
+use crate::routes::paging::page_bounds;
 
-/// Most rows one inbox page may hold.
-pub const MAX_LIMIT: i64 = 500;
-/// Rows per page when `limit` is not given.
-pub const DEFAULT_LIMIT: i64 = 50;
 /// Longest `status` filter accepted.
 const MAX_STATUS_LEN: usize = 32;
 /// Longest search text accepted.
@@ -80,26 +77,7 @@ impl InboxQuery {
                 ));
             }
         };
-        let limit = match &self.limit {
-            None => DEFAULT_LIMIT,
-            Some(l) => l
-                .trim()
-                .parse()
-                .ok()
-                .filter(|l| (1..=MAX_LIMIT).contains(l))
-                .ok_or_else(|| {
-                    ApiError::invalid("limit", format!("must be between 1 and {MAX_LIMIT}"))
-                })?,
-        };
-        let offset = match &self.offset {
-            None => 0,
-            Some(o) => o
-                .trim()
-                .parse()
-                .ok()
-                .filter(|o| *o >= 0)
-                .ok_or_else(|| ApiError::invalid("offset", "must be a whole number ≥ 0"))?,
-        };
+        let (limit, offset) = page_bounds(self.limit.as_deref(), self.offset.as_deref())?;
         Ok(Checked {
             kind,
             status,

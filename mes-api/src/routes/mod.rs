@@ -8,6 +8,7 @@ pub mod chain;
 pub mod console;
 pub mod inbox;
 pub mod ops;
+pub mod paging;
 pub mod records;
 pub mod reports;
 pub mod units;

@@ -4,48 +4,15 @@
 use mes_core::db::decisions::{self, Decision};
 use mes_core::db::orders::{self, ProductionOrder};
 use rocket::serde::json::Json;
-use rocket::{FromForm, State, get};
+use rocket::{State, get};
 use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::app::App;
 use crate::auth::Reader;
-use crate::error::{ApiError, ApiResult, Errors, Params};
-
-/// Most rows one page may hold.
-pub const MAX_PAGE: i64 = 500;
-
-/// `limit` and `offset` of the local lists.
-#[derive(Debug, FromForm)]
-pub struct PageQuery {
-    limit: Option<String>,
-    offset: Option<String>,
-}
-
-impl PageQuery {
-    fn parse(&self) -> ApiResult<(i64, i64)> {
-        let limit = match &self.limit {
-            None => 50,
-            Some(l) => l
-                .trim()
-                .parse()
-                .ok()
-                .filter(|l| (1..=MAX_PAGE).contains(l))
-                .ok_or_else(|| ApiError::invalid("limit", "must be between 1 and 500"))?,
-        };
-        let offset = match &self.offset {
-            None => 0,
-            Some(o) => o
-                .trim()
-                .parse()
-                .ok()
-                .filter(|o| *o >= 0)
-                .ok_or_else(|| ApiError::invalid("offset", "must be a whole number ≥ 0"))?,
-        };
-        Ok((limit, offset))
-    }
-}
+use crate::error::{ApiResult, Errors, Params};
+use crate::routes::paging::PageQuery;
 
 fn timestamp(t: chrono::NaiveDateTime) -> String {
     t.and_utc().to_rfc3339()

@@ -2,7 +2,6 @@
 //! demand) and the outbox the relay delivers, for the console.
 
 use chrono::{Days, NaiveDate, Utc};
-use mes_core::db::day_reports;
 use mes_core::db::outbox::{self, OutboxRow};
 use rocket::serde::json::Json;
 use rocket::{FromForm, State, get, post};
@@ -13,12 +12,9 @@ use utoipa::ToSchema;
 use crate::app::App;
 use crate::auth::{Reader, Writer};
 use crate::error::{ApiError, ApiResult, Body, Errors, Lookup, Params};
-use crate::routes::records::MAX_PAGE;
+use crate::routes::paging::page_bounds;
 use crate::routes::units::{Delivery, ObjectBody, object_body};
-use crate::service::chain::day_report_dedup_key;
-use crate::service::reports::{
-    self, DailyRun, DayReportInput, ReportError, StoredDayReport, get_day_report,
-};
+use crate::service::reports::{self, DailyRun, DayReportInput, StoredDayReport};
 
 fn parse_date(name: &str, date: &str) -> ApiResult<NaiveDate> {
     NaiveDate::parse_from_str(date.trim(), "%Y-%m-%d")
@@ -41,7 +37,7 @@ fn view(
     conn: &mut mes_core::db::DbConnection,
     report: StoredDayReport,
 ) -> Result<DayReportView, ApiError> {
-    let row = outbox::get_by_dedup_key(conn, &day_report_dedup_key(&report.unit, report.date))?;
+    let row = reports::report_message(conn, &report)?;
     Ok(DayReportView {
         chain: Delivery::of(row.as_ref()),
         report,
@@ -111,22 +107,11 @@ pub async fn day_report_get(
     let views = app
         .db
         .run(move |conn| {
-            let units = match unit {
-                Some(unit) => {
-                    if mes_core::db::units::get_by_code(conn, &unit)?.is_none() {
-                        return Err(ReportError::UnknownUnit(unit).into());
-                    }
-                    vec![unit]
-                }
-                None => day_reports::units_with_reports_on(conn, date)?,
-            };
-            let mut views = Vec::with_capacity(units.len());
-            for unit in units {
-                if let Some(report) = get_day_report(conn, &unit, date)? {
-                    views.push(view(conn, report)?);
-                }
-            }
-            Ok(views)
+            let stored = reports::day_reports_on(conn, date, unit.as_deref())?;
+            stored
+                .into_iter()
+                .map(|report| view(conn, report))
+                .collect::<Result<Vec<_>, _>>()
         })
         .await?;
     Ok(Json(views))
@@ -272,24 +257,7 @@ pub async fn outbox_list(
             ));
         }
     };
-    let limit = match query.limit.as_deref() {
-        None => 50,
-        Some(l) => l
-            .trim()
-            .parse()
-            .ok()
-            .filter(|l| (1..=MAX_PAGE).contains(l))
-            .ok_or_else(|| ApiError::invalid("limit", "must be between 1 and 500"))?,
-    };
-    let offset = match query.offset.as_deref() {
-        None => 0,
-        Some(o) => o
-            .trim()
-            .parse()
-            .ok()
-            .filter(|o: &i64| *o >= 0)
-            .ok_or_else(|| ApiError::invalid("offset", "must be a whole number ≥ 0"))?,
-    };
+    let (limit, offset) = page_bounds(query.limit.as_deref(), query.offset.as_deref())?;
     let rows = app
         .db
         .run(move |conn| Ok(outbox::list(conn, status.as_deref(), limit, offset)?))

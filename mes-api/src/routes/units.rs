@@ -2,8 +2,8 @@
 //! updates. Every change runs the unit hooks in its transaction (the chain hook
 //! enqueues the chain messages), then wakes the outbox relay.
 
+use mes_core::db::DbConnection;
 use mes_core::db::outbox::{self, OutboxRow};
-use mes_core::db::{DbConnection, units as repo};
 use rocket::http::Status;
 use rocket::serde::json::{self, Json};
 use rocket::{State, get, patch, post};
@@ -15,8 +15,7 @@ use utoipa::ToSchema;
 use crate::app::App;
 use crate::auth::{Reader, Writer};
 use crate::error::{ApiError, ApiResult, Body, ErrorCode, Errors, Lookup, Unique};
-use crate::service::chain::unit_ordering_key;
-use crate::service::units::{NewUnit, Unit, UnitPatch};
+use crate::service::units::{NewUnit, Unit, UnitPatch, UnitService};
 
 /// Where a unit's (or a day report's) chain messages stand, from `chain_outbox`.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -101,8 +100,8 @@ impl UnitView {
         }
     }
 
-    fn load(conn: &mut DbConnection, unit: Unit) -> Result<UnitView, ApiError> {
-        let newest = outbox::newest_for_ordering_key(conn, &unit_ordering_key(&unit.code))?;
+    fn load(conn: &mut DbConnection, units: &UnitService, unit: Unit) -> ApiResult<UnitView> {
+        let newest = units.newest_message(conn, &unit.code)?;
         Ok(UnitView::new(unit, newest.as_ref()))
     }
 }
@@ -156,27 +155,6 @@ pub fn object_body<T: DeserializeOwned>(body: ObjectBody<'_>, expected: &str) ->
         .map_err(|e| ApiError::new(ErrorCode::InvalidBody, format!("expected {expected}: {e}")))
 }
 
-/// The code of the unit `id` names: its code, or its database id when no unit has
-/// that code.
-fn resolve(conn: &mut DbConnection, id: &str) -> Result<Unit, ApiError> {
-    let id = id.trim();
-    if let Some(unit) = repo::get_by_code(conn, id)? {
-        return Ok(unit.into());
-    }
-    if let Ok(n) = id.parse::<i64>()
-        && let Some(unit) = repo::get(conn, n)?
-    {
-        return Ok(unit.into());
-    }
-    Err(ApiError::new(
-        ErrorCode::NotFound,
-        format!(
-            "production unit {} does not exist",
-            id.chars().take(64).collect::<String>()
-        ),
-    ))
-}
-
 /// `POST /api/ProductionUnit`: creates a unit and enqueues its chain record.
 #[utoipa::path(post, path = "/api/ProductionUnit", tag = "production units",
     request_body = NewUnitBody,
@@ -197,7 +175,7 @@ pub async fn unit_create(
         .db
         .run(move |conn| {
             let unit = units.create(conn, &new)?;
-            UnitView::load(conn, unit)
+            UnitView::load(conn, &units, unit)
         })
         .await?;
     app.relay.notify();
@@ -219,7 +197,7 @@ pub async fn unit_list(app: &State<App>, _caller: Reader) -> ApiResult<Json<Vec<
         .run(move |conn| {
             let all = units.list(conn)?;
             all.into_iter()
-                .map(|unit| UnitView::load(conn, unit))
+                .map(|unit| UnitView::load(conn, &units, unit))
                 .collect::<Result<Vec<_>, _>>()
         })
         .await?;
@@ -237,11 +215,12 @@ pub async fn unit_list(app: &State<App>, _caller: Reader) -> ApiResult<Json<Vec<
 #[get("/api/ProductionUnit/<id>")]
 pub async fn unit_get(app: &State<App>, _caller: Reader, id: &str) -> ApiResult<Json<UnitView>> {
     let id = id.to_owned();
+    let units = app.units.clone();
     let view = app
         .db
         .run(move |conn| {
-            let unit = resolve(conn, &id)?;
-            UnitView::load(conn, unit)
+            let unit = units.resolve(conn, &id)?;
+            UnitView::load(conn, &units, unit)
         })
         .await?;
     Ok(Json(view))
@@ -275,9 +254,9 @@ pub async fn unit_patch(
     let view = app
         .db
         .run(move |conn| {
-            let code = resolve(conn, &id)?.code;
+            let code = units.resolve(conn, &id)?.code;
             let unit = units.patch(conn, &code, &patch)?;
-            UnitView::load(conn, unit)
+            UnitView::load(conn, &units, unit)
         })
         .await?;
     app.relay.notify();

@@ -377,6 +377,41 @@ pub fn get_day_report(
     }))
 }
 
+/// The stored days on `date`: unit `unit`'s ([`ReportError::UnknownUnit`] if there is
+/// no such unit), or, without one, those of every unit that has one that day.
+pub fn day_reports_on(
+    conn: &mut DbConnection,
+    date: NaiveDate,
+    unit: Option<&str>,
+) -> Result<Vec<StoredDayReport>, ReportError> {
+    let codes = match unit {
+        Some(unit) => {
+            if units::get_by_code(conn, unit)?.is_none() {
+                return Err(ReportError::UnknownUnit(unit.to_owned()));
+            }
+            vec![unit.to_owned()]
+        }
+        None => repo::units_with_reports_on(conn, date)?,
+    };
+    let mut reports = Vec::with_capacity(codes.len());
+    for code in codes {
+        if let Some(report) = get_day_report(conn, &code, date)? {
+            reports.push(report);
+        }
+    }
+    Ok(reports)
+}
+
+/// The outbox row of the report's `create_day_report`, once a daily run enqueued it:
+/// where its delivery to the chain stands.
+pub fn report_message(
+    conn: &mut DbConnection,
+    report: &StoredDayReport,
+) -> Result<Option<outbox::OutboxRow>, ReportError> {
+    let key = chain::day_report_dedup_key(&report.unit, report.date);
+    Ok(outbox::get_by_dedup_key(conn, &key)?)
+}
+
 /// What one [`daily_run`] did, unit by unit (codes sorted).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DailyRun {

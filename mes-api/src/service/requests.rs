@@ -7,62 +7,22 @@
 //! converge with it through [`crate::reconcile`] and through late replies
 //! ([`RequestService::settle_late_reply`]).
 
-use std::future::Future;
-
-use kafka_bridge::bridge::{Bridge, CallOptions, LateReply, Listing, SendReceipt};
-use mes_core::codec::{Page, ReplyBody};
-use mes_core::db::{decisions, orders};
+use kafka_bridge::bridge::{Bridge, CallOptions, SendReceipt};
+use mes_core::codec::Page;
+use mes_core::db::{DbConnection, decisions, orders};
 use mes_core::domain::{Answer, RequestId};
 use serde_json::Value;
 
 use crate::db::{Db, DbError};
 use crate::events::Hub;
-use crate::reconcile::{publish_decision, settle_from_status, take_over, text_of};
+use crate::reconcile::{publish_decision, take_over, text_of};
 use crate::service::tokens::TokenProvider;
 
-/// Partner requests or order requests: the two things an operator answers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// `BLK_Part_*`.
-    Partner,
-    /// `BLK_Act_*`.
-    Order,
-}
+mod late;
+mod listing;
+mod recheck;
 
-impl Kind {
-    /// The `decisions.kind` value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Partner => decisions::KIND_PARTNER,
-            Kind::Order => decisions::KIND_ORDER,
-        }
-    }
-
-    /// The kind stored as `decisions.kind` / `chain_requests.kind`.
-    pub fn from_name(name: &str) -> Option<Kind> {
-        match name {
-            decisions::KIND_PARTNER => Some(Kind::Partner),
-            decisions::KIND_ORDER => Some(Kind::Order),
-            _ => None,
-        }
-    }
-
-    /// The chain's list of this kind.
-    pub fn listing(self) -> Listing {
-        match self {
-            Kind::Partner => Listing::Partners,
-            Kind::Order => Listing::Orders,
-        }
-    }
-
-    /// The id field of a list item.
-    pub fn id_field(self) -> &'static str {
-        match self {
-            Kind::Partner => "partner_request_id",
-            Kind::Order => "abs_action_id",
-        }
-    }
-}
+pub use listing::{CHAIN_SCAN_PAGE, CHAIN_SCAN_PAGES, Kind, chain_id, has_status, list_filtered};
 
 /// The message of an answer that was sent but not confirmed (decision `unknown`).
 pub const UNCONFIRMED: &str = "sent; the chain has not confirmed yet";
@@ -94,76 +54,15 @@ pub enum RequestError {
     Database(#[from] DbError),
 }
 
-/// How often an answer sent unmatched is looked for in the chain's list before the
-/// call ends `unknown` (pauses of 0.1, 0.2, 0.4, 0.8 and 1.6 s between).
-const CONFIRM_TRIES: u32 = 6;
-
-/// Page size when the whole chain list is read (to filter it, or to find a request).
-pub const CHAIN_SCAN_PAGE: u32 = 100;
-/// Most chain pages read at once (so at most 5,000 requests are looked at).
-pub const CHAIN_SCAN_PAGES: u32 = 50;
-
-/// The id of a chain list item, if it has one that is a valid [`RequestId`]; an item
-/// whose id breaks the rule is logged and never stored or announced.
-pub fn chain_id(kind: Kind, item: &Value) -> Option<RequestId> {
-    let raw = item.get(kind.id_field())?;
-    match raw.as_str().map(str::parse::<RequestId>) {
-        Some(Ok(id)) => Some(id),
-        Some(Err(e)) => {
-            tracing::warn!("ignoring a chain {} with a bad id: {e}", kind.as_str());
-            None
-        }
-        None => {
-            tracing::warn!(
-                "ignoring a chain {} whose id is not a string",
-                kind.as_str()
-            );
-            None
-        }
-    }
-}
-
-/// Whether a chain list item has status `status`, ignoring case.
-pub fn has_status(item: &Value, status: &str) -> bool {
-    item.get("status")
-        .and_then(Value::as_str)
-        .is_some_and(|s| s.eq_ignore_ascii_case(status))
-}
-
-/// Items `[page.start, page.start + page.limit)` of the chain's whole list filtered by
-/// `status`: reads the chain's list in pages of [`CHAIN_SCAN_PAGE`] through `fetch`,
-/// stopping at a short page or after [`CHAIN_SCAN_PAGES`] pages, and stops early once
-/// the page asked for is complete.
-pub async fn list_filtered<F, Fut, E>(
-    page: Page,
-    status: &str,
-    mut fetch: F,
-) -> Result<Vec<Value>, E>
-where
-    F: FnMut(Page) -> Fut,
-    Fut: Future<Output = Result<Vec<Value>, E>>,
-{
-    let skip = page.start as usize;
-    let want = skip.saturating_add(page.limit as usize);
-    let mut matched = Vec::new();
-    for n in 0..CHAIN_SCAN_PAGES {
-        let items = fetch(Page {
-            start: n * CHAIN_SCAN_PAGE,
-            limit: CHAIN_SCAN_PAGE,
-        })
-        .await?;
-        let last = items.len() < CHAIN_SCAN_PAGE as usize;
-        matched.extend(items.into_iter().filter(|item| has_status(item, status)));
-        if last || matched.len() >= want {
-            break;
-        }
-    }
-    Ok(matched
-        .into_iter()
-        .skip(skip)
-        .take(page.limit as usize)
-        .collect())
-}
+/// A conditional write of a decision's outcome, as [`decisions::complete`] and
+/// [`decisions::settle_late`] do it.
+type WriteOutcome = fn(
+    &mut DbConnection,
+    i64,
+    &str,
+    Option<&str>,
+    Option<&str>,
+) -> diesel::QueryResult<Option<decisions::Decision>>;
 
 /// Lists and answers the chain's partner and order requests (see the module doc).
 #[derive(Clone)]
@@ -197,6 +96,22 @@ impl RequestService {
             .await?
             .map(|m| m.token)
             .ok_or(RequestError::NoMasterToken)
+    }
+
+    /// Writes `outcome` and the chain's `message` or `error` to decision `id` with
+    /// `write` ([`decisions::complete`], [`decisions::settle_late`]: conditional, so
+    /// `None` when the decision was settled meanwhile).
+    async fn write_outcome(
+        &self,
+        write: WriteOutcome,
+        id: i64,
+        outcome: &'static str,
+        message: Option<String>,
+        error: Option<String>,
+    ) -> Result<Option<decisions::Decision>, DbError> {
+        self.db
+            .query(move |conn| write(conn, id, outcome, message.as_deref(), error.as_deref()))
+            .await
     }
 
     /// A page of partner or order requests, as the chain sent them.
@@ -321,16 +236,7 @@ impl RequestService {
         let error = error.map(|e| mes_core::redact::redact(&e, &token));
         let decision_id = decision.id;
         let completed = self
-            .db
-            .query(move |conn| {
-                decisions::complete(
-                    conn,
-                    decision_id,
-                    outcome,
-                    message.as_deref(),
-                    error.as_deref(),
-                )
-            })
+            .write_outcome(decisions::complete, decision_id, outcome, message, error)
             .await?;
         let Some(decision) = completed else {
             // Settled meanwhile: its late reply overtook this call's bookkeeping (it
@@ -406,85 +312,6 @@ impl RequestService {
         }
     }
 
-    /// A reply that came after its call ended ([`Bridge::late_replies`]): if it
-    /// answers a decision still `pending` or `unknown` (matched by its correlation
-    /// id), the decision takes the reply's outcome, the mirror shows it and an
-    /// accepted order becomes its production order. Returns the settled decision;
-    /// `None` if the reply answers no such decision (a list, a relay send, another
-    /// instance's call) or the decision was settled already.
-    pub async fn settle_late_reply(
-        &self,
-        late: &LateReply,
-    ) -> Result<Option<decisions::Decision>, RequestError> {
-        let corr = late.corr.clone();
-        let Some(decision) = self
-            .db
-            .query(move |conn| decisions::by_correlation_id(conn, &corr))
-            .await?
-        else {
-            return Ok(None);
-        };
-        let (Some(kind), Ok(id)) = (
-            Kind::from_name(&decision.kind),
-            decision.request_id.parse::<RequestId>(),
-        ) else {
-            return Ok(None);
-        };
-        if decision.outcome != decisions::OUTCOME_UNKNOWN
-            && decision.outcome != decisions::OUTCOME_PENDING
-        {
-            return Ok(None);
-        }
-        let answer = if decision.response == decisions::ACCEPT {
-            Answer::Accept
-        } else {
-            Answer::Reject
-        };
-        let (outcome, message, error) = match &late.reply.body {
-            ReplyBody::Message(message) => (
-                decisions::applied(decision.response),
-                Some(text_of(message)),
-                None,
-            ),
-            ReplyBody::Error { error, .. } => {
-                (decisions::OUTCOME_CHAIN_ERROR, None, Some(text_of(error)))
-            }
-            ReplyBody::Data(_) => return Ok(None),
-        };
-        if outcome == decisions::OUTCOME_ACCEPTED {
-            // The production order first, as in `reconcile`: a crash between the two
-            // never leaves an accepted order without one.
-            let token = self.token().await?;
-            self.applied(kind, &token, &id, answer, &decision, None)
-                .await?;
-        } else if outcome == decisions::OUTCOME_REJECTED {
-            crate::mirror::set_status(&self.db, &self.events, kind, &id, "REJECTED").await;
-        }
-        let decision_id = decision.id;
-        let settled = self
-            .db
-            .query(move |conn| {
-                decisions::settle_late(
-                    conn,
-                    decision_id,
-                    outcome,
-                    message.as_deref(),
-                    error.as_deref(),
-                )
-            })
-            .await?;
-        if let Some(settled) = &settled {
-            tracing::info!(
-                kind = kind.as_str(),
-                request_id = %settled.request_id,
-                outcome = %settled.outcome,
-                "decision settled by its late reply"
-            );
-            publish_decision(&self.events, kind, settled);
-        }
-        Ok(settled)
-    }
-
     /// The chain's order `id`: from the mirror, else by paging through the chain's
     /// list (into the mirror); `None` if the chain does not list it or cannot be read.
     async fn order_item(&self, token: &str, id: &RequestId) -> Option<Value> {
@@ -507,227 +334,5 @@ impl RequestService {
                 None
             }
         }
-    }
-
-    /// Answering again while the last decision is `pending` or `unknown`: nothing is
-    /// sent; the chain's list is read until the request is found (into the mirror), and
-    /// the decision settled if it shows the answer.
-    async fn recheck(
-        &self,
-        kind: Kind,
-        token: &str,
-        id: &RequestId,
-        last: decisions::Decision,
-    ) -> Result<AnswerOutcome, RequestError> {
-        let item = self.find_in_chain(kind, token, id).await?;
-        let status = item
-            .as_ref()
-            .and_then(|i| i.get("status"))
-            .and_then(Value::as_str)
-            .map(str::to_ascii_uppercase);
-        let mut decision = last;
-        if decision.outcome == decisions::OUTCOME_UNKNOWN
-            && let Some(status @ ("ACCEPTED" | "REJECTED")) = status.as_deref()
-            && let Some(settled) =
-                settle_from_status(&self.db, kind, &decision, status, item.as_ref()).await?
-        {
-            publish_decision(&self.events, kind, &settled);
-            decision = settled;
-        }
-        self.report(kind, id, decision).await
-    }
-
-    /// An answer that went out while background work's reply was outstanding behind a
-    /// legacy gateway ([`kafka_bridge::Error::Unconfirmed`]): its reply cannot be told
-    /// apart, so the chain's list is read for the request a few times, with growing
-    /// pauses (about 3 s in all), until it shows the answer. Still not shown (or the
-    /// list cannot be read): the decision stays `unknown` and the mirror settles it.
-    async fn confirm_from_list(
-        &self,
-        kind: Kind,
-        token: &str,
-        id: &RequestId,
-        decision: decisions::Decision,
-    ) -> AnswerOutcome {
-        let mut last = decision;
-        let mut pause = std::time::Duration::from_millis(100);
-        for _ in 0..CONFIRM_TRIES {
-            match self.recheck(kind, token, id, last.clone()).await {
-                Ok(outcome) if outcome.decision.outcome != decisions::OUTCOME_UNKNOWN => {
-                    return outcome;
-                }
-                Ok(outcome) => last = outcome.decision,
-                Err(e) => {
-                    tracing::warn!("confirming the answer to {id} from the chain's list: {e}");
-                    break;
-                }
-            }
-            rocket::tokio::time::sleep(pause).await;
-            pause *= 2;
-        }
-        AnswerOutcome {
-            message: Value::String(UNCONFIRMED.to_owned()),
-            decision: last,
-            production_order: None,
-        }
-    }
-
-    /// What an answer call says about `decision` when it did not just get the chain's
-    /// reply itself: the decision, its production order if any, and a message.
-    async fn report(
-        &self,
-        kind: Kind,
-        id: &RequestId,
-        decision: decisions::Decision,
-    ) -> Result<AnswerOutcome, RequestError> {
-        let production_order = if kind == Kind::Order {
-            let chain_id = id.to_string();
-            self.db
-                .query(move |conn| orders::get_by_chain_id(conn, &chain_id))
-                .await?
-        } else {
-            None
-        };
-        let message = match decision.outcome.as_str() {
-            decisions::OUTCOME_UNKNOWN | decisions::OUTCOME_PENDING => {
-                Value::String(UNCONFIRMED.to_owned())
-            }
-            _ => Value::String(
-                decision
-                    .chain_message
-                    .clone()
-                    .unwrap_or_else(|| decision.outcome.clone()),
-            ),
-        };
-        Ok(AnswerOutcome {
-            message,
-            decision,
-            production_order,
-        })
-    }
-
-    /// The chain's list item for request `id` of `kind`, paging through the chain's
-    /// list (each page goes into the mirror); `None` if the chain does not list it.
-    async fn find_in_chain(
-        &self,
-        kind: Kind,
-        token: &str,
-        id: &RequestId,
-    ) -> Result<Option<Value>, RequestError> {
-        for n in 0..CHAIN_SCAN_PAGES {
-            let page = Page {
-                start: n * CHAIN_SCAN_PAGE,
-                limit: CHAIN_SCAN_PAGE,
-            };
-            let items = self.list_page(token, kind, page).await?;
-            let found = items
-                .iter()
-                .find(|item| chain_id(kind, item).is_some_and(|c| c == *id))
-                .cloned();
-            if found.is_some() {
-                return Ok(found);
-            }
-            if items.len() < CHAIN_SCAN_PAGE as usize {
-                break;
-            }
-        }
-        Ok(None)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-
-    use std::cell::RefCell;
-
-    use serde_json::json;
-
-    use super::*;
-
-    /// A chain list of `n` partners; every third one accepted.
-    fn chain(n: usize) -> Vec<Value> {
-        (0..n)
-            .map(|i| {
-                let status = if i % 3 == 0 { "ACCEPTED" } else { "OPEN" };
-                json!({"partner_request_id": format!("p{i}"), "status": status})
-            })
-            .collect()
-    }
-
-    /// Runs [`list_filtered`] over `items`; returns the ids and the pages asked for.
-    fn filtered(items: &[Value], page: Page, status: &str) -> (Vec<String>, Vec<Page>) {
-        let asked = RefCell::new(Vec::new());
-        let result = rocket::async_test(list_filtered(page, status, |p: Page| {
-            asked.borrow_mut().push(p);
-            let from = (p.start as usize).min(items.len());
-            let to = (from + p.limit as usize).min(items.len());
-            std::future::ready(Ok::<_, ()>(items[from..to].to_vec()))
-        }))
-        .unwrap();
-        let ids = result
-            .iter()
-            .map(|i| i["partner_request_id"].as_str().unwrap().to_owned())
-            .collect();
-        (ids, asked.into_inner())
-    }
-
-    fn ids(range: impl Iterator<Item = usize>) -> Vec<String> {
-        range.map(|i| format!("p{i}")).collect()
-    }
-
-    fn page(start: u32, limit: u32) -> Page {
-        Page { start, limit }
-    }
-
-    #[test]
-    fn the_filter_applies_to_the_whole_list_before_the_page() {
-        let items = chain(250);
-        let (got, asked) = filtered(&items, page(0, 100), "accepted");
-        assert_eq!(got, ids((0..250).step_by(3).take(84)));
-        assert_eq!(asked.len(), 3, "pages until the short one: {asked:?}");
-        assert_eq!(asked[2], page(200, 100));
-
-        let (got, _) = filtered(&items, page(40, 10), "ACCEPTED");
-        assert_eq!(got, ids((0..250).step_by(3).skip(40).take(10)));
-        let (got, _) = filtered(&items, page(80, 10), "ACCEPTED");
-        assert_eq!(got, ids((240..250).step_by(3)));
-        let (got, _) = filtered(&items, page(84, 10), "ACCEPTED");
-        assert!(got.is_empty());
-    }
-
-    #[test]
-    fn reading_stops_once_the_page_is_complete_or_at_the_bound() {
-        let items = chain(1000);
-        let (got, asked) = filtered(&items, page(0, 10), "ACCEPTED");
-        assert_eq!(got.len(), 10);
-        assert_eq!(asked.len(), 1);
-
-        let items = vec![json!({"partner_request_id": "x", "status": "OPEN"}); 10_000];
-        let (got, asked) = filtered(&items, page(0, 10), "ACCEPTED");
-        assert!(got.is_empty());
-        assert_eq!(asked.len(), CHAIN_SCAN_PAGES as usize);
-    }
-
-    #[test]
-    fn chain_ids_are_kept_as_spelled_and_bad_ones_dropped() {
-        let item = |id: Value| json!({"abs_action_id": id});
-        assert_eq!(
-            chain_id(Kind::Order, &item(json!("ABC_def-123")))
-                .unwrap()
-                .as_str(),
-            "ABC_def-123"
-        );
-        assert!(chain_id(Kind::Order, &item(json!("../reports/daily/run?x=1#"))).is_none());
-        assert!(chain_id(Kind::Order, &item(json!(12))).is_none());
-        assert!(chain_id(Kind::Partner, &item(json!("abc"))).is_none());
-    }
-
-    #[test]
-    fn kinds_read_back_from_their_stored_names() {
-        for kind in [Kind::Partner, Kind::Order] {
-            assert_eq!(Kind::from_name(kind.as_str()), Some(kind));
-        }
-        assert_eq!(Kind::from_name("unit"), None);
     }
 }

@@ -10,10 +10,9 @@ use std::fmt;
 use std::sync::Arc;
 
 use diesel::Connection;
-use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use mes_core::db::DbConnection;
-use mes_core::db::schema::production_units;
+use mes_core::db::outbox::{self, OutboxRow};
 use mes_core::db::units::{self as repo, NewProductionUnit, ProductionUnit};
 use mes_core::domain::AgentKey;
 use mes_core::report::FlowId;
@@ -401,9 +400,38 @@ impl UnitService {
             .ok_or_else(|| UnitError::NotFound(id.to_string()))
     }
 
+    /// The unit `id` names: the unit with that code, else the one with that database
+    /// id (the original's URLs use ids, the console uses codes).
+    pub fn resolve(&self, conn: &mut DbConnection, id: &str) -> Result<Unit, UnitError> {
+        let id = id.trim();
+        if let Some(unit) = repo::get_by_code(conn, id)? {
+            return Ok(unit.into());
+        }
+        if let Ok(n) = id.parse::<i64>()
+            && let Some(unit) = repo::get(conn, n)?
+        {
+            return Ok(unit.into());
+        }
+        Err(UnitError::NotFound(id.chars().take(64).collect()))
+    }
+
     /// Every unit, by code.
     pub fn list(&self, conn: &mut DbConnection) -> Result<Vec<Unit>, UnitError> {
         Ok(repo::list(conn)?.into_iter().map(Unit::from).collect())
+    }
+
+    /// The unit's newest chain message (record, reporter or update): the rows of its
+    /// ordering key are delivered in order, so it is delivered only once every earlier
+    /// one is settled, and it says where the unit's chain updates stand.
+    pub fn newest_message(
+        &self,
+        conn: &mut DbConnection,
+        code: &str,
+    ) -> Result<Option<OutboxRow>, UnitError> {
+        Ok(outbox::newest_for_ordering_key(
+            conn,
+            &chain::unit_ordering_key(code),
+        )?)
     }
 
     /// Changes status and process name and runs the hooks in the same transaction
@@ -425,7 +453,7 @@ impl UnitService {
             check_text("ProcessName", process, false)?;
         }
         conn.transaction(|conn| {
-            let Some(old) = lock_unit(conn, code)? else {
+            let Some(old) = repo::lock_by_code(conn, code)? else {
                 return Err(UnitError::NotFound(code.to_owned()));
             };
             let status = patch.status.as_deref().unwrap_or(&old.status);
@@ -444,24 +472,4 @@ impl UnitService {
             Ok(new.into())
         })
     }
-}
-
-/// Locks the unit's row for the rest of the transaction and returns it unchanged:
-/// a write that sets nothing new, since SQLite has no `SELECT … FOR UPDATE` and a
-/// read-then-write transaction there fails with "database is locked" under
-/// concurrency instead of waiting.
-fn lock_unit(conn: &mut DbConnection, code: &str) -> QueryResult<Option<ProductionUnit>> {
-    diesel::update(production_units::table.filter(production_units::code.eq(code)))
-        .set(production_units::updated_at.eq(production_units::updated_at))
-        .returning((
-            production_units::id,
-            production_units::code,
-            production_units::name,
-            production_units::status,
-            production_units::process_name,
-            production_units::created_at,
-            production_units::updated_at,
-        ))
-        .get_result::<ProductionUnit>(conn)
-        .optional()
 }

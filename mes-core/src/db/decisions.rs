@@ -133,12 +133,8 @@ pub fn complete(
     chain_message: Option<&str>,
     chain_error: Option<&str>,
 ) -> QueryResult<Option<Decision>> {
-    let change = DecisionChangeset {
-        outcome,
-        chain_message,
-        chain_error,
-    };
-    settle_from(conn, id, &[OUTCOME_PENDING], change)
+    let from = [OUTCOME_PENDING];
+    settle_from(conn, id, &from, outcome, chain_message, chain_error)
 }
 
 /// Settles a decision from its late reply (a reply that came after the call ended):
@@ -152,23 +148,26 @@ pub fn settle_late(
     chain_message: Option<&str>,
     chain_error: Option<&str>,
 ) -> QueryResult<Option<Decision>> {
+    let from = [OUTCOME_PENDING, OUTCOME_UNKNOWN, OUTCOME_NOT_APPLIED];
+    settle_from(conn, id, &from, outcome, chain_message, chain_error)
+}
+
+/// Writes the outcome and the chain's text if the decision's outcome is one of `from`
+/// (and not already `outcome`): the conditional update that lets exactly one of
+/// several writers act.
+fn settle_from(
+    conn: &mut DbConnection,
+    id: i64,
+    from: &[&str],
+    outcome: &str,
+    chain_message: Option<&str>,
+    chain_error: Option<&str>,
+) -> QueryResult<Option<Decision>> {
     let change = DecisionChangeset {
         outcome,
         chain_message,
         chain_error,
     };
-    let from = [OUTCOME_PENDING, OUTCOME_UNKNOWN, OUTCOME_NOT_APPLIED];
-    settle_from(conn, id, &from, change)
-}
-
-/// Writes `change` if the decision's outcome is one of `from` (and not already the new
-/// one): the conditional update that lets exactly one of several writers act.
-fn settle_from(
-    conn: &mut DbConnection,
-    id: i64,
-    from: &[&str],
-    change: DecisionChangeset<'_>,
-) -> QueryResult<Option<Decision>> {
     diesel::update(
         decisions::table
             .find(id)

@@ -320,19 +320,7 @@ pub fn mark_done(
 ///
 /// `NotFound` if the row is not in flight (missing, or settled by someone else).
 pub fn mark_failed(conn: &mut DbConnection, id: i64, error: &str) -> QueryResult<OutboxRow> {
-    diesel::update(
-        chain_outbox::table
-            .find(id)
-            .filter(chain_outbox::status.eq(IN_FLIGHT)),
-    )
-    .set((
-        chain_outbox::status.eq(FAILED),
-        chain_outbox::last_error.eq(Some(error)),
-        chain_outbox::locked_until.eq(None::<NaiveDateTime>),
-        chain_outbox::updated_at.eq(now()),
-    ))
-    .returning(returning::<OutboxRow>())
-    .get_result(conn)
+    leave_flight(conn, id, FAILED, None, error, false)
 }
 
 /// Returns an in-flight row to pending after a transient failure; it is not claimed
@@ -345,20 +333,7 @@ pub fn retry_later(
     next_attempt_at: NaiveDateTime,
     error: &str,
 ) -> QueryResult<OutboxRow> {
-    diesel::update(
-        chain_outbox::table
-            .find(id)
-            .filter(chain_outbox::status.eq(IN_FLIGHT)),
-    )
-    .set((
-        chain_outbox::status.eq(PENDING),
-        chain_outbox::next_attempt_at.eq(next_attempt_at),
-        chain_outbox::last_error.eq(Some(error)),
-        chain_outbox::locked_until.eq(None::<NaiveDateTime>),
-        chain_outbox::updated_at.eq(now()),
-    ))
-    .returning(returning::<OutboxRow>())
-    .get_result(conn)
+    leave_flight(conn, id, PENDING, Some(next_attempt_at), error, false)
 }
 
 /// Returns an in-flight row to pending without counting its claim as an attempt: it
@@ -372,15 +347,30 @@ pub fn release_unsent(
     next_attempt_at: NaiveDateTime,
     note: &str,
 ) -> QueryResult<OutboxRow> {
+    leave_flight(conn, id, PENDING, Some(next_attempt_at), note, true)
+}
+
+/// Takes an in-flight row out of flight undelivered, what [`mark_failed`],
+/// [`retry_later`] and [`release_unsent`] have in common: `status` with `note` as the
+/// last error, due again at `next_attempt_at` if given, its claim not counted as an
+/// attempt if `uncount_claim`. `NotFound` if the row is not in flight.
+fn leave_flight(
+    conn: &mut DbConnection,
+    id: i64,
+    status: &str,
+    next_attempt_at: Option<NaiveDateTime>,
+    note: &str,
+    uncount_claim: bool,
+) -> QueryResult<OutboxRow> {
     diesel::update(
         chain_outbox::table
             .find(id)
             .filter(chain_outbox::status.eq(IN_FLIGHT)),
     )
     .set((
-        chain_outbox::status.eq(PENDING),
-        chain_outbox::attempts.eq(chain_outbox::attempts - 1),
-        chain_outbox::next_attempt_at.eq(next_attempt_at),
+        chain_outbox::status.eq(status),
+        uncount_claim.then(|| chain_outbox::attempts.eq(chain_outbox::attempts - 1)),
+        next_attempt_at.map(|at| chain_outbox::next_attempt_at.eq(at)),
         chain_outbox::last_error.eq(Some(note)),
         chain_outbox::locked_until.eq(None::<NaiveDateTime>),
         chain_outbox::updated_at.eq(now()),
@@ -452,4 +442,22 @@ pub fn newest_for_ordering_key(
         .order(chain_outbox::id.desc())
         .first(conn)
         .optional()
+}
+
+/// Up to `limit` rows changed at or after `since` (every row when `None`), oldest
+/// change first: what a watcher of the outbox reads to see rows settle.
+pub fn changed_since(
+    conn: &mut DbConnection,
+    since: Option<NaiveDateTime>,
+    limit: i64,
+) -> QueryResult<Vec<OutboxRow>> {
+    let mut query = chain_outbox::table
+        .select(OutboxRow::as_select())
+        .order((chain_outbox::updated_at.asc(), chain_outbox::id.asc()))
+        .limit(limit)
+        .into_boxed();
+    if let Some(since) = since {
+        query = query.filter(chain_outbox::updated_at.ge(since));
+    }
+    query.load(conn)
 }

@@ -109,3 +109,17 @@ pub fn update_status_and_process(
         .returning(returning::<ProductionUnit>())
         .get_result(conn)
 }
+
+/// Locks the unit's row for the rest of the caller's transaction and returns it
+/// unchanged; `None` if there is no such unit.
+///
+/// It is a write that sets nothing new, since SQLite has no `SELECT … FOR UPDATE` and
+/// a read-then-write transaction there fails with "database is locked" under
+/// concurrency instead of waiting: concurrent changes of one unit are serialised.
+pub fn lock_by_code(conn: &mut DbConnection, code: &str) -> QueryResult<Option<ProductionUnit>> {
+    diesel::update(production_units::table.filter(production_units::code.eq(code)))
+        .set(production_units::updated_at.eq(production_units::updated_at))
+        .returning(returning::<ProductionUnit>())
+        .get_result(conn)
+        .optional()
+}
