@@ -52,8 +52,8 @@ impl fmt::Display for CorrelationMode {
     }
 }
 
-/// Everything a [`Bridge`](super::Bridge) needs; [`BridgeConfig::new`] gives defaults that work on
-/// one machine.
+/// Everything a [`Bridge`](super::Bridge) needs; [`BridgeConfig::new`] gives defaults
+/// that work on one machine.
 #[derive(Debug, Clone)]
 pub struct BridgeConfig {
     /// The cluster and librdkafka pass-through settings.
