@@ -40,7 +40,11 @@ fn cluster(
         ("MES_KAFKA_BROKERS".to_owned(), kafka_brokers()),
     ];
     env.extend(topic_env(&SimTopics::with_suffix(&suffix).chain));
-    env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+    env.extend(
+        extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
     env
 }
 
@@ -151,8 +155,14 @@ async fn every_answer_has_a_request_id_new_or_the_sane_one_it_came_with() {
 
     // A sane one is echoed, on a success and on an error.
     let sane = "req-42.abc_DEF";
-    assert_eq!(get(port, "/health/ready", Some(sane)).await.1.unwrap(), sane);
-    assert_eq!(get(port, "/api/me", Some(sane)).await, (401, Some(sane.to_owned())));
+    assert_eq!(
+        get(port, "/health/ready", Some(sane)).await.1.unwrap(),
+        sane
+    );
+    assert_eq!(
+        get(port, "/api/me", Some(sane)).await,
+        (401, Some(sane.to_owned()))
+    );
     let longest = "a".repeat(64);
     assert_eq!(
         get(port, "/health/live", Some(&longest)).await.1.unwrap(),
