@@ -10,8 +10,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use mes_core::db::{operators, tokens};
 use mes_core::signing::SigningKey;
 
-use crate::config::{self, ConfigError, Settings};
-use crate::server;
+use crate::config::{self, ConfigError, LogFormat, Settings};
+use crate::{logging, server};
 
 /// The MES side of mes-bridge: HTTP API, jobs and administration.
 #[derive(Debug, Parser)]
@@ -144,8 +144,13 @@ impl RoleArg {
 /// Runs the command line; the process's exit code. Errors are one line on stderr.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
-    let result = config::load().and_then(|settings| run(cli, settings));
+    // The log's format is a setting: read them first, so that a bad one is the one
+    // line the start ends with and nothing is logged in the wrong format.
+    let figment = config::figment();
+    let result = config::extract(&figment).and_then(|settings| {
+        logging::init(settings.log_format, config::rocket_log_level(&figment));
+        run(cli, settings)
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -159,15 +164,6 @@ pub fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
-}
-
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
 }
 
 fn run(cli: Cli, settings: Settings) -> Result<(), ConfigError> {
@@ -190,16 +186,39 @@ fn db_error(e: diesel::result::Error) -> ConfigError {
 fn serve(settings: Settings) -> Result<(), ConfigError> {
     rocket::execute(async move {
         let figment = config::figment();
-        let embedded = settings.is_embedded();
+        let rocket_config = rocket::Config::try_from(&figment).map_err(|e| {
+            ConfigError::new(
+                "Rocket.toml/ROCKET_*",
+                e.to_string().lines().next().unwrap_or_default(),
+            )
+        })?;
+        let scheme = if figment.contains("tls") {
+            "https"
+        } else {
+            "http"
+        };
+        let url = format!(
+            "{scheme}://{}:{}",
+            rocket_config.address, rocket_config.port
+        );
+        // What `prepare` would refuse first, refused before the banner.
+        settings.validate()?;
+        settings.check_demo_database()?;
+        settings.reply_verification()?;
+        settings.bridge_config(&settings.kafka_brokers)?;
+        settings.check_embedded_built()?;
+        let banner = Banner::new(&settings, url);
+        banner.print(settings.log_format)?;
         let prepared = server::prepare(settings).await?;
+        let format = prepared.app.settings.log_format;
         let rocket = server::rocket(figment, prepared.app);
         let rocket = rocket
             .ignite()
             .await
             .map_err(|e| ConfigError::new("ROCKET_ADDRESS/ROCKET_PORT", e.to_string()))?;
-        let config = rocket.config();
-        let url = format!("http://{}:{}", config.address, config.port);
-        banner(&url, embedded, prepared.demo_key.as_deref())?;
+        if let Some(key) = prepared.demo_key.as_deref() {
+            demo_key(&banner.url, key, format)?;
+        }
         rocket
             .launch()
             .await
@@ -208,26 +227,96 @@ fn serve(settings: Settings) -> Result<(), ConfigError> {
     })
 }
 
-/// What `serve` prints before launching: the URL and, in the demo, the operator key.
-fn banner(url: &str, embedded: bool, demo_key: Option<&str>) -> Result<(), ConfigError> {
+/// The first thing `serve` says, before anything is started: where it will listen
+/// and what it runs against, so that the one look an operator gives a start answers
+/// "is this the right one?". Nothing in it is a secret: the database is named without
+/// its user and password.
+#[derive(Debug)]
+pub struct Banner {
+    /// Where the server listens.
+    pub url: String,
+    /// `embedded demo` or `cluster`.
+    pub mode: &'static str,
+    /// The database's kind and location, without credentials.
+    pub database: String,
+    /// The brokers (`bootstrap.servers`), or the in-process mock cluster.
+    pub brokers: String,
+    /// Whether replies from the chain are verified, and with which key.
+    pub reply_trust: String,
+}
+
+impl Banner {
+    /// The banner of a server with `settings` listening on `url`. The settings are
+    /// checked already: with neither a gateway key nor `MES_REPLY_TRUST=unsigned`, a
+    /// server on a real broker does not start.
+    pub fn new(settings: &Settings, url: String) -> Banner {
+        let embedded = settings.is_embedded();
+        let reply_trust = match &settings.gateway_key_file {
+            Some(path) => format!(
+                "signed (replies verified with the gateway key in {})",
+                path.display()
+            ),
+            // The demo's simulated chain signs, and the demo verifies with its key.
+            None if embedded => "signed (replies verified with the simulated chain's key)".to_owned(),
+            None => "unsigned (replies from the chain are NOT verified: MES_REPLY_TRUST=unsigned, docs/security.md)".to_owned(),
+        };
+        Banner {
+            url,
+            mode: if embedded { "embedded demo" } else { "cluster" },
+            database: settings.database_display(),
+            brokers: if embedded {
+                "in-process mock cluster, with a simulated chain and ERP".to_owned()
+            } else {
+                settings.kafka_brokers.trim().to_owned()
+            },
+            reply_trust,
+        }
+    }
+
+    /// The banner as text lines on standard output, or as one log event in JSON.
+    fn print(&self, format: LogFormat) -> Result<(), ConfigError> {
+        let version = env!("CARGO_PKG_VERSION");
+        if format == LogFormat::Json {
+            tracing::info!(
+                version,
+                url = %self.url,
+                mode = self.mode,
+                database = %self.database,
+                brokers = %self.brokers,
+                reply_trust = %self.reply_trust,
+                "mes-api {version} on {}",
+                self.url
+            );
+            return Ok(());
+        }
+        let mut out = std::io::stdout().lock();
+        writeln!(
+            out,
+            "mes-api {version} on {}\n  mode:        {}\n  database:    {}\n  brokers:     {}\n  reply trust: {}",
+            self.url, self.mode, self.database, self.brokers, self.reply_trust
+        )
+        .and_then(|()| out.flush())
+        .map_err(io_error)
+    }
+}
+
+/// What `serve` says once the demo is ready: the operator key, and how to use it.
+fn demo_key(url: &str, key: &str, format: LogFormat) -> Result<(), ConfigError> {
+    if format == LogFormat::Json {
+        // The demo's key is meant to be read, and in JSON the log is what is read.
+        tracing::info!(
+            demo_key = key,
+            "demo operator key (valid until the next start)"
+        );
+        return Ok(());
+    }
     let mut out = std::io::stdout().lock();
-    writeln!(out, "mes-api {} on {url}", env!("CARGO_PKG_VERSION")).map_err(io_error)?;
-    if embedded {
-        writeln!(
-            out,
-            "Embedded demo: SQLite, in-process Kafka (mock cluster) and simulated chain with demo partners and orders."
-        )
-        .map_err(io_error)?;
-    }
-    if let Some(key) = demo_key {
-        writeln!(
-            out,
-            "Demo operator key (shown once, valid until the next start):\n  {key}\nTry:\n  curl -H 'Authorization: Bearer {key}' {url}/api/KafkaPartner/LIST\n  curl {url}/api/openapi.json"
-        )
-        .map_err(io_error)?;
-    }
-    out.flush().map_err(io_error)?;
-    Ok(())
+    writeln!(
+        out,
+        "Demo operator key (shown once, valid until the next start):\n  {key}\nTry:\n  curl -H 'Authorization: Bearer {key}' {url}/api/KafkaPartner/LIST\n  curl {url}/api/openapi.json"
+    )
+    .and_then(|()| out.flush())
+    .map_err(io_error)
 }
 
 fn token(command: TokenCommand, settings: &Settings) -> Result<(), ConfigError> {

@@ -257,6 +257,12 @@ settings! {
         pub client_ip_header: Option<String> = None
             => client_ip_header.as_ref().is_none_or(|h| !h.trim().is_empty()),
             "is empty; name a header such as X-Real-IP, or leave it unset";
+        /// `text` (default): one line per event for people; `json`: one JSON object per
+        /// line (`timestamp`, `level`, `message`, `target` and the event's fields) for
+        /// log collectors. Read before anything is logged, so a bad value is the one
+        /// line the start ends with.
+        #[serde(with = "values::word")]
+        pub log_format: LogFormat = LogFormat::Text;
     }
 }
 
@@ -283,6 +289,17 @@ values::words! {
         Telegram = "telegram",
     }
     else "must be json or telegram"
+}
+
+values::words! {
+    /// How the server writes its log (`MES_LOG_FORMAT`).
+    pub enum LogFormat {
+        /// Human-readable lines.
+        Text = "text" | "",
+        /// One JSON object per line (tracing-subscriber's JSON formatter).
+        Json = "json",
+    }
+    else "must be text or json"
 }
 
 impl fmt::Debug for Settings {
@@ -398,6 +415,33 @@ impl Settings {
         }
     }
 
+    /// The database for people (the start-up banner): `postgresql` and its URL
+    /// without user, password nor a password among its parameters, or `sqlite` and
+    /// its path.
+    pub fn database_display(&self) -> String {
+        let url = self.database_url();
+        if self.database_kind() == "sqlite" {
+            return format!("sqlite {url}");
+        }
+        let Ok(mut parsed) = reqwest::Url::parse(&url) else {
+            return "postgresql (its URL does not parse, so it is not shown)".to_owned();
+        };
+        // Neither fails on a postgres:// URL, which has a host.
+        let _ = parsed.set_username("");
+        let _ = parsed.set_password(None);
+        let kept: Vec<(String, String)> = parsed
+            .query_pairs()
+            .filter(|(name, _)| !name.to_ascii_lowercase().contains("pass"))
+            .map(|(name, value)| (name.into_owned(), value.into_owned()))
+            .collect();
+        parsed.set_query(None);
+        if !kept.is_empty() {
+            parsed.query_pairs_mut().extend_pairs(kept);
+        }
+        parsed.set_fragment(None);
+        format!("postgresql {parsed}")
+    }
+
     /// The poller's interval.
     pub fn poll_interval(&self) -> Duration {
         Duration::from_secs(self.poll_interval_secs)
@@ -479,7 +523,7 @@ mod sources;
 mod values;
 
 pub use chain::{ReplyTrust, ReplyVerification, owner_only};
-pub use sources::{env_name, extract, figment, figment_from, load};
+pub use sources::{env_name, extract, figment, figment_from, load, quiet, rocket_log_level};
 
 #[cfg(test)]
 mod tests;

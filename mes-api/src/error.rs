@@ -394,6 +394,7 @@ impl<A: ErrorSet, B: ErrorSet, C: ErrorSet, D: ErrorSet, E: ErrorSet> IntoRespon
 impl<'r> Responder<'r, 'static> for ApiError {
     fn respond_to(self, request: &'r Request<'_>) -> response::Result<'static> {
         let status = self.status;
+        crate::request_id::note_error(request, self.code.as_str());
         let mut response = rocket::Response::build_from(Json(self.body()).respond_to(request)?);
         response.status(status).header(ContentType::JSON);
         if let Some(secs) = self.retry_after {

@@ -164,6 +164,7 @@ pub fn rocket(figment: Figment, app: App) -> Rocket<Build> {
         .manage(app)
         .mount("/", crate::routes::routes())
         .register("/", crate::error::catchers())
+        .attach(crate::request_id::RequestIds)
         .attach(metrics)
         .attach(crate::events::stage())
         .attach(AdHoc::on_liftoff(

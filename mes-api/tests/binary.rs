@@ -377,6 +377,7 @@ fn a_bad_setting_ends_with_one_line_naming_it() {
             "MES_REQUEST_TIMEOUT_MS",
         ),
         (&[("MES_CORRELATION", "sometimes")], "MES_CORRELATION"),
+        (&[("MES_LOG_FORMAT", "xml")], "MES_LOG_FORMAT"),
         (
             // The demo asked for by name on a database that cannot be reached (a
             // build without the demo refuses the demo first).

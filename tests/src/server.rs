@@ -7,9 +7,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
-use std::process::{Child, Command};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Longest wait for a server to start, stop or deliver in these tests: a broken server
@@ -46,35 +47,45 @@ impl ServerProc {
     /// otherwise (`MES_REPLY_TRUST`, `MES_GATEWAY_KEY_FILE`), the server accepts
     /// unsigned replies, as the simulator sends them by default.
     pub fn spawn(bin: &str, env: &[(String, String)]) -> ServerProc {
-        let port = {
-            let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-            listener.local_addr().unwrap().port()
-        };
-        let mut command = Command::new(bin);
-        for (name, _) in std::env::vars() {
-            if name.starts_with("MES_") || name.starts_with("ROCKET_") {
-                command.env_remove(name);
-            }
-        }
-        command
-            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .env("ROCKET_ADDRESS", "127.0.0.1")
-            .env("ROCKET_PORT", port.to_string())
-            .env("ROCKET_LOG_LEVEL", "off");
+        let (mut command, port) = command(bin, env);
+        command.env("ROCKET_LOG_LEVEL", "off");
         if !env.iter().any(|(k, _)| k == "RUST_LOG") {
             command.env("RUST_LOG", "warn");
-        }
-        if !env
-            .iter()
-            .any(|(k, _)| k == "MES_REPLY_TRUST" || k == "MES_GATEWAY_KEY_FILE")
-        {
-            command.env("MES_REPLY_TRUST", "unsigned");
         }
         let child = command.spawn().expect("starting mes-api");
         ServerProc {
             child: Some(child),
             port,
         }
+    }
+
+    /// Starts `bin` as [`ServerProc::spawn`] does, but with the server's own logging
+    /// defaults (no `RUST_LOG` nor `ROCKET_LOG_LEVEL` unless `env` has them: what a user
+    /// sees) and everything it writes collected into the returned [`Output`].
+    pub fn spawn_with_output(bin: &str, env: &[(String, String)]) -> (ServerProc, Output) {
+        let (mut command, port) = command(bin, env);
+        if !env.iter().any(|(k, _)| k == "RUST_LOG") {
+            command.env_remove("RUST_LOG");
+        }
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting mes-api");
+        let output = Output::default();
+        let stdout = child.stdout.take().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let readers = vec![
+            output.collect(Stream::Stdout, stdout),
+            output.collect(Stream::Stderr, stderr),
+        ];
+        *output.readers.lock().unwrap() = readers;
+        let server = ServerProc {
+            child: Some(child),
+            port,
+        };
+        (server, output)
     }
 
     /// Fails the test if the process has exited.
@@ -132,6 +143,108 @@ impl Drop for ServerProc {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+    }
+}
+
+/// `bin` with `env` and no other `MES_*`/`ROCKET_*` variable from the test's
+/// environment, on a free port, accepting unsigned replies unless `env` decides.
+fn command(bin: &str, env: &[(String, String)]) -> (Command, u16) {
+    let port = {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let mut command = Command::new(bin);
+    for (name, _) in std::env::vars() {
+        if name.starts_with("MES_") || name.starts_with("ROCKET_") {
+            command.env_remove(name);
+        }
+    }
+    command
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .env("ROCKET_ADDRESS", "127.0.0.1")
+        .env("ROCKET_PORT", port.to_string());
+    if !env
+        .iter()
+        .any(|(k, _)| k == "MES_REPLY_TRUST" || k == "MES_GATEWAY_KEY_FILE")
+    {
+        command.env("MES_REPLY_TRUST", "unsigned");
+    }
+    (command, port)
+}
+
+/// Which of a process's streams a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+/// What a [`ServerProc::spawn_with_output`] process wrote, line by line, in the order
+/// the lines were read (each stream in its own order).
+#[derive(Clone, Default)]
+pub struct Output {
+    lines: Arc<Mutex<Vec<(Stream, String)>>>,
+    readers: Arc<Mutex<Vec<std::thread::JoinHandle<()>>>>,
+}
+
+impl Output {
+    fn collect(
+        &self,
+        stream: Stream,
+        from: impl Read + Send + 'static,
+    ) -> std::thread::JoinHandle<()> {
+        let lines = Arc::clone(&self.lines);
+        std::thread::spawn(move || {
+            for line in BufReader::new(from).lines().map_while(Result::ok) {
+                lines.lock().unwrap().push((stream, line));
+            }
+        })
+    }
+
+    /// Every line so far.
+    pub fn lines(&self) -> Vec<(Stream, String)> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// The lines of `stream` so far.
+    pub fn of(&self, stream: Stream) -> Vec<String> {
+        self.lines()
+            .into_iter()
+            .filter(|(s, _)| *s == stream)
+            .map(|(_, line)| line)
+            .collect()
+    }
+
+    /// Waits until the process closed both streams (it exited), for at most
+    /// [`DEADLINE`]; then every line it wrote is in.
+    pub fn wait_closed(&self) {
+        let readers: Vec<_> = self.readers.lock().unwrap().drain(..).collect();
+        let start = std::time::Instant::now();
+        for reader in readers {
+            while !reader.is_finished() {
+                assert!(start.elapsed() < DEADLINE, "mes-api's output did not end");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            reader.join().unwrap();
+        }
+    }
+
+    /// Waits (at most [`DEADLINE`]) for a line that `matches`, and returns it.
+    pub async fn wait_for(&self, matches: impl Fn(&str) -> bool) -> String {
+        let start = tokio::time::Instant::now();
+        loop {
+            if let Some((_, line)) = self.lines().into_iter().find(|(_, l)| matches(l)) {
+                return line;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "no such line in mes-api's output: {:#?}",
+                self.lines()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 }

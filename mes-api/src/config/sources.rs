@@ -1,16 +1,43 @@
 //! Where the settings come from: the defaults of [`Settings`], then `Rocket.toml`
 //! (and `ROCKET_*`), then `MES_*`, merged by figment and read by serde.
 
+use rocket::config::LogLevel;
 use rocket::figment::Figment;
 use rocket::figment::providers::Serialized;
 use rocket::figment::value::{Dict, Value};
 
 use super::{ConfigError, ENV_PREFIX, Settings};
 
-/// The Rocket figment (`Rocket.toml`, `ROCKET_*`) with our settings' defaults under it
-/// and `MES_*` over it.
+/// The Rocket figment (`Rocket.toml`, `ROCKET_*`, Rocket's own log level
+/// [`quiet`] unless they set it) with our settings' defaults under it and `MES_*`
+/// over it.
 pub fn figment() -> Figment {
-    figment_from(rocket::Config::figment(), std::env::vars())
+    figment_from(quiet(rocket::Config::figment()), std::env::vars())
+}
+
+/// Rocket's own log level (`log_level`) `critical` unless `base` sets it (`Rocket.toml`,
+/// `ROCKET_LOG_LEVEL`): Rocket's launch listing (its configuration, every route,
+/// catcher and fairing: some 70 lines) and its lines about each request would
+/// otherwise bury the start-up banner and the server's own log. `normal` brings them
+/// back.
+pub fn quiet(base: Figment) -> Figment {
+    // Rocket's built-in defaults are the one provider named so.
+    let defaulted = base
+        .find_metadata("log_level")
+        .is_none_or(|found| found.name == "rocket::Config::default()");
+    if defaulted {
+        base.merge(("log_level", LogLevel::Critical))
+    } else {
+        base
+    }
+}
+
+/// Rocket's own log level in `figment` (see [`quiet`]); `critical` if it cannot be read
+/// (Rocket's start then names the bad value).
+pub fn rocket_log_level(figment: &Figment) -> LogLevel {
+    figment
+        .extract_inner("log_level")
+        .unwrap_or(LogLevel::Critical)
 }
 
 /// [`figment`] over `base` and the given environment, for tests.

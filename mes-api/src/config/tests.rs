@@ -464,3 +464,53 @@ fn this_build_refuses_the_demo_only_without_the_feature() {
     let refused = from(&[]).unwrap().check_embedded_built().is_err();
     assert_eq!(refused, !cfg!(feature = "embedded"));
 }
+
+#[test]
+fn the_log_format_is_text_or_json_and_anything_else_names_the_setting() {
+    assert_eq!(from(&[]).unwrap().log_format, LogFormat::Text);
+    assert_eq!(
+        from(&[("MES_LOG_FORMAT", " JSON ")]).unwrap().log_format,
+        LogFormat::Json
+    );
+    let e = from(&[("MES_LOG_FORMAT", "xml")]).unwrap_err();
+    assert_eq!(e.setting, "MES_LOG_FORMAT", "{e}");
+    assert!(e.message.contains("text or json"), "{e}");
+}
+
+#[test]
+fn the_database_is_shown_without_credentials() {
+    let shown = |url: &str| {
+        from(&[("MES_DATABASE_URL", url), ("MES_KAFKA_BROKERS", "k:9092")])
+            .unwrap()
+            .database_display()
+    };
+    assert_eq!(
+        shown("postgres://mes:s3cret@db.internal:5432/mes"),
+        "postgresql postgres://db.internal:5432/mes"
+    );
+    let with_params = shown("postgresql://u@db/mes?sslmode=require&password=s3cret");
+    assert_eq!(
+        with_params,
+        "postgresql postgresql://db/mes?sslmode=require"
+    );
+    assert_eq!(shown("/var/lib/mes/mes.db"), "sqlite /var/lib/mes/mes.db");
+    assert_eq!(
+        from(&[]).unwrap().database_display(),
+        "sqlite mes-data/mes.db"
+    );
+}
+
+#[test]
+fn rocket_is_quiet_unless_its_log_level_is_given() {
+    let level = |figment: Figment| rocket_log_level(&quiet(figment));
+    let defaults = Figment::from(rocket::Config::default());
+    assert_eq!(level(defaults.clone()), rocket::config::LogLevel::Critical);
+    assert_eq!(
+        level(defaults.clone().merge(("log_level", "normal"))),
+        rocket::config::LogLevel::Normal
+    );
+    assert_eq!(
+        level(defaults.merge(Toml::string("log_level = \"debug\""))),
+        rocket::config::LogLevel::Debug
+    );
+}
