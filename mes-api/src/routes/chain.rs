@@ -10,7 +10,7 @@ use rocket::serde::json::Json;
 use rocket::{FromForm, State, get, post};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::app::App;
 use crate::auth::{Reader, Writer};
@@ -22,12 +22,21 @@ use crate::service::requests::{AnswerOutcome, Kind};
 /// Most items one list call may ask for.
 pub const MAX_LIMIT: u32 = 100;
 
-/// Query of the list endpoints; every field optional, checked by hand so that each
-/// problem gets its own 400.
-#[derive(Debug, FromForm)]
+/// Query of the list endpoints; every field optional and read as text, checked by hand
+/// so that each problem gets its own 400. The OpenAPI document shows the integers and
+/// bounds the text must hold (a test keeps them equal to [`MAX_LIMIT`] and the
+/// chain's default page).
+#[derive(Debug, FromForm, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Index of the first item (default 0)
+    #[param(value_type = Option<u32>, minimum = 0, default = 0)]
     start: Option<String>,
+    /// Most items, 1–100 (default 10)
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 100, default = 10)]
     limit: Option<String>,
+    /// Only items with this status (OPEN, ACCEPTED, REJECTED; any case); the filter applies to the chain's whole list (at most 5,000 items) and `start`/`limit` page over the matching items
+    #[param(min_length = 1)]
     status: Option<String>,
 }
 
@@ -56,12 +65,18 @@ impl ListQuery {
     }
 }
 
-/// Query of the original's answer endpoints: `ID` and `Response` (0 or 1).
-#[derive(Debug, FromForm)]
+/// Query of the original's answer endpoints: `ID` and `Response` (0 or 1), read as
+/// text so that a missing or bad one gets its own 400. `ID` is documented on each
+/// route, as a partner request's id or an order's.
+#[derive(Debug, FromForm, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AnsQuery {
     #[field(name = "ID")]
+    #[param(ignore)]
     id: Option<String>,
+    /// 0 rejects, 1 accepts
     #[field(name = "Response")]
+    #[param(rename = "Response", value_type = u8, required = true, minimum = 0, maximum = 1)]
     response: Option<String>,
 }
 
@@ -91,13 +106,21 @@ fn parse_id(name: &str, id: &str) -> ApiResult<RequestId> {
         .map_err(|e| ApiError::invalid(name, format!("not a request id: {}", e.reason)))
 }
 
+/// The original LIST routes: one page of the chain's requests of `kind`.
+async fn list_route(
+    app: &State<App>,
+    caller: Reader,
+    kind: Kind,
+    query: ListQuery,
+) -> ApiResult<Json<Vec<Value>>> {
+    let (page, status) = query.parse()?;
+    app.limits.chain_call(caller.0.id)?;
+    Ok(Json(app.requests.list(kind, page, status).await?))
+}
+
 /// `GET /api/KafkaPartner/LIST`: the chain's partner requests.
 #[utoipa::path(get, path = "/api/KafkaPartner/LIST", tag = "partners",
-    params(
-        ("start" = Option<u32>, Query, description = "Index of the first item (default 0)"),
-        ("limit" = Option<u32>, Query, description = "Most items, 1–100 (default 10)"),
-        ("status" = Option<String>, Query, description = "Only items with this status (OPEN, ACCEPTED, REJECTED; any case); the filter applies to the chain's whole list (at most 5,000 items) and `start`/`limit` page over the matching items"),
-    ),
+    params(ListQuery),
     responses(
         (status = 200, description = "The chain's `data` list, as it sent it", body = Vec<Object>),
         Errors<Reader, Params, ChainCall>,
@@ -109,18 +132,12 @@ pub async fn partner_list(
     caller: Reader,
     query: ListQuery,
 ) -> ApiResult<Json<Vec<Value>>> {
-    let (page, status) = query.parse()?;
-    app.limits.chain_call(caller.0.id)?;
-    Ok(Json(app.requests.list(Kind::Partner, page, status).await?))
+    list_route(app, caller, Kind::Partner, query).await
 }
 
 /// `GET /api/KafkaOrder/LIST`: the chain's order requests.
 #[utoipa::path(get, path = "/api/KafkaOrder/LIST", tag = "orders",
-    params(
-        ("start" = Option<u32>, Query, description = "Index of the first item (default 0)"),
-        ("limit" = Option<u32>, Query, description = "Most items, 1–100 (default 10)"),
-        ("status" = Option<String>, Query, description = "Only items with this status (OPEN, ACCEPTED, REJECTED; any case); the filter applies to the chain's whole list (at most 5,000 items) and `start`/`limit` page over the matching items"),
-    ),
+    params(ListQuery),
     responses(
         (status = 200, description = "The chain's `data` list, as it sent it", body = Vec<Object>),
         Errors<Reader, Params, ChainCall>,
@@ -132,16 +149,31 @@ pub async fn order_list(
     caller: Reader,
     query: ListQuery,
 ) -> ApiResult<Json<Vec<Value>>> {
-    let (page, status) = query.parse()?;
+    list_route(app, caller, Kind::Order, query).await
+}
+
+/// The original ANS routes: answers a request of `kind` and returns the chain's
+/// `message`.
+async fn ans_route(
+    app: &State<App>,
+    caller: Writer,
+    kind: Kind,
+    query: AnsQuery,
+) -> ApiResult<Json<Value>> {
+    let (id, answer) = query.parse()?;
     app.limits.chain_call(caller.0.id)?;
-    Ok(Json(app.requests.list(Kind::Order, page, status).await?))
+    let outcome = app
+        .requests
+        .answer(kind, id, answer, &caller.0.name)
+        .await?;
+    Ok(Json(original_answer(outcome)?))
 }
 
 /// `GET /api/KafkaPartner/ANS?ID=…&Response=0|1`: the chain's `message`.
 #[utoipa::path(get, path = "/api/KafkaPartner/ANS", tag = "partners",
     params(
         ("ID" = String, Query, description = "The partner request id (1–128 characters from A-Z, a-z, 0-9, `_` and `-`, exactly as the chain spells it)"),
-        ("Response" = u8, Query, description = "0 rejects, 1 accepts"),
+        AnsQuery,
     ),
     responses(
         (status = 200, description = "The chain's `message`", body = Object),
@@ -154,20 +186,14 @@ pub async fn partner_ans(
     caller: Writer,
     query: AnsQuery,
 ) -> ApiResult<Json<Value>> {
-    let (id, answer) = query.parse()?;
-    app.limits.chain_call(caller.0.id)?;
-    let outcome = app
-        .requests
-        .answer(Kind::Partner, id, answer, &caller.0.name)
-        .await?;
-    Ok(Json(original_answer(outcome)?))
+    ans_route(app, caller, Kind::Partner, query).await
 }
 
 /// `GET /api/KafkaOrder/ANS?ID=…&Response=0|1`: the chain's `message`.
 #[utoipa::path(get, path = "/api/KafkaOrder/ANS", tag = "orders",
     params(
         ("ID" = String, Query, description = "The order id, `abs_action_id` (1–128 characters from A-Z, a-z, 0-9, `_` and `-`, exactly as the chain spells it)"),
-        ("Response" = u8, Query, description = "0 rejects, 1 accepts"),
+        AnsQuery,
     ),
     responses(
         (status = 200, description = "The chain's `message`", body = Object),
@@ -180,13 +206,7 @@ pub async fn order_ans(
     caller: Writer,
     query: AnsQuery,
 ) -> ApiResult<Json<Value>> {
-    let (id, answer) = query.parse()?;
-    app.limits.chain_call(caller.0.id)?;
-    let outcome = app
-        .requests
-        .answer(Kind::Order, id, answer, &caller.0.name)
-        .await?;
-    Ok(Json(original_answer(outcome)?))
+    ans_route(app, caller, Kind::Order, query).await
 }
 
 /// The original routes answer the chain's message, and 504 `chain_timeout` (naming the
@@ -327,4 +347,68 @@ pub async fn order_answer(
     body: Result<Json<AnswerRequest>, rocket::serde::json::Error<'_>>,
 ) -> ApiResult<(Status, Json<AnswerResponse>)> {
     answer_route(app, caller, Kind::Order, id, body).await
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use rocket::form::{Form, ValueField};
+    use serde_json::json;
+
+    use super::*;
+    use crate::routes::paging::query_param_schema;
+
+    fn list_query(pairs: &[(&str, &str)]) -> ListQuery {
+        let fields = pairs
+            .iter()
+            .map(|(name, value)| ValueField::from((*name, *value)));
+        Form::parse_iter(fields).unwrap()
+    }
+
+    #[test]
+    fn the_documented_list_bounds_are_the_checked_ones() {
+        let default = Page::default();
+        let start = query_param_schema::<ListQuery>("start");
+        assert_eq!(start["minimum"], json!(0));
+        assert_eq!(start["default"], json!(default.start));
+        let limit = query_param_schema::<ListQuery>("limit");
+        assert_eq!(limit["minimum"], json!(1));
+        assert_eq!(limit["maximum"], json!(MAX_LIMIT));
+        assert_eq!(limit["default"], json!(default.limit));
+
+        assert_eq!(list_query(&[]).parse().unwrap(), (default, None));
+        let max = MAX_LIMIT.to_string();
+        assert_eq!(
+            list_query(&[("limit", &max)]).parse().unwrap().0.limit,
+            MAX_LIMIT
+        );
+        for (name, value) in [
+            ("limit", "0"),
+            ("limit", "101"),
+            ("start", "-1"),
+            ("status", " "),
+        ] {
+            let e = list_query(&[(name, value)]).parse().unwrap_err();
+            assert_eq!(e.code, ErrorCode::InvalidParameter, "{name}={value}");
+            assert!(e.message.starts_with(name), "{}", e.message);
+        }
+    }
+
+    #[test]
+    fn the_answer_query_reads_id_and_response_by_their_original_names() {
+        let query = Form::<AnsQuery>::parse("ID=req-1&Response=1").unwrap();
+        let (id, answer) = query.parse().unwrap();
+        assert_eq!((id.as_str(), answer), ("req-1", Answer::Accept));
+        let names: Vec<_> = AnsQuery::into_params(|| None)
+            .into_iter()
+            .map(|p| p.name)
+            .collect();
+        assert_eq!(names, ["Response"], "`ID` is documented on each route");
+        let response = query_param_schema::<AnsQuery>("Response");
+        assert_eq!(
+            (&response["minimum"], &response["maximum"]),
+            (&json!(0), &json!(1))
+        );
+    }
 }

@@ -11,30 +11,32 @@ use rocket::serde::json::Json;
 use rocket::{FromForm, State, get};
 use serde::Serialize;
 use serde_json::Value;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::app::App;
 use crate::auth::Reader;
 use crate::error::{ApiError, ApiResult, Errors, Params};
-use crate::routes::paging::page_bounds;
+use crate::routes::paging::Paged;
 
 /// Longest `status` filter accepted.
 const MAX_STATUS_LEN: usize = 32;
 /// Longest search text accepted.
 const MAX_Q_LEN: usize = 200;
 
-/// Query of `GET /api/requests`; every field optional, checked by hand so that each
-/// problem gets its own 400.
-#[derive(Debug, FromForm)]
+/// Filters of `GET /api/requests`, whose page comes beside them in [`Paged`]; every
+/// field optional, checked by hand so that each problem gets its own 400.
+#[derive(Debug, FromForm, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct InboxQuery {
+    /// partner or order (default: both)
     kind: Option<String>,
+    /// Only this status, e.g. OPEN (case-insensitive)
     status: Option<String>,
+    /// Only requests whose id, issuing agent or description contain this (case-insensitive)
     q: Option<String>,
-    limit: Option<String>,
-    offset: Option<String>,
 }
 
-/// [`InboxQuery`] checked.
+/// An [`InboxQuery`] and its page, checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Checked {
     kind: Option<&'static str>,
@@ -44,15 +46,16 @@ struct Checked {
     offset: i64,
 }
 
-impl InboxQuery {
+impl Paged<InboxQuery> {
     fn parse(&self) -> ApiResult<Checked> {
-        let kind = match self.kind.as_deref().map(str::trim) {
+        let filter = &self.filter;
+        let kind = match filter.kind.as_deref().map(str::trim) {
             None | Some("") => None,
             Some(k) if k.eq_ignore_ascii_case(mirror::KIND_PARTNER) => Some(mirror::KIND_PARTNER),
             Some(k) if k.eq_ignore_ascii_case(mirror::KIND_ORDER) => Some(mirror::KIND_ORDER),
             Some(_) => return Err(ApiError::invalid("kind", "must be partner or order")),
         };
-        let status = match self.status.as_deref().map(str::trim) {
+        let status = match filter.status.as_deref().map(str::trim) {
             None | Some("") => None,
             Some(s)
                 if s.len() <= MAX_STATUS_LEN
@@ -67,7 +70,7 @@ impl InboxQuery {
                 ));
             }
         };
-        let q = match self.q.as_deref().map(str::trim) {
+        let q = match filter.q.as_deref().map(str::trim) {
             None | Some("") => None,
             Some(q) if q.chars().count() <= MAX_Q_LEN => Some(q.to_owned()),
             Some(_) => {
@@ -77,7 +80,7 @@ impl InboxQuery {
                 ));
             }
         };
-        let (limit, offset) = page_bounds(self.limit.as_deref(), self.offset.as_deref())?;
+        let (limit, offset) = self.page.parse()?;
         Ok(Checked {
             kind,
             status,
@@ -182,13 +185,7 @@ fn as_of(states: &[ScanState], kind: Option<&str>) -> Option<String> {
 
 /// `GET /api/requests`: partner and order requests from the mirror of the chain.
 #[utoipa::path(get, path = "/api/requests", tag = "inbox",
-    params(
-        ("kind" = Option<String>, Query, description = "partner or order (default: both)"),
-        ("status" = Option<String>, Query, description = "Only this status, e.g. OPEN (case-insensitive)"),
-        ("q" = Option<String>, Query, description = "Only requests whose id, issuing agent or description contain this (case-insensitive)"),
-        ("limit" = Option<i64>, Query, description = "Rows per page, 1–500 (default 50)"),
-        ("offset" = Option<i64>, Query, description = "Rows to skip (default 0)"),
-    ),
+    params(Paged<InboxQuery>),
     responses(
         (status = 200, description = "One page of the filtered requests, newest first, with the total and the mirror's freshness", body = InboxPage),
         Errors<Reader, Params>,
@@ -198,7 +195,7 @@ fn as_of(states: &[ScanState], kind: Option<&str>) -> Option<String> {
 pub async fn request_list(
     app: &State<App>,
     _caller: Reader,
-    query: InboxQuery,
+    query: Paged<InboxQuery>,
 ) -> ApiResult<Json<InboxPage>> {
     let checked = query.parse()?;
     let (page, states) = app
@@ -257,22 +254,16 @@ pub async fn request_counts(app: &State<App>, _caller: Reader) -> ApiResult<Json
 mod tests {
     #![allow(clippy::unwrap_used)]
 
+    use rocket::form::{Form, ValueField};
+
     use super::*;
 
-    fn query(pairs: &[(&str, &str)]) -> InboxQuery {
-        let get = |name: &str| {
-            pairs
-                .iter()
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| (*v).to_owned())
-        };
-        InboxQuery {
-            kind: get("kind"),
-            status: get("status"),
-            q: get("q"),
-            limit: get("limit"),
-            offset: get("offset"),
-        }
+    /// The route's query from its fields, read as Rocket reads a query string.
+    fn query(pairs: &[(&str, &str)]) -> Paged<InboxQuery> {
+        let fields = pairs
+            .iter()
+            .map(|(name, value)| ValueField::from((*name, *value)));
+        Form::parse_iter(fields).unwrap()
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! What the MES itself stores about the chain: the audit trail of decisions and the
 //! production orders taken over from accepted orders.
 
+use diesel::QueryResult;
+use mes_core::db::DbConnection;
 use mes_core::db::decisions::{self, Decision};
 use mes_core::db::orders::{self, ProductionOrder};
 use rocket::serde::json::Json;
@@ -116,12 +118,28 @@ impl From<ProductionOrder> for ProductionOrderView {
     }
 }
 
+/// One page of a local list, newest first, as the API shows its rows: the lists of
+/// this module differ only in the table they read.
+async fn page_of<Row, View>(
+    app: &State<App>,
+    query: PageQuery,
+    list: fn(&mut DbConnection, i64, i64) -> QueryResult<Vec<Row>>,
+) -> ApiResult<Json<Vec<View>>>
+where
+    Row: Send + 'static,
+    View: From<Row>,
+{
+    let (limit, offset) = query.parse()?;
+    let rows = app
+        .db
+        .run(move |conn| Ok(list(conn, limit, offset)?))
+        .await?;
+    Ok(Json(rows.into_iter().map(Into::into).collect()))
+}
+
 /// `GET /api/decisions`: every accept/reject, newest first.
 #[utoipa::path(get, path = "/api/decisions", tag = "audit",
-    params(
-        ("limit" = Option<i64>, Query, description = "Rows per page, 1–500 (default 50)"),
-        ("offset" = Option<i64>, Query, description = "Rows to skip (default 0)"),
-    ),
+    params(PageQuery),
     responses(
         (status = 200, description = "Decisions, newest first", body = Vec<DecisionView>),
         Errors<Reader, Params>,
@@ -133,20 +151,12 @@ pub async fn decision_list(
     _caller: Reader,
     query: PageQuery,
 ) -> ApiResult<Json<Vec<DecisionView>>> {
-    let (limit, offset) = query.parse()?;
-    let rows = app
-        .db
-        .run(move |conn| Ok(decisions::list(conn, limit, offset)?))
-        .await?;
-    Ok(Json(rows.into_iter().map(Into::into).collect()))
+    page_of(app, query, decisions::list).await
 }
 
 /// `GET /api/production-orders`: orders taken over from the chain, newest first.
 #[utoipa::path(get, path = "/api/production-orders", tag = "orders",
-    params(
-        ("limit" = Option<i64>, Query, description = "Rows per page, 1–500 (default 50)"),
-        ("offset" = Option<i64>, Query, description = "Rows to skip (default 0)"),
-    ),
+    params(PageQuery),
     responses(
         (status = 200, description = "Production orders, newest first", body = Vec<ProductionOrderView>),
         Errors<Reader, Params>,
@@ -158,10 +168,5 @@ pub async fn production_order_list(
     _caller: Reader,
     query: PageQuery,
 ) -> ApiResult<Json<Vec<ProductionOrderView>>> {
-    let (limit, offset) = query.parse()?;
-    let rows = app
-        .db
-        .run(move |conn| Ok(orders::list(conn, limit, offset)?))
-        .await?;
-    Ok(Json(rows.into_iter().map(Into::into).collect()))
+    page_of(app, query, orders::list).await
 }

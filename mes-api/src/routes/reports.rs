@@ -7,12 +7,12 @@ use rocket::serde::json::Json;
 use rocket::{FromForm, State, get, post};
 use serde::Serialize;
 use serde_json::Value;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::app::App;
 use crate::auth::{Reader, Writer};
 use crate::error::{ApiError, ApiResult, Body, Errors, Lookup, Params};
-use crate::routes::paging::page_bounds;
+use crate::routes::paging::Paged;
 use crate::routes::units::{Delivery, ObjectBody, object_body};
 use crate::service::reports::{self, DailyRun, DayReportInput, StoredDayReport};
 
@@ -73,20 +73,22 @@ pub async fn day_report_store(
     Ok(Json(stored))
 }
 
-/// Query of `GET /api/DayReport`.
-#[derive(Debug, FromForm)]
+/// Query of `GET /api/DayReport`; read as text so that a missing or bad `date` gets
+/// its own 400.
+#[derive(Debug, FromForm, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DayReportQuery {
-    unit: Option<String>,
+    /// The day, YYYY-MM-DD
+    #[param(value_type = String, required = true)]
     date: Option<String>,
+    /// Only this unit's day
+    unit: Option<String>,
 }
 
 /// `GET /api/DayReport?date=YYYY-MM-DD[&unit=CODE]`: the stored days of every unit
 /// (or of one) on a date, with their delivery.
 #[utoipa::path(get, path = "/api/DayReport", tag = "daily report",
-    params(
-        ("date" = String, Query, description = "The day, YYYY-MM-DD"),
-        ("unit" = Option<String>, Query, description = "Only this unit's day"),
-    ),
+    params(DayReportQuery),
     responses(
         (status = 200, description = "Stored days, by unit (empty when none is stored)", body = Vec<DayReportView>),
         Errors<Reader, Params, Lookup>,
@@ -117,9 +119,12 @@ pub async fn day_report_get(
     Ok(Json(views))
 }
 
-/// Query of `POST /api/reports/daily/run`.
-#[derive(Debug, FromForm)]
+/// Query of `POST /api/reports/daily/run`; read as text so that a bad `date` gets
+/// its own 400.
+#[derive(Debug, FromForm, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct RunQuery {
+    /// The day, YYYY-MM-DD, before today in MES_REPORT_TZ (default: yesterday there)
     date: Option<String>,
 }
 
@@ -127,7 +132,7 @@ pub struct RunQuery {
 /// the day now, as the daily job does. Exactly once per unit and day: a day already
 /// enqueued (by this run, another server, the job) adds nothing.
 #[utoipa::path(post, path = "/api/reports/daily/run", tag = "daily report",
-    params(("date" = Option<String>, Query, description = "The day, YYYY-MM-DD, before today in MES_REPORT_TZ (default: yesterday there)")),
+    params(RunQuery),
     responses(
         (status = 200, description = "What the run did, unit by unit", body = Object),
         Errors<Writer, Params>,
@@ -218,22 +223,18 @@ impl From<OutboxRow> for OutboxView {
     }
 }
 
-/// Query of `GET /api/outbox`.
-#[derive(Debug, FromForm)]
+/// Filter of `GET /api/outbox`, whose page comes beside it in [`Paged`].
+#[derive(Debug, FromForm, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct OutboxQuery {
+    /// Only rows in this status: pending, in_flight, done, failed
     status: Option<String>,
-    limit: Option<String>,
-    offset: Option<String>,
 }
 
 /// `GET /api/outbox`: chain messages waiting, in flight, delivered or failed, newest
 /// first.
 #[utoipa::path(get, path = "/api/outbox", tag = "daily report",
-    params(
-        ("status" = Option<String>, Query, description = "Only rows in this status: pending, in_flight, done, failed"),
-        ("limit" = Option<i64>, Query, description = "Rows per page, 1–500 (default 50)"),
-        ("offset" = Option<i64>, Query, description = "Rows to skip (default 0)"),
-    ),
+    params(Paged<OutboxQuery>),
     responses(
         (status = 200, description = "Outbox rows, newest first", body = Vec<OutboxView>),
         Errors<Reader, Params>,
@@ -243,9 +244,9 @@ pub struct OutboxQuery {
 pub async fn outbox_list(
     app: &State<App>,
     _caller: Reader,
-    query: OutboxQuery,
+    query: Paged<OutboxQuery>,
 ) -> ApiResult<Json<Vec<OutboxView>>> {
-    let status = match query.status.as_deref().map(str::trim) {
+    let status = match query.filter.status.as_deref().map(str::trim) {
         None => None,
         Some(s @ (outbox::PENDING | outbox::IN_FLIGHT | outbox::DONE | outbox::FAILED)) => {
             Some(s.to_owned())
@@ -257,7 +258,7 @@ pub async fn outbox_list(
             ));
         }
     };
-    let (limit, offset) = page_bounds(query.limit.as_deref(), query.offset.as_deref())?;
+    let (limit, offset) = query.page.parse()?;
     let rows = app
         .db
         .run(move |conn| Ok(outbox::list(conn, status.as_deref(), limit, offset)?))
