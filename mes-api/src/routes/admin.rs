@@ -80,8 +80,7 @@ pub struct TokenPut {
     responses(
         (status = 200, description = "Tokens, secrets redacted", body = Vec<TokenView>),
         Errors<Admin>,
-    ),
-    security(("bearer" = [])))]
+    ))]
 #[get("/api/tokens")]
 pub async fn token_list(app: &State<App>, _caller: Admin) -> ApiResult<Json<Vec<TokenView>>> {
     let rows = app.db.run(|conn| Ok(tokens::list(conn)?)).await?;
@@ -94,8 +93,7 @@ pub async fn token_list(app: &State<App>, _caller: Admin) -> ApiResult<Json<Vec<
     responses(
         (status = 200, description = "The stored token, secrets redacted", body = TokenView),
         Errors<Admin, Body, Params>,
-    ),
-    security(("bearer" = [])))]
+    ))]
 #[post("/api/tokens", data = "<body>")]
 pub async fn token_put(
     app: &State<App>,
@@ -143,8 +141,7 @@ pub async fn token_put(
     responses(
         (status = 204, description = "Removed"),
         Errors<Admin, Params, Lookup>,
-    ),
-    security(("bearer" = [])))]
+    ))]
 #[delete("/api/tokens/<id>")]
 pub async fn token_delete(app: &State<App>, _caller: Admin, id: &str) -> ApiResult<Status> {
     let id: i64 = id
@@ -254,8 +251,7 @@ fn no_operator(name: &str) -> ApiError {
     responses(
         (status = 200, description = "Operators, in the order they were added", body = Vec<OperatorView>),
         Errors<Admin>,
-    ),
-    security(("bearer" = [])))]
+    ))]
 #[get("/api/operators")]
 pub async fn operator_list(app: &State<App>, _caller: Admin) -> ApiResult<Json<Vec<OperatorView>>> {
     let rows = app.db.run(|conn| Ok(operators::list(conn)?)).await?;
@@ -268,8 +264,7 @@ pub async fn operator_list(app: &State<App>, _caller: Admin) -> ApiResult<Json<V
     responses(
         (status = 201, description = "Added; the key is in this answer only", body = OperatorKey),
         Errors<Admin, Body, Params, Unique>,
-    ),
-    security(("bearer" = [])))]
+    ))]
 #[post("/api/operators", data = "<body>")]
 pub async fn operator_add(
     app: &State<App>,
@@ -323,8 +318,7 @@ pub async fn operator_add(
     responses(
         (status = 204, description = "Removed"),
         Errors<Admin, Lookup>,
-    ),
-    security(("bearer" = [])))]
+    ))]
 #[delete("/api/operators/<name>")]
 pub async fn operator_remove(app: &State<App>, caller: Admin, name: &str) -> ApiResult<Status> {
     let name = name.trim().to_owned();
@@ -348,8 +342,7 @@ pub async fn operator_remove(app: &State<App>, caller: Admin, name: &str) -> Api
     responses(
         (status = 200, description = "The new key, in this answer only", body = OperatorKey),
         Errors<Admin, Lookup>,
-    ),
-    security(("bearer" = [])))]
+    ))]
 #[post("/api/operators/<name>/rotate")]
 pub async fn operator_rotate(app: &State<App>, caller: Admin, name: &str) -> ApiResult<KeyAnswer> {
     let name = name.trim().to_owned();

@@ -118,40 +118,6 @@ async fn list_route(
     Ok(Json(app.requests.list(kind, page, status).await?))
 }
 
-/// `GET /api/KafkaPartner/LIST`: the chain's partner requests.
-#[utoipa::path(get, path = "/api/KafkaPartner/LIST", tag = "partners",
-    params(ListQuery),
-    responses(
-        (status = 200, description = "The chain's `data` list, as it sent it", body = Vec<Object>),
-        Errors<Reader, Params, ChainCall>,
-    ),
-    security(("bearer" = [])))]
-#[get("/api/KafkaPartner/LIST?<query..>")]
-pub async fn partner_list(
-    app: &State<App>,
-    caller: Reader,
-    query: ListQuery,
-) -> ApiResult<Json<Vec<Value>>> {
-    list_route(app, caller, Kind::Partner, query).await
-}
-
-/// `GET /api/KafkaOrder/LIST`: the chain's order requests.
-#[utoipa::path(get, path = "/api/KafkaOrder/LIST", tag = "orders",
-    params(ListQuery),
-    responses(
-        (status = 200, description = "The chain's `data` list, as it sent it", body = Vec<Object>),
-        Errors<Reader, Params, ChainCall>,
-    ),
-    security(("bearer" = [])))]
-#[get("/api/KafkaOrder/LIST?<query..>")]
-pub async fn order_list(
-    app: &State<App>,
-    caller: Reader,
-    query: ListQuery,
-) -> ApiResult<Json<Vec<Value>>> {
-    list_route(app, caller, Kind::Order, query).await
-}
-
 /// The original ANS routes: answers a request of `kind` and returns the chain's
 /// `message`.
 async fn ans_route(
@@ -169,44 +135,65 @@ async fn ans_route(
     Ok(Json(original_answer(outcome)?))
 }
 
-/// `GET /api/KafkaPartner/ANS?ID=…&Response=0|1`: the chain's `message`.
-#[utoipa::path(get, path = "/api/KafkaPartner/ANS", tag = "partners",
-    params(
-        ("ID" = String, Query, description = "The partner request id (1–128 characters from A-Z, a-z, 0-9, `_` and `-`, exactly as the chain spells it)"),
-        AnsQuery,
-    ),
-    responses(
-        (status = 200, description = "The chain's `message`", body = Object),
-        Errors<Writer, Params, ChainCall>,
-    ),
-    security(("bearer" = [])))]
-#[get("/api/KafkaPartner/ANS?<query..>")]
-pub async fn partner_ans(
-    app: &State<App>,
-    caller: Writer,
-    query: AnsQuery,
-) -> ApiResult<Json<Value>> {
-    ans_route(app, caller, Kind::Partner, query).await
+/// The original's four routes, `/api/Kafka{Partner,Order}/{LIST,ANS}`: the same LIST and
+/// ANS route for each kind of request, written once. Each use names the routes' paths,
+/// tag and functions, so a search for a path still finds it.
+macro_rules! original_routes {
+    (
+        $kind:expr, tag = $tag:tt, id = $id_doc:tt,
+        list: $list:ident = $list_doc:tt $list_path:tt $list_uri:tt,
+        ans: $ans:ident = $ans_doc:tt $ans_path:tt $ans_uri:tt $(,)?
+    ) => {
+        #[doc = $list_doc]
+        #[utoipa::path(get, path = $list_path, tag = $tag,
+            params(ListQuery),
+            responses(
+                (status = 200, description = "The chain's `data` list, as it sent it", body = Vec<Object>),
+                Errors<Reader, Params, ChainCall>,
+            ))]
+        #[get($list_uri)]
+        pub async fn $list(
+            app: &State<App>,
+            caller: Reader,
+            query: ListQuery,
+        ) -> ApiResult<Json<Vec<Value>>> {
+            list_route(app, caller, $kind, query).await
+        }
+
+        #[doc = $ans_doc]
+        #[utoipa::path(get, path = $ans_path, tag = $tag,
+            params(("ID" = String, Query, description = $id_doc), AnsQuery),
+            responses(
+                (status = 200, description = "The chain's `message`", body = Object),
+                Errors<Writer, Params, ChainCall>,
+            ))]
+        #[get($ans_uri)]
+        pub async fn $ans(
+            app: &State<App>,
+            caller: Writer,
+            query: AnsQuery,
+        ) -> ApiResult<Json<Value>> {
+            ans_route(app, caller, $kind, query).await
+        }
+    };
 }
 
-/// `GET /api/KafkaOrder/ANS?ID=…&Response=0|1`: the chain's `message`.
-#[utoipa::path(get, path = "/api/KafkaOrder/ANS", tag = "orders",
-    params(
-        ("ID" = String, Query, description = "The order id, `abs_action_id` (1–128 characters from A-Z, a-z, 0-9, `_` and `-`, exactly as the chain spells it)"),
-        AnsQuery,
-    ),
-    responses(
-        (status = 200, description = "The chain's `message`", body = Object),
-        Errors<Writer, Params, ChainCall>,
-    ),
-    security(("bearer" = [])))]
-#[get("/api/KafkaOrder/ANS?<query..>")]
-pub async fn order_ans(
-    app: &State<App>,
-    caller: Writer,
-    query: AnsQuery,
-) -> ApiResult<Json<Value>> {
-    ans_route(app, caller, Kind::Order, query).await
+original_routes! {
+    Kind::Partner, tag = "partners",
+    id = "The partner request id (1–128 characters from A-Z, a-z, 0-9, `_` and `-`, exactly as the chain spells it)",
+    list: partner_list = "`GET /api/KafkaPartner/LIST`: the chain's partner requests."
+        "/api/KafkaPartner/LIST" "/api/KafkaPartner/LIST?<query..>",
+    ans: partner_ans = "`GET /api/KafkaPartner/ANS?ID=…&Response=0|1`: the chain's `message`."
+        "/api/KafkaPartner/ANS" "/api/KafkaPartner/ANS?<query..>",
+}
+
+original_routes! {
+    Kind::Order, tag = "orders",
+    id = "The order id, `abs_action_id` (1–128 characters from A-Z, a-z, 0-9, `_` and `-`, exactly as the chain spells it)",
+    list: order_list = "`GET /api/KafkaOrder/LIST`: the chain's order requests."
+        "/api/KafkaOrder/LIST" "/api/KafkaOrder/LIST?<query..>",
+    ans: order_ans = "`GET /api/KafkaOrder/ANS?ID=…&Response=0|1`: the chain's `message`."
+        "/api/KafkaOrder/ANS" "/api/KafkaOrder/ANS?<query..>",
 }
 
 /// The original routes answer the chain's message, and 504 `chain_timeout` (naming the
@@ -313,8 +300,7 @@ async fn answer_route(
         (status = 200, description = "The chain applied the answer", body = AnswerResponse),
         (status = 202, description = "Sent, not confirmed yet (decision `unknown`): it settles from the chain's list by itself; answering again sends nothing meanwhile", body = AnswerResponse),
         Errors<Writer, Params, Body, ChainCall>,
-    ),
-    security(("bearer" = [])))]
+    ))]
 #[post("/api/partners/<id>/answer", data = "<body>")]
 pub async fn partner_answer(
     app: &State<App>,
@@ -337,8 +323,7 @@ pub async fn partner_answer(
         (status = 200, description = "The chain applied the answer", body = AnswerResponse),
         (status = 202, description = "Sent, not confirmed yet (decision `unknown`): it settles from the chain's list by itself; answering again sends nothing meanwhile", body = AnswerResponse),
         Errors<Writer, Params, Body, ChainCall>,
-    ),
-    security(("bearer" = [])))]
+    ))]
 #[post("/api/orders/<id>/answer", data = "<body>")]
 pub async fn order_answer(
     app: &State<App>,

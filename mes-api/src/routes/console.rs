@@ -129,8 +129,7 @@ pub struct Me {
     responses(
         (status = 200, description = "The caller", body = Me),
         Errors<Reader>,
-    ),
-    security(("bearer" = [])))]
+    ))]
 #[get("/api/me")]
 pub fn me(caller: Reader) -> Json<Me> {
     Json(Me {
@@ -164,8 +163,7 @@ fn session_cookie(
     responses(
         (status = 200, description = "Signed in; the stream cookie is set", body = Me),
         Errors<Reader>,
-    ),
-    security(("bearer" = [])))]
+    ))]
 #[post("/api/session")]
 pub async fn session_open(
     app: &State<App>,
@@ -249,8 +247,7 @@ enum Next {
     responses(
         (status = 200, description = "An event stream", body = String, content_type = "text/event-stream"),
         Errors<StreamReader>,
-    ),
-    security(("bearer" = [])))]
+    ))]
 #[get("/api/events")]
 pub fn events(app: &State<App>, reader: StreamReader, mut shutdown: Shutdown) -> EventStream![] {
     let mut rx = app.events.subscribe();

@@ -14,7 +14,7 @@ pub mod reports;
 pub mod units;
 
 use rocket::{Route, routes};
-use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::error::ErrorBody;
@@ -78,7 +78,16 @@ api! {
     console::events,
 }
 
-/// Adds the `bearer` security scheme the routes refer to.
+/// A stored timestamp as every answer writes it: the database keeps UTC without a
+/// zone, the API says RFC 3339 with the zone.
+pub(crate) fn rfc3339(t: chrono::NaiveDateTime) -> String {
+    t.and_utc().to_rfc3339()
+}
+
+/// Adds the `bearer` security scheme, and requires it of every operation that can
+/// answer 401. A route's auth guard (`Reader`, `Writer`, `Admin`) is what puts 401 among
+/// its documented responses (`Errors<…>`), so the guard alone decides whether the
+/// document asks for a key: there is no second list to keep in step with the guards.
 struct BearerAuth;
 
 impl Modify for BearerAuth {
@@ -88,6 +97,21 @@ impl Modify for BearerAuth {
             "bearer",
             SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
         );
+        let bearer = SecurityRequirement::new("bearer", Vec::<String>::new());
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for operation in operations.into_iter().flatten() {
+                if operation.responses.responses.contains_key("401") {
+                    operation.security = Some(vec![bearer.clone()]);
+                }
+            }
+        }
     }
 }
 
@@ -137,5 +161,37 @@ mod tests {
         );
         assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
         assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+    }
+
+    #[test]
+    fn only_the_public_operations_are_documented_without_the_bearer_key() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let mut public = Vec::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, operation) in item.as_object().unwrap() {
+                match operation.get("security") {
+                    None => public.push(format!("{} {path}", method.to_uppercase())),
+                    Some(security) => assert_eq!(
+                        security,
+                        &serde_json::json!([{"bearer": []}]),
+                        "{method} {path}"
+                    ),
+                }
+            }
+        }
+        public.sort();
+        assert_eq!(
+            public,
+            [
+                "DELETE /api/session",
+                "GET /",
+                "GET /api/openapi.json",
+                "GET /assets/{name}",
+                "GET /health/live",
+                "GET /health/ready",
+                "GET /metrics",
+            ],
+            "a route without an auth guard, or a guarded one the document calls public"
+        );
     }
 }

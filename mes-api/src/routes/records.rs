@@ -15,10 +15,7 @@ use crate::app::App;
 use crate::auth::Reader;
 use crate::error::{ApiResult, Errors, Params};
 use crate::routes::paging::PageQuery;
-
-fn timestamp(t: chrono::NaiveDateTime) -> String {
-    t.and_utc().to_rfc3339()
-}
+use crate::routes::rfc3339;
 
 /// A decision as the API shows it.
 #[derive(Debug, Serialize, ToSchema)]
@@ -66,8 +63,8 @@ impl From<Decision> for DecisionView {
             outcome: d.outcome,
             chain_message: d.chain_message,
             chain_error: d.chain_error,
-            created_at: timestamp(d.created_at),
-            updated_at: timestamp(d.updated_at),
+            created_at: rfc3339(d.created_at),
+            updated_at: rfc3339(d.updated_at),
         }
     }
 }
@@ -112,8 +109,8 @@ impl From<ProductionOrder> for ProductionOrderView {
             chain_timestamp: o.chain_timestamp,
             decision_id: o.decision_id,
             status: o.status,
-            created_at: timestamp(o.created_at),
-            updated_at: timestamp(o.updated_at),
+            created_at: rfc3339(o.created_at),
+            updated_at: rfc3339(o.updated_at),
         }
     }
 }
@@ -143,8 +140,7 @@ where
     responses(
         (status = 200, description = "Decisions, newest first", body = Vec<DecisionView>),
         Errors<Reader, Params>,
-    ),
-    security(("bearer" = [])))]
+    ))]
 #[get("/api/decisions?<query..>")]
 pub async fn decision_list(
     app: &State<App>,
@@ -160,8 +156,7 @@ pub async fn decision_list(
     responses(
         (status = 200, description = "Production orders, newest first", body = Vec<ProductionOrderView>),
         Errors<Reader, Params>,
-    ),
-    security(("bearer" = [])))]
+    ))]
 #[get("/api/production-orders?<query..>")]
 pub async fn production_order_list(
     app: &State<App>,

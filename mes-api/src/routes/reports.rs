@@ -51,8 +51,7 @@ fn view(
     responses(
         (status = 200, description = "The day as stored", body = DayReportView),
         Errors<Writer, Body, Lookup>,
-    ),
-    security(("bearer" = [])))]
+    ))]
 #[post("/api/DayReport", data = "<body>")]
 pub async fn day_report_store(
     app: &State<App>,
@@ -92,8 +91,7 @@ pub struct DayReportQuery {
     responses(
         (status = 200, description = "Stored days, by unit (empty when none is stored)", body = Vec<DayReportView>),
         Errors<Reader, Params, Lookup>,
-    ),
-    security(("bearer" = [])))]
+    ))]
 #[get("/api/DayReport?<query..>")]
 pub async fn day_report_get(
     app: &State<App>,
@@ -136,8 +134,7 @@ pub struct RunQuery {
     responses(
         (status = 200, description = "What the run did, unit by unit", body = Object),
         Errors<Writer, Params>,
-    ),
-    security(("bearer" = [])))]
+    ))]
 #[post("/api/reports/daily/run?<query..>")]
 pub async fn daily_run(
     app: &State<App>,
@@ -238,8 +235,7 @@ pub struct OutboxQuery {
     responses(
         (status = 200, description = "Outbox rows, newest first", body = Vec<OutboxView>),
         Errors<Reader, Params>,
-    ),
-    security(("bearer" = [])))]
+    ))]
 #[get("/api/outbox?<query..>")]
 pub async fn outbox_list(
     app: &State<App>,
@@ -288,8 +284,7 @@ pub struct RelayView {
     responses(
         (status = 200, description = "The relay's state", body = RelayView),
         Errors<Reader>,
-    ),
-    security(("bearer" = [])))]
+    ))]
 #[get("/api/outbox/relay")]
 pub fn outbox_relay(app: &State<App>, _caller: Reader) -> Json<RelayView> {
     let status = app.relay.status();

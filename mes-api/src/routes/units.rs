@@ -15,6 +15,7 @@ use utoipa::ToSchema;
 use crate::app::App;
 use crate::auth::{Reader, Writer};
 use crate::error::{ApiError, ApiResult, Body, ErrorCode, Errors, Lookup, Unique};
+use crate::routes::rfc3339;
 use crate::service::units::{NewUnit, Unit, UnitPatch, UnitService};
 
 /// Where a unit's (or a day report's) chain messages stand, from `chain_outbox`.
@@ -57,7 +58,7 @@ impl Delivery {
             error: row.last_error.clone(),
             attempts: row.attempts,
             outbox_id: Some(row.id),
-            updated_at: Some(row.updated_at.and_utc().to_rfc3339()),
+            updated_at: Some(rfc3339(row.updated_at)),
         }
     }
 }
@@ -95,8 +96,8 @@ impl UnitView {
             name: unit.name,
             status: unit.status,
             process_name: unit.process_name,
-            created_at: unit.created_at.and_utc().to_rfc3339(),
-            updated_at: unit.updated_at.and_utc().to_rfc3339(),
+            created_at: rfc3339(unit.created_at),
+            updated_at: rfc3339(unit.updated_at),
         }
     }
 
@@ -161,8 +162,7 @@ pub fn object_body<T: DeserializeOwned>(body: ObjectBody<'_>, expected: &str) ->
     responses(
         (status = 201, description = "Created; its chain record is on its way", body = UnitView),
         Errors<Writer, Body, Unique>,
-    ),
-    security(("bearer" = [])))]
+    ))]
 #[post("/api/ProductionUnit", data = "<body>")]
 pub async fn unit_create(
     app: &State<App>,
@@ -187,8 +187,7 @@ pub async fn unit_create(
     responses(
         (status = 200, description = "Every unit, by code", body = Vec<UnitView>),
         Errors<Reader>,
-    ),
-    security(("bearer" = [])))]
+    ))]
 #[get("/api/ProductionUnit")]
 pub async fn unit_list(app: &State<App>, _caller: Reader) -> ApiResult<Json<Vec<UnitView>>> {
     let units = app.units.clone();
@@ -210,8 +209,7 @@ pub async fn unit_list(app: &State<App>, _caller: Reader) -> ApiResult<Json<Vec<
     responses(
         (status = 200, description = "The unit", body = UnitView),
         Errors<Reader, Lookup>,
-    ),
-    security(("bearer" = [])))]
+    ))]
 #[get("/api/ProductionUnit/<id>")]
 pub async fn unit_get(app: &State<App>, _caller: Reader, id: &str) -> ApiResult<Json<UnitView>> {
     let id = id.to_owned();
@@ -239,8 +237,7 @@ pub async fn unit_get(app: &State<App>, _caller: Reader, id: &str) -> ApiResult<
     responses(
         (status = 200, description = "The unit as stored; its update is on its way to the chain", body = UnitView),
         Errors<Writer, Body, Lookup>,
-    ),
-    security(("bearer" = [])))]
+    ))]
 #[patch("/api/ProductionUnit/<id>", data = "<body>")]
 pub async fn unit_patch(
     app: &State<App>,
