@@ -37,7 +37,10 @@
 //!   each topic stands.
 //! - [`RecordReplies::None`] (`MES_RECORD_REPLIES=none`): record rows are published
 //!   without waiting for a reply ([`Bridge::publish`]) and done once the broker
-//!   acknowledges them.
+//!   acknowledges them. Nothing then says when the chain read a row, and Kafka orders
+//!   rows only within one partition of one topic (a unit's record type and records
+//!   travel on two), so these keys keep the poll's pace between rows instead of going
+//!   back to back.
 //!
 //! Database calls are blocking diesel calls and run on tokio's blocking pool.
 
@@ -253,7 +256,11 @@ impl Relay {
                     // batch left rows behind): claim again at once. A batch that only
                     // put rows back (broker down, topic on hold) waits, or the relay
                     // would spin on rows it cannot deliver.
-                    if batch.done + batch.failed > 0 {
+                    // Published rows (`RecordReplies::None`) keep the poll's pace
+                    // within a key (see `deliver_key`): only a full batch goes on at once.
+                    let settled = batch.done + batch.failed > 0;
+                    let full = batch.claimed >= batch_size(config);
+                    if settled && (config.record_replies != RecordReplies::None || full) {
                         continue;
                     }
                     config.poll_interval

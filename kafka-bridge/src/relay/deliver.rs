@@ -61,7 +61,14 @@ impl Inner {
         while let Some((row, claimed_at)) = next.take() {
             let deadline = claimed_at + self.config.lease - self.config.lease_margin();
             delivered += 1;
-            let then = delivered < most && !self.stopping.load(Ordering::Relaxed);
+            // Published rows (`RecordReplies::None`) are settled on the broker's
+            // acknowledgement, which says nothing of the order in which the chain reads
+            // them: Kafka orders a key's rows only within one partition of one topic,
+            // and a unit's record type and records travel on two topics. Those keys keep
+            // the poll's pace between rows, as before there was a back-to-back path.
+            let then = delivered < most
+                && self.config.record_replies != RecordReplies::None
+                && !self.stopping.load(Ordering::Relaxed);
             let (verdict, claimed) = self.deliver(row, token, deadline, then).await;
             tally.count(verdict.as_ref());
             next = match claimed {
