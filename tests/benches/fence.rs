@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use chain_sim::{DEFAULT_TOKEN, SimConfig, SimTopics, Simulator};
 use clap::Parser;
 use kafka_bridge::Error;
-use kafka_bridge::bridge::{Bridge, BridgeConfig, CallOptions};
+use kafka_bridge::bridge::{Bridge, BridgeConfig, CallOptions, Listing};
 use kafka_bridge::kafka::KafkaConfig;
 use mes_core::codec::Page;
 use mes_core::domain::{Answer, RequestId};
@@ -121,8 +121,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 let id = ids[n].clone();
                 let started = Instant::now();
                 let result = bridge
-                    .answer_partner(
+                    .answer(
                         DEFAULT_TOKEN,
+                        Listing::Partners,
                         id.clone(),
                         Answer::Reject,
                         CallOptions::default(),

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use chain_sim::{DEFAULT_TOKEN, SimConfig, SimHandle, SimTopics, Simulator};
 use kafka_bridge::Error;
-use kafka_bridge::bridge::{Bridge, BridgeConfig, CallOptions, CorrelationMode, DropReason, Echo};
+use kafka_bridge::bridge::{
+    Bridge, BridgeConfig, CallOptions, CorrelationMode, DropReason, Echo, Listing,
+};
 use kafka_bridge::kafka::KafkaConfig;
 use mes_core::codec::{Page, Topic};
 use mes_core::domain::{Answer, RequestId, Status};
@@ -220,7 +222,13 @@ async fn a_slow_legacy_chain_times_some_answers_out_and_never_hands_a_reply_to_a
         ..CallOptions::default()
     };
     let ended = bridge
-        .answer_partner(DEFAULT_TOKEN, first.clone(), Answer::Accept, early)
+        .answer(
+            DEFAULT_TOKEN,
+            Listing::Partners,
+            first.clone(),
+            Answer::Accept,
+            early,
+        )
         .await;
     assert!(matches!(ended, Err(Error::Timeout(_))), "{ended:?}");
     assert_eq!(bridge.fence_counts().raised, 1, "its shape is fenced");
@@ -250,7 +258,13 @@ async fn a_slow_legacy_chain_times_some_answers_out_and_never_hands_a_reply_to_a
                         ..CallOptions::default()
                     };
                     let answered = bridge
-                        .answer_partner(DEFAULT_TOKEN, id.clone(), Answer::Accept, options)
+                        .answer(
+                            DEFAULT_TOKEN,
+                            Listing::Partners,
+                            id.clone(),
+                            Answer::Accept,
+                            options,
+                        )
                         .await;
                     if !matches!(answered, Err(Error::ChainBehind { .. })) {
                         return (id, answered, behind);

@@ -82,30 +82,6 @@ impl Bridge {
         message_of(self.request(auth, request, options).await?)
     }
 
-    /// `BLK_Part_Ans`: accept or reject a partner request.
-    pub async fn answer_partner(
-        &self,
-        auth: &str,
-        id: RequestId,
-        response: Answer,
-        options: CallOptions,
-    ) -> Result<Answered> {
-        self.answer(auth, Listing::Partners, id, response, options)
-            .await
-    }
-
-    /// `BLK_Act_Ans`: accept or reject an order request.
-    pub async fn answer_order(
-        &self,
-        auth: &str,
-        id: RequestId,
-        response: Answer,
-        options: CallOptions,
-    ) -> Result<Answered> {
-        self.answer(auth, Listing::Orders, id, response, options)
-            .await
-    }
-
     /// `BLK_Rty`: create a record type; "already exists" is a success.
     pub async fn create_record_type(
         &self,
