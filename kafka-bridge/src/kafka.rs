@@ -21,6 +21,7 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use mes_core::codec::Topic;
 
+use crate::trace::TraceParent;
 use crate::{Error, Result};
 
 /// A librdkafka client that is destroyed on a thread of its own.
@@ -130,12 +131,27 @@ impl KafkaConfig {
 /// and a gateway that echoes it (`chain-sim`) copies it onto its reply.
 pub const CORRELATION_HEADER: &str = "correlation_id";
 
-/// The headers of a record that carries `corr` in [`CORRELATION_HEADER`].
+/// The headers of a record that carries `corr` in [`CORRELATION_HEADER`] (a reply
+/// that echoes it).
 pub fn correlation_headers(corr: &str) -> OwnedHeaders {
     OwnedHeaders::new().insert(Header {
         key: CORRELATION_HEADER,
         value: Some(corr.as_bytes()),
     })
+}
+
+/// The headers of a request record we send: `corr` in [`CORRELATION_HEADER`] and `trace` in
+/// W3C's `traceparent` ([`crate::trace::HEADER`]).
+pub fn request_headers(corr: &str, trace: &TraceParent) -> OwnedHeaders {
+    OwnedHeaders::new()
+        .insert(Header {
+            key: CORRELATION_HEADER,
+            value: Some(corr.as_bytes()),
+        })
+        .insert(Header {
+            key: crate::trace::HEADER,
+            value: Some(trace.to_string().as_bytes()),
+        })
 }
 
 /// The correlation id in a record's [`CORRELATION_HEADER`], if it has one in UTF-8.

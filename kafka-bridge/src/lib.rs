@@ -5,5 +5,6 @@ pub mod error;
 pub mod kafka;
 pub mod metrics;
 pub mod relay;
+pub mod trace;
 
 pub use error::{Error, Result};

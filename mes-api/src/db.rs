@@ -1,5 +1,7 @@
 //! The database as the server sees it: a pool, and [`Db::run`] to use a connection
-//! off the async workers (diesel is blocking).
+//! off the async workers (diesel is blocking). The task's trace
+//! ([`kafka_bridge::trace::current`]) goes with the closure to the blocking thread, so
+//! that an outbox row written there keeps it.
 
 use mes_core::db::{DbConnection, Pool};
 
@@ -37,9 +39,10 @@ impl Db {
         F: FnOnce(&mut DbConnection) -> Result<T, ApiError> + Send + 'static,
     {
         let pool = self.pool.clone();
+        let trace = kafka_bridge::trace::current();
         rocket::tokio::task::spawn_blocking(move || {
             let mut conn = pool.get().map_err(ApiError::database)?;
-            f(&mut conn)
+            mes_core::trace::in_scope(trace, || f(&mut conn))
         })
         .await
         .map_err(|e| ApiError::new(ErrorCode::Internal, format!("database task failed: {e}")))?
@@ -53,11 +56,12 @@ impl Db {
         F: FnOnce(&mut DbConnection) -> diesel::QueryResult<T> + Send + 'static,
     {
         let pool = self.pool.clone();
+        let trace = kafka_bridge::trace::current();
         rocket::tokio::task::spawn_blocking(move || {
             let mut conn = pool
                 .get()
                 .map_err(|e| DbError::Unavailable(e.to_string()))?;
-            Ok(f(&mut conn)?)
+            Ok(mes_core::trace::in_scope(trace, || f(&mut conn))?)
         })
         .await
         .map_err(|e| DbError::Task(e.to_string()))?

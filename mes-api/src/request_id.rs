@@ -9,12 +9,21 @@
 //!
 //! Rocket 0.5's fairings cannot wrap a handler's future in a span, so the id is kept in
 //! the request's local cache ([`RequestId::of`]) for whoever logs about the request.
+//!
+//! Each request also gets a W3C trace ([`Trace`]): a child of its `traceparent` header
+//! when that is valid, else a new trace. Its trace id is in the request's log line;
+//! a handler whose work reaches Kafka (directly, or through an outbox row) runs that
+//! work in [`Trace::scope`], so that the records it causes carry the same trace id.
 
+use std::convert::Infallible;
+use std::future::Future;
 use std::sync::Mutex;
 use std::time::Instant;
 
+use mes_core::trace::{HEADER as TRACE_HEADER, TraceParent};
 use rocket::fairing::{Fairing, Info, Kind};
 use rocket::http::Header;
+use rocket::request::{self, FromRequest};
 use rocket::{Data, Request, Response};
 
 /// The header that carries the id, both ways.
@@ -31,7 +40,7 @@ impl RequestId {
     /// The id `request` was given (by [`RequestIds`], or now if it was not: a request
     /// that skipped the fairing still gets one).
     pub fn of<'r>(request: &'r Request<'_>) -> &'r RequestId {
-        &request.local_cache(|| Stamp::new(None)).id
+        &Stamp::of(request).id
     }
 
     /// The id as text.
@@ -57,19 +66,50 @@ pub fn is_sane(id: &str) -> bool {
 /// What the fairing keeps per request.
 struct Stamp {
     id: RequestId,
+    trace: TraceParent,
     started: Instant,
 }
 
 impl Stamp {
-    fn new(incoming: Option<&str>) -> Stamp {
+    fn new(incoming: Option<&str>, traceparent: Option<&str>) -> Stamp {
         let id = match incoming {
             Some(id) if is_sane(id) => id.to_owned(),
             _ => uuid::Uuid::new_v4().to_string(),
         };
+        let trace = traceparent
+            .and_then(TraceParent::parse)
+            .map_or_else(TraceParent::new_root, |parent| parent.child());
         Stamp {
             id: RequestId(id),
+            trace,
             started: Instant::now(),
         }
+    }
+
+    fn of<'r>(request: &'r Request<'_>) -> &'r Stamp {
+        request.local_cache(|| Stamp::new(None, None))
+    }
+}
+
+/// The W3C trace of one HTTP request (a request guard that never fails): the
+/// request's own span, a child of its `traceparent` header if that was valid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Trace(pub TraceParent);
+
+impl Trace {
+    /// Runs `work` as part of this request's trace: records the bridge sends and
+    /// outbox rows written in it carry the trace id.
+    pub async fn scope<F: Future>(self, work: F) -> F::Output {
+        kafka_bridge::trace::scope(Some(self.0), work).await
+    }
+}
+
+#[rocket::async_trait]
+impl<'r> FromRequest<'r> for Trace {
+    type Error = Infallible;
+
+    async fn from_request(request: &'r Request<'_>) -> request::Outcome<Self, Infallible> {
+        request::Outcome::Success(Trace(Stamp::of(request).trace))
     }
 }
 
@@ -103,11 +143,12 @@ impl Fairing for RequestIds {
 
     async fn on_request(&self, request: &mut Request<'_>, _: &mut Data<'_>) {
         let incoming = request.headers().get_one(HEADER).map(str::to_owned);
-        request.local_cache(|| Stamp::new(incoming.as_deref()));
+        let traceparent = request.headers().get_one(TRACE_HEADER).map(str::to_owned);
+        request.local_cache(|| Stamp::new(incoming.as_deref(), traceparent.as_deref()));
     }
 
     async fn on_response<'r>(&self, request: &'r Request<'_>, response: &mut Response<'r>) {
-        let stamp = request.local_cache(|| Stamp::new(None));
+        let stamp = Stamp::of(request);
         response.set_header(Header::new(HEADER, stamp.id.0.clone()));
         let elapsed = stamp.started.elapsed();
         let path = request.uri().path();
@@ -129,6 +170,7 @@ impl Fairing for RequestIds {
             ($level:ident) => {
                 tracing::$level!(
                     request_id = %stamp.id,
+                    trace_id = %stamp.trace.trace_id(),
                     method = request.method().as_str(),
                     route,
                     path = %path,
@@ -165,13 +207,26 @@ mod tests {
     }
 
     #[test]
+    fn a_valid_traceparent_is_continued_and_any_other_starts_a_trace() {
+        let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let trace = Stamp::new(None, Some(parent)).trace;
+        assert_eq!(trace.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_ne!(trace.parent_id(), "00f067aa0ba902b7");
+        for other in [None, Some("garbage"), Some(&parent.to_uppercase()[..])] {
+            let trace = Stamp::new(None, other).trace;
+            assert_ne!(trace.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
+            assert_eq!(TraceParent::parse(&trace.to_string()), Some(trace));
+        }
+    }
+
+    #[test]
     fn an_insane_or_missing_id_becomes_a_uuid() {
         let long = "x".repeat(MAX_LEN + 1);
         for incoming in [None, Some("a b"), Some(long.as_str())] {
-            let id = Stamp::new(incoming).id;
+            let id = Stamp::new(incoming, None).id;
             let parsed = uuid::Uuid::parse_str(id.as_str());
             assert!(parsed.is_ok_and(|u| u.get_version_num() == 4), "{id}");
         }
-        assert_eq!(Stamp::new(Some("req-1")).id.as_str(), "req-1");
+        assert_eq!(Stamp::new(Some("req-1"), None).id.as_str(), "req-1");
     }
 }

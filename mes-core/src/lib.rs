@@ -2,6 +2,7 @@
 
 pub mod db;
 pub mod error;
+pub mod trace;
 
 // The pure modules live in mes-codec; these re-exports keep the `mes_core::codec::…`
 // paths of the crates that use both the codec and the storage.

@@ -24,12 +24,16 @@ fn master(token: &str) -> tokens::NewKafkaToken<'_> {
     }
 }
 
+/// The trace [`message`]s are enqueued with.
+const TRACE: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
 fn message<'a>(dedup_key: &'a str, ordering_key: &'a str) -> outbox::NewOutboxRow<'a> {
     outbox::NewOutboxRow {
         topic: "BLK_Rec",
         dedup_key,
         ordering_key,
         payload: r#"{"record":"PT10"}"#,
+        traceparent: Some(TRACE),
     }
 }
 
@@ -266,6 +270,7 @@ backend_tests! {
 
         let row = outbox::get_by_dedup_key(conn, "unit-PT10-1").unwrap().unwrap();
         assert_eq!(row.payload, r#"{"record":"PT10"}"#, "the first enqueue wins");
+        assert_eq!(row.traceparent.as_deref(), Some(TRACE), "its trace is kept");
         assert_eq!(row.status, outbox::PENDING);
         assert_eq!(row.attempts, 0);
         assert_eq!(outbox::get_by_dedup_key(conn, "other").unwrap(), None);

@@ -448,6 +448,7 @@ async fn chain_errors_fail_the_row_with_the_chains_text_and_already_exists_count
                     dedup_key: key,
                     ordering_key: key,
                     payload,
+                    traceparent: None,
                 },
             )
             .unwrap();

@@ -11,6 +11,7 @@ use mes_core::signing::SigningKey;
 
 use super::Priority;
 use crate::kafka::{KafkaConfig, TopicNames};
+use crate::trace::TraceParent;
 use crate::{Error, Result};
 
 /// How replies are matched to requests (docs/protocol.md §9).
@@ -138,6 +139,10 @@ pub struct CallOptions {
     /// chain even if the call fails. A caller that must know whether a failed call
     /// was sent (an operator's answer: `unknown` or `not_sent`) passes one.
     pub receipt: Option<SendReceipt>,
+    /// The trace this call continues: its record's `traceparent` is a child of it.
+    /// `None`: the [current](crate::trace::current) task's trace, else a new one.
+    /// The relay passes the trace stored with an outbox row.
+    pub trace: Option<TraceParent>,
 }
 
 /// Whether a call's request was handed to the producer ([`CallOptions::receipt`]).

@@ -12,8 +12,9 @@ use mes_core::codec::Request;
 use rdkafka::producer::FutureRecord;
 use tokio::time::Instant;
 
+use super::send::record_trace;
 use super::{Bridge, CallOptions};
-use crate::kafka::correlation_headers;
+use crate::kafka::request_headers;
 use crate::{Error, Result};
 
 /// Where the broker stored a request published by [`Bridge::publish`].
@@ -58,9 +59,10 @@ impl Bridge {
             inner.envelope(auth, &request, options.corr, options.idem.as_deref());
         let topic = request.topic();
         let topic_name = inner.config.topics.request(topic);
+        let trace = record_trace(options.trace);
         let record: FutureRecord<'_, (), [u8]> = FutureRecord::to(topic_name)
             .payload(payload.as_slice())
-            .headers(correlation_headers(&corr));
+            .headers(request_headers(&corr, &trace));
 
         let producer = inner.producer();
         let started = Instant::now();

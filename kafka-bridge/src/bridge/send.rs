@@ -19,7 +19,8 @@ use super::{
     Bridge, BridgeConfig, CallOptions, Inner, ListKey, Priority, SendReceipt, Shape, SharedReply,
     lock,
 };
-use crate::kafka::{Detached, correlation_headers};
+use crate::kafka::{Detached, request_headers};
+use crate::trace::TraceParent;
 use crate::{Error, Result};
 
 /// A reply with the correlation id its request carried.
@@ -133,6 +134,7 @@ impl Bridge {
             idem,
             priority,
             receipt,
+            trace,
             ..
         } = options;
         if *self.inner.shutdown.borrow() {
@@ -154,6 +156,7 @@ impl Bridge {
             auth: auth.to_owned(),
             corr,
             req,
+            trace: record_trace(trace),
             deadline: deadline.at,
             timeout: deadline.timeout,
         };
@@ -171,6 +174,15 @@ impl Bridge {
             result
         }))
     }
+}
+
+/// The `traceparent` of a record sent for a call that continues `given` (else the
+/// current task's trace, else a new one): a child, so that each record is a step of
+/// its own in the trace.
+pub(super) fn record_trace(given: Option<TraceParent>) -> TraceParent {
+    given
+        .or_else(crate::trace::current)
+        .map_or_else(TraceParent::new_root, |trace| trace.child())
 }
 
 fn flatten_join(joined: Result<Result<Exchange>, tokio::task::JoinError>) -> Result<Exchange> {
@@ -253,6 +265,8 @@ struct Job {
     corr: String,
     /// The digest of the envelope sent, which a signed reply must carry.
     req: String,
+    /// The record's `traceparent`.
+    trace: TraceParent,
     deadline: Instant,
     /// The call's own time limit, for the error it gets.
     timeout: Duration,
@@ -359,6 +373,7 @@ async fn execute(
         tracing::warn!(
             topic = job.topic.name(),
             shape = job.shape.label(),
+            trace_id = %job.trace.trace_id(),
             "a request ended without its reply; {} requests wait for it (at most {:?})",
             job.shape,
             inner.config.legacy_fence_max
@@ -400,6 +415,7 @@ async fn send_unmatched(inner: &Arc<Inner>, job: &Job) -> Option<Result<Exchange
             inner.broker_up();
             tracing::info!(
                 topic = job.topic.name(),
+                trace_id = %job.trace.trace_id(),
                 "an answer went out while background work's reply is outstanding; \
                  its outcome is read from the chain's list"
             );
@@ -421,7 +437,7 @@ async fn send_unmatched(inner: &Arc<Inner>, job: &Job) -> Option<Result<Exchange
 fn record_of<'a>(inner: &'a Inner, job: &'a Job) -> FutureRecord<'a, (), [u8]> {
     FutureRecord::to(inner.config.topics.request(job.topic))
         .payload(job.payload.as_slice())
-        .headers(correlation_headers(&job.corr))
+        .headers(request_headers(&job.corr, &job.trace))
 }
 
 /// Least time left before a call's deadline for its request to be sent behind the

@@ -16,6 +16,7 @@ use super::breaker::{Admission, Outcome};
 use super::record_topics::RECORD_TOPICS;
 use super::{Batch, Inner, RecordReplies, blocking, lock};
 use crate::bridge::{CallOptions, Exchange, Priority, Published};
+use crate::trace::TraceParent;
 use crate::{Error, Result};
 
 /// Longest error text stored in a row or kept in the status: a chain or librdkafka
@@ -115,6 +116,9 @@ impl Inner {
                         // Operators go first for the legacy slot.
                         priority: Priority::Background,
                         receipt: None,
+                        // The record continues the trace of the work that enqueued
+                        // the row (an operator's click), not the relay's own.
+                        trace: stored_trace(&row),
                     };
                     self.send(request, token, options).await
                 }
@@ -267,7 +271,7 @@ impl Inner {
         let claimed = match written {
             Ok(Some(claimed)) => claimed,
             Ok(None) => {
-                tracing::info!(relay = %name, id, "outbox row was settled by another relay");
+                tracing::info!(relay = %name, id, trace_id = trace_id(&row), "outbox row was settled by another relay");
                 return (None, None);
             }
             Err(e) => {
@@ -281,16 +285,16 @@ impl Inner {
         match &verdict {
             Verdict::Done(_) => {
                 stats.done.inc();
-                tracing::debug!(relay = %name, id, "outbox row delivered");
+                tracing::debug!(relay = %name, id, trace_id = trace_id(&row), "outbox row delivered");
             }
             Verdict::Failed(error) => {
                 stats.failed.inc();
-                tracing::warn!(relay = %name, id, dedup_key = %row.dedup_key, "outbox row failed: {error}");
+                tracing::warn!(relay = %name, id, trace_id = trace_id(&row), dedup_key = %row.dedup_key, "outbox row failed: {error}");
                 self.last_error("refused", error);
             }
             Verdict::Retry(error) => {
                 stats.retried.inc();
-                tracing::info!(relay = %name, id, attempts = row.attempts, "outbox row retried later: {error}");
+                tracing::info!(relay = %name, id, trace_id = trace_id(&row), attempts = row.attempts, "outbox row retried later: {error}");
                 self.last_error("no_answer", error);
             }
             Verdict::Release(_) => {
@@ -377,6 +381,17 @@ fn truncate(text: &str, max_chars: usize) -> String {
         None => text.to_owned(),
         Some((cut, _)) => format!("{}…", &text[..cut]),
     }
+}
+
+/// The trace stored with `row` (`None`: a row from before traces were kept, or a value
+/// that is not a `traceparent`; its record starts a trace of its own).
+fn stored_trace(row: &OutboxRow) -> Option<TraceParent> {
+    row.traceparent.as_deref().and_then(TraceParent::parse)
+}
+
+/// `row`'s trace id for its log lines (empty when it has none).
+fn trace_id(row: &OutboxRow) -> String {
+    stored_trace(row).map(|t| t.trace_id()).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::app::App;
 use crate::auth::{Reader, Writer};
 use crate::error::{ApiError, ApiResult, Body, ChainCall, ErrorCode, Errors, Params};
+use crate::request_id::Trace;
 use crate::routes::records::{DecisionView, ProductionOrderView};
 use crate::routes::units::body_error;
 use crate::service::requests::{AnswerOutcome, Kind};
@@ -110,12 +111,14 @@ fn parse_id(name: &str, id: &str) -> ApiResult<RequestId> {
 async fn list_route(
     app: &State<App>,
     caller: Reader,
+    trace: Trace,
     kind: Kind,
     query: ListQuery,
 ) -> ApiResult<Json<Vec<Value>>> {
     let (page, status) = query.parse()?;
     app.limits.chain_call(caller.0.id)?;
-    Ok(Json(app.requests.list(kind, page, status).await?))
+    let items = trace.scope(app.requests.list(kind, page, status)).await?;
+    Ok(Json(items))
 }
 
 /// The original ANS routes: answers a request of `kind` and returns the chain's
@@ -123,14 +126,14 @@ async fn list_route(
 async fn ans_route(
     app: &State<App>,
     caller: Writer,
+    trace: Trace,
     kind: Kind,
     query: AnsQuery,
 ) -> ApiResult<Json<Value>> {
     let (id, answer) = query.parse()?;
     app.limits.chain_call(caller.0.id)?;
-    let outcome = app
-        .requests
-        .answer(kind, id, answer, &caller.0.name)
+    let outcome = trace
+        .scope(app.requests.answer(kind, id, answer, &caller.0.name))
         .await?;
     Ok(Json(original_answer(outcome)?))
 }
@@ -155,9 +158,10 @@ macro_rules! original_routes {
         pub async fn $list(
             app: &State<App>,
             caller: Reader,
+            trace: Trace,
             query: ListQuery,
         ) -> ApiResult<Json<Vec<Value>>> {
-            list_route(app, caller, $kind, query).await
+            list_route(app, caller, trace, $kind, query).await
         }
 
         #[doc = $ans_doc]
@@ -171,9 +175,10 @@ macro_rules! original_routes {
         pub async fn $ans(
             app: &State<App>,
             caller: Writer,
+            trace: Trace,
             query: AnsQuery,
         ) -> ApiResult<Json<Value>> {
-            ans_route(app, caller, $kind, query).await
+            ans_route(app, caller, trace, $kind, query).await
         }
     };
 }
@@ -260,6 +265,7 @@ pub struct AnswerResponse {
 async fn answer_route(
     app: &State<App>,
     caller: Writer,
+    trace: Trace,
     kind: Kind,
     id: &str,
     body: Result<Json<AnswerRequest>, rocket::serde::json::Error<'_>>,
@@ -268,9 +274,8 @@ async fn answer_route(
     let body = body.map_err(|e| body_error(&e, r#"{"response": "accept"|"reject"}"#))?;
     let answer = body.answer()?;
     app.limits.chain_call(caller.0.id)?;
-    let outcome = app
-        .requests
-        .answer(kind, id, answer, &caller.0.name)
+    let outcome = trace
+        .scope(app.requests.answer(kind, id, answer, &caller.0.name))
         .await?;
     let status = if is_unconfirmed(&outcome) {
         Status::Accepted
@@ -305,10 +310,11 @@ async fn answer_route(
 pub async fn partner_answer(
     app: &State<App>,
     caller: Writer,
+    trace: Trace,
     id: &str,
     body: Result<Json<AnswerRequest>, rocket::serde::json::Error<'_>>,
 ) -> ApiResult<(Status, Json<AnswerResponse>)> {
-    answer_route(app, caller, Kind::Partner, id, body).await
+    answer_route(app, caller, trace, Kind::Partner, id, body).await
 }
 
 /// `POST /api/orders/<id>/answer`: accept or reject an order request; an accepted
@@ -328,10 +334,11 @@ pub async fn partner_answer(
 pub async fn order_answer(
     app: &State<App>,
     caller: Writer,
+    trace: Trace,
     id: &str,
     body: Result<Json<AnswerRequest>, rocket::serde::json::Error<'_>>,
 ) -> ApiResult<(Status, Json<AnswerResponse>)> {
-    answer_route(app, caller, Kind::Order, id, body).await
+    answer_route(app, caller, trace, Kind::Order, id, body).await
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::app::App;
 use crate::auth::{Reader, Writer};
 use crate::error::{ApiError, ApiResult, Body, Errors, Lookup, Params};
+use crate::request_id::Trace;
 use crate::routes::paging::Paged;
 use crate::routes::units::{Delivery, ObjectBody, object_body};
 use crate::service::reports::{self, DailyRun, DayReportInput, StoredDayReport};
@@ -139,6 +140,7 @@ pub struct RunQuery {
 pub async fn daily_run(
     app: &State<App>,
     _caller: Writer,
+    trace: Trace,
     query: RunQuery,
 ) -> ApiResult<Json<DailyRun>> {
     let today = Utc::now()
@@ -157,9 +159,8 @@ pub async fn daily_run(
             ),
         ));
     }
-    let run = app
-        .db
-        .run(move |conn| Ok(reports::daily_run(conn, date)?))
+    let run = trace
+        .scope(app.db.run(move |conn| Ok(reports::daily_run(conn, date)?)))
         .await?;
     if !run.enqueued.is_empty() {
         app.relay.notify();

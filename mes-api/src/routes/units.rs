@@ -15,6 +15,7 @@ use utoipa::ToSchema;
 use crate::app::App;
 use crate::auth::{Reader, Writer};
 use crate::error::{ApiError, ApiResult, Body, ErrorCode, Errors, Lookup, Unique};
+use crate::request_id::Trace;
 use crate::routes::rfc3339;
 use crate::service::units::{NewUnit, Unit, UnitPatch, UnitService};
 
@@ -167,16 +168,16 @@ pub fn object_body<T: DeserializeOwned>(body: ObjectBody<'_>, expected: &str) ->
 pub async fn unit_create(
     app: &State<App>,
     _caller: Writer,
+    trace: Trace,
     body: ObjectBody<'_>,
 ) -> ApiResult<(Status, Json<UnitView>)> {
     let new: NewUnit = object_body(body, r#"{"code", "name", "Status", "ProcessName"}"#)?;
     let units = app.units.clone();
-    let view = app
-        .db
-        .run(move |conn| {
+    let view = trace
+        .scope(app.db.run(move |conn| {
             let unit = units.create(conn, &new)?;
             UnitView::load(conn, &units, unit)
-        })
+        }))
         .await?;
     app.relay.notify();
     Ok((Status::Created, Json(view)))
@@ -242,19 +243,19 @@ pub async fn unit_get(app: &State<App>, _caller: Reader, id: &str) -> ApiResult<
 pub async fn unit_patch(
     app: &State<App>,
     _caller: Writer,
+    trace: Trace,
     id: &str,
     body: ObjectBody<'_>,
 ) -> ApiResult<Json<UnitView>> {
     let patch: UnitPatch = object_body(body, r#"{"Status": "...", "ProcessName": "..."|null}"#)?;
     let id = id.to_owned();
     let units = app.units.clone();
-    let view = app
-        .db
-        .run(move |conn| {
+    let view = trace
+        .scope(app.db.run(move |conn| {
             let code = units.resolve(conn, &id)?.code;
             let unit = units.patch(conn, &code, &patch)?;
             UnitView::load(conn, &units, unit)
-        })
+        }))
         .await?;
     app.relay.notify();
     Ok(Json(view))

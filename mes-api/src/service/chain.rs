@@ -24,6 +24,7 @@ use mes_core::db::units::ProductionUnit;
 use mes_core::db::{DbConnection, outbox};
 use mes_core::domain::{AgentKey, InvalidValue};
 use mes_core::report::{Kpis, Shift, day_report_action};
+use mes_core::trace::TraceParent;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -60,7 +61,13 @@ impl ChainMessage {
 
     /// Writes the row unless its dedup key exists; returns whether it inserted. Call
     /// it inside the transaction of the change it announces.
+    ///
+    /// The row keeps the trace the work runs for ([`kafka_bridge::trace::current`]: an
+    /// operator's HTTP request), or a new one, so that the relay's record continues it.
     pub fn enqueue(&self, conn: &mut DbConnection) -> QueryResult<bool> {
+        let trace = kafka_bridge::trace::current()
+            .unwrap_or_else(TraceParent::new_root)
+            .to_string();
         outbox::enqueue(
             conn,
             &outbox::NewOutboxRow {
@@ -68,6 +75,7 @@ impl ChainMessage {
                 dedup_key: &self.dedup_key,
                 ordering_key: &self.ordering_key,
                 payload: &self.payload,
+                traceparent: Some(&trace),
             },
         )
     }

@@ -56,6 +56,10 @@ pub struct OutboxRow {
     pub updated_at: NaiveDateTime,
     /// When the chain acknowledged the message (UTC).
     pub delivered_at: Option<NaiveDateTime>,
+    /// The W3C `traceparent` of the work that enqueued the row: the record the relay
+    /// sends for it continues that trace ([`crate::trace`]). `None` on rows enqueued
+    /// before traces were kept.
+    pub traceparent: Option<String>,
 }
 
 /// A message to [`enqueue`]; it becomes due at once.
@@ -70,6 +74,8 @@ pub struct NewOutboxRow<'a> {
     pub ordering_key: &'a str,
     /// See [`OutboxRow::payload`].
     pub payload: &'a str,
+    /// See [`OutboxRow::traceparent`].
+    pub traceparent: Option<&'a str>,
 }
 
 /// Rows per status, for metrics and the console.

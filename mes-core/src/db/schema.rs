@@ -21,6 +21,7 @@ diesel::table! {
         created_at -> Timestamp,
         updated_at -> Timestamp,
         delivered_at -> Nullable<Timestamp>,
+        traceparent -> Nullable<Text>,
     }
 }
 

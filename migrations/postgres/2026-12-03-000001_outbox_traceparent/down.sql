@@ -1,0 +1,1 @@
+ALTER TABLE chain_outbox DROP COLUMN traceparent;
