@@ -369,6 +369,93 @@ pub async fn ensure_topics(
     Ok(statuses)
 }
 
+/// What [`probe_topics`] found on the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicProbe {
+    /// Brokers in the cluster's metadata.
+    pub brokers: usize,
+    /// The asked-for topics the cluster does not have, in the order asked.
+    pub missing: Vec<String>,
+}
+
+/// Asks the cluster which of `names` it lacks, changing nothing: for checking a
+/// configuration (`mes-api check-config`) before a server starts on it.
+///
+/// # Errors
+/// [`Error::Config`] when librdkafka refuses the settings, [`Error::BrokerUnavailable`]
+/// when no broker answers within `timeout`.
+pub async fn probe_topics(
+    config: &KafkaConfig,
+    names: &[&str],
+    timeout: Duration,
+) -> Result<TopicProbe> {
+    let admin: AdminClient<DefaultClientContext> = config.create("the Kafka admin client", &[])?;
+    let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+    tokio::task::spawn_blocking(move || {
+        let metadata = admin
+            .inner()
+            .fetch_metadata(None, timeout)
+            .map_err(|e| Error::BrokerUnavailable(e.to_string()))?;
+        let missing = names
+            .into_iter()
+            .filter(|name| {
+                !metadata
+                    .topics()
+                    .iter()
+                    .any(|topic| topic.name() == name && topic.error().is_none())
+            })
+            .collect();
+        Ok(TopicProbe {
+            brokers: metadata.brokers().len(),
+            missing,
+        })
+    })
+    .await
+    .map_err(|e| Error::BrokerUnavailable(e.to_string()))?
+}
+
+/// Whether the cluster would create `names` as [`ensure_topics`] asks it to, without
+/// creating them (`CreateTopics` with `validate_only`): a principal without the right
+/// to create topics, or a partition count the cluster refuses, shows here.
+///
+/// # Errors
+/// [`Error::BrokerUnavailable`] naming the first topic the broker refuses and why.
+pub async fn validate_topic_creation(
+    config: &KafkaConfig,
+    names: &[&str],
+    partitions: i32,
+    replication: i32,
+    timeout: Duration,
+) -> Result<()> {
+    let admin: AdminClient<DefaultClientContext> = config.create("the Kafka admin client", &[])?;
+    let new_topics: Vec<NewTopic<'_>> = names
+        .iter()
+        .map(|name| NewTopic::new(name, partitions, TopicReplication::Fixed(replication)))
+        .collect();
+    let options = AdminOptions::new()
+        .validate_only(true)
+        .operation_timeout(Some(timeout))
+        .request_timeout(Some(timeout));
+    let results = tokio::time::timeout(
+        timeout + Duration::from_secs(1),
+        admin.create_topics(&new_topics, &options),
+    )
+    .await
+    .map_err(|_| Error::BrokerUnavailable("no answer to CreateTopics".to_owned()))?
+    .map_err(|e| Error::BrokerUnavailable(e.to_string()))?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => {
+                return Err(Error::BrokerUnavailable(format!(
+                    "the broker would not create {name}: {code}"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn wait_for_leaders(
     admin: &AdminClient<DefaultClientContext>,
     names: &[String],

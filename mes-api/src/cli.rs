@@ -6,12 +6,19 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{
+    Arg, ArgMatches, CommandFactory as _, FromArgMatches as _, Parser, Subcommand, ValueEnum,
+};
+use clap_complete::Shell;
 use mes_core::db::{operators, tokens};
 use mes_core::signing::SigningKey;
 
-use crate::config::{self, ConfigError, LogFormat, Settings};
-use crate::{logging, server};
+use crate::config::{self, ConfigError, LogFormat, Settings, reference};
+use crate::{check, logging, server};
+use rocket::figment::Figment;
+use rocket::figment::providers::Serialized;
+use rocket::figment::value::{Dict, Value};
 
 /// The MES side of mes-bridge: HTTP API, jobs and administration.
 #[derive(Debug, Parser)]
@@ -41,6 +48,22 @@ pub enum Command {
         /// Replace an existing file.
         #[arg(long)]
         force: bool,
+    },
+    /// Checks the settings live and says how to fix what fails.
+    ///
+    /// As the server would use them: database reachable and migrated, master token,
+    /// brokers reachable, topics present or creatable, key files and their modes, reply
+    /// trust decided. Prints ✔ or ✗ with the fix for each and exits 0 only if every
+    /// check passes. Changes nothing.
+    CheckConfig,
+    /// Prints a completion script for the shell.
+    ///
+    /// E.g. `mes-api completions bash > /etc/bash_completion.d/mes-api`, or for zsh
+    /// `mes-api completions zsh > ~/.zfunc/_mes-api`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: Shell,
     },
 }
 
@@ -141,16 +164,70 @@ impl RoleArg {
     }
 }
 
+/// What `--help` says after the settings.
+const SETTINGS_HELP: &str = "\
+Each setting is read from its flag, else its MES_* environment variable, else the \
+active Rocket.toml profile, else its default. MES_KAFKA_<PROPERTY> passes any librdkafka \
+property (MES_KAFKA_SECURITY_PROTOCOL=SASL_SSL sets security.protocol). The values of \
+environment variables are never shown. example.env lists every setting; \
+docs/operations.md explains them.";
+
+/// The heading of the settings in `--help`.
+const SETTINGS_HEADING: &str = "Settings";
+
+/// The command line: [`Cli`]'s commands, and every setting of [`Settings`] as a flag
+/// before the command that also reads its `MES_*` variable (clap's `env`), so `--help`
+/// lists every setting with its variable and its default.
+pub fn command() -> clap::Command {
+    let mut command = Cli::command().after_long_help(SETTINGS_HELP);
+    for setting in reference::settings() {
+        let mut arg = Arg::new(setting.key)
+            .long(setting.key.replace('_', "-"))
+            .env(setting.env.clone())
+            .hide_env_values(true)
+            .value_name("VALUE")
+            .help_heading(SETTINGS_HEADING)
+            .help(setting.summary().to_owned())
+            .long_help(setting.doc.clone());
+        if let Some(default) = setting.default {
+            arg = arg.default_value(default);
+        }
+        command = command.arg(arg);
+    }
+    command
+}
+
+/// The settings given as flags, as figment reads the environment's ("10" a number,
+/// "true" a boolean); clap also read the `MES_*` variables, which figment reads itself.
+fn flags(matches: &ArgMatches) -> Dict {
+    reference::settings()
+        .into_iter()
+        .filter(|setting| matches.value_source(setting.key) == Some(ValueSource::CommandLine))
+        .filter_map(|setting| {
+            let text = matches.get_one::<String>(setting.key)?;
+            let value: Value = text.parse().unwrap_or_else(|e| match e {});
+            Some((setting.key.to_owned(), value))
+        })
+        .collect()
+}
+
 /// Runs the command line; the process's exit code. Errors are one line on stderr.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
-    // The log's format is a setting: read them first, so that a bad one is the one
-    // line the start ends with and nothing is logged in the wrong format.
-    let figment = config::figment();
-    let result = config::extract(&figment).and_then(|settings| {
-        logging::init(settings.log_format, config::rocket_log_level(&figment));
-        run(cli, settings)
-    });
+    let matches = command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let figment = config::figment().merge(Serialized::globals(flags(&matches)));
+    let result = match cli.command.unwrap_or(Command::Serve) {
+        // Neither needs valid settings: completions need none, and the check reports
+        // a bad one in its table.
+        Command::Completions { shell } => return completions(shell),
+        Command::CheckConfig => return check::main(&figment),
+        // The log's format is a setting: read them first, so that a bad one is the one
+        // line the start ends with and nothing is logged in the wrong format.
+        command => config::extract(&figment).and_then(|settings| {
+            logging::init(settings.log_format, config::rocket_log_level(&figment));
+            run(command, settings, &figment)
+        }),
+    };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -166,12 +243,20 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli, settings: Settings) -> Result<(), ConfigError> {
-    match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => serve(settings),
+/// `mes-api completions SHELL`: the script on standard output.
+fn completions(shell: Shell) -> ExitCode {
+    clap_complete::generate(shell, &mut command(), "mes-api", &mut std::io::stdout());
+    ExitCode::SUCCESS
+}
+
+fn run(command: Command, settings: Settings, figment: &Figment) -> Result<(), ConfigError> {
+    match command {
+        Command::Serve => serve(settings, figment),
         Command::Token(command) => token(command, &settings),
         Command::Operator(command) => operator(command, &settings),
         Command::Keygen { out, force } => keygen(&settings, out, force),
+        // Answered by `main` before the settings are read.
+        Command::CheckConfig | Command::Completions { .. } => Ok(()),
     }
 }
 
@@ -183,9 +268,9 @@ fn db_error(e: diesel::result::Error) -> ConfigError {
     ConfigError::new("MES_DATABASE_URL", e.to_string())
 }
 
-fn serve(settings: Settings) -> Result<(), ConfigError> {
+fn serve(settings: Settings, figment: &Figment) -> Result<(), ConfigError> {
+    let figment = figment.clone();
     rocket::execute(async move {
-        let figment = config::figment();
         let rocket_config = rocket::Config::try_from(&figment).map_err(|e| {
             ConfigError::new(
                 "Rocket.toml/ROCKET_*",

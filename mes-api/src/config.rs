@@ -85,6 +85,12 @@ macro_rules! settings {
         }
 
         impl $name {
+            /// Each field's name and its attributes as written (doc comments included):
+            /// what `mes-api --help` shows of the settings (`config::reference`).
+            const FIELD_ATTRIBUTES: &'static [(&'static str, &'static [&'static str])] = &[
+                $((stringify!($field), &[$(stringify!($field_meta)),*]),)*
+            ];
+
             /// Checks each field against its own rule, in the order they are declared.
             fn check_fields(&self) -> Result<(), ConfigError> {
                 $($({
@@ -127,9 +133,10 @@ settings! {
         #[serde(with = "values::duration")]
         pub database_statement_timeout: Duration = Duration::from_secs(5)
             => *database_statement_timeout <= DAY, "must be at most 24h (0 turns it off)";
-        /// `bootstrap.servers`, or [`EMBEDDED`] for the in-process broker and chain. Not
-        /// among the defaults figment merges, so that [`Settings::kafka_brokers_explicit`]
-        /// can tell whether it was given.
+        /// The cluster's `bootstrap.servers` (`host:port,…`), or `embedded` for the
+        /// in-process broker and chain simulator of the demo.
+        // Not among the defaults figment merges, so that `kafka_brokers_explicit` can
+        // tell whether it was given.
         #[serde(skip_serializing)]
         pub kafka_brokers: String = EMBEDDED.to_owned()
             => !kafka_brokers.trim().is_empty(), "is empty; give host:port[,host:port…] or `embedded`";
@@ -519,6 +526,7 @@ impl Settings {
 }
 
 mod chain;
+pub mod reference;
 mod sources;
 mod values;
 

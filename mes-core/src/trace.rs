@@ -181,6 +181,8 @@ pub fn in_scope<T>(trace: Option<TraceParent>, f: impl FnOnce() -> T) -> T {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     const EXAMPLE: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";

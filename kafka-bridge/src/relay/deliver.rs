@@ -271,7 +271,7 @@ impl Inner {
         let claimed = match written {
             Ok(Some(claimed)) => claimed,
             Ok(None) => {
-                tracing::info!(relay = %name, id, trace_id = trace_id(&row), "outbox row was settled by another relay");
+                tracing::info!(relay = %name, id, trace_id = trace_id(row), "outbox row was settled by another relay");
                 return (None, None);
             }
             Err(e) => {
@@ -285,16 +285,16 @@ impl Inner {
         match &verdict {
             Verdict::Done(_) => {
                 stats.done.inc();
-                tracing::debug!(relay = %name, id, trace_id = trace_id(&row), "outbox row delivered");
+                tracing::debug!(relay = %name, id, trace_id = trace_id(row), "outbox row delivered");
             }
             Verdict::Failed(error) => {
                 stats.failed.inc();
-                tracing::warn!(relay = %name, id, trace_id = trace_id(&row), dedup_key = %row.dedup_key, "outbox row failed: {error}");
+                tracing::warn!(relay = %name, id, trace_id = trace_id(row), dedup_key = %row.dedup_key, "outbox row failed: {error}");
                 self.last_error("refused", error);
             }
             Verdict::Retry(error) => {
                 stats.retried.inc();
-                tracing::info!(relay = %name, id, trace_id = trace_id(&row), attempts = row.attempts, "outbox row retried later: {error}");
+                tracing::info!(relay = %name, id, trace_id = trace_id(row), attempts = row.attempts, "outbox row retried later: {error}");
                 self.last_error("no_answer", error);
             }
             Verdict::Release(_) => {

@@ -7,7 +7,7 @@
 
 use chrono::{NaiveDateTime, SubsecRound, Utc};
 use diesel::connection::SimpleConnection;
-use diesel::migration::MigrationSource;
+use diesel::migration::{Migration as _, MigrationSource};
 use diesel::prelude::*;
 use diesel::r2d2::{ManageConnection, R2D2Connection};
 use diesel::{Connection, ConnectionError, ConnectionResult, PgConnection, SqliteConnection};
@@ -115,6 +115,28 @@ pub fn run_migrations(conn: &mut DbConnection) -> Result<()> {
         }
         DbConnection::Sqlite(lite) => apply(lite, SQLITE_MIGRATIONS),
     }
+}
+
+/// The embedded migrations this build has that the database has not applied, by
+/// name, oldest first: what a check of the configuration (`mes-api check-config`) reports
+/// without migrating anything.
+pub fn pending_migrations(conn: &mut DbConnection) -> Result<Vec<String>> {
+    match conn {
+        DbConnection::Pg(pg) => pending(pg, POSTGRES_MIGRATIONS),
+        DbConnection::Sqlite(lite) => pending(lite, SQLITE_MIGRATIONS),
+    }
+}
+
+/// [`pending_migrations`] on one backend's connection.
+fn pending<DB, C>(conn: &mut C, migrations: EmbeddedMigrations) -> Result<Vec<String>>
+where
+    DB: diesel::backend::Backend,
+    C: MigrationHarness<DB>,
+    EmbeddedMigrations: MigrationSource<DB>,
+{
+    conn.pending_migrations(migrations)
+        .map(|pending| pending.iter().map(|m| m.name().to_string()).collect())
+        .map_err(|e| Error::Migration(e.to_string()))
 }
 
 /// Runs `migrations` on one backend's connection, flattening the boxed error.
