@@ -2,7 +2,9 @@
 //! so that whoever installs or changes a site learns what would stop the server (or
 //! make it unsafe) before starting it, with the fix for each problem.
 //!
-//! It changes nothing: no migration, no topic, no file. Each check is a [`Row`]: a pass
+//! It changes nothing: no migration, no topic, no file. (Whether a missing topic could
+//! be created is asked with `CreateTopics` and `validate_only`; a broker that ignores
+//! that flag, as tansu 0.6.0 does, creates the topic, as the server's start would.) Each check is a [`Row`]: a pass
 //! with what was found, or a failure with what is wrong and how to fix it. A check that
 //! depends on one that failed (the migrations on the database being reachable, say)
 //! fails as "not checked", so the exit code is 0 only when every check passed.

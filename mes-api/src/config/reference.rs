@@ -142,7 +142,9 @@ mod tests {
         }
         let find = |env: &str| settings.iter().find(|s| s.env == env).cloned();
         assert_eq!(
-            find("MES_DATABASE_POOL_TIMEOUT").and_then(|s| s.default).as_deref(),
+            find("MES_DATABASE_POOL_TIMEOUT")
+                .and_then(|s| s.default)
+                .as_deref(),
             Some("2s")
         );
         assert_eq!(
