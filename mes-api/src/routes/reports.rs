@@ -13,12 +13,12 @@ use crate::app::App;
 use crate::auth::{Reader, Writer};
 use crate::error::{ApiError, ApiResult, Body, Errors, Lookup, Params};
 use crate::request_id::Trace;
-use crate::routes::paging::Paged;
+use crate::routes::paging::{Paged, Strict};
 use crate::routes::units::{Delivery, ObjectBody, object_body};
 use crate::service::reports::{self, DailyRun, DayReportInput, StoredDayReport};
 
 fn parse_date(name: &str, date: &str) -> ApiResult<NaiveDate> {
-    NaiveDate::parse_from_str(date.trim(), "%Y-%m-%d")
+    NaiveDate::parse_from_str(date, "%Y-%m-%d")
         .map_err(|_| ApiError::invalid(name, "expected a calendar date as YYYY-MM-DD"))
 }
 
@@ -79,7 +79,7 @@ pub async fn day_report_store(
 #[into_params(parameter_in = Query)]
 pub struct DayReportQuery {
     /// The day, YYYY-MM-DD
-    #[param(value_type = String, required = true)]
+    #[param(value_type = String, format = Date, required = true)]
     date: Option<String>,
     /// Only this unit's day
     unit: Option<String>,
@@ -88,7 +88,7 @@ pub struct DayReportQuery {
 /// `GET /api/DayReport?date=YYYY-MM-DD[&unit=CODE]`: the stored days of every unit
 /// (or of one) on a date, with their delivery.
 #[utoipa::path(get, path = "/api/DayReport", tag = "daily report",
-    params(DayReportQuery),
+    params(Strict<DayReportQuery>),
     responses(
         (status = 200, description = "Stored days, by unit (empty when none is stored)", body = Vec<DayReportView>),
         Errors<Reader, Params, Lookup>,
@@ -97,8 +97,9 @@ pub struct DayReportQuery {
 pub async fn day_report_get(
     app: &State<App>,
     _caller: Reader,
-    query: DayReportQuery,
+    query: Strict<DayReportQuery>,
 ) -> ApiResult<Json<Vec<DayReportView>>> {
+    let query = query.checked()?;
     let date = query
         .date
         .as_deref()
@@ -124,6 +125,7 @@ pub async fn day_report_get(
 #[into_params(parameter_in = Query)]
 pub struct RunQuery {
     /// The day, YYYY-MM-DD, before today in MES_REPORT_TZ (default: yesterday there)
+    #[param(value_type = Option<String>, format = Date)]
     date: Option<String>,
 }
 
@@ -131,7 +133,7 @@ pub struct RunQuery {
 /// the day now, as the daily job does. Exactly once per unit and day: a day already
 /// enqueued (by this run, another server, the job) adds nothing.
 #[utoipa::path(post, path = "/api/reports/daily/run", tag = "daily report",
-    params(RunQuery),
+    params(Strict<RunQuery>),
     responses(
         (status = 200, description = "What the run did, unit by unit", body = Object),
         Errors<Writer, Params>,
@@ -141,8 +143,9 @@ pub async fn daily_run(
     app: &State<App>,
     _caller: Writer,
     trace: Trace,
-    query: RunQuery,
+    query: Strict<RunQuery>,
 ) -> ApiResult<Json<DailyRun>> {
+    let query = query.checked()?;
     let today = Utc::now()
         .with_timezone(&app.schedule.time_zone())
         .date_naive();
@@ -226,13 +229,14 @@ impl From<OutboxRow> for OutboxView {
 #[into_params(parameter_in = Query)]
 pub struct OutboxQuery {
     /// Only rows in this status: pending, in_flight, done, failed
+    #[param(value_type = Option<String>, pattern = "^(pending|in_flight|done|failed)$")]
     status: Option<String>,
 }
 
 /// `GET /api/outbox`: chain messages waiting, in flight, delivered or failed, newest
 /// first.
 #[utoipa::path(get, path = "/api/outbox", tag = "daily report",
-    params(Paged<OutboxQuery>),
+    params(Strict<Paged<OutboxQuery>>),
     responses(
         (status = 200, description = "Outbox rows, newest first", body = Vec<OutboxView>),
         Errors<Reader, Params>,
@@ -241,9 +245,10 @@ pub struct OutboxQuery {
 pub async fn outbox_list(
     app: &State<App>,
     _caller: Reader,
-    query: Paged<OutboxQuery>,
+    query: Strict<Paged<OutboxQuery>>,
 ) -> ApiResult<Json<Vec<OutboxView>>> {
-    let status = match query.filter.status.as_deref().map(str::trim) {
+    let query = query.checked()?;
+    let status = match query.filter.status.as_deref() {
         None => None,
         Some(s @ (outbox::PENDING | outbox::IN_FLIGHT | outbox::DONE | outbox::FAILED)) => {
             Some(s.to_owned())
