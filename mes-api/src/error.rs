@@ -87,7 +87,8 @@ error_codes! {
     NoMasterToken = "no_master_token", Conflict,
         "No `Master` token is configured (`mes-api token put --instance-type Master …`).";
     Conflict = "conflict", Conflict,
-        "The resource exists already (e.g. a production unit with this code).";
+        "The resource exists already (e.g. a production unit with this code), or the \
+         request cannot be done yet (a daily run of a day that is not over).";
     RateLimited = "rate_limited", TooManyRequests,
         "Too many chain calls with this key (`MES_RATE_LIMIT_PER_SEC`), or too many unknown \
          keys from this address; `Retry-After` says when to try again. Nothing was sent.";
