@@ -604,6 +604,26 @@ mod tests {
     }
 
     #[test]
+    fn a_route_pattern_matches_the_paths_it_would_route() {
+        assert!(path_matches(
+            "/api/ProductionUnit/<id>",
+            &["api", "ProductionUnit", "PT10"]
+        ));
+        assert!(path_matches("/api/decisions", &["api", "decisions"]));
+        assert!(path_matches("/assets/<path..>", &["assets", "a", "b.js"]));
+        assert!(path_matches("/", &[]));
+        assert!(!path_matches(
+            "/api/ProductionUnit/<id>",
+            &["api", "ProductionUnit"]
+        ));
+        assert!(!path_matches(
+            "/api/ProductionUnit",
+            &["api", "ProductionUnit", "PT10"]
+        ));
+        assert!(!path_matches("/api/decisions", &["api", "Decisions"]));
+    }
+
+    #[test]
     fn the_readme_lists_every_code_with_its_status() {
         let readme = include_str!("../../README.md")
             .split_whitespace()
