@@ -684,8 +684,8 @@ async fn bad_bodies_are_400_unknown_units_404_and_viewers_may_only_read() {
         ),
         (
             "/api/reports/daily/run?date=2999-01-01",
-            Status::BadRequest,
-            "invalid_parameter",
+            Status::Conflict,
+            "conflict",
         ),
     ] {
         assert_error(&s.call(Method::Post, uri, op, None).await, status, code);
