@@ -111,7 +111,7 @@ impl Inner {
                 } else {
                     let options = CallOptions {
                         corr: None,
-                        idem: Some(row.dedup_key.clone()),
+                        idem: Some(row.idem_key().to_owned()),
                         timeout: Some(self.config.send_timeout.min(left)),
                         // Operators go first for the legacy slot.
                         priority: Priority::Background,
