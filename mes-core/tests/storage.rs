@@ -952,7 +952,7 @@ mod outbox_operations {
             assert_eq!(row.discarded_by.as_deref(), Some("alice"));
             assert_eq!(row.discard_reason.as_deref(), Some("unit removed from the chain"));
             assert!(row.discarded_at.is_some());
-            assert_eq!(outbox::get(conn, failed.id).unwrap(), Some(row));
+            assert_eq!(outbox::get(conn, failed.id).unwrap(), Some(*row));
 
             assert!(outbox::claim_due(conn, db::now(), 10, Duration::seconds(30)).unwrap().is_empty());
             assert_eq!(

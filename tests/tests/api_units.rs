@@ -1052,7 +1052,7 @@ async fn an_operator_retries_a_failed_row_once_fixed_and_discards_another_with_a
     );
     assert_error(
         &server
-            .call(Method::Post, &"/api/outbox/x/retry", Some(op), None)
+            .call(Method::Post, "/api/outbox/x/retry", Some(op), None)
             .await,
         Status::BadRequest,
         "invalid_parameter",

@@ -1,15 +1,24 @@
-//! Outbox operations on a real PostgreSQL database: the `mes-api outbox` commands run
-//! as an administrator runs them (the `mes-api` binary, its settings from the
-//! environment).
+//! Outbox operations on a real PostgreSQL database and broker: the `mes-api outbox`
+//! commands run as an administrator runs them (the `mes-api` binary, its settings from
+//! the environment), and the caps (`MES_OUTBOX_MAX_ATTEMPTS`, `MES_OUTBOX_MAX_AGE`) of a
+//! server whose chain never answers, with the `outbox_failed` webhook they raise.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::process::{Command, Output};
 
 use chrono::Duration;
+use kafka_bridge::bridge::CorrelationMode;
+use kafka_bridge::kafka::TopicNames;
+use mes_api::app::App;
+use mes_api::config::{ReplyTrust, Settings};
+use mes_api::server;
+use mes_core::codec::{PropertyValue, RecordAction, Request};
 use mes_core::db::{self, DbConnection, outbox};
-use mes_e2e::database_url;
 use mes_e2e::db::PgSchema;
+use mes_e2e::{database_url, kafka_brokers};
+use rocket::local::asynchronous::Client;
+use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mes-api-proc");
 
@@ -191,4 +200,168 @@ fn the_outbox_commands_list_retry_discard_and_purge() {
             "{row:?}"
         );
     }
+}
+
+/// Generous: the machine is shared.
+const DEADLINE: std::time::Duration = std::time::Duration::from_secs(90);
+
+/// A server on `schema` whose chain never answers (topics of its own that nobody
+/// reads), chain calls timing out after 500 ms, its webhooks going to `hook`, with
+/// `configure`'s caps.
+async fn silent_server(
+    schema: &PgSchema,
+    hook: &str,
+    configure: impl FnOnce(&mut Settings),
+) -> Client {
+    let topics = TopicNames::with_suffix(&format!("-{}", uuid::Uuid::new_v4().simple()));
+    let url = schema.url().to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut conn = db::connect(&url).unwrap();
+        mes_e2e::db::put_master(&mut conn, "silent-token").unwrap();
+    })
+    .await
+    .unwrap();
+    let mut settings = Settings {
+        database_url: Some(schema.url().to_owned()),
+        kafka_brokers: kafka_brokers(),
+        database_pool_size: 4,
+        reply_trust: ReplyTrust::Unsigned,
+        // Replies matched by id: no fence holds a second attempt back.
+        correlation: CorrelationMode::Id,
+        request_timeout_ms: 500,
+        poll_interval_secs: 1,
+        webhooks: hook.to_owned(),
+        webhook_allow_http: true,
+        ..Settings::default()
+    };
+    settings.set_topics(&topics);
+    configure(&mut settings);
+    let prepared = server::prepare(settings).await.unwrap();
+    Client::tracked(server::rocket(rocket::Config::figment(), prepared.app))
+        .await
+        .unwrap()
+}
+
+/// Enqueues an update of unit PT10's status, as the server does; its id.
+async fn enqueue_update(schema: &PgSchema) -> i64 {
+    let request = Request::Record(RecordAction::UpdateProperties {
+        record_id: "PT10".to_owned(),
+        properties: vec![PropertyValue {
+            name: "status".to_owned(),
+            value: json!("RUNNING"),
+        }],
+    });
+    let message = mes_api::service::chain::ChainMessage {
+        topic: request.topic(),
+        dedup_key: "unit:PT10:status:1".to_owned(),
+        ordering_key: "unit:PT10".to_owned(),
+        payload: request.body().to_string(),
+    };
+    let url = schema.url().to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut conn = db::connect(&url).unwrap();
+        assert!(message.enqueue(&mut conn).unwrap());
+        outbox::get_by_dedup_key(&mut conn, &message.dedup_key)
+            .unwrap()
+            .unwrap()
+            .id
+    })
+    .await
+    .unwrap()
+}
+
+/// Waits for row `id` to be failed; the row.
+async fn failed(schema: &PgSchema, id: i64) -> outbox::OutboxRow {
+    let start = tokio::time::Instant::now();
+    loop {
+        let url = schema.url().to_owned();
+        let row = tokio::task::spawn_blocking(move || {
+            outbox::get(&mut db::connect(&url).unwrap(), id)
+                .unwrap()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        if row.status == outbox::FAILED {
+            return row;
+        }
+        assert!(start.elapsed() < DEADLINE, "row {id} did not fail: {row:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits for the `outbox_failed` webhook of row `id`; its body.
+async fn notified(hooks: &mut tokio::sync::mpsc::UnboundedReceiver<Value>, id: i64) -> Value {
+    tokio::time::timeout(DEADLINE, async {
+        loop {
+            let body = hooks.recv().await.expect("the receiver runs");
+            if body["event"] == "outbox_failed" && body["data"]["id"] == id {
+                return body;
+            }
+        }
+    })
+    .await
+    .expect("an outbox_failed webhook for the capped row")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_past_max_attempts_fails_with_the_reason_and_raises_the_webhook() {
+    let schema = PgSchema::create_in(&database_url());
+    let (hook, mut hooks) = mes_e2e::live::receiver().await;
+    let client = silent_server(&schema, &hook, |s| s.outbox_max_attempts = Some(2)).await;
+    let id = enqueue_update(&schema).await;
+    client.rocket().state::<App>().unwrap().relay.notify();
+
+    let row = failed(&schema, id).await;
+    assert_eq!(row.attempts, 2);
+    let reason = row.last_error.as_deref().unwrap();
+    assert!(
+        reason.starts_with(
+            "given up: not delivered after 2 attempts (MES_OUTBOX_MAX_ATTEMPTS); last error: "
+        ),
+        "{reason}"
+    );
+    assert!(!row.refused, "never answered: a retry keeps its key");
+    let body = notified(&mut hooks, id).await;
+    assert!(
+        body["text"]
+            .as_str()
+            .unwrap()
+            .contains("MES_OUTBOX_MAX_ATTEMPTS"),
+        "{body}"
+    );
+    assert_eq!(body["data"]["last_error"], reason);
+    client.terminate().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_past_max_age_fails_with_the_reason_and_raises_the_webhook() {
+    let schema = PgSchema::create_in(&database_url());
+    let (hook, mut hooks) = mes_e2e::live::receiver().await;
+    let client = silent_server(&schema, &hook, |s| {
+        s.outbox_max_age = std::time::Duration::from_secs(2);
+    })
+    .await;
+    let id = enqueue_update(&schema).await;
+    client.rocket().state::<App>().unwrap().relay.notify();
+
+    let row = failed(&schema, id).await;
+    let reason = row.last_error.as_deref().unwrap();
+    assert!(
+        reason.starts_with("given up: not delivered within 2s (MES_OUTBOX_MAX_AGE)"),
+        "{reason}"
+    );
+    assert!(
+        row.updated_at - row.created_at >= Duration::seconds(2),
+        "{row:?}"
+    );
+    let body = notified(&mut hooks, id).await;
+    assert!(
+        body["text"]
+            .as_str()
+            .unwrap()
+            .contains("MES_OUTBOX_MAX_AGE"),
+        "{body}"
+    );
+    client.terminate().await;
 }

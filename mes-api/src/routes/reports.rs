@@ -291,7 +291,7 @@ fn outbox_id(id: &str) -> ApiResult<i64> {
 /// The answer to an action on a failed row: the row, or 404/409.
 fn acted(id: i64, action: &str, acted: outbox::Acted) -> ApiResult<Json<OutboxView>> {
     match acted {
-        outbox::Acted::Done(row) => Ok(Json(row.into())),
+        outbox::Acted::Done(row) => Ok(Json((*row).into())),
         outbox::Acted::Missing => Err(ApiError::new(
             ErrorCode::NotFound,
             format!("no outbox row {id}"),

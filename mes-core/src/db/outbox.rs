@@ -572,7 +572,7 @@ pub fn changed_since(
 #[derive(Debug, Clone, PartialEq)]
 pub enum Acted {
     /// Done: the row as it is now.
-    Done(OutboxRow),
+    Done(Box<OutboxRow>),
     /// The row is not failed (its status is given): only failed rows are acted on.
     NotFailed(String),
     /// No row has this id.
@@ -587,7 +587,7 @@ fn act_on_failed(
     change: impl FnOnce(&mut DbConnection) -> QueryResult<OutboxRow>,
 ) -> QueryResult<Acted> {
     conn.transaction(|conn| match change(conn) {
-        Ok(row) => Ok(Acted::Done(row)),
+        Ok(row) => Ok(Acted::Done(Box::new(row))),
         Err(diesel::result::Error::NotFound) => Ok(chain_outbox::table
             .find(id)
             .select(chain_outbox::status)
