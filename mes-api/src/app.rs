@@ -131,6 +131,8 @@ impl App {
             tokens.relay_source(&db),
             RelayConfig {
                 record_replies: settings.record_replies,
+                max_attempts: settings.outbox_max_attempts,
+                max_age: Some(settings.outbox_max_age).filter(|age| !age.is_zero()),
                 ..relay_config(settings.request_timeout())
             },
         )
@@ -231,6 +233,8 @@ impl App {
         self.spawn_background(|stop| watch_fences(bridge, events, stop));
         let (late, requests) = (self.bridge.late_replies(), self.requests.clone());
         self.spawn_background(|stop| settle_late_replies(late, requests, stop));
+        let (db, days) = (self.db.clone(), self.settings.outbox_retention_days);
+        self.spawn_background(|stop| outbox_retention(db, days, stop));
     }
 
     /// Runs `task` as one of the server's background jobs, like the relay and the
@@ -331,6 +335,55 @@ async fn watch_fences(bridge: Bridge, events: Hub, mut stop: StopSignal) {
         }
         rocket::tokio::select! {
             () = rocket::tokio::time::sleep(FENCE_WATCH_INTERVAL) => {}
+            _ = stop.wait_for(|stop| *stop) => return,
+        }
+    }
+}
+
+/// How often retention looks for delivered rows to purge.
+const RETENTION_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// Outbox retention (`MES_OUTBOX_RETENTION_DAYS`): at start and then hourly, empties
+/// the payload of rows delivered more than `days` days ago, [`crate::cli::PURGE_BATCH`]
+/// rows per transaction, keeping each as a tombstone with its dedup key
+/// ([`outbox::purge_delivered`]). Safe on several instances at once: a row is purged
+/// once whoever gets there first.
+async fn outbox_retention(db: Db, days: u32, mut stop: StopSignal) {
+    let age = chrono::Duration::days(i64::from(days));
+    loop {
+        let mut purged = 0;
+        while let Some(before) = mes_core::db::now().checked_sub_signed(age) {
+            let batch = db
+                .run(move |conn| {
+                    Ok(outbox::purge_delivered(
+                        conn,
+                        before,
+                        crate::cli::PURGE_BATCH,
+                    )?)
+                })
+                .await;
+            let n = match batch {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!(job = "outbox-retention", "{}", e.message);
+                    break;
+                }
+            };
+            purged += n;
+            if n < usize::try_from(crate::cli::PURGE_BATCH).unwrap_or(0) || *stop.borrow() {
+                break;
+            }
+        }
+        if purged > 0 {
+            tracing::info!(
+                job = "outbox-retention",
+                purged,
+                days,
+                "purged delivered outbox rows"
+            );
+        }
+        rocket::tokio::select! {
+            () = rocket::tokio::time::sleep(RETENTION_INTERVAL) => {}
             _ = stop.wait_for(|stop| *stop) => return,
         }
     }

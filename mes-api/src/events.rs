@@ -314,6 +314,8 @@ pub fn outbox_row_view(row: &outbox::OutboxRow) -> Value {
         "created_at": time(row.created_at),
         "updated_at": time(row.updated_at),
         "delivered_at": row.delivered_at.map(time),
+        "discarded_by": row.discarded_by,
+        "discard_reason": row.discard_reason,
     })
 }
 
@@ -377,6 +379,7 @@ async fn watch_outbox(db: Db, hub: Hub, interval: Duration, mut stop: StopSignal
                 "rows": views,
                 "depth": depth.map(|d| json!({
                     "pending": d.pending, "in_flight": d.in_flight, "done": d.done, "failed": d.failed,
+                    "discarded": d.discarded,
                 })),
             }),
         );

@@ -49,12 +49,7 @@ impl Metrics {
         let mut scrape = Registry::default();
         if let Some(depth) = outbox {
             let rows = Family::<StatusLabel, Gauge>::default();
-            for (status, n) in [
-                ("pending", depth.pending),
-                ("in_flight", depth.in_flight),
-                ("done", depth.done),
-                ("failed", depth.failed),
-            ] {
+            for (status, n) in depth.by_status() {
                 rows.get_or_create(&StatusLabel { status }).set(n);
             }
             scrape.register(

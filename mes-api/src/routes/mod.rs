@@ -58,6 +58,8 @@ api! {
     reports::day_report_get,
     reports::daily_run,
     reports::outbox_list,
+    reports::outbox_retry,
+    reports::outbox_discard,
     reports::outbox_relay,
     admin::token_list,
     admin::token_put,

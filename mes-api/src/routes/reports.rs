@@ -5,7 +5,7 @@ use chrono::{Days, NaiveDate, Utc};
 use mes_core::db::outbox::{self, OutboxRow};
 use rocket::serde::json::Json;
 use rocket::{FromForm, State, get, post};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
@@ -303,12 +303,13 @@ pub struct OutboxView {
     pub dedup_key: String,
     /// Rows sharing it are delivered one at a time, in id order.
     pub ordering_key: String,
-    /// `pending`, `in_flight`, `done` or `failed`.
+    /// `pending`, `in_flight`, `done`, `failed` or `discarded`.
     pub status: String,
     /// Attempts so far.
     pub attempts: i32,
-    /// The request's body (no token: the relay adds it when sending).
-    #[schema(value_type = Object)]
+    /// The request's body (no token: the relay adds it when sending); `null` once
+    /// retention purged it (`purged_at`).
+    #[schema(value_type = Object, nullable)]
     pub payload: Value,
     /// Why the last attempt failed.
     pub last_error: Option<String>,
@@ -322,6 +323,16 @@ pub struct OutboxView {
     pub updated_at: String,
     /// When the chain answered.
     pub delivered_at: Option<String>,
+    /// Who discarded it (an operator's name).
+    pub discarded_by: Option<String>,
+    /// Why it was discarded.
+    pub discard_reason: Option<String>,
+    /// When it was discarded.
+    pub discarded_at: Option<String>,
+    /// When an operator last retried it.
+    pub retried_at: Option<String>,
+    /// When retention emptied its payload (the row stays, keeping its dedup key).
+    pub purged_at: Option<String>,
 }
 
 impl From<OutboxRow> for OutboxView {
@@ -329,7 +340,11 @@ impl From<OutboxRow> for OutboxView {
         let t = |t: chrono::NaiveDateTime| t.and_utc().to_rfc3339();
         OutboxView {
             id: r.id,
-            payload: serde_json::from_str(&r.payload).unwrap_or(Value::String(r.payload)),
+            payload: if r.purged_at.is_some() {
+                Value::Null
+            } else {
+                serde_json::from_str(&r.payload).unwrap_or(Value::String(r.payload))
+            },
             topic: r.topic,
             dedup_key: r.dedup_key,
             ordering_key: r.ordering_key,
@@ -341,6 +356,11 @@ impl From<OutboxRow> for OutboxView {
             created_at: t(r.created_at),
             updated_at: t(r.updated_at),
             delivered_at: r.delivered_at.map(t),
+            discarded_by: r.discarded_by,
+            discard_reason: r.discard_reason,
+            discarded_at: r.discarded_at.map(t),
+            retried_at: r.retried_at.map(t),
+            purged_at: r.purged_at.map(t),
         }
     }
 }
@@ -349,8 +369,8 @@ impl From<OutboxRow> for OutboxView {
 #[derive(Debug, FromForm, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct OutboxQuery {
-    /// Only rows in this status: pending, in_flight, done, failed
-    #[param(value_type = Option<String>, pattern = "^(pending|in_flight|done|failed)$")]
+    /// Only rows in this status: pending, in_flight, done, failed, discarded
+    #[param(value_type = Option<String>, pattern = "^(pending|in_flight|done|failed|discarded)$")]
     status: Option<String>,
 }
 
@@ -371,13 +391,11 @@ pub async fn outbox_list(
     let query = query.checked()?;
     let status = match query.filter.status.as_deref() {
         None => None,
-        Some(s @ (outbox::PENDING | outbox::IN_FLIGHT | outbox::DONE | outbox::FAILED)) => {
-            Some(s.to_owned())
-        }
+        Some(s) if outbox::STATUSES.contains(&s) => Some(s.to_owned()),
         Some(_) => {
             return Err(ApiError::invalid(
                 "status",
-                "must be pending, in_flight, done or failed",
+                "must be pending, in_flight, done, failed or discarded",
             ));
         }
     };
@@ -387,6 +405,113 @@ pub async fn outbox_list(
         .run(move |conn| Ok(outbox::list(conn, status.as_deref(), limit, offset)?))
         .await?;
     Ok(Json(rows.into_iter().map(Into::into).collect()))
+}
+
+/// `id` of `/api/outbox/<id>/…`, or 400.
+fn outbox_id(id: &str) -> ApiResult<i64> {
+    id.trim()
+        .parse()
+        .map_err(|_| ApiError::invalid("id", "must be a whole number"))
+}
+
+/// The answer to an action on a failed row: the row, or 404/409.
+fn acted(id: i64, action: &str, acted: outbox::Acted) -> ApiResult<Json<OutboxView>> {
+    match acted {
+        outbox::Acted::Done(row) => Ok(Json((*row).into())),
+        outbox::Acted::Missing => Err(ApiError::new(
+            ErrorCode::NotFound,
+            format!("no outbox row {id}"),
+        )),
+        outbox::Acted::NotFailed(status) => Err(ApiError::new(
+            ErrorCode::Conflict,
+            format!("outbox row {id} is {status}: only a failed row can be {action}"),
+        )),
+    }
+}
+
+/// `POST /api/outbox/<id>/retry`: puts a failed row back to pending, due now, its
+/// attempts and its idempotency key kept: once the cause is fixed (a unit created on
+/// the chain, a topic answered again), the message goes out as it was.
+#[utoipa::path(post, path = "/api/outbox/{id}/retry", tag = "daily report",
+    params(("id" = i64, Path, description = "The outbox row's id")),
+    responses(
+        (status = 200, description = "The row, pending again", body = OutboxView),
+        Errors<Writer, Params, Lookup, Unique>,
+    ))]
+#[post("/api/outbox/<id>/retry")]
+pub async fn outbox_retry(
+    app: &State<App>,
+    caller: Writer,
+    id: &str,
+) -> ApiResult<Json<OutboxView>> {
+    let id = outbox_id(id)?;
+    let result = app
+        .db
+        .run(move |conn| Ok(outbox::retry_failed(conn, id)?))
+        .await?;
+    if matches!(result, outbox::Acted::Done(_)) {
+        tracing::info!(operator = %caller.0.name, id, "outbox row retried");
+        app.relay.notify();
+    }
+    acted(id, "retried", result)
+}
+
+/// Body of `POST /api/outbox/<id>/discard`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DiscardBody {
+    /// Why the message is given up on (1 to 1000 characters), kept with the row.
+    #[schema(min_length = 1, max_length = 1000)]
+    pub reason: String,
+}
+
+/// Longest discard reason, in characters.
+pub const MAX_REASON_CHARS: usize = 1000;
+
+/// `reason` trimmed, or 400 when it is empty or too long.
+pub fn discard_reason(reason: &str) -> Result<String, String> {
+    let reason = reason.trim();
+    if reason.is_empty() {
+        return Err("reason: must not be empty: say why the message is given up on".to_owned());
+    }
+    if reason.chars().count() > MAX_REASON_CHARS {
+        return Err(format!(
+            "reason: must have at most {MAX_REASON_CHARS} characters"
+        ));
+    }
+    Ok(reason.to_owned())
+}
+
+/// `POST /api/outbox/<id>/discard` with `{"reason": "..."}`: marks a failed row
+/// `discarded`, with the operator's name and reason: it is never sent, and the row
+/// stays as the record of that decision.
+#[utoipa::path(post, path = "/api/outbox/{id}/discard", tag = "daily report",
+    params(("id" = i64, Path, description = "The outbox row's id")),
+    request_body = DiscardBody,
+    responses(
+        (status = 200, description = "The row, discarded", body = OutboxView),
+        Errors<Writer, Params, Body, Lookup, Unique>,
+    ))]
+#[post("/api/outbox/<id>/discard", data = "<body>")]
+pub async fn outbox_discard(
+    app: &State<App>,
+    caller: Writer,
+    id: &str,
+    body: ObjectBody<'_>,
+) -> ApiResult<Json<OutboxView>> {
+    let id = outbox_id(id)?;
+    let body: DiscardBody = object_body(body, r#"{"reason": "..."}"#)?;
+    let reason =
+        discard_reason(&body.reason).map_err(|why| ApiError::new(ErrorCode::InvalidBody, why))?;
+    let by = caller.0.name.clone();
+    let result = app
+        .db
+        .run(move |conn| Ok(outbox::discard_failed(conn, id, &by, &reason)?))
+        .await?;
+    if matches!(result, outbox::Acted::Done(_)) {
+        tracing::info!(operator = %caller.0.name, id, "outbox row discarded");
+    }
+    acted(id, "discarded", result)
 }
 
 /// The answer of `GET /api/outbox/relay`.

@@ -22,6 +22,13 @@ diesel::table! {
         updated_at -> Timestamp,
         delivered_at -> Nullable<Timestamp>,
         traceparent -> Nullable<Text>,
+        discarded_by -> Nullable<Text>,
+        discard_reason -> Nullable<Text>,
+        discarded_at -> Nullable<Timestamp>,
+        retried_at -> Nullable<Timestamp>,
+        purged_at -> Nullable<Timestamp>,
+        refused -> Bool,
+        idem -> Nullable<Text>,
     }
 }
 
