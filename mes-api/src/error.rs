@@ -7,7 +7,8 @@
 //! Request guards cannot hand a value to a catcher in Rocket 0.5, so a guard that
 //! fails [`stash`]es its [`ApiError`] in the request's local cache and the catchers
 //! ([`catchers()`]) answer with it; Rocket's own failures (no route, unparsable body)
-//! get a generic error with the same shape.
+//! get a generic error with the same shape, and a method a known path does not take is
+//! a 405 with `Allow` (the methods of the mounted routes at that path).
 
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
@@ -435,9 +436,10 @@ fn stashed(request: &Request<'_>) -> Option<ApiError> {
 #[derive(Default)]
 struct Dispatched(std::sync::atomic::AtomicBool);
 
-/// The request fairing that marks every request Rocket dispatches (see [`catchers()`]):
-/// the catcher answers 405 to a request with an unknown method only if it can tell
-/// that the method was unknown.
+/// Marks `request` as dispatched; the request fairing (`request_id::RequestIds`) calls
+/// it for every request. The catcher answers 405 to a request with a method Rocket does
+/// not know (`QUERY`) only if it can tell that the method was unknown: such a request
+/// reaches the catcher undispatched, as a `GET`.
 pub fn mark_dispatched(request: &Request<'_>) {
     request
         .local_cache(Dispatched::default)

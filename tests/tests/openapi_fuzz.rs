@@ -34,7 +34,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_mes-api-proc");
 /// Where `./scripts/test` says schemathesis is.
 const SCHEMATHESIS_ENV: &str = "MES_TEST_SCHEMATHESIS";
 
-/// Longest run: the whole fuzz takes about a minute on two cores; a hung server fails
+/// Longest run: the whole fuzz takes under a minute on two cores; a hung server fails
 /// the test after this long.
 const RUN_TIMEOUT: Duration = Duration::from_secs(600);
 
