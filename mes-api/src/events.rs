@@ -25,7 +25,7 @@ use chrono::NaiveDateTime;
 use kafka_bridge::bridge::{Bridge, CallOptions};
 use kafka_bridge::metrics::sample;
 use mes_core::codec::Page;
-use mes_core::db::{chain_requests, outbox};
+use mes_core::db::{chain_requests, notifications, outbox};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::metrics::gauge::ConstGauge;
@@ -170,11 +170,13 @@ pub fn stage() -> AdHoc {
                     Vec::new()
                 }
             };
-            if let Some(notifier) = Notifier::start(
+            if let Some(notifier) = Notifier::new(
+                app.db.clone(),
                 hooks,
                 app.settings.telegram_chat_id.clone(),
                 hub.webhooks.clone(),
             ) {
+                notifier.start_workers(app);
                 let _ = hub.notifier.set(notifier);
             }
             let interval = app.settings.poll_interval();
@@ -366,8 +368,12 @@ async fn watch_outbox(db: Db, hub: Hub, interval: Duration, mut stop: StopSignal
         }
         let views: Vec<Value> = changed.iter().map(outbox_row_view).collect();
         if let Some(notifier) = hub.notifier() {
-            for view in views.iter().filter(|v| v["status"] == outbox::FAILED) {
-                notifier.notify(&Notification::outbox_failed(view));
+            for row in changed.iter().filter(|r| r.status == outbox::FAILED) {
+                let event_id = notifications::outbox_failed_event_id(row.id, row.attempts);
+                let view = outbox_row_view(row);
+                notifier
+                    .notify(event_id, Notification::outbox_failed(&view))
+                    .await;
             }
         }
         let depth = db.run(|conn| Ok(outbox::depth(conn)?)).await.ok();
