@@ -25,6 +25,7 @@ use chrono::NaiveDateTime;
 use kafka_bridge::bridge::{Bridge, CallOptions};
 use kafka_bridge::metrics::sample;
 use mes_core::codec::Page;
+use mes_core::db::notifications::NotificationCounts;
 use mes_core::db::{chain_requests, notifications, outbox};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
@@ -43,6 +44,7 @@ use crate::notify::{Notification, Notifier};
 use crate::reconcile::Reconcile;
 use crate::service::requests::Kind;
 use crate::service::tokens::TokenProvider;
+use crate::throttled::Throttled;
 
 /// Events kept for a slow subscriber before it misses some (it is told it did).
 pub const CHANNEL_CAPACITY: usize = 1024;
@@ -78,7 +80,11 @@ pub struct Hub {
     polls: OutcomeCounters,
     webhooks: OutcomeCounters,
     notifier: Arc<std::sync::OnceLock<Notifier>>,
+    notification_counts: Arc<Throttled<Option<NotificationCounts>>>,
 }
+
+/// How often `/metrics` may count the notifications (it needs no key).
+const NOTIFICATION_COUNTS_EVERY: Duration = Duration::from_secs(1);
 
 impl Default for Hub {
     fn default() -> Self {
@@ -90,6 +96,7 @@ impl Default for Hub {
             polls,
             webhooks: OutcomeCounters::default(),
             notifier: Arc::default(),
+            notification_counts: Arc::new(Throttled::new(NOTIFICATION_COUNTS_EVERY)),
         }
     }
 }
@@ -131,6 +138,14 @@ impl Hub {
     /// The webhooks, once the server has started them.
     pub fn notifier(&self) -> Option<&Notifier> {
         self.notifier.get()
+    }
+
+    /// The webhook notifications per status and the oldest pending one's time, for
+    /// `/metrics`: read at most once a second; `None` if the database did not answer.
+    pub async fn notification_counts(&self, db: &Db) -> Option<NotificationCounts> {
+        self.notification_counts
+            .get(|| async { db.run(|conn| Ok(notifications::counts(conn)?)).await.ok() })
+            .await
     }
 
     fn someone_listens(&self) -> bool {
