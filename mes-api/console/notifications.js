@@ -18,7 +18,7 @@ function what(n) {
 
 function outcome(n) {
   if (n.status === "failed") return h("span", { class: "result bad" }, `Failed for good: ${sentence(n.last_error || "no reason given")}`);
-  if (n.status === "delivered") return h("span", { class: "muted" }, "Delivered.");
+  if (n.status === "delivered") return h("span", { class: "muted" }, "Delivered ", isoCell(n.delivered_at), ".");
   if (n.last_error) {
     const when = n.next_attempt_at ? ` Next try ${new Date(n.next_attempt_at).toLocaleTimeString()}.` : "";
     return h("span", { class: "result" }, `Not delivered yet (attempt ${n.attempts}): ${sentence(n.last_error)}${when}`);
@@ -45,7 +45,7 @@ export async function loadNotifications() {
     $("notifications-rows").replaceChildren(...rows.map((n) => h("tr", { "data-notification": n.id, "data-status": n.status },
       h("td", {}, isoCell(n.created_at)),
       h("td", { class: "mono" }, n.webhook),
-      h("td", {}, h("div", {}, what(n)), h("div", { class: "hint mono" }, n.event_id)),
+      h("td", { class: "notification" }, h("div", {}, what(n)), h("div", { class: "hint mono" }, n.event_id)),
       h("td", {}, badge(n.status)),
       h("td", { class: "opt" }, String(n.attempts ?? "")),
       h("td", {}, outcome(n)))));
