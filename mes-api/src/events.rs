@@ -164,7 +164,7 @@ impl Hub {
         self.webhooks.register(
             registry,
             "mes_webhook_notifications",
-            "Webhook notifications, by outcome",
+            "Webhook notification attempts by this instance, by outcome (delivered, retried, failed)",
         );
     }
 }

@@ -107,3 +107,39 @@ pub async fn notification_list(
         .await?;
     Ok(Json(rows.into_iter().map(Into::into).collect()))
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use serde_json::json;
+    use utoipa::OpenApi;
+
+    #[test]
+    fn the_openapi_document_declares_status_limit_and_offset_with_their_bounds() {
+        let doc = serde_json::to_value(crate::routes::ApiDoc::openapi()).unwrap();
+        let get = &doc["paths"]["/api/notifications"]["get"];
+        let params = get["parameters"].as_array().unwrap();
+        let param = |name: &str| {
+            params
+                .iter()
+                .find(|p| p["name"] == name)
+                .unwrap_or_else(|| panic!("{name} is not declared: {params:?}"))
+        };
+        assert_eq!(param("status")["in"], "query");
+        assert_eq!(
+            param("status")["schema"]["pattern"],
+            "^(pending|delivered|failed)$"
+        );
+        assert_eq!(param("limit")["schema"]["minimum"], json!(1));
+        assert_eq!(param("limit")["schema"]["maximum"], json!(500));
+        assert_eq!(param("offset")["schema"]["minimum"], json!(0));
+        assert!(get["responses"]["401"].is_object(), "viewer key required");
+        let view = &doc["components"]["schemas"]["NotificationView"]["properties"];
+        assert!(view["webhook"].is_object());
+        assert!(
+            view.get("url").is_none(),
+            "the URL is never part of the answer"
+        );
+    }
+}
