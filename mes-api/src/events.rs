@@ -383,12 +383,13 @@ async fn watch_outbox(db: Db, hub: Hub, interval: Duration, mut stop: StopSignal
         }
         let views: Vec<Value> = changed.iter().map(outbox_row_view).collect();
         if let Some(notifier) = hub.notifier() {
-            for row in changed.iter().filter(|r| r.status == outbox::FAILED) {
-                let event_id = notifications::outbox_failed_event_id(row.id, row.attempts);
-                let view = outbox_row_view(row);
-                notifier
-                    .notify(event_id, Notification::outbox_failed(&view))
-                    .await;
+            for (row, view) in changed.iter().zip(&views) {
+                if row.status == outbox::FAILED {
+                    let event_id = notifications::outbox_failed_event_id(row.id, row.attempts);
+                    notifier
+                        .notify(event_id, Notification::outbox_failed(view))
+                        .await;
+                }
             }
         }
         let depth = db.run(|conn| Ok(outbox::depth(conn)?)).await.ok();

@@ -3,8 +3,10 @@
 //!
 //! Both the poller's scans and every operator LIST reply come through
 //! [`take_in`]: the items are upserted, and what *this* upsert inserted (a new OPEN
-//! request) or changed (a status) is published on the [`Hub`] and sent to the
-//! webhooks. The mirror is shared by restarts and instances, so each request is
+//! request) or changed (a status) is published on the [`Hub`]; a new OPEN request
+//! also becomes a webhook notification row per webhook, written on the upsert's
+//! connection right after it (not in one transaction: the upsert's statements are
+//! deliberately each atomic on their own, see `chain_requests`). The mirror is shared by restarts and instances, so each request is
 //! announced once whoever sees it first, and one that arrived while no server ran is
 //! announced by the first scan after the restart. Nothing is announced before the
 //! first complete scan of a kind (the baseline): requests that were on the chain before
