@@ -85,9 +85,6 @@ pub fn relay_config(timeout: Duration) -> RelayConfig {
 /// stop on shutdown: a send in progress is settled within the request timeout.
 const BACKGROUND_STOP_GRACE: Duration = Duration::from_secs(60);
 
-/// Longest wait on shutdown for the webhooks to deliver what is queued.
-pub const WEBHOOK_DRAIN: Duration = Duration::from_secs(10);
-
 /// How long a stopping server lets HTTP calls accepted before the stop run: a chain
 /// call's deadline (`MES_REQUEST_TIMEOUT_MS`) plus time to write the answer, in whole
 /// seconds as Rocket's `shutdown.grace` takes it (`server::rocket` sets it from this).
@@ -259,8 +256,8 @@ impl App {
     /// them (the relay after its current row, the daily job, the chain poller and the
     /// outbox watcher: everything [`App::spawn_background`] started), waits for the
     /// bridge's pending calls to be answered or time out, stops the bridge (flushing
-    /// the producer), delivers the queued webhooks (bounded by [`WEBHOOK_DRAIN`]), then
-    /// stops the embedded broker and chain.
+    /// the producer), then stops the embedded broker and chain. Webhook notifications
+    /// not yet sent stay in the database (their workers are background jobs).
     pub async fn shutdown(&self) {
         let grace = shutdown_grace(self.settings.request_timeout());
         if !self.http_metrics.wait_idle(grace).await {
@@ -292,9 +289,6 @@ impl App {
             );
         }
         self.bridge.shutdown().await;
-        if let Some(notifier) = self.events.notifier() {
-            notifier.drain(WEBHOOK_DRAIN).await;
-        }
         let embedded = lock(&self.embedded).take();
         if let Some(embedded) = embedded {
             embedded.shutdown().await;

@@ -10,6 +10,7 @@ use std::time::Instant;
 use kafka_bridge::bridge::Bridge;
 use kafka_bridge::metrics::{latency_histogram, show_at_zero};
 use kafka_bridge::relay::Relay;
+use mes_core::db::notifications::NotificationCounts;
 use mes_core::db::outbox::OutboxDepth;
 use prometheus_client::encoding::{EncodeLabelSet, text};
 use prometheus_client::metrics::counter::Counter;
@@ -43,7 +44,15 @@ impl Metrics {
     /// Everything, as OpenMetrics text, with the outbox's depth as read for this
     /// scrape (`None`, the database did not answer: no `mes_outbox_rows` at all rather
     /// than stale ones).
-    pub fn encode(&self, outbox: Option<OutboxDepth>) -> String {
+    ///
+    /// The webhook notifications (`notifications`, read likewise) give
+    /// `mes_notification_rows{status}` and `mes_notification_oldest_pending_seconds`
+    /// (0 when none is pending).
+    pub fn encode(
+        &self,
+        outbox: Option<OutboxDepth>,
+        notifications: Option<NotificationCounts>,
+    ) -> String {
         // The depth is this scrape's, so it goes in a registry of this scrape's: no
         // shared gauges that two scrapes at once could both be setting.
         let mut scrape = Registry::default();
@@ -56,6 +65,33 @@ impl Metrics {
                 "mes_outbox_rows",
                 "Outbox rows by status (all instances)",
                 rows,
+            );
+        }
+        if let Some(counts) = notifications {
+            let rows = Family::<StatusLabel, Gauge>::default();
+            for (status, n) in [
+                ("pending", counts.pending),
+                ("delivered", counts.delivered),
+                ("failed", counts.failed),
+            ] {
+                rows.get_or_create(&StatusLabel { status }).set(n);
+            }
+            scrape.register(
+                "mes_notification_rows",
+                "Webhook notifications by status (all instances)",
+                rows,
+            );
+            let age = counts.oldest_pending.map_or(0.0, |at| {
+                let age = mes_core::db::now() - at;
+                age.num_milliseconds().max(0) as f64 / 1000.0
+            });
+            let oldest = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+            oldest.set(age);
+            scrape.register_with_unit(
+                "mes_notification_oldest_pending",
+                "Age of the oldest pending webhook notification (0 when none is pending)",
+                Unit::Seconds,
+                oldest,
             );
         }
         let mut out = String::new();

@@ -37,6 +37,7 @@ const ASSETS: &[(&str, &str)] = console_files![
     "units.js",
     "outbox.js",
     "decisions.js",
+    "notifications.js",
     "delivery.js",
     "live.js",
     "style.css",

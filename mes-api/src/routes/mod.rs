@@ -7,6 +7,7 @@ pub mod admin;
 pub mod chain;
 pub mod console;
 pub mod inbox;
+pub mod notifications;
 pub mod ops;
 pub mod paging;
 pub mod records;
@@ -61,6 +62,7 @@ api! {
     reports::outbox_retry,
     reports::outbox_discard,
     reports::outbox_relay,
+    notifications::notification_list,
     admin::token_list,
     admin::token_put,
     admin::token_delete,
