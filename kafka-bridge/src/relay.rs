@@ -417,6 +417,7 @@ impl Inner {
             Ok(rows) => {
                 for row in &rows {
                     self.stats.failed.inc();
+                    self.stats.delivery(&row.topic, "capped");
                     tracing::warn!(relay = %self.config.name, id = row.id, dedup_key = %row.dedup_key, "outbox row failed: {}", row.last_error.as_deref().unwrap_or_default());
                 }
                 rows.len()

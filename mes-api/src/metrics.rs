@@ -4,9 +4,10 @@
 //! relay's, the live updates' and the outbox's depth, written as OpenMetrics text.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
+use chrono::NaiveDateTime;
 use kafka_bridge::bridge::Bridge;
 use kafka_bridge::metrics::{latency_histogram, show_at_zero};
 use kafka_bridge::relay::Relay;
@@ -41,22 +42,31 @@ impl Metrics {
         Metrics { registry }
     }
 
-    /// Everything, as OpenMetrics text, with the outbox's depth as read for this
-    /// scrape (`None`, the database did not answer: no `mes_outbox_rows` at all rather
-    /// than stale ones).
+    /// Everything, as OpenMetrics text, with the outbox's depth and its oldest
+    /// unsettled row's creation as read for this scrape (`None`, the database did not
+    /// answer: no `mes_outbox_rows` nor `mes_outbox_oldest_pending_seconds` at all
+    /// rather than stale ones).
     ///
     /// The webhook notifications (`notifications`, read likewise) give
     /// `mes_notification_rows{status}` and `mes_notification_oldest_pending_seconds`
     /// (0 when none is pending).
     pub fn encode(
         &self,
-        outbox: Option<OutboxDepth>,
+        outbox: Option<(OutboxDepth, Option<NaiveDateTime>)>,
         notifications: Option<NotificationCounts>,
     ) -> String {
         // The depth is this scrape's, so it goes in a registry of this scrape's: no
         // shared gauges that two scrapes at once could both be setting.
         let mut scrape = Registry::default();
-        if let Some(depth) = outbox {
+        if let Some((depth, oldest)) = outbox {
+            let age = Gauge::<f64, AtomicU64>::default();
+            age.set(oldest.map_or(0.0, age_seconds));
+            scrape.register_with_unit(
+                "mes_outbox_oldest_pending",
+                "Age of the oldest outbox row not yet settled, pending or in flight (0 when none): a growing value is a backlog that does not drain",
+                Unit::Seconds,
+                age,
+            );
             let rows = Family::<StatusLabel, Gauge>::default();
             for (status, n) in depth.by_status() {
                 rows.get_or_create(&StatusLabel { status }).set(n);
@@ -81,11 +91,8 @@ impl Metrics {
                 "Webhook notifications by status (all instances)",
                 rows,
             );
-            let age = counts.oldest_pending.map_or(0.0, |at| {
-                let age = mes_core::db::now() - at;
-                age.num_milliseconds().max(0) as f64 / 1000.0
-            });
-            let oldest = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+            let age = counts.oldest_pending.map_or(0.0, age_seconds);
+            let oldest = Gauge::<f64, AtomicU64>::default();
             oldest.set(age);
             scrape.register_with_unit(
                 "mes_notification_oldest_pending",
@@ -103,6 +110,12 @@ impl Metrics {
         }
         out
     }
+}
+
+/// Seconds from `at` (stored UTC) to now; 0 for a time not yet reached.
+fn age_seconds(at: NaiveDateTime) -> f64 {
+    let age = mes_core::db::now() - at;
+    age.num_milliseconds().max(0) as f64 / 1000.0
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -304,6 +304,19 @@ async fn notified(hooks: &mut tokio::sync::mpsc::UnboundedReceiver<Value>, id: i
     .expect("an outbox_failed webhook for the capped row")
 }
 
+/// The value of the sample `series` (name and labels, as written) in `/metrics`.
+async fn sample(client: &Client, series: &str) -> Option<f64> {
+    let text = client
+        .get("/metrics")
+        .dispatch()
+        .await
+        .into_string()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_row_past_max_attempts_fails_with_the_reason_and_raises_the_webhook() {
     let schema = PgSchema::create_in(&database_url());
@@ -331,6 +344,51 @@ async fn a_row_past_max_attempts_fails_with_the_reason_and_raises_the_webhook() 
         "{body}"
     );
     assert_eq!(body["data"]["last_error"], reason);
+    // /metrics: an attempt retried, the last capped; nothing left unsettled.
+    let topic = &row.topic;
+    let deliveries = |outcome: &str| {
+        format!("mes_outbox_deliveries_total{{topic=\"{topic}\",outcome=\"{outcome}\"}}")
+    };
+    let retried = sample(&client, &deliveries("retried")).await.unwrap_or(0.0);
+    assert!(retried >= 1.0, "{retried}");
+    assert_eq!(sample(&client, &deliveries("capped")).await, Some(1.0));
+    assert_eq!(sample(&client, &deliveries("delivered")).await, None);
+    assert_eq!(
+        sample(&client, "mes_outbox_oldest_pending_seconds").await,
+        Some(0.0)
+    );
+    client.terminate().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_oldest_unsettled_row_s_age_is_a_metric() {
+    let schema = PgSchema::create_in(&database_url());
+    let (hook, _hooks) = mes_e2e::live::receiver().await;
+    let client = silent_server(&schema, &hook, |_| {}).await;
+    assert_eq!(
+        sample(&client, "mes_outbox_oldest_pending_seconds").await,
+        Some(0.0)
+    );
+    let id = enqueue_update(&schema).await;
+    let url = schema.url().to_owned();
+    tokio::task::spawn_blocking(move || {
+        use diesel::RunQueryDsl as _;
+        let mut conn = db::connect(&url).unwrap();
+        let db::DbConnection::Pg(pg) = &mut conn else {
+            panic!("PostgreSQL")
+        };
+        diesel::sql_query(format!(
+            "UPDATE chain_outbox SET created_at = created_at - interval '1 hour' WHERE id = {id}"
+        ))
+        .execute(pg)
+        .unwrap();
+    })
+    .await
+    .unwrap();
+    let age = sample(&client, "mes_outbox_oldest_pending_seconds")
+        .await
+        .unwrap();
+    assert!((3600.0..7200.0).contains(&age), "{age}");
     client.terminate().await;
 }
 

@@ -295,23 +295,29 @@ impl Inner {
         match &verdict {
             Verdict::Done(_) => {
                 stats.done.inc();
+                stats.delivery(&row.topic, "delivered");
                 tracing::debug!(relay = %name, id, trace_id = trace_id(row), "outbox row delivered");
             }
             Verdict::Failed(error) | Verdict::Capped(error) => {
                 stats.failed.inc();
+                let capped = matches!(verdict, Verdict::Capped(_));
+                stats.delivery(&row.topic, if capped { "capped" } else { "failed" });
                 tracing::warn!(relay = %name, id, trace_id = trace_id(row), dedup_key = %row.dedup_key, "outbox row failed: {error}");
                 self.last_error("refused", error);
             }
             Verdict::Retry(error) => {
                 stats.retried.inc();
+                stats.delivery(&row.topic, "retried");
                 tracing::info!(relay = %name, id, trace_id = trace_id(row), attempts = row.attempts, "outbox row retried later: {error}");
                 self.last_error("no_answer", error);
             }
             Verdict::Release(_) => {
                 stats.retried.inc();
+                stats.delivery(&row.topic, "released");
             }
             Verdict::Held(_) => {
                 stats.held.inc();
+                stats.delivery(&row.topic, "held");
             }
         }
         (Some(verdict), claimed)
