@@ -12,7 +12,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::app::App;
 use crate::auth::Reader;
 use crate::error::{ApiError, ApiResult, Errors, Params};
-use crate::routes::paging::Paged;
+use crate::routes::paging::{Paged, Strict};
 use crate::routes::rfc3339;
 
 /// One webhook notification, for the console.
@@ -70,14 +70,14 @@ impl From<NotificationRow> for NotificationView {
 #[into_params(parameter_in = Query)]
 pub struct NotificationQuery {
     /// Only rows in this status: pending, delivered, failed
-    #[param(pattern = "^(pending|delivered|failed)$")]
+    #[param(value_type = Option<String>, pattern = "^(pending|delivered|failed)$")]
     status: Option<String>,
 }
 
 /// `GET /api/notifications`: webhook notifications pending, delivered or failed,
 /// newest first.
 #[utoipa::path(get, path = "/api/notifications", tag = "notifications",
-    params(Paged<NotificationQuery>),
+    params(Strict<Paged<NotificationQuery>>),
     responses(
         (status = 200, description = "Notifications, newest first", body = Vec<NotificationView>),
         Errors<Reader, Params>,
@@ -86,9 +86,10 @@ pub struct NotificationQuery {
 pub async fn notification_list(
     app: &State<App>,
     _caller: Reader,
-    query: Paged<NotificationQuery>,
+    query: Strict<Paged<NotificationQuery>>,
 ) -> ApiResult<Json<Vec<NotificationView>>> {
-    let status = match query.filter.status.as_deref().map(str::trim) {
+    let query = query.checked()?;
+    let status = match query.filter.status.as_deref() {
         None => None,
         Some(s @ (notifications::PENDING | notifications::DELIVERED | notifications::FAILED)) => {
             Some(s.to_owned())
