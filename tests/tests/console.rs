@@ -14,7 +14,8 @@
 //!   delivered, the outbox and a day report run from the page, the connection lost
 //!   when the server stops; the partner tab (the inbox) shows an open request that sits
 //!   past the chain's first pages, with the true count in its badge; a failed outbox row
-//!   retried from the page until it is delivered. Screenshots go to `target/screenshots/`.
+//!   retried from the page until it is delivered, another discarded with a reason.
+//!   Screenshots go to `target/screenshots/`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -1265,7 +1266,8 @@ fn failed_copy_of_newest(url: &str, code: &str) -> i64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_console_in_chromium_retries_a_failed_outbox_row_until_it_is_delivered() {
+async fn the_console_in_chromium_retries_a_failed_outbox_row_until_delivered_and_discards_another()
+{
     let server = start(None).await;
     server
         .api(
@@ -1377,6 +1379,44 @@ async fn the_console_in_chromium_retries_a_failed_outbox_row_until_it_is_deliver
         .find(|r| r["id"] == failed)
         .unwrap_or_else(|| panic!("row {failed} is not done: {stored}"));
     assert!(mine["retried_at"].is_string(), "{mine}");
+
+    // Another failed row, arriving by the event stream: discarded with a reason.
+    let url = server._db.url().to_owned();
+    let scrapped = tokio::task::spawn_blocking(move || failed_copy_of_newest(&url, "PT30"))
+        .await
+        .unwrap();
+    let row2 = format!("#outbox-rows tr[data-row=\"{scrapped}\"]");
+    browser
+        .wait(
+            "the Discard button",
+            "(() => { const b = document.querySelector(arguments[0]); b?.click(); return !!b; })()",
+            json!(format!("{row2} .btn[data-action=\"discard\"]")),
+        )
+        .await;
+    browser
+        .wait(
+            "the reason, then Yes",
+            "(() => { const i = document.querySelector(arguments[0] + ' input.reason'); \
+               const b = document.querySelector(arguments[0] + ' .btn.reject.confirm'); \
+               if (!i || !b) return false; i.value = 'unit scrapped'; b.click(); return true; })()",
+            json!(row2),
+        )
+        .await;
+    let discarded = browser
+        .wait(
+            "the row to be discarded",
+            "document.querySelector(arguments[0] + '[data-status=\"discarded\"]')?.textContent",
+            json!(row2),
+        )
+        .await;
+    assert!(
+        discarded
+            .as_str()
+            .unwrap()
+            .contains("Discarded by olga: Unit scrapped."),
+        "{discarded}"
+    );
+    browser.screenshot("17-outbox-discarded").await;
 
     // A viewer sees the outbox without its buttons (signing in shows the tab shown
     // last, and `sign_in` waits for the partner requests).
