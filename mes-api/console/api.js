@@ -49,6 +49,7 @@ function human(status, code, message) {
     case "overloaded": return "The server is busy with other chain requests. Try again in a moment.";
     case "database_unavailable": return "The MES database is not available right now. Try again in a moment.";
     case "shutting_down": return "The server is restarting. Try again in a moment.";
+    case "conflict": return message ? sentence(message) : "This was changed meanwhile: refresh, then try again.";
     case "not_found": return message ? sentence(message) : "Not found.";
     case "missing_parameter":
     case "invalid_parameter":

@@ -35,6 +35,7 @@ export function describe(r) {
 }
 
 function outboxAnswer(r) {
+  if (r.status === "discarded") return h("span", { class: "muted" }, `Discarded by ${r.discarded_by ?? "an operator"}: ${sentence(r.discard_reason || "no reason given")}`);
   if (r.status === "failed") return h("span", { class: "result bad" }, `Refused for good: ${sentence(r.last_error || "no reason given")}`);
   if (r.status === "done") return r.chain_message ? h("span", {}, sentence(r.chain_message)) : h("span", { class: "muted" }, "Delivered.");
   if (r.last_error) {
@@ -55,7 +56,7 @@ export function loadOutbox() {
   if (!o.date) o.date = yesterday();
   const panel = $("panel-outbox");
   const filter = h("select", { id: "outbox-status", onchange: (e) => { o.status = e.target.value; loadOutboxRows(); } },
-    ...[["", "All"], ["pending", "Pending"], ["in_flight", "Sending"], ["done", "Delivered"], ["failed", "Failed"]].map(([v, t]) => h("option", { value: v, selected: o.status === v }, t)));
+    ...[["", "All"], ["pending", "Pending"], ["in_flight", "Sending"], ["done", "Delivered"], ["failed", "Failed"], ["discarded", "Discarded"]].map(([v, t]) => h("option", { value: v, selected: o.status === v }, t)));
   const dayOnly = h("input", { type: "checkbox", id: "outbox-day", checked: o.dayOnly, onchange: (e) => { o.dayOnly = e.target.checked; renderOutbox(); } });
   const date = h("input", { type: "date", id: "report-date", value: o.date, required: true, onchange: (e) => { o.date = e.target.value; loadDayReports(); } });
   panel.replaceChildren(
@@ -78,7 +79,7 @@ export function loadOutbox() {
       h("div", { id: "outbox-relay", role: "status" }),
       h("p", { class: "notice bad", id: "outbox-error", role: "alert", hidden: true }),
       h("div", { class: "table-wrap" }, h("table", { "aria-label": "Outbox" },
-        h("thead", {}, h("tr", {}, ...[["Row", "opt"], "Message", "Status", ["Attempts", "opt"], "Last change", "Chain's answer or error"].map((c) => Array.isArray(c) ? h("th", { scope: "col", class: c[1] }, c[0]) : h("th", { scope: "col" }, c)))),
+        h("thead", {}, h("tr", {}, ...[["Row", "opt"], "Message", "Status", ["Attempts", "opt"], "Last change", "Chain's answer or error", ...(canAnswer() ? ["Action"] : [])].map((c) => Array.isArray(c) ? h("th", { scope: "col", class: c[1] }, c[0]) : h("th", { scope: "col" }, c)))),
         h("tbody", { id: "outbox-rows" })))));
   return Promise.all([loadDayReports(), loadOutboxRows()]);
 }
@@ -136,14 +137,95 @@ function renderOutbox() {
   const body = $("outbox-rows");
   if (!body) return;
   const rows = o.rows.filter((r) => !o.dayOnly || String(r.ordering_key ?? "").startsWith("day-report:"));
+  // A row's actions stay as they are (the button under the pointer, a question being
+  // answered, a reason being typed, with its focus) while events redraw the list and
+  // the row's status does not change.
+  const focused = document.activeElement;
+  const kept = new Map([...body.querySelectorAll("td.actions[data-for]")].map((c) => [Number(c.closest("tr").dataset.row), c]));
+  const actions = (r) => { const c = kept.get(r.id); return c && c.dataset.for === r.status ? c : actionCell(r); };
   body.replaceChildren(...rows.map((r) => h("tr", { "data-row": r.id, "data-status": r.status },
     h("td", { class: "mono opt" }, String(r.id)),
     h("td", {}, h("div", {}, describe(r)), h("div", { class: "hint mono", title: r.dedup_key }, r.topic)),
     h("td", {}, badge(r.status)),
     h("td", { class: "opt" }, String(r.attempts ?? "")),
     h("td", {}, isoCell(r.updated_at)),
-    h("td", {}, outboxAnswer(r)))));
-  if (!rows.length) body.append(h("tr", {}, h("td", { class: "empty", colspan: 6 }, o.status || o.dayOnly ? "No message with this filter." : "Nothing was sent to the chain yet.")));
+    h("td", {}, outboxAnswer(r)),
+    canAnswer() ? actions(r) : null)));
+  if (focused && !document.activeElement?.closest?.("td.actions") && [...kept.values()].some((c) => c.contains(focused))) focused.focus();
+  if (!rows.length) body.append(h("tr", {}, h("td", { class: "empty", colspan: canAnswer() ? 7 : 6 }, o.status || o.dayOnly ? "No message with this filter." : "Nothing was sent to the chain yet.")));
+}
+
+// Rows whose retry or discard is being sent, by id, and the last action's result to
+// show in the row (kept across the re-renders that events cause).
+const acting = new Set();
+const results = new Map();
+
+// The action cell of row `r`: for a failed row, Retry and Discard (each confirmed
+// first); the result of the last action taken here, if any.
+function actionCell(r) {
+  const cell = h("td", { class: "actions" });
+  renderRowActions(r, cell);
+  return cell;
+}
+
+function renderRowActions(r, cell) {
+  cell.dataset.for = r.status;
+  const parts = [];
+  if (acting.has(r.id)) parts.push(h("p", { class: "result busy", role: "status" }, "Sending…"));
+  else if (r.status === "failed") {
+    parts.push(h("div", { class: "row" },
+      h("button", { type: "button", class: "btn accept", "data-action": "retry", onclick: () => confirmRetry(r, cell) }, "Retry"),
+      h("button", { type: "button", class: "btn reject", "data-action": "discard", onclick: () => confirmDiscard(r, cell) }, "Discard")));
+  }
+  const result = results.get(r.id);
+  if (result) parts.push(h("p", { class: `result ${result.ok ? "ok" : "bad"}`, role: result.ok ? "status" : "alert" }, result.text));
+  cell.replaceChildren(...parts);
+}
+
+// A question with its Yes and Cancel in `cell`; Escape cancels.
+function ask(r, cell, question, yesLabel, yesClass, onYes, ...fields) {
+  const no = h("button", { type: "button", class: "btn ghost", onclick: () => { renderRowActions(r, cell); cell.querySelector("button")?.focus(); } }, "Cancel");
+  const yes = h("button", { type: "button", class: `btn ${yesClass} confirm`, onclick: onYes }, yesLabel);
+  cell.replaceChildren(h("div", { class: "row" }, h("p", { class: "question" }, question), ...fields, yes, no));
+  cell.addEventListener("keydown", (e) => { if (e.key === "Escape") no.click(); }, { once: true });
+  return yes;
+}
+
+function confirmRetry(r, cell) {
+  results.delete(r.id);
+  ask(r, cell, `Send outbox row ${r.id} again?`, "Yes, retry", "accept", () => act(r, cell, "retry")).focus();
+}
+
+function confirmDiscard(r, cell) {
+  results.delete(r.id);
+  const reason = h("input", { type: "text", class: "reason", maxlength: 1000, required: true, placeholder: "Why it is given up on", "aria-label": `Reason to discard outbox row ${r.id}` });
+  ask(r, cell, `Discard outbox row ${r.id}? It is never sent.`, "Yes, discard", "reject", () => {
+    const text = reason.value.trim();
+    if (!text) { reason.setAttribute("aria-invalid", "true"); reason.placeholder = "Say why it is given up on"; reason.focus(); return; }
+    act(r, cell, "discard", { reason: text });
+  }, reason);
+  reason.focus();
+}
+
+// Retries or discards row `r`; its row shows the answer: the row as it now is, or the
+// API's error as a sentence.
+async function act(r, cell, action, body) {
+  acting.add(r.id);
+  renderRowActions(r, cell);
+  try {
+    const row = await api("POST", `/api/outbox/${encodeURIComponent(r.id)}/${action}`, body);
+    const i = outbox.rows.findIndex((x) => x.id === row.id);
+    if (i >= 0) outbox.rows[i] = { ...outbox.rows[i], ...row };
+    if (outbox.status && outbox.status !== row.status) outbox.rows = outbox.rows.filter((x) => x.id !== row.id);
+    results.set(r.id, { ok: true, text: action === "retry" ? "Queued again: it is sent shortly." : "Discarded: it will not be sent." });
+  } catch (e) {
+    results.set(r.id, { ok: false, text: e.message });
+  } finally {
+    acting.delete(r.id);
+  }
+  // Drawn anew with the row's answer (an event may have drawn the row meanwhile).
+  for (const c of [cell, ...document.querySelectorAll(`#outbox-rows tr[data-row="${Number(r.id)}"] td.actions`)]) delete c.dataset.for;
+  renderOutbox();
 }
 
 function percent(x) {

@@ -13,7 +13,9 @@
 //!   viewer without answer buttons; edit a production unit and see its change
 //!   delivered, the outbox and a day report run from the page, the connection lost
 //!   when the server stops; the partner tab (the inbox) shows an open request that sits
-//!   past the chain's first pages, with the true count in its badge. Screenshots go to `target/screenshots/`.
+//!   past the chain's first pages, with the true count in its badge; a failed outbox row
+//!   retried from the page until it is delivered, another discarded with a reason.
+//!   Screenshots go to `target/screenshots/`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -1225,6 +1227,217 @@ async fn the_console_in_chromium_shows_an_unconfirmed_accept_turn_accepted_by_it
     assert_eq!(mine.len(), 1, "{decisions}");
     assert_eq!(mine[0]["outcome"], "accepted");
     browser.screenshot("14-confirmed").await;
+    browser.quit().await;
+    server.stop();
+}
+
+/// A failed outbox row: unit `code`'s newest delivered message enqueued once more
+/// under a new key, claimed and refused in one transaction, so that the server's relay
+/// never sees it pending. Its topic is the simulator's: a retry delivers it.
+fn failed_copy_of_newest(url: &str, code: &str) -> i64 {
+    use diesel::Connection;
+    use mes_core::db::outbox;
+    let mut conn = db::connect(url).unwrap();
+    conn.transaction::<_, diesel::result::Error, _>(|conn| {
+        let ordering = format!("unit:{code}");
+        let newest = outbox::newest_for_ordering_key(conn, &ordering)?.unwrap();
+        assert_eq!(newest.status, outbox::DONE, "{newest:?}");
+        let key = format!("{}:again", newest.dedup_key);
+        let row = outbox::NewOutboxRow {
+            topic: &newest.topic,
+            dedup_key: &key,
+            ordering_key: &newest.ordering_key,
+            payload: &newest.payload,
+            traceparent: None,
+        };
+        assert!(outbox::enqueue(conn, &row)?);
+        let claimed = outbox::claim_next_of_key(
+            conn,
+            db::now(),
+            &newest.ordering_key,
+            chrono::Duration::seconds(30),
+            &[],
+        )?
+        .unwrap();
+        assert_eq!(claimed.dedup_key, key);
+        Ok(outbox::mark_failed(conn, claimed.id, &format!("record {code} is locked"))?.id)
+    })
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_in_chromium_retries_a_failed_outbox_row_until_delivered_and_discards_another()
+{
+    let server = start(None).await;
+    server
+        .api(
+            reqwest::Method::POST,
+            "/api/ProductionUnit",
+            Some(json!({"code": "PT30", "name": "Press PT30", "Status": "RUNNING", "ProcessName": "Stamping"})),
+        )
+        .await;
+    server
+        .api(
+            reqwest::Method::PATCH,
+            "/api/ProductionUnit/PT30",
+            Some(json!({"Status": "STOPPED"})),
+        )
+        .await;
+    // The change reaches the chain (the simulator): the unit's messages are all done.
+    let until = Instant::now() + DEADLINE;
+    loop {
+        let unit = server
+            .api(reqwest::Method::GET, "/api/ProductionUnit/PT30", None)
+            .await;
+        let pending = server
+            .api(reqwest::Method::GET, "/api/outbox?status=pending", None)
+            .await;
+        if unit["chain"]["state"] == "delivered" && pending.as_array().unwrap().is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "PT30's change was not delivered: {unit}"
+        );
+        sleep(Duration::from_millis(200)).await;
+    }
+    let url = server._db.url().to_owned();
+    let failed = tokio::task::spawn_blocking(move || failed_copy_of_newest(&url, "PT30"))
+        .await
+        .unwrap();
+
+    let browser = Browser::start().await;
+    browser.goto(&server.base).await;
+    browser.sign_in(&server.operator).await;
+    browser.click("#tab-outbox").await;
+    let row = format!("#outbox-rows tr[data-row=\"{failed}\"]");
+    let refused = browser
+        .wait(
+            "the failed row",
+            "document.querySelector(arguments[0] + '[data-status=\"failed\"] .btn[data-action=\"retry\"]') && document.querySelector(arguments[0]).textContent",
+            json!(row),
+        )
+        .await;
+    assert!(
+        refused
+            .as_str()
+            .unwrap()
+            .contains("Refused for good: Record PT30 is locked."),
+        "{refused}"
+    );
+    browser.screenshot("15-outbox-failed").await;
+
+    // Retry, confirm: the relay sends it again and the chain takes it.
+    // Events redraw the list: each button is clicked in the step that finds it.
+    browser
+        .wait(
+            "the Retry button",
+            "(() => { const b = document.querySelector(arguments[0]); b?.click(); return !!b; })()",
+            json!(format!("{row} .btn[data-action=\"retry\"]")),
+        )
+        .await;
+    browser
+        .wait(
+            "the retry's confirmation",
+            "document.querySelector(arguments[0] + ' .question')?.textContent",
+            json!(row),
+        )
+        .await;
+    browser
+        .wait(
+            "the retry's Yes",
+            "(() => { const b = document.querySelector(arguments[0]); b?.click(); return !!b; })()",
+            json!(format!("{row} .btn.accept.confirm")),
+        )
+        .await;
+    let done = browser
+        .wait(
+            "the retried row to be delivered",
+            "document.querySelector(arguments[0] + '[data-status=\"done\"]')?.textContent",
+            json!(row),
+        )
+        .await;
+    assert!(
+        done.as_str().unwrap().contains("Queued again"),
+        "the retry's answer is in the row: {done}"
+    );
+    let buttons = browser
+        .js(
+            "return document.querySelectorAll(arguments[0] + ' button').length",
+            json!([row]),
+        )
+        .await;
+    assert_eq!(buttons, 0, "a delivered row has no Retry or Discard");
+    browser.screenshot("16-outbox-retried").await;
+    let stored = server
+        .api(reqwest::Method::GET, "/api/outbox?status=done", None)
+        .await;
+    let mine = stored
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == failed)
+        .unwrap_or_else(|| panic!("row {failed} is not done: {stored}"));
+    assert!(mine["retried_at"].is_string(), "{mine}");
+
+    // Another failed row, arriving by the event stream: discarded with a reason.
+    let url = server._db.url().to_owned();
+    let scrapped = tokio::task::spawn_blocking(move || failed_copy_of_newest(&url, "PT30"))
+        .await
+        .unwrap();
+    let row2 = format!("#outbox-rows tr[data-row=\"{scrapped}\"]");
+    browser
+        .wait(
+            "the Discard button",
+            "(() => { const b = document.querySelector(arguments[0]); b?.click(); return !!b; })()",
+            json!(format!("{row2} .btn[data-action=\"discard\"]")),
+        )
+        .await;
+    browser
+        .wait(
+            "the reason, then Yes",
+            "(() => { const i = document.querySelector(arguments[0] + ' input.reason'); \
+               const b = document.querySelector(arguments[0] + ' .btn.reject.confirm'); \
+               if (!i || !b) return false; i.value = 'unit scrapped'; b.click(); return true; })()",
+            json!(row2),
+        )
+        .await;
+    let discarded = browser
+        .wait(
+            "the row to be discarded",
+            "document.querySelector(arguments[0] + '[data-status=\"discarded\"]')?.textContent",
+            json!(row2),
+        )
+        .await;
+    assert!(
+        discarded
+            .as_str()
+            .unwrap()
+            .contains("Discarded by olga: Unit scrapped."),
+        "{discarded}"
+    );
+    browser.screenshot("17-outbox-discarded").await;
+
+    // A viewer sees the outbox without its buttons (signing in shows the tab shown
+    // last, and `sign_in` waits for the partner requests).
+    browser.click("#tab-partners").await;
+    browser.click("#sign-out").await;
+    browser.sign_in(&server.viewer).await;
+    browser.click("#tab-outbox").await;
+    browser
+        .wait(
+            "the outbox for a viewer",
+            "document.querySelector(arguments[0])",
+            json!(row),
+        )
+        .await;
+    let seen = browser
+        .js(
+            "return [document.querySelectorAll('#outbox-rows button').length, document.querySelectorAll('#outbox-rows td.actions').length]",
+            json!([]),
+        )
+        .await;
+    assert_eq!(seen, json!([0, 0]), "no action for a viewer");
     browser.quit().await;
     server.stop();
 }
