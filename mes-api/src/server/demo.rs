@@ -128,12 +128,41 @@ fn seed_units(conn: &mut db::DbConnection) -> Result<(), ApiError> {
 /// Days of day reports the demo seeds before today.
 pub(super) const DEMO_REPORT_DAYS: u64 = 30;
 
-/// The demo's OEE targets, and how each unit runs: `(code, OEE target, availability,
-/// performance, quality, ideal cycle time in seconds, days back that go badly)`.
+/// How a demo unit runs, for [`seed_performance`].
+struct DemoRun {
+    code: &'static str,
+    /// Its OEE target.
+    target: f64,
+    /// Typical availability, performance and quality of a shift.
+    availability: f64,
+    performance: f64,
+    quality: f64,
+    /// Ideal cycle time, seconds.
+    cycle_s: f64,
+    /// Days back that go badly (long stops).
+    bad_days: [u64; 3],
+}
+
 /// PT10 runs above its target but for a few bad days; PT11 mostly under its own.
-const DEMO_PERFORMANCE: [(&str, f64, f64, f64, f64, f64, [u64; 3]); 2] = [
-    ("PT10", 0.65, 0.91, 0.9, 0.985, 12.0, [5, 12, 23]),
-    ("PT11", 0.75, 0.82, 0.84, 0.95, 15.0, [3, 9, 17]),
+const DEMO_PERFORMANCE: [DemoRun; 2] = [
+    DemoRun {
+        code: "PT10",
+        target: 0.65,
+        availability: 0.91,
+        performance: 0.9,
+        quality: 0.985,
+        cycle_s: 12.0,
+        bad_days: [5, 12, 23],
+    },
+    DemoRun {
+        code: "PT11",
+        target: 0.75,
+        availability: 0.82,
+        performance: 0.84,
+        quality: 0.95,
+        cycle_s: 15.0,
+        bad_days: [3, 9, 17],
+    },
 ];
 
 /// A number in [-1, 1) from `seed` (splitmix64): the demo's day-to-day wobble, the
@@ -183,9 +212,16 @@ fn demo_shift(
 /// local.
 fn seed_performance(conn: &mut db::DbConnection, today: chrono::NaiveDate) -> Result<(), ApiError> {
     let units = UnitService::default();
-    for (index, (code, target, availability, perf, quality, cycle_s, bad_days)) in
-        DEMO_PERFORMANCE.into_iter().enumerate()
-    {
+    for (index, run) in DEMO_PERFORMANCE.iter().enumerate() {
+        let DemoRun {
+            code,
+            target,
+            availability,
+            performance: perf,
+            quality,
+            cycle_s,
+            bad_days,
+        } = *run;
         let unit = units.get(conn, code)?;
         if performance::target_of(conn, unit.id)
             .map_err(ApiError::database)?
