@@ -338,6 +338,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_document_declares_the_exports_as_text_csv_and_the_target_bounds() {
+        use utoipa::OpenApi as _;
+        let doc = serde_json::to_value(crate::routes::ApiDoc::openapi()).unwrap();
+        for path in [
+            "/api/DayReport.csv",
+            "/api/decisions.csv",
+            "/api/production-orders.csv",
+            "/api/outbox.csv",
+        ] {
+            let ok = &doc["paths"][path]["get"]["responses"]["200"]["content"];
+            assert!(ok["text/csv"].is_object(), "{path}: {ok}");
+        }
+        let target = &doc["components"]["schemas"]["Target"];
+        assert_eq!(target["additionalProperties"], serde_json::json!(false));
+        assert_eq!(target["required"], serde_json::json!(["oee"]));
+        assert_eq!(target["properties"]["oee"]["maximum"], serde_json::json!(1));
+        let series = &doc["paths"]["/api/DayReport/series"]["get"];
+        assert!(series["responses"]["404"].is_object());
+    }
+
+    #[test]
     fn formula_cells_get_a_quote_and_rfc_4180_quoting_holds() {
         for risky in ["=1+1", "+1", "-1", "@SUM(A1)", "\tx", "\rx"] {
             assert_eq!(guard(risky), format!("'{risky}"));
