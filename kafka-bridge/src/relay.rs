@@ -65,7 +65,7 @@ use mes_core::db::outbox;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-pub use self::config::{RecordReplies, RelayConfig, TokenSource};
+pub use self::config::{DEFAULT_MAX_AGE, RecordReplies, RelayConfig, TokenSource};
 pub use self::deliver::PUBLISHED_TEXT;
 pub use self::record_topics::RecordTopicStatus;
 
@@ -317,6 +317,7 @@ impl Relay {
             tracing::info!(relay = %inner.config.name, "master token found: delivering the outbox");
         }
 
+        let overdue = inner.fail_overdue().await;
         let claimed_at = Instant::now();
         let pool = inner.pool.clone();
         let limit = i64::from(inner.config.batch_size);
@@ -338,6 +339,7 @@ impl Relay {
         };
         let mut batch = Batch {
             claimed: rows.len(),
+            failed: overdue,
             ..Batch::default()
         };
         if rows.is_empty() {
@@ -362,6 +364,9 @@ impl Relay {
     }
 }
 
+/// Most overdue rows failed per pass.
+const OVERDUE_BATCH: i64 = 500;
+
 fn batch_size(config: &RelayConfig) -> usize {
     usize::try_from(config.batch_size).unwrap_or(usize::MAX)
 }
@@ -370,7 +375,7 @@ impl Batch {
     fn count(&mut self, verdict: Option<&Verdict>) {
         match verdict {
             Some(Verdict::Done(_)) => self.done += 1,
-            Some(Verdict::Failed(_)) => self.failed += 1,
+            Some(Verdict::Failed(_) | Verdict::Capped(_)) => self.failed += 1,
             Some(Verdict::Retry(_) | Verdict::Release(_)) => self.retried += 1,
             Some(Verdict::Held(_)) => self.held += 1,
             None => {}
@@ -387,6 +392,43 @@ impl Batch {
 }
 
 impl Inner {
+    /// Fails the pending rows older than [`RelayConfig::max_age`] (rows no attempt
+    /// settles: their topic on hold, or behind a stuck row of their key); how many. A
+    /// database error is counted and left for the next pass.
+    async fn fail_overdue(&self) -> usize {
+        let Some(age) = self.config.max_age else {
+            return 0;
+        };
+        let Some(cutoff) = chrono::Duration::from_std(age)
+            .ok()
+            .and_then(|age| mes_core::db::now().checked_sub_signed(age))
+        else {
+            return 0;
+        };
+        let why = deliver::age_reason(age);
+        let pool = self.pool.clone();
+        let failed = blocking(move || {
+            let mut conn = pool.get().map_err(|e| Error::Database(e.to_string()))?;
+            outbox::fail_overdue(&mut conn, cutoff, &why, OVERDUE_BATCH)
+                .map_err(|e| Error::Database(format!("failing overdue rows: {e}")))
+        })
+        .await;
+        match failed {
+            Ok(rows) => {
+                for row in &rows {
+                    self.stats.failed.inc();
+                    self.stats.delivery(&row.topic, "capped");
+                    tracing::warn!(relay = %self.config.name, id = row.id, dedup_key = %row.dedup_key, "outbox row failed: {}", row.last_error.as_deref().unwrap_or_default());
+                }
+                rows.len()
+            }
+            Err(e) => {
+                self.count_database_error(&e);
+                0
+            }
+        }
+    }
+
     /// How many rows of a batch may be sent at once: one while replies are matched by
     /// token (the bridge sends one request at a time then, and the others would spend
     /// their deadline waiting for the slot).

@@ -8,6 +8,7 @@
 //   units.js      production units, edited in place
 //   outbox.js     day reports, the outbox and the relay's state
 //   decisions.js  the audit trail
+//   notifications.js  the webhook notifications: pending, delivered, failed and why
 //   delivery.js   a unit's or report's delivery to the chain (shared by the two above)
 //   live.js       the event stream, the live badge and the banners
 // Everything shown is built with DOM calls (never innerHTML with data), so chain text

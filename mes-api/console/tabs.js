@@ -1,4 +1,4 @@
-// The five tabs: which one is shown (kept in the URL's hash), loading it when it is
+// The six tabs: which one is shown (kept in the URL's hash), loading it when it is
 // selected, and moving between them with the arrow keys, Home and End.
 
 import { $ } from "./dom.js";
@@ -6,8 +6,9 @@ import { loadList } from "./requests.js";
 import { loadUnits } from "./units.js";
 import { loadOutbox } from "./outbox.js";
 import { loadDecisions } from "./decisions.js";
+import { loadNotifications } from "./notifications.js";
 
-export const TABS = ["partners", "orders", "units", "outbox", "decisions"];
+export const TABS = ["partners", "orders", "units", "outbox", "decisions", "notifications"];
 
 let current = "partners";
 
@@ -35,6 +36,7 @@ export function refresh(tab) {
   if (tab === "units") return loadUnits();
   if (tab === "outbox") return loadOutbox();
   if (tab === "decisions") return loadDecisions();
+  if (tab === "notifications") return loadNotifications();
 }
 
 // Clicks and keys on the tab list.

@@ -85,9 +85,6 @@ pub fn relay_config(timeout: Duration) -> RelayConfig {
 /// stop on shutdown: a send in progress is settled within the request timeout.
 const BACKGROUND_STOP_GRACE: Duration = Duration::from_secs(60);
 
-/// Longest wait on shutdown for the webhooks to deliver what is queued.
-pub const WEBHOOK_DRAIN: Duration = Duration::from_secs(10);
-
 /// How long a stopping server lets HTTP calls accepted before the stop run: a chain
 /// call's deadline (`MES_REQUEST_TIMEOUT_MS`) plus time to write the answer, in whole
 /// seconds as Rocket's `shutdown.grace` takes it (`server::rocket` sets it from this).
@@ -131,6 +128,8 @@ impl App {
             tokens.relay_source(&db),
             RelayConfig {
                 record_replies: settings.record_replies,
+                max_attempts: settings.outbox_max_attempts,
+                max_age: Some(settings.outbox_max_age).filter(|age| !age.is_zero()),
                 ..relay_config(settings.request_timeout())
             },
         )
@@ -231,6 +230,8 @@ impl App {
         self.spawn_background(|stop| watch_fences(bridge, events, stop));
         let (late, requests) = (self.bridge.late_replies(), self.requests.clone());
         self.spawn_background(|stop| settle_late_replies(late, requests, stop));
+        let (db, days) = (self.db.clone(), self.settings.outbox_retention_days);
+        self.spawn_background(|stop| outbox_retention(db, days, stop));
     }
 
     /// Runs `task` as one of the server's background jobs, like the relay and the
@@ -255,8 +256,8 @@ impl App {
     /// them (the relay after its current row, the daily job, the chain poller and the
     /// outbox watcher: everything [`App::spawn_background`] started), waits for the
     /// bridge's pending calls to be answered or time out, stops the bridge (flushing
-    /// the producer), delivers the queued webhooks (bounded by [`WEBHOOK_DRAIN`]), then
-    /// stops the embedded broker and chain.
+    /// the producer), then stops the embedded broker and chain. Webhook notifications
+    /// not yet sent stay in the database (their workers are background jobs).
     pub async fn shutdown(&self) {
         let grace = shutdown_grace(self.settings.request_timeout());
         if !self.http_metrics.wait_idle(grace).await {
@@ -288,9 +289,6 @@ impl App {
             );
         }
         self.bridge.shutdown().await;
-        if let Some(notifier) = self.events.notifier() {
-            notifier.drain(WEBHOOK_DRAIN).await;
-        }
         let embedded = lock(&self.embedded).take();
         if let Some(embedded) = embedded {
             embedded.shutdown().await;
@@ -331,6 +329,55 @@ async fn watch_fences(bridge: Bridge, events: Hub, mut stop: StopSignal) {
         }
         rocket::tokio::select! {
             () = rocket::tokio::time::sleep(FENCE_WATCH_INTERVAL) => {}
+            _ = stop.wait_for(|stop| *stop) => return,
+        }
+    }
+}
+
+/// How often retention looks for delivered rows to purge.
+const RETENTION_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// Outbox retention (`MES_OUTBOX_RETENTION_DAYS`): at start and then hourly, empties
+/// the payload of rows delivered more than `days` days ago, [`crate::cli::PURGE_BATCH`]
+/// rows per transaction, keeping each as a tombstone with its dedup key
+/// ([`outbox::purge_delivered`]). Safe on several instances at once: a row is purged
+/// once whoever gets there first.
+async fn outbox_retention(db: Db, days: u32, mut stop: StopSignal) {
+    let age = chrono::Duration::days(i64::from(days));
+    loop {
+        let mut purged = 0;
+        while let Some(before) = mes_core::db::now().checked_sub_signed(age) {
+            let batch = db
+                .run(move |conn| {
+                    Ok(outbox::purge_delivered(
+                        conn,
+                        before,
+                        crate::cli::PURGE_BATCH,
+                    )?)
+                })
+                .await;
+            let n = match batch {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!(job = "outbox-retention", "{}", e.message);
+                    break;
+                }
+            };
+            purged += n;
+            if n < usize::try_from(crate::cli::PURGE_BATCH).unwrap_or(0) || *stop.borrow() {
+                break;
+            }
+        }
+        if purged > 0 {
+            tracing::info!(
+                job = "outbox-retention",
+                purged,
+                days,
+                "purged delivered outbox rows"
+            );
+        }
+        rocket::tokio::select! {
+            () = rocket::tokio::time::sleep(RETENTION_INTERVAL) => {}
             _ = stop.wait_for(|stop| *stop) => return,
         }
     }

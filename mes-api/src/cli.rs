@@ -11,7 +11,7 @@ use clap::{
     Arg, ArgMatches, CommandFactory as _, FromArgMatches as _, Parser, Subcommand, ValueEnum,
 };
 use clap_complete::Shell;
-use mes_core::db::{operators, tokens};
+use mes_core::db::{operators, outbox, tokens};
 use mes_core::signing::SigningKey;
 
 use crate::config::{self, ConfigError, LogFormat, Settings, reference};
@@ -40,6 +40,10 @@ pub enum Command {
     /// People and programs allowed to use the API.
     #[command(subcommand)]
     Operator(OperatorCommand),
+    /// The outbox of chain messages: list it, retry or discard failed rows, purge old
+    /// delivered ones.
+    #[command(subcommand)]
+    Outbox(OutboxCommand),
     /// Writes a new secp256k1 key for signing requests and prints its public key.
     Keygen {
         /// Where to write it; default `MES_SIGNING_KEY_FILE`, else `{data dir}/signing.key`.
@@ -142,6 +146,55 @@ pub enum OperatorCommand {
     /// Lists the operators with role, when added and when last used (never keys).
     List,
 }
+
+/// `mes-api outbox …`: what the console's outbox tab and `/api/outbox` offer, for a
+/// shell on the server.
+#[derive(Debug, Subcommand)]
+pub enum OutboxCommand {
+    /// Lists rows, newest first: id, status, attempts, topic, ordering key, dedup key,
+    /// when enqueued, last error.
+    List {
+        /// Only rows in this status.
+        #[arg(long, value_parser = outbox::STATUSES)]
+        status: Option<String>,
+        /// Most rows listed.
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(i64).range(1..=10_000))]
+        limit: i64,
+    },
+    /// Puts failed rows back to pending, due now, their attempts kept; a running
+    /// server's relay sends them at its next poll.
+    Retry {
+        /// The rows' ids.
+        #[arg(required = true, value_name = "ID")]
+        ids: Vec<i64>,
+    },
+    /// Marks failed rows discarded, with the reason (and `cli:$USER` as who): never sent.
+    Discard {
+        /// The rows' ids.
+        #[arg(required = true, value_name = "ID")]
+        ids: Vec<i64>,
+        /// Why they are given up on (kept with each row).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Empties the payload of rows delivered longer ago than `--older-than`, in batches
+    /// of 500, keeping each row (and its dedup key) as a tombstone; failed rows are never
+    /// purged. What the server's retention (`MES_OUTBOX_RETENTION_DAYS`) does daily.
+    Purge {
+        /// e.g. `30d`, `12h`.
+        #[arg(long, value_name = "AGE", value_parser = parse_age)]
+        older_than: std::time::Duration,
+    },
+}
+
+/// `--older-than`: a duration such as `30d` (humantime).
+fn parse_age(text: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(text.trim())
+        .map_err(|e| format!("not a duration like 30d or 12h: {e}"))
+}
+
+/// Rows purged per transaction: short transactions that leave the relay's claims alone.
+pub const PURGE_BATCH: i64 = 500;
 
 /// `--role`.
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -254,6 +307,7 @@ fn run(command: Command, settings: Settings, figment: &Figment) -> Result<(), Co
         Command::Serve => serve(settings, figment),
         Command::Token(command) => token(command, &settings),
         Command::Operator(command) => operator(command, &settings),
+        Command::Outbox(command) => outbox_command(command, &settings),
         Command::Keygen { out, force } => keygen(&settings, out, force),
         // Answered by `main` before the settings are read.
         Command::CheckConfig | Command::Completions { .. } => Ok(()),
@@ -603,6 +657,125 @@ fn operator(command: OperatorCommand, settings: &Settings) -> Result<(), ConfigE
                 .map_err(io_error)?;
             }
         }
+    }
+    Ok(())
+}
+
+/// Who the CLI acts as, for a discarded row: `cli:` and the shell's user.
+fn cli_actor() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_default();
+    let user: String = user.chars().filter(|c| !c.is_control()).take(64).collect();
+    if user.is_empty() {
+        "cli".to_owned()
+    } else {
+        format!("cli:{user}")
+    }
+}
+
+fn outbox_command(command: OutboxCommand, settings: &Settings) -> Result<(), ConfigError> {
+    let mut conn = server::connect_db(settings)?;
+    let mut out = std::io::stdout().lock();
+    // What became of each id; the command fails if any was not acted on.
+    let mut report = |id: i64, done: &str, acted: outbox::Acted| -> Result<bool, ConfigError> {
+        match acted {
+            outbox::Acted::Done(row) => {
+                writeln!(out, "{done} {id} ({})", row.status).map_err(io_error)?;
+                Ok(true)
+            }
+            outbox::Acted::NotFailed(status) => {
+                eprintln!("mes-api: outbox row {id} is {status}: only a failed row can be {done}");
+                Ok(false)
+            }
+            outbox::Acted::Missing => {
+                eprintln!("mes-api: no outbox row {id}");
+                Ok(false)
+            }
+        }
+    };
+    let (acted, asked, done) = match command {
+        OutboxCommand::List { status, limit } => {
+            let rows = outbox::list(&mut conn, status.as_deref(), limit, 0).map_err(db_error)?;
+            writeln!(
+                out,
+                "id\tstatus\tattempts\ttopic\tordering key\tdedup key\tenqueued\tlast error"
+            )
+            .map_err(io_error)?;
+            for row in rows {
+                let error = row
+                    .last_error
+                    .as_deref()
+                    .unwrap_or("-")
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                writeln!(
+                    out,
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{error}",
+                    row.id,
+                    row.status,
+                    row.attempts,
+                    row.topic,
+                    row.ordering_key,
+                    row.dedup_key,
+                    when(Some(row.created_at)),
+                )
+                .map_err(io_error)?;
+            }
+            return Ok(());
+        }
+        OutboxCommand::Retry { ids } => {
+            let mut acted = 0;
+            for &id in &ids {
+                let result = outbox::retry_failed(&mut conn, id).map_err(db_error)?;
+                acted += usize::from(report(id, "retried", result)?);
+            }
+            (acted, ids.len(), "retried")
+        }
+        OutboxCommand::Discard { ids, reason } => {
+            let reason = crate::routes::reports::discard_reason(&reason)
+                .map_err(|why| ConfigError::new("--reason", why))?;
+            let by = cli_actor();
+            let mut acted = 0;
+            for &id in &ids {
+                let result =
+                    outbox::discard_failed(&mut conn, id, &by, &reason).map_err(db_error)?;
+                acted += usize::from(report(id, "discarded", result)?);
+            }
+            (acted, ids.len(), "discarded")
+        }
+        OutboxCommand::Purge { older_than } => {
+            let before = chrono::Duration::from_std(older_than)
+                .ok()
+                .and_then(|age| mes_core::db::now().checked_sub_signed(age))
+                .ok_or_else(|| ConfigError::new("--older-than", "is too long"))?;
+            let mut purged = 0;
+            loop {
+                let batch =
+                    outbox::purge_delivered(&mut conn, before, PURGE_BATCH).map_err(db_error)?;
+                purged += batch;
+                if batch < usize::try_from(PURGE_BATCH).unwrap_or(usize::MAX) {
+                    break;
+                }
+            }
+            writeln!(
+                out,
+                "purged {purged} delivered rows older than {} (their dedup keys are kept)",
+                humantime::format_duration(older_than)
+            )
+            .map_err(io_error)?;
+            return Ok(());
+        }
+    };
+    if acted < asked {
+        return Err(ConfigError::new(
+            "ID",
+            format!(
+                "{} of {asked} rows were not {done} (see above)",
+                asked - acted
+            ),
+        ));
     }
     Ok(())
 }

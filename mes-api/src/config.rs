@@ -160,6 +160,20 @@ settings! {
         /// has them (for gateways that never answer record topics).
         #[serde(with = "values::word")]
         pub record_replies: RecordReplies = RecordReplies::Wait;
+        /// Attempts after which an outbox row the chain never answered becomes `failed`
+        /// (with the reason, and the `outbox_failed` webhook); unset: no limit.
+        pub outbox_max_attempts: Option<u32> = None
+            => outbox_max_attempts.is_none_or(|n| n >= 1), "must be at least 1 (unset: no limit)";
+        /// Age after which an undelivered outbox row becomes `failed` (with the reason,
+        /// and the `outbox_failed` webhook), e.g. `7d`, `36h`; `0` turns the cap off. A
+        /// row an operator retried counts from the retry.
+        #[serde(with = "values::duration")]
+        pub outbox_max_age: Duration = kafka_bridge::relay::DEFAULT_MAX_AGE
+            => *outbox_max_age <= 3650 * DAY, "must be at most 3650d (0 turns it off)";
+        /// Days a delivered outbox row keeps its payload; then retention empties it,
+        /// keeping the row (and its dedup key) as a tombstone. Failed rows are kept whole.
+        pub outbox_retention_days: u32 = 30
+            => (1..=36_500).contains(outbox_retention_days), "must be 1 to 36500 (days)";
         /// Most chain requests in flight before calls are refused with 503.
         pub max_in_flight: usize = 1024
             => (1..=Semaphore::MAX_PERMITS).contains(max_in_flight),

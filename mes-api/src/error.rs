@@ -7,7 +7,8 @@
 //! Request guards cannot hand a value to a catcher in Rocket 0.5, so a guard that
 //! fails [`stash`]es its [`ApiError`] in the request's local cache and the catchers
 //! ([`catchers()`]) answer with it; Rocket's own failures (no route, unparsable body)
-//! get a generic error with the same shape.
+//! get a generic error with the same shape, and a method a known path does not take is
+//! a 405 with `Allow` (the methods of the mounted routes at that path).
 
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
@@ -87,7 +88,8 @@ error_codes! {
     NoMasterToken = "no_master_token", Conflict,
         "No `Master` token is configured (`mes-api token put --instance-type Master …`).";
     Conflict = "conflict", Conflict,
-        "The resource exists already (e.g. a production unit with this code).";
+        "The resource exists already (e.g. a production unit with this code), or the \
+         request cannot be done yet (a daily run of a day that is not over).";
     RateLimited = "rate_limited", TooManyRequests,
         "Too many chain calls with this key (`MES_RATE_LIMIT_PER_SEC`), or too many unknown \
          keys from this address; `Retry-After` says when to try again. Nothing was sent.";
@@ -428,11 +430,114 @@ fn stashed(request: &Request<'_>) -> Option<ApiError> {
         .and_then(|mut slot| slot.take())
 }
 
-#[catch(default)]
-fn default_catcher(status: Status, request: &Request<'_>) -> ApiError {
-    if let Some(error) = stashed(request) {
-        return error;
+/// Marks a request that Rocket dispatched (its fairings ran): one that did not is a
+/// request Rocket could not read (an unknown method, a malformed URI), salvaged for the
+/// catchers with the method `GET`.
+#[derive(Default)]
+struct Dispatched(std::sync::atomic::AtomicBool);
+
+/// Marks `request` as dispatched; the request fairing (`request_id::RequestIds`) calls
+/// it for every request. The catcher answers 405 to a request with a method Rocket does
+/// not know (`QUERY`) only if it can tell that the method was unknown: such a request
+/// reaches the catcher undispatched, as a `GET`.
+pub fn mark_dispatched(request: &Request<'_>) {
+    request
+        .local_cache(Dispatched::default)
+        .0
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The methods that the mounted routes accept at `request`'s path, by name, for a 405's
+/// `Allow`; empty if no route has this path. `HEAD` is not listed: Rocket answers it for
+/// every `GET` route, but the OpenAPI document declares the methods routes have.
+fn allowed_methods(request: &Request<'_>) -> Vec<&'static str> {
+    let path: Vec<&str> = request.uri().path().segments().collect();
+    let mut methods: Vec<&'static str> = request
+        .rocket()
+        .routes()
+        .filter(|route| path_matches(route.uri.path(), &path))
+        .map(|route| route.method.as_str())
+        .collect();
+    methods.sort_unstable();
+    methods.dedup();
+    methods
+}
+
+/// Whether a route's path pattern (`/api/ProductionUnit/<id>`, `/assets/<path..>`)
+/// matches the request path's decoded, non-empty `segments`.
+fn path_matches(pattern: &str, segments: &[&str]) -> bool {
+    let mut segments = segments.iter();
+    for part in pattern.split('/').filter(|p| !p.is_empty()) {
+        if part.starts_with('<') && part.ends_with("..>") {
+            return true;
+        }
+        match segments.next() {
+            Some(segment) if part.starts_with('<') || part == *segment => {}
+            _ => return false,
+        }
     }
+    segments.next().is_none()
+}
+
+/// What a catcher answers: the error, and for a 405 the `Allow` header naming the
+/// methods the path accepts.
+struct Caught {
+    error: ApiError,
+    allow: Option<String>,
+}
+
+impl<'r> Responder<'r, 'static> for Caught {
+    fn respond_to(self, request: &'r Request<'_>) -> response::Result<'static> {
+        let mut response = self.error.respond_to(request)?;
+        if let Some(allow) = self.allow {
+            response.set_raw_header("Allow", allow);
+        }
+        Ok(response)
+    }
+}
+
+#[catch(default)]
+fn default_catcher(status: Status, request: &Request<'_>) -> Caught {
+    if let Some(error) = stashed(request) {
+        return Caught { error, allow: None };
+    }
+    // No route for this method at a path that routes have (Rocket says 404), or a
+    // method Rocket does not know (it says 400 before dispatching): 405, with `Allow`.
+    let dispatched = request
+        .local_cache(Dispatched::default)
+        .0
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let unknown_method = status.code == 400 && !dispatched;
+    if status.code == 404 || unknown_method {
+        let allowed = allowed_methods(request);
+        if !allowed.is_empty() && (unknown_method || !allowed.contains(&request.method().as_str()))
+        {
+            let method = if unknown_method {
+                "this method".to_owned()
+            } else {
+                request.method().to_string()
+            };
+            let error = ApiError::new(
+                ErrorCode::MethodNotAllowed,
+                format!(
+                    "{method} is not allowed here; allowed: {}",
+                    allowed.join(", ")
+                ),
+            );
+            return Caught {
+                error,
+                allow: Some(allowed.join(", ")),
+            };
+        }
+    }
+    Caught {
+        error: rocket_error(status, request),
+        allow: None,
+    }
+}
+
+/// The answer to a failure of Rocket's own (no route, unreadable body, …).
+fn rocket_error(status: Status, request: &Request<'_>) -> ApiError {
     let (code, message) = match status.code {
         400 => (ErrorCode::BadRequest, "the request is malformed".to_owned()),
         401 => (
@@ -498,6 +603,26 @@ mod tests {
             body.unwrap(),
             serde_json::json!({"error": {"code": "chain_timeout", "message": "late"}})
         );
+    }
+
+    #[test]
+    fn a_route_pattern_matches_the_paths_it_would_route() {
+        assert!(path_matches(
+            "/api/ProductionUnit/<id>",
+            &["api", "ProductionUnit", "PT10"]
+        ));
+        assert!(path_matches("/api/decisions", &["api", "decisions"]));
+        assert!(path_matches("/assets/<path..>", &["assets", "a", "b.js"]));
+        assert!(path_matches("/", &[]));
+        assert!(!path_matches(
+            "/api/ProductionUnit/<id>",
+            &["api", "ProductionUnit"]
+        ));
+        assert!(!path_matches(
+            "/api/ProductionUnit",
+            &["api", "ProductionUnit", "PT10"]
+        ));
+        assert!(!path_matches("/api/decisions", &["api", "Decisions"]));
     }
 
     #[test]

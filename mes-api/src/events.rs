@@ -25,7 +25,8 @@ use chrono::NaiveDateTime;
 use kafka_bridge::bridge::{Bridge, CallOptions};
 use kafka_bridge::metrics::sample;
 use mes_core::codec::Page;
-use mes_core::db::{chain_requests, outbox};
+use mes_core::db::notifications::NotificationCounts;
+use mes_core::db::{chain_requests, notifications, outbox};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::metrics::gauge::ConstGauge;
@@ -43,6 +44,7 @@ use crate::notify::{Notification, Notifier};
 use crate::reconcile::Reconcile;
 use crate::service::requests::Kind;
 use crate::service::tokens::TokenProvider;
+use crate::throttled::Throttled;
 
 /// Events kept for a slow subscriber before it misses some (it is told it did).
 pub const CHANNEL_CAPACITY: usize = 1024;
@@ -78,7 +80,11 @@ pub struct Hub {
     polls: OutcomeCounters,
     webhooks: OutcomeCounters,
     notifier: Arc<std::sync::OnceLock<Notifier>>,
+    notification_counts: Arc<Throttled<Option<NotificationCounts>>>,
 }
+
+/// How often `/metrics` may count the notifications (it needs no key).
+const NOTIFICATION_COUNTS_EVERY: Duration = Duration::from_secs(1);
 
 impl Default for Hub {
     fn default() -> Self {
@@ -90,6 +96,7 @@ impl Default for Hub {
             polls,
             webhooks: OutcomeCounters::default(),
             notifier: Arc::default(),
+            notification_counts: Arc::new(Throttled::new(NOTIFICATION_COUNTS_EVERY)),
         }
     }
 }
@@ -133,6 +140,14 @@ impl Hub {
         self.notifier.get()
     }
 
+    /// The webhook notifications per status and the oldest pending one's time, for
+    /// `/metrics`: read at most once a second; `None` if the database did not answer.
+    pub async fn notification_counts(&self, db: &Db) -> Option<NotificationCounts> {
+        self.notification_counts
+            .get(|| async { db.run(|conn| Ok(notifications::counts(conn)?)).await.ok() })
+            .await
+    }
+
     fn someone_listens(&self) -> bool {
         self.tx.receiver_count() > 0 || self.notifier().is_some()
     }
@@ -149,7 +164,7 @@ impl Hub {
         self.webhooks.register(
             registry,
             "mes_webhook_notifications",
-            "Webhook notifications, by outcome",
+            "Webhook notification attempts by this instance, by outcome (delivered, retried, failed)",
         );
     }
 }
@@ -170,11 +185,13 @@ pub fn stage() -> AdHoc {
                     Vec::new()
                 }
             };
-            if let Some(notifier) = Notifier::start(
+            if let Some(notifier) = Notifier::new(
+                app.db.clone(),
                 hooks,
                 app.settings.telegram_chat_id.clone(),
                 hub.webhooks.clone(),
             ) {
+                notifier.start_workers(app);
                 let _ = hub.notifier.set(notifier);
             }
             let interval = app.settings.poll_interval();
@@ -314,6 +331,8 @@ pub fn outbox_row_view(row: &outbox::OutboxRow) -> Value {
         "created_at": time(row.created_at),
         "updated_at": time(row.updated_at),
         "delivered_at": row.delivered_at.map(time),
+        "discarded_by": row.discarded_by,
+        "discard_reason": row.discard_reason,
     })
 }
 
@@ -366,8 +385,13 @@ async fn watch_outbox(db: Db, hub: Hub, interval: Duration, mut stop: StopSignal
         }
         let views: Vec<Value> = changed.iter().map(outbox_row_view).collect();
         if let Some(notifier) = hub.notifier() {
-            for view in views.iter().filter(|v| v["status"] == outbox::FAILED) {
-                notifier.notify(&Notification::outbox_failed(view));
+            for (row, view) in changed.iter().zip(&views) {
+                if row.status == outbox::FAILED {
+                    let event_id = notifications::outbox_failed_event_id(row.id, row.attempts);
+                    notifier
+                        .notify(event_id, Notification::outbox_failed(view))
+                        .await;
+                }
             }
         }
         let depth = db.run(|conn| Ok(outbox::depth(conn)?)).await.ok();
@@ -377,6 +401,7 @@ async fn watch_outbox(db: Db, hub: Hub, interval: Duration, mut stop: StopSignal
                 "rows": views,
                 "depth": depth.map(|d| json!({
                     "pending": d.pending, "in_flight": d.in_flight, "done": d.done, "failed": d.failed,
+                    "discarded": d.discarded,
                 })),
             }),
         );

@@ -4,12 +4,14 @@
 //! relay's, the live updates' and the outbox's depth, written as OpenMetrics text.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
+use chrono::NaiveDateTime;
 use kafka_bridge::bridge::Bridge;
 use kafka_bridge::metrics::{latency_histogram, show_at_zero};
 use kafka_bridge::relay::Relay;
+use mes_core::db::notifications::NotificationCounts;
 use mes_core::db::outbox::OutboxDepth;
 use prometheus_client::encoding::{EncodeLabelSet, text};
 use prometheus_client::metrics::counter::Counter;
@@ -40,27 +42,63 @@ impl Metrics {
         Metrics { registry }
     }
 
-    /// Everything, as OpenMetrics text, with the outbox's depth as read for this
-    /// scrape (`None`, the database did not answer: no `mes_outbox_rows` at all rather
-    /// than stale ones).
-    pub fn encode(&self, outbox: Option<OutboxDepth>) -> String {
+    /// Everything, as OpenMetrics text, with the outbox's depth and its oldest
+    /// unsettled row's creation as read for this scrape (`None`, the database did not
+    /// answer: no `mes_outbox_rows` nor `mes_outbox_oldest_pending_seconds` at all
+    /// rather than stale ones).
+    ///
+    /// The webhook notifications (`notifications`, read likewise) give
+    /// `mes_notification_rows{status}` and `mes_notification_oldest_pending_seconds`
+    /// (0 when none is pending).
+    pub fn encode(
+        &self,
+        outbox: Option<(OutboxDepth, Option<NaiveDateTime>)>,
+        notifications: Option<NotificationCounts>,
+    ) -> String {
         // The depth is this scrape's, so it goes in a registry of this scrape's: no
         // shared gauges that two scrapes at once could both be setting.
         let mut scrape = Registry::default();
-        if let Some(depth) = outbox {
+        if let Some((depth, oldest)) = outbox {
+            let age = Gauge::<f64, AtomicU64>::default();
+            age.set(oldest.map_or(0.0, age_seconds));
+            scrape.register_with_unit(
+                "mes_outbox_oldest_pending",
+                "Age of the oldest outbox row not yet settled, pending or in flight (0 when none): a growing value is a backlog that does not drain",
+                Unit::Seconds,
+                age,
+            );
             let rows = Family::<StatusLabel, Gauge>::default();
-            for (status, n) in [
-                ("pending", depth.pending),
-                ("in_flight", depth.in_flight),
-                ("done", depth.done),
-                ("failed", depth.failed),
-            ] {
+            for (status, n) in depth.by_status() {
                 rows.get_or_create(&StatusLabel { status }).set(n);
             }
             scrape.register(
                 "mes_outbox_rows",
                 "Outbox rows by status (all instances)",
                 rows,
+            );
+        }
+        if let Some(counts) = notifications {
+            let rows = Family::<StatusLabel, Gauge>::default();
+            for (status, n) in [
+                ("pending", counts.pending),
+                ("delivered", counts.delivered),
+                ("failed", counts.failed),
+            ] {
+                rows.get_or_create(&StatusLabel { status }).set(n);
+            }
+            scrape.register(
+                "mes_notification_rows",
+                "Webhook notifications by status (all instances)",
+                rows,
+            );
+            let age = counts.oldest_pending.map_or(0.0, age_seconds);
+            let oldest = Gauge::<f64, AtomicU64>::default();
+            oldest.set(age);
+            scrape.register_with_unit(
+                "mes_notification_oldest_pending",
+                "Age of the oldest pending webhook notification (0 when none is pending)",
+                Unit::Seconds,
+                oldest,
             );
         }
         let mut out = String::new();
@@ -72,6 +110,12 @@ impl Metrics {
         }
         out
     }
+}
+
+/// Seconds from `at` (stored UTC) to now; 0 for a time not yet reached.
+fn age_seconds(at: NaiveDateTime) -> f64 {
+    let age = mes_core::db::now() - at;
+    age.num_milliseconds().max(0) as f64 / 1000.0
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -3,21 +3,25 @@
 //!
 //! Both the poller's scans and every operator LIST reply come through
 //! [`take_in`]: the items are upserted, and what *this* upsert inserted (a new OPEN
-//! request) or changed (a status) is published on the [`Hub`] and sent to the
-//! webhooks. The mirror is shared by restarts and instances, so each request is
+//! request) or changed (a status) is published on the [`Hub`]; a new OPEN request
+//! also becomes a webhook notification row per webhook, written on the upsert's
+//! connection right after it (not in one transaction: the upsert's statements are
+//! deliberately each atomic on their own, see `chain_requests`). The mirror is shared by restarts and instances, so each request is
 //! announced once whoever sees it first, and one that arrived while no server ran is
 //! announced by the first scan after the restart. Nothing is announced before the
 //! first complete scan of a kind (the baseline): requests that were on the chain before
 //! the MES ever looked are not news.
 
+use mes_core::db::DbConnection;
 use mes_core::db::chain_requests::{self as mirror, SeenRequest, UpsertOutcome};
+use mes_core::db::notifications;
 use mes_core::domain::RequestId;
 use serde_json::{Value, json};
 
 use crate::db::Db;
 use crate::error::ApiResult;
 use crate::events::Hub;
-use crate::notify::Notification;
+use crate::notify::{Notification, Notifier};
 use crate::service::requests::Kind;
 
 /// One list item, with the columns the mirror keeps read out of it.
@@ -92,11 +96,18 @@ pub async fn take_in(
     if parsed.is_empty() {
         return Ok(TakenIn::default());
     }
+    let notifier = hub.notifier().cloned();
     let (baseline, outcome) = db
         .run(move |conn| {
             let state = mirror::scan_state(conn, kind.as_str())?;
             let seen: Vec<SeenRequest<'_>> = parsed.iter().map(Parsed::seen).collect();
             let outcome = mirror::upsert(conn, kind.as_str(), &seen, scan)?;
+            if let Some(notifier) = notifier.filter(|_| state.has_baseline()) {
+                // Right after the upsert that found them, on the same connection: the
+                // webhooks' rows are in the database before anything is announced.
+                record_new_requests(conn, &notifier, kind, &outcome);
+                notifier.wake();
+            }
             Ok((state.has_baseline(), outcome))
         })
         .await?;
@@ -162,7 +173,29 @@ fn item_value(row: &mirror::ChainRequest) -> Value {
     serde_json::from_str(&row.item).unwrap_or_else(|_| Value::String(row.item.clone()))
 }
 
-/// Publishes `request` for each new OPEN request (and tells the webhooks) and
+/// Records a webhook notification for each new OPEN request `outcome` inserted
+/// (event `new_request:<kind>:<chain id>`). A failure is logged: the request is in the
+/// mirror and the console shows it.
+fn record_new_requests(
+    conn: &mut DbConnection,
+    notifier: &Notifier,
+    kind: Kind,
+    outcome: &UpsertOutcome,
+) {
+    let kind_name = kind.as_str();
+    for row in &outcome.inserted {
+        if row.status != mirror::STATUS_OPEN {
+            continue;
+        }
+        let event_id = notifications::new_request_event_id(kind_name, &row.chain_id);
+        let notification = Notification::new_request(kind_name, &row.chain_id, &item_value(row));
+        if let Err(e) = notifier.record(conn, &event_id, &notification) {
+            tracing::error!("webhooks: cannot record the notification {event_id}: {e}");
+        }
+    }
+}
+
+/// Publishes `request` for each new OPEN request and
 /// `status` for each status change.
 fn announce(hub: &Hub, kind: Kind, outcome: &UpsertOutcome) {
     let kind_name = kind.as_str();
@@ -171,9 +204,6 @@ fn announce(hub: &Hub, kind: Kind, outcome: &UpsertOutcome) {
             continue;
         }
         let item = item_value(row);
-        if let Some(notifier) = hub.notifier() {
-            notifier.notify(&Notification::new_request(kind_name, &row.chain_id, &item));
-        }
         hub.publish(
             "request",
             json!({"kind": kind_name, "id": row.chain_id, "item": item}),

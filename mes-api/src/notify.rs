@@ -2,37 +2,45 @@
 //! request and per outbox row that failed for good, so that operators learn in their
 //! chat tool that an ERP is waiting.
 //!
-//! Each webhook has its own background task and bounded queue: [`Notifier::notify`]
-//! never waits, a slow or dead endpoint delays only its own messages, and when its
-//! queue is full new messages for it are dropped (and counted) rather than piling up.
-//! A POST that got no answer, a 5xx, 408 or 429 is retried with exponential backoff
-//! (a 429's or 503's `Retry-After`, in seconds, is honoured up to [`MAX_BACKOFF`]);
-//! any other answer, a redirect included, is final: redirects are never followed, so
-//! a receiver cannot bounce the body (and a bot token's URL) to another address.
-//! URLs are never logged (a Telegram URL holds the bot token): logs name the scheme,
-//! host and port only. On shutdown, [`Notifier::drain`] delivers what is queued, for
-//! a bounded time.
+//! Each notification is a row of `notifications` ([`mes_core::db::notifications`]),
+//! one per event and webhook, written where the event is found ([`Notifier::record`],
+//! [`Notifier::notify`]) under an event id the event determines, so that instances
+//! sharing the database write one row and a restart or a crash loses none. Each
+//! webhook has its own worker in each instance: it claims its due rows one at a time
+//! under a lease, POSTs each with the event id as `Idempotency-Key`, and settles it.
+//! A slow or dead endpoint delays only its own rows. A POST that got no answer, a
+//! 5xx, 408 or 429 is retried with backoff (1 s doubling up to 10 min, a `Retry-After`
+//! in seconds honoured up to that), up to 12 attempts; any other answer, a redirect
+//! included, is final: redirects are never followed, so a receiver cannot bounce the
+//! body (and a bot token's URL) to another address. URLs are never logged nor shown (a
+//! Telegram URL holds the bot token): logs, the API and the console name the scheme,
+//! host and port only. On shutdown the workers stop; what they had not sent stays
+//! pending for the next start (or another instance).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use rocket::tokio::sync::mpsc;
+use mes_core::db::notifications::{self as rows, Failure, NewNotification, NotificationRow};
+use mes_core::db::{self as db_core, DbConnection};
+use rocket::tokio::sync::Notify;
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use crate::app::StopSignal;
 use crate::config::WebhookFormat;
+use crate::db::Db;
 use crate::metrics::OutcomeCounters;
 
-/// Messages waiting per webhook before new ones are dropped.
-pub const QUEUE_CAPACITY: usize = 256;
-/// Attempts per message (the first and the retries).
-pub const MAX_ATTEMPTS: u32 = 6;
+pub use mes_core::db::notifications::{MAX_ATTEMPTS, MAX_BACKOFF};
+
 /// Deadline of one POST.
 pub const POST_TIMEOUT: Duration = Duration::from_secs(10);
-/// First retry delay; doubled after each failure, up to [`MAX_BACKOFF`].
-pub const FIRST_BACKOFF: Duration = Duration::from_millis(500);
-/// Longest retry delay.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// How long a worker's claim on a row lasts: one POST and its settlement. A row
+/// whose worker died is sent again once it ends.
+pub const LEASE: Duration = Duration::from_secs(30);
+/// Longest pause between two looks for due rows of a webhook when nothing woke its
+/// worker (rows another instance wrote, retries coming due).
+pub const IDLE_POLL: Duration = Duration::from_secs(1);
 
 /// One configured webhook (`MES_WEBHOOKS`, read by `Settings::webhooks`).
 #[derive(Clone, PartialEq, Eq)]
@@ -133,21 +141,26 @@ impl Notification {
     }
 }
 
-/// The webhooks' queues. Cheap to clone; dropping every clone ends the tasks once
-/// their queues are empty, and [`Notifier::drain`] ends them on shutdown.
+/// The webhooks, as the places that find events see them: they record notifications
+/// ([`Notifier::record`], [`Notifier::notify`]) and wake the workers. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Notifier {
-    queues: Vec<(String, mpsc::Sender<Notification>)>,
+    db: Db,
+    hooks: Arc<Vec<Webhook>>,
+    chat_id: Option<String>,
+    /// One per webhook, in the order of `hooks`: wakes its worker for new rows.
+    wakes: Arc<Vec<Notify>>,
     outcomes: OutcomeCounters,
-    closing: Arc<rocket::tokio::sync::watch::Sender<bool>>,
-    tasks: Arc<std::sync::Mutex<Vec<rocket::tokio::task::JoinHandle<()>>>>,
+    client: reqwest::Client,
 }
 
 impl Notifier {
-    /// Starts one delivery task per webhook, counting into `outcomes` what becomes of
-    /// each notification: `delivered` (a 2xx), `failed` (refused, or given up after
-    /// [`MAX_ATTEMPTS`]), `dropped` (its queue was full). `None` when there are none.
-    pub fn start(
+    /// The notifier of `hooks` (`None` when there are none, or the HTTP client cannot
+    /// be built), counting into `outcomes` what becomes of each attempt: `delivered` (a
+    /// 2xx), `retried` (to be tried again), `failed` (refused, or given up after
+    /// [`MAX_ATTEMPTS`]). Its workers are started by [`Notifier::workers`].
+    pub fn new(
+        db: Db,
         hooks: Vec<Webhook>,
         chat_id: Option<String>,
         outcomes: OutcomeCounters,
@@ -168,71 +181,201 @@ impl Notifier {
                 return None;
             }
         };
-        outcomes.show(&["delivered", "failed", "dropped"]);
-        let closing = rocket::tokio::sync::watch::channel(false).0;
-        let mut queues = Vec::new();
-        let mut tasks = Vec::new();
-        for hook in hooks {
-            let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
-            let name = hook.display_name();
-            queues.push((name, tx));
-            tasks.push(rocket::tokio::spawn(deliver(
-                client.clone(),
-                hook,
-                chat_id.clone(),
-                rx,
-                closing.subscribe(),
-                outcomes.clone(),
-            )));
-        }
+        outcomes.show(&["delivered", "retried", "failed"]);
         Some(Notifier {
-            queues,
+            db,
+            wakes: Arc::new(hooks.iter().map(|_| Notify::new()).collect()),
+            hooks: Arc::new(hooks),
+            chat_id,
             outcomes,
-            closing: Arc::new(closing),
-            tasks: Arc::new(std::sync::Mutex::new(tasks)),
+            client,
         })
     }
 
-    /// Delivers what the queues hold, then ends the delivery tasks; whatever is not
-    /// delivered `within` is dropped (and logged as a count). For shutdown: new
-    /// notifications are no longer taken once this is called.
-    pub async fn drain(&self, within: Duration) {
-        self.closing.send_replace(true);
-        let tasks: Vec<_> = self
-            .tasks
-            .lock()
-            .map(|mut t| t.drain(..).collect())
-            .unwrap_or_default();
-        let aborts: Vec<_> = tasks.iter().map(|t| t.abort_handle()).collect();
-        let all = async move {
-            for task in tasks {
-                let _ = task.await;
-            }
-        };
-        if rocket::tokio::time::timeout(within, all).await.is_err() {
-            let left: usize = self
-                .queues
-                .iter()
-                .map(|(_, q)| QUEUE_CAPACITY - q.capacity())
-                .sum();
-            tracing::warn!(
-                "webhooks: stopped after {within:?} with about {left} notifications undelivered"
-            );
-            for abort in aborts {
-                abort.abort();
-            }
+    /// Starts one delivery worker per webhook among `app`'s background jobs: each runs
+    /// until the server stops.
+    pub fn start_workers(&self, app: &crate::app::App) {
+        for index in 0..self.hooks.len() {
+            let notifier = self.clone();
+            app.spawn_background(move |stop| notifier.work(index, stop));
         }
     }
 
-    /// Queues `notification` for every webhook, without waiting.
-    pub fn notify(&self, notification: &Notification) {
-        if *self.closing.borrow() {
-            return;
+    /// Writes `notification` (event `event_id`) for every webhook on `conn`, once per
+    /// webhook however often it is called (see the module doc); returns how many rows
+    /// are new. For callers that found the event inside [`Db::run`]; they call
+    /// [`Notifier::wake`] afterwards.
+    pub fn record(
+        &self,
+        conn: &mut DbConnection,
+        event_id: &str,
+        notification: &Notification,
+    ) -> diesel::QueryResult<usize> {
+        let rows: Vec<(String, String)> = self
+            .hooks
+            .iter()
+            .map(|hook| {
+                let body = notification.body(hook.format, self.chat_id.as_deref());
+                (hook.display_name(), body.to_string())
+            })
+            .collect();
+        let new: Vec<NewNotification<'_>> = self
+            .hooks
+            .iter()
+            .zip(&rows)
+            .map(|(hook, (target, payload))| NewNotification {
+                event_id,
+                kind: notification.event,
+                url: &hook.url,
+                target,
+                payload,
+            })
+            .collect();
+        rows::insert(conn, &new)
+    }
+
+    /// Wakes every worker: rows were just recorded.
+    pub fn wake(&self) {
+        for wake in self.wakes.iter() {
+            wake.notify_one();
         }
-        for (name, queue) in &self.queues {
-            if queue.try_send(notification.clone()).is_err() {
-                self.outcomes.count("dropped");
-                tracing::warn!("webhook {name}: queue full or closed, a notification was dropped");
+    }
+
+    /// Records `notification` (event `event_id`) for every webhook and wakes the
+    /// workers; a database that does not take it is logged (the event is lost).
+    pub async fn notify(&self, event_id: String, notification: Notification) {
+        let notifier = self.clone();
+        let recorded = self
+            .db
+            .run(move |conn| Ok(notifier.record(conn, &event_id, &notification)?))
+            .await;
+        match recorded {
+            Ok(_) => self.wake(),
+            Err(e) => tracing::error!("webhooks: cannot record a notification: {}", e.message),
+        }
+    }
+
+    /// The worker of webhook `index`: claims its due rows one at a time, POSTs each,
+    /// settles it, until `stop`.
+    async fn work(self, index: usize, mut stop: StopSignal) {
+        let Some(hook) = self.hooks.get(index).cloned() else {
+            return;
+        };
+        let name = hook.display_name();
+        let lease = chrono::Duration::from_std(LEASE).unwrap_or(chrono::Duration::seconds(30));
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            let url = hook.url.clone();
+            let claimed = self
+                .db
+                .run(move |conn| Ok(rows::claim_due(conn, &url, db_core::now(), 1, lease)?))
+                .await;
+            let row = match claimed {
+                Ok(mut claimed) if !claimed.is_empty() => claimed.remove(0),
+                Ok(_) => {
+                    rocket::tokio::select! {
+                        _ = stop.wait_for(|stop| *stop) => return,
+                        () = self.wakes[index].notified() => {}
+                        () = rocket::tokio::time::sleep(IDLE_POLL) => {}
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        "webhook {name}: cannot read the notifications: {}",
+                        e.message
+                    );
+                    rocket::tokio::select! {
+                        _ = stop.wait_for(|stop| *stop) => return,
+                        () = rocket::tokio::time::sleep(IDLE_POLL) => {}
+                    }
+                    continue;
+                }
+            };
+            let outcome = rocket::tokio::select! {
+                _ = stop.wait_for(|stop| *stop) => None,
+                outcome = self.post(&hook, &row) => Some(outcome),
+            };
+            let Some(outcome) = outcome else {
+                // Stopping mid-POST: the row goes back unsent (the receiver may have
+                // it; the next POST carries the same Idempotency-Key).
+                let row = row.clone();
+                let _ = self
+                    .db
+                    .run(move |conn| Ok(rows::release(conn, &row)?))
+                    .await;
+                return;
+            };
+            self.settle(&name, row, outcome).await;
+        }
+    }
+
+    /// One POST of `row` to `hook`.
+    async fn post(&self, hook: &Webhook, row: &NotificationRow) -> Attempt {
+        let sent = self
+            .client
+            .post(&hook.url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header("Idempotency-Key", &row.event_id)
+            .body(row.payload.clone())
+            .send()
+            .await;
+        match sent {
+            Ok(response) => classify(
+                response.status(),
+                response
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok()),
+            ),
+            // Without the URL: reqwest's error text includes it.
+            Err(e) => Attempt::Retry(describe(&e), None),
+        }
+    }
+
+    /// Records what became of `row`'s attempt, counts it and logs what is not a
+    /// delivery.
+    async fn settle(&self, name: &str, row: NotificationRow, outcome: Attempt) {
+        let (kind, attempts) = (row.kind.clone(), row.attempts);
+        let settled = self
+            .db
+            .run(move |conn| {
+                Ok(match outcome {
+                    Attempt::Delivered => rows::mark_delivered(conn, &row)?,
+                    Attempt::Refused(problem) => {
+                        rows::record_failure(conn, &row, &problem, Failure::Final)?
+                    }
+                    Attempt::Retry(problem, asked) => {
+                        rows::record_failure(conn, &row, &problem, Failure::Retry(asked))?
+                    }
+                })
+            })
+            .await;
+        let settled = match settled {
+            Ok(settled) => settled,
+            Err(e) => {
+                // The lease ends and the row is sent again.
+                tracing::warn!("webhook {name}: cannot record an attempt: {}", e.message);
+                return;
+            }
+        };
+        let problem = settled.last_error.as_deref().unwrap_or("?");
+        match settled.status.as_str() {
+            rows::DELIVERED => self.outcomes.count("delivered"),
+            rows::FAILED => {
+                self.outcomes.count("failed");
+                tracing::warn!(
+                    "webhook {name}: gave up on a {kind} notification after {attempts} attempts: {problem}"
+                );
+            }
+            _ => {
+                self.outcomes.count("retried");
+                tracing::info!(
+                    "webhook {name}: attempt {attempts} of a {kind} notification failed ({problem}); next at {}",
+                    settled.next_attempt_at
+                );
             }
         }
     }
@@ -269,81 +412,6 @@ fn classify(status: reqwest::StatusCode, retry_after: Option<&str>) -> Attempt {
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(|secs| Duration::from_secs(secs).min(MAX_BACKOFF));
     Attempt::Retry(text, asked)
-}
-
-async fn deliver(
-    client: reqwest::Client,
-    hook: Webhook,
-    chat_id: Option<String>,
-    mut rx: mpsc::Receiver<Notification>,
-    mut closing: rocket::tokio::sync::watch::Receiver<bool>,
-    outcomes: OutcomeCounters,
-) {
-    let name = hook.display_name();
-    loop {
-        let next = if *closing.borrow() {
-            // Draining: what is queued, then stop.
-            rx.try_recv().ok()
-        } else {
-            rocket::tokio::select! {
-                next = rx.recv() => next,
-                _ = closing.changed() => continue,
-            }
-        };
-        let Some(notification) = next else { return };
-        let body = notification
-            .body(hook.format, chat_id.as_deref())
-            .to_string();
-        let mut backoff = FIRST_BACKOFF;
-        for attempt in 1..=MAX_ATTEMPTS {
-            let sent = client
-                .post(&hook.url)
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(body.clone())
-                .send()
-                .await;
-            let outcome = match sent {
-                Ok(response) => classify(
-                    response.status(),
-                    response
-                        .headers()
-                        .get(reqwest::header::RETRY_AFTER)
-                        .and_then(|v| v.to_str().ok()),
-                ),
-                // Without the URL: reqwest's error text includes it.
-                Err(e) => Attempt::Retry(describe(&e), None),
-            };
-            let (problem, asked) = match outcome {
-                Attempt::Delivered => {
-                    outcomes.count("delivered");
-                    break;
-                }
-                Attempt::Refused(problem) => {
-                    outcomes.count("failed");
-                    tracing::warn!(
-                        "webhook {name}: a {} notification was refused ({problem}); not retried",
-                        notification.event
-                    );
-                    break;
-                }
-                Attempt::Retry(problem, asked) => (problem, asked),
-            };
-            if attempt == MAX_ATTEMPTS {
-                outcomes.count("failed");
-                tracing::warn!(
-                    "webhook {name}: giving up on a {} notification after {attempt} attempts: {problem}",
-                    notification.event
-                );
-                break;
-            }
-            let wait = asked.map_or(backoff, |asked| asked.max(backoff));
-            tracing::info!(
-                "webhook {name}: attempt {attempt} failed ({problem}); retrying in {wait:?}"
-            );
-            rocket::tokio::time::sleep(wait).await;
-            backoff = (backoff * 2).min(MAX_BACKOFF);
-        }
-    }
 }
 
 fn describe(e: &reqwest::Error) -> String {

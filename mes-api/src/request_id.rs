@@ -145,6 +145,7 @@ impl Fairing for RequestIds {
         let incoming = request.headers().get_one(HEADER).map(str::to_owned);
         let traceparent = request.headers().get_one(TRACE_HEADER).map(str::to_owned);
         request.local_cache(|| Stamp::new(incoming.as_deref(), traceparent.as_deref()));
+        crate::error::mark_dispatched(request);
     }
 
     async fn on_response<'r>(&self, request: &'r Request<'_>, response: &mut Response<'r>) {

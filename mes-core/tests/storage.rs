@@ -327,7 +327,7 @@ backend_tests! {
         assert_eq!(claimed_ids(&outbox::claim_due(conn, now, 10, lease).unwrap()), [a2]);
         assert_eq!(
             outbox::depth(conn).unwrap(),
-            outbox::OutboxDepth { pending: 0, in_flight: 2, done: 1, failed: 0 }
+            outbox::OutboxDepth { pending: 0, in_flight: 2, done: 1, failed: 0, discarded: 0 }
         );
     }
 
@@ -881,4 +881,167 @@ fn sqlite_pool_serves_migrated_connections() {
 struct ForeignKeys {
     #[diesel(sql_type = diesel::sql_types::Integer)]
     foreign_keys: i32,
+}
+
+/// Operators' actions on the outbox, retention and the age cap.
+mod outbox_operations {
+    use super::*;
+
+    /// A row claimed and failed by the chain, as the relay leaves it.
+    fn failed_row(conn: &mut DbConnection, dedup_key: &str) -> outbox::OutboxRow {
+        outbox::enqueue(conn, &message(dedup_key, dedup_key)).unwrap();
+        let id = outbox::get_by_dedup_key(conn, dedup_key)
+            .unwrap()
+            .unwrap()
+            .id;
+        let claimed = outbox::claim_due(conn, db::now(), 10, Duration::seconds(30)).unwrap();
+        assert_eq!(claimed_ids(&claimed), [id]);
+        outbox::mark_failed(conn, id, "record PT10 does not exist").unwrap()
+    }
+
+    backend_tests! {
+        fn outbox_a_failed_row_retried_is_due_at_once_with_its_attempts_and_key(conn: &mut DbConnection) {
+            let failed = failed_row(conn, "unit-PT10-1");
+            assert_eq!((failed.status.as_str(), failed.attempts), (outbox::FAILED, 1));
+            let before = db::now();
+
+            let outbox::Acted::Done(row) = outbox::retry_failed(conn, failed.id).unwrap() else {
+                panic!("a failed row can be retried");
+            };
+            assert_eq!(row.status, outbox::PENDING);
+            assert_eq!(row.attempts, 1, "attempts are kept");
+            assert_eq!(row.dedup_key, failed.dedup_key, "the dedup key is kept");
+            // The chain refused it: its key would only fetch the refusal again.
+            assert!(failed.refused);
+            assert_eq!(row.idem_key(), "unit-PT10-1#retry-1");
+            assert!(!row.refused);
+            assert_eq!(row.payload, failed.payload);
+            assert!(row.next_attempt_at >= before && row.next_attempt_at <= db::now());
+            assert_eq!(row.retried_at, Some(row.next_attempt_at));
+            assert_eq!(row.last_error, failed.last_error, "why it failed stays visible");
+
+            let again = outbox::claim_due(conn, db::now(), 10, Duration::seconds(30)).unwrap();
+            assert_eq!(claimed_ids(&again), [failed.id]);
+            assert_eq!(again[0].attempts, 2);
+
+            // Only failed rows: an in-flight one is not, a missing one is not there.
+            assert_eq!(
+                outbox::retry_failed(conn, failed.id).unwrap(),
+                outbox::Acted::NotFailed(outbox::IN_FLIGHT.to_owned())
+            );
+            assert_eq!(outbox::retry_failed(conn, failed.id + 1000).unwrap(), outbox::Acted::Missing);
+
+            // Given up on a cap (never answered), it keeps the key it was last sent under.
+            let capped = outbox::give_up(conn, failed.id, "not delivered after 2 attempts").unwrap();
+            assert_eq!((capped.status.as_str(), capped.refused), (outbox::FAILED, false));
+            let outbox::Acted::Done(row) = outbox::retry_failed(conn, failed.id).unwrap() else {
+                panic!("a capped row can be retried");
+            };
+            assert_eq!(row.idem_key(), "unit-PT10-1#retry-1");
+            assert_eq!(row.attempts, 2);
+        }
+
+        fn outbox_a_discarded_row_keeps_who_and_why_and_is_never_claimed(conn: &mut DbConnection) {
+            let failed = failed_row(conn, "unit-PT10-1");
+            let outbox::Acted::Done(row) =
+                outbox::discard_failed(conn, failed.id, "alice", "unit removed from the chain").unwrap()
+            else {
+                panic!("a failed row can be discarded");
+            };
+            assert_eq!(row.status, outbox::DISCARDED);
+            assert_eq!(row.discarded_by.as_deref(), Some("alice"));
+            assert_eq!(row.discard_reason.as_deref(), Some("unit removed from the chain"));
+            assert!(row.discarded_at.is_some());
+            assert_eq!(outbox::get(conn, failed.id).unwrap(), Some(*row));
+
+            assert!(outbox::claim_due(conn, db::now(), 10, Duration::seconds(30)).unwrap().is_empty());
+            assert_eq!(
+                outbox::retry_failed(conn, failed.id).unwrap(),
+                outbox::Acted::NotFailed(outbox::DISCARDED.to_owned()),
+                "a discarded row stays discarded"
+            );
+            assert_eq!(
+                outbox::discard_failed(conn, failed.id, "bob", "again").unwrap(),
+                outbox::Acted::NotFailed(outbox::DISCARDED.to_owned())
+            );
+            assert_eq!(outbox::depth(conn).unwrap().discarded, 1);
+            assert_eq!(outbox::list(conn, Some(outbox::DISCARDED), 10, 0).unwrap().len(), 1);
+            // Its dedup key still holds.
+            assert!(!outbox::enqueue(conn, &message("unit-PT10-1", "unit-PT10-1")).unwrap());
+        }
+
+        fn outbox_purge_empties_old_delivered_rows_and_keeps_their_keys(conn: &mut DbConnection) {
+            for key in ["day-PT10-2026-11-01", "day-PT10-2026-11-02", "unit-PT10"] {
+                outbox::enqueue(conn, &message(key, key)).unwrap();
+            }
+            let rows = outbox::claim_due(conn, db::now(), 10, Duration::seconds(30)).unwrap();
+            outbox::mark_done(conn, rows[0].id, Some("ok")).unwrap();
+            outbox::mark_done(conn, rows[1].id, Some("ok")).unwrap();
+            outbox::mark_failed(conn, rows[2].id, "refused").unwrap();
+            let later = db::now() + Duration::seconds(1);
+
+            assert_eq!(outbox::purge_delivered(conn, db::now() - Duration::hours(1), 10).unwrap(), 0);
+            // In batches: one row, then the other, then nothing.
+            assert_eq!(outbox::purge_delivered(conn, later, 1).unwrap(), 1);
+            assert_eq!(outbox::purge_delivered(conn, later, 1).unwrap(), 1);
+            assert_eq!(outbox::purge_delivered(conn, later, 1).unwrap(), 0);
+
+            for row in &rows[..2] {
+                let purged = outbox::get(conn, row.id).unwrap().unwrap();
+                assert_eq!(purged.payload, "");
+                assert!(purged.purged_at.is_some());
+                assert_eq!(purged.status, outbox::DONE);
+                assert_eq!(purged.dedup_key, row.dedup_key);
+                assert!(
+                    !outbox::enqueue(conn, &message(&row.dedup_key, &row.ordering_key)).unwrap(),
+                    "the tombstone still refuses {}",
+                    row.dedup_key
+                );
+            }
+            let failed = outbox::get(conn, rows[2].id).unwrap().unwrap();
+            assert_eq!((failed.payload.as_str(), failed.purged_at), (rows[2].payload.as_str(), None), "failed rows are never purged");
+            assert_eq!(outbox::depth(conn).unwrap().done, 2);
+        }
+
+        fn outbox_overdue_pending_rows_fail_with_the_reason_and_a_retry_restarts_the_clock(conn: &mut DbConnection) {
+            outbox::enqueue(conn, &message("m1", "k1")).unwrap();
+            outbox::enqueue(conn, &message("m2", "k2")).unwrap();
+            let m1 = outbox::get_by_dedup_key(conn, "m1").unwrap().unwrap();
+            // m2 is in flight: the relay settles it, the sweep leaves it alone.
+            let m2 = outbox::claim_next_of_key(conn, db::now(), "k2", Duration::seconds(30), &[]).unwrap().unwrap();
+            let why = "not delivered within 7d (MES_OUTBOX_MAX_AGE)";
+
+            assert!(outbox::fail_overdue(conn, m1.created_at, why, 10).unwrap().is_empty());
+            let cutoff = db::now() + Duration::seconds(1);
+            let failed = outbox::fail_overdue(conn, cutoff, why, 10).unwrap();
+            assert_eq!(claimed_ids(&failed), [m1.id]);
+            assert_eq!(failed[0].status, outbox::FAILED);
+            assert_eq!(failed[0].last_error.as_deref(), Some(why));
+            assert_eq!(outbox::get(conn, m2.id).unwrap().unwrap().status, outbox::IN_FLIGHT);
+
+            // Retried, its age counts from the retry.
+            outbox::retry_failed(conn, m1.id).unwrap();
+            assert!(outbox::fail_overdue(conn, cutoff - Duration::seconds(1), why, 10).unwrap().is_empty());
+            let m1 = outbox::claim_next_of_key(conn, db::now(), "k1", Duration::seconds(30), &[]).unwrap().unwrap();
+            outbox::retry_later(conn, m1.id, db::now(), "no answer within 10s").unwrap();
+            let failed = outbox::fail_overdue(conn, db::now() + Duration::seconds(1), why, 10).unwrap();
+            assert_eq!(
+                failed[0].last_error.as_deref(),
+                Some("not delivered within 7d (MES_OUTBOX_MAX_AGE) (last error: no answer within 10s)")
+            );
+        }
+
+        fn outbox_oldest_unsettled_is_the_oldest_pending_or_in_flight_row(conn: &mut DbConnection) {
+            assert_eq!(outbox::oldest_unsettled(conn).unwrap(), None);
+            outbox::enqueue(conn, &message("m1", "k1")).unwrap();
+            outbox::enqueue(conn, &message("m2", "k2")).unwrap();
+            let m1 = outbox::get_by_dedup_key(conn, "m1").unwrap().unwrap();
+            let m2 = outbox::get_by_dedup_key(conn, "m2").unwrap().unwrap();
+            assert_eq!(outbox::oldest_unsettled(conn).unwrap(), Some(m1.created_at));
+            outbox::claim_next_of_key(conn, db::now(), "k1", Duration::seconds(30), &[]).unwrap();
+            assert_eq!(outbox::oldest_unsettled(conn).unwrap(), Some(m1.created_at));
+            outbox::mark_done(conn, m1.id, None).unwrap();
+            assert_eq!(outbox::oldest_unsettled(conn).unwrap(), Some(m2.created_at));
+        }
+    }
 }

@@ -10,6 +10,12 @@ readonly TANSU_VERSION=0.6.0
 readonly CACHE="${MES_TEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mes-bridge}"
 readonly TANSU_ROOT="$CACHE/tansu-$TANSU_VERSION"
 readonly TANSU="$TANSU_ROOT/bin/tansu"
+# schemathesis (tests/tests/openapi_fuzz.rs): the version pinned in its requirements file.
+readonly SCHEMATHESIS_REQUIREMENTS="$ROOT/scripts/lib/schemathesis-requirements.txt"
+SCHEMATHESIS_VERSION=$(sed -n 's/^schemathesis==\([^[:space:]]*\).*/\1/p' "$SCHEMATHESIS_REQUIREMENTS")
+readonly SCHEMATHESIS_VERSION
+readonly SCHEMATHESIS_ROOT="$CACHE/schemathesis-$SCHEMATHESIS_VERSION"
+readonly SCHEMATHESIS="$SCHEMATHESIS_ROOT/bin/schemathesis"
 readonly SERVICES="$ROOT/target/test-services"
 readonly TANSU_LOG="$SERVICES/tansu.log"
 readonly PG_HOST=127.0.0.1 PG_PORT=5432
@@ -99,6 +105,41 @@ ensure_tansu() {
             die "installing tansu failed (see the cargo output above)"
     fi
     exec 9>&-
+}
+
+# Installs schemathesis (the pinned version) into a virtualenv in the cache unless it is
+# there; the lock works as ensure_tansu's. Needs python3 with venv and pip (PyPI reachable
+# the first time). A marker file written last tells a finished install from one that was
+# interrupted, which is removed and done again.
+ensure_schemathesis() {
+    [[ -n $SCHEMATHESIS_VERSION ]] || die "no schemathesis==VERSION line in $SCHEMATHESIS_REQUIREMENTS"
+    local done_marker="$SCHEMATHESIS_ROOT/.installed"
+    if [[ -f $done_marker && -x $SCHEMATHESIS ]]; then
+        say "using schemathesis $SCHEMATHESIS_VERSION from the cache ($SCHEMATHESIS)"
+        return
+    fi
+    command -v flock >/dev/null || die "flock (util-linux) is needed to install schemathesis safely"
+    command -v python3 >/dev/null || die "python3 (with venv and pip) is needed for the OpenAPI fuzz test"
+    mkdir -p "$CACHE"
+    local lock="$CACHE/schemathesis-$SCHEMATHESIS_VERSION.lock"
+    exec 8>"$lock"
+    if ! flock -n 8; then
+        say "waiting for another run that is installing schemathesis $SCHEMATHESIS_VERSION (lock: $lock)"
+        flock 8
+    fi
+    if [[ ! -f $done_marker ]]; then
+        say "installing schemathesis $SCHEMATHESIS_VERSION (OpenAPI fuzzer for the tests; once) into $SCHEMATHESIS_ROOT"
+        rm -rf "$SCHEMATHESIS_ROOT"
+        python3 -m venv "$SCHEMATHESIS_ROOT" ||
+            die "python3 -m venv failed (Debian: apt-get install python3-venv)"
+        if ! run_child "$SCHEMATHESIS_ROOT/bin/pip" install --quiet --disable-pip-version-check \
+            -r "$SCHEMATHESIS_REQUIREMENTS"; then
+            rm -rf "$SCHEMATHESIS_ROOT"
+            die "installing schemathesis failed (see the pip output above)"
+        fi
+        touch "$done_marker"
+    fi
+    exec 8>&-
 }
 
 # Starts tansu on a free loopback port, retrying with another port if it loses the race

@@ -397,6 +397,74 @@ async fn answer_routes_take_json_and_an_accepted_order_is_produced_once() {
     s.stop().await;
 }
 
+/// What schemathesis (tests/tests/openapi_fuzz.rs) found and this keeps: an undeclared
+/// method on a known path is a 405 naming the methods it takes; a query key given
+/// twice, `null` or a number written loosely is a 400 naming the parameter, never a
+/// page read with a default.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undeclared_method_is_405_with_allow_and_loose_query_values_are_400() {
+    let s = server(Options::default()).await;
+    let key = Some(s.operator.as_str());
+
+    for (method, uri, allow) in [
+        (
+            rocket::http::Method::Put,
+            "/api/ProductionUnit",
+            "GET, POST",
+        ),
+        (
+            rocket::http::Method::Delete,
+            "/api/ProductionUnit/PT10",
+            "GET, PATCH",
+        ),
+        (rocket::http::Method::Options, "/api/decisions", "GET"),
+        (rocket::http::Method::Post, "/assets/app.js", "GET"),
+    ] {
+        let response = s
+            .client
+            .req(method, uri)
+            .header(Header::new(
+                "Authorization",
+                format!("Bearer {}", s.operator),
+            ))
+            .dispatch()
+            .await;
+        assert_eq!(
+            response.headers().get_one("Allow"),
+            Some(allow),
+            "{method} {uri}"
+        );
+        let got = read(response).await;
+        assert_error(&got, Status::MethodNotAllowed, "method_not_allowed");
+    }
+    // An unknown path stays a 404, whatever the method.
+    let response = s.client.put("/api/nothing-here").dispatch().await;
+    assert_eq!(response.headers().get_one("Allow"), None);
+    assert_error(&read(response).await, Status::NotFound, "not_found");
+
+    for (uri, name) in [
+        ("/api/decisions?offset=1&offset=2", "offset"),
+        ("/api/decisions?offset=null&offset=null", "offset"),
+        ("/api/decisions?offset=null", "offset"),
+        ("/api/decisions?offset=%2B1", "offset"),
+        ("/api/decisions?offset=2147483648", "offset"),
+        ("/api/decisions?limit=%201", "limit"),
+        ("/api/outbox?status=done&status=failed", "status"),
+        ("/api/requests?kind=", "kind"),
+        ("/api/KafkaPartner/LIST?start=2147483648", "start"),
+        ("/api/DayReport?date=2021-01-11&date=2021-01-12", "date"),
+    ] {
+        let got = s.get(uri, key).await;
+        assert_error(&got, Status::BadRequest, "invalid_parameter");
+        let message = got.1["error"]["message"].as_str().unwrap();
+        assert!(message.starts_with(&format!("{name}:")), "{uri}: {message}");
+    }
+    let (status, _) = s
+        .get("/api/decisions?offset=2147483647&limit=500", key)
+        .await;
+    assert_eq!(status, Status::Ok);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_parameters_are_400_json_with_stable_codes() {
     let s = server(Options::default()).await;

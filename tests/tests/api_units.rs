@@ -684,8 +684,8 @@ async fn bad_bodies_are_400_unknown_units_404_and_viewers_may_only_read() {
         ),
         (
             "/api/reports/daily/run?date=2999-01-01",
-            Status::BadRequest,
-            "invalid_parameter",
+            Status::Conflict,
+            "conflict",
         ),
     ] {
         assert_error(&s.call(Method::Post, uri, op, None).await, status, code);
@@ -911,4 +911,253 @@ async fn two_servers_on_one_database_deliver_every_row_once_and_each_day_report_
     a.stop().await;
     b.stop().await;
     world.stop_sim().await;
+}
+
+/// Enqueues, as the server does, an update of record `code`'s status to `status`;
+/// returns the row's id.
+async fn enqueue_update(world: &World, code: &str, status: &str) -> i64 {
+    use mes_core::codec::{PropertyValue, RecordAction, Request};
+    let request = Request::Record(RecordAction::UpdateProperties {
+        record_id: code.to_owned(),
+        properties: vec![PropertyValue {
+            name: "status".to_owned(),
+            value: json!(status),
+        }],
+    });
+    let message = mes_api::service::chain::ChainMessage {
+        topic: request.topic(),
+        dedup_key: format!("unit:{code}:status:{status}"),
+        ordering_key: format!("unit:{code}"),
+        payload: request.body().to_string(),
+    };
+    let url = world.schema.url().to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut conn = db::connect(&url).unwrap();
+        assert!(message.enqueue(&mut conn).unwrap());
+        outbox::get_by_dedup_key(&mut conn, &message.dedup_key)
+            .unwrap()
+            .unwrap()
+            .id
+    })
+    .await
+    .unwrap()
+}
+
+/// Creates record `code` on the chain directly, as another MES would have.
+fn create_on_chain(world: &World, code: &str) {
+    use mes_core::codec::{Head, PropertyValue, RecordAction, Request, Topic, record_types};
+    let head = Head {
+        auth: world.sim_config.tokens[0].clone(),
+        ..Head::default()
+    };
+    world.sim().with_ledger(|ledger| {
+        // Defined already if a unit was created; either answer will do.
+        ledger.apply(
+            Topic::RecordType,
+            &head,
+            &Request::RecordType(record_types::production_unit()),
+        );
+        let created = ledger.apply(
+            Topic::Record,
+            &head,
+            &Request::Record(RecordAction::CreateRecord {
+                record_id: code.to_owned(),
+                record_type: record_types::PRODUCTION_UNIT.to_owned(),
+                properties: vec![
+                    PropertyValue {
+                        name: "name".to_owned(),
+                        value: json!(code),
+                    },
+                    PropertyValue {
+                        name: "status".to_owned(),
+                        value: json!("NEW"),
+                    },
+                ],
+            }),
+        );
+        assert!(
+            matches!(created, mes_core::codec::ReplyBody::Message(_)),
+            "{created:?}"
+        );
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_retries_a_failed_row_once_fixed_and_discards_another_with_a_reason() {
+    let world = World::create().await;
+    let server = world.server().await;
+    let (op, viewer) = (world.operator.as_str(), world.viewer.as_str());
+    // Updates of records the chain does not have: it refuses them.
+    let fixable = enqueue_update(&world, "GHOST1", "RUNNING").await;
+    let hopeless = enqueue_update(&world, "GHOST2", "RUNNING").await;
+    server.app().relay.notify();
+    let failed = eventually(
+        &server,
+        "/api/outbox?status=failed",
+        op,
+        "both rows fail",
+        |rows| rows.as_array().is_some_and(|rows| rows.len() == 2),
+    )
+    .await;
+    let row = |id: i64| {
+        failed
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == id)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(row(fixable)["attempts"], 1);
+    let refusal = row(fixable)["last_error"].as_str().unwrap().to_owned();
+    assert!(refusal.contains("GHOST1"), "{refusal}");
+
+    let retry = |id: i64| format!("/api/outbox/{id}/retry");
+    let discard = |id: i64| format!("/api/outbox/{id}/discard");
+
+    // Who may, and what is refused.
+    assert_error(
+        &server.call(Method::Post, &retry(fixable), None, None).await,
+        Status::Unauthorized,
+        "unauthenticated",
+    );
+    assert_error(
+        &server
+            .call(Method::Post, &retry(fixable), Some(viewer), None)
+            .await,
+        Status::Forbidden,
+        "forbidden",
+    );
+    let reason = Some(r#"{"reason": "unit scrapped"}"#);
+    assert_error(
+        &server
+            .call(Method::Post, &discard(fixable), Some(viewer), reason)
+            .await,
+        Status::Forbidden,
+        "forbidden",
+    );
+    assert_error(
+        &server
+            .call(Method::Post, &retry(fixable + 1000), Some(op), None)
+            .await,
+        Status::NotFound,
+        "not_found",
+    );
+    assert_error(
+        &server
+            .call(Method::Post, &discard(fixable + 1000), Some(op), reason)
+            .await,
+        Status::NotFound,
+        "not_found",
+    );
+    assert_error(
+        &server
+            .call(Method::Post, "/api/outbox/x/retry", Some(op), None)
+            .await,
+        Status::BadRequest,
+        "invalid_parameter",
+    );
+    for body in [
+        None,
+        Some("{}"),
+        Some(r#"{"reason": "  "}"#),
+        Some(r#"{"reason": 7}"#),
+        Some(r#"{"reason": "scrapped", "by": "someone else"}"#),
+        Some(r#"["scrapped"]"#),
+    ] {
+        let answer = server
+            .call(Method::Post, &discard(hopeless), Some(op), body)
+            .await;
+        assert_error(&answer, Status::BadRequest, "invalid_body");
+    }
+
+    // Fixed on the chain, retried: pending at once with its attempts, then delivered.
+    create_on_chain(&world, "GHOST1");
+    let (status, retried) = server
+        .call(Method::Post, &retry(fixable), Some(op), None)
+        .await;
+    assert_eq!(status, Status::Ok, "{}", short(&retried));
+    assert_eq!(retried["id"], fixable);
+    assert_eq!(retried["attempts"], 1);
+    assert!(retried["retried_at"].is_string(), "{}", short(&retried));
+    assert!(
+        matches!(
+            retried["status"].as_str(),
+            Some("pending" | "in_flight" | "done")
+        ),
+        "{}",
+        short(&retried)
+    );
+    let done = eventually(
+        &server,
+        "/api/outbox?status=done",
+        op,
+        "the retried row is delivered",
+        |rows| {
+            rows.as_array()
+                .is_some_and(|rows| rows.iter().any(|r| r["id"] == fixable))
+        },
+    )
+    .await;
+    let delivered = done
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == fixable)
+        .unwrap();
+    assert_eq!(delivered["attempts"], 2);
+    assert_eq!(
+        world.history("GHOST1", "status"),
+        [json!("NEW"), json!("RUNNING")]
+    );
+    // Done is not failed: no second retry, no discard.
+    assert_error(
+        &server
+            .call(Method::Post, &retry(fixable), Some(op), None)
+            .await,
+        Status::Conflict,
+        "conflict",
+    );
+    assert_error(
+        &server
+            .call(Method::Post, &discard(fixable), Some(op), reason)
+            .await,
+        Status::Conflict,
+        "conflict",
+    );
+
+    // The other is given up on, with who and why; it is never sent again.
+    let (status, discarded) = server
+        .call(Method::Post, &discard(hopeless), Some(op), reason)
+        .await;
+    assert_eq!(status, Status::Ok, "{}", short(&discarded));
+    assert_eq!(discarded["status"], "discarded");
+    assert_eq!(discarded["discarded_by"], "olga");
+    assert_eq!(discarded["discard_reason"], "unit scrapped");
+    assert!(discarded["discarded_at"].is_string());
+    assert_error(
+        &server
+            .call(Method::Post, &retry(hopeless), Some(op), None)
+            .await,
+        Status::Conflict,
+        "conflict",
+    );
+    let (status, listed) = server
+        .call(
+            Method::Get,
+            "/api/outbox?status=discarded",
+            Some(viewer),
+            None,
+        )
+        .await;
+    assert_eq!(status, Status::Ok);
+    assert_eq!(
+        listed.as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        short(&listed)
+    );
+    assert_eq!(world.depth().discarded, 1);
+    assert!(world.history("GHOST2", "status").is_empty());
+    server.stop().await;
 }

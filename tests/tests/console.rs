@@ -8,7 +8,8 @@
 //! - the event stream: a new partner request and a decision arrive on `/api/events`;
 //! - the page in headless Chromium (Debian's `chromium` and `chromedriver`, driven
 //!   over WebDriver): sign in, accept a demo request, see a new one appear live, a
-//!   hostile id from the chain shown as text and percent-encoded in the answer's URL, a
+//!   hostile id from the chain shown as text and percent-encoded in the answer's URL,
+//!   the new request's delivered webhook notification on the Notifications tab, a
 //!   viewer without answer buttons; edit a production unit and see its change
 //!   delivered, the outbox and a day report run from the page, the connection lost
 //!   when the server stops; the partner tab (the inbox) shows an open request that sits
@@ -673,7 +674,9 @@ fn base64_decode(text: &str) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_in_chromium_accepts_a_request_shows_a_new_one_live_and_hides_answers_from_viewers()
  {
-    let server = start(None).await;
+    // A webhook receiver, for the Notifications tab.
+    let (hook, _posts) = mes_e2e::live::receiver().await;
+    let server = start(Some(&hook)).await;
     let browser = Browser::start().await;
     browser.goto(&server.base).await;
 
@@ -740,6 +743,51 @@ async fn the_console_in_chromium_accepts_a_request_shows_a_new_one_live_and_hide
         true
     );
     browser.screenshot("4-live").await;
+
+    // Its webhook notification, once delivered, is on the Notifications tab, the
+    // webhook shown by scheme, host and port only.
+    let until = Instant::now() + DEADLINE;
+    loop {
+        let delivered = server
+            .api(
+                reqwest::Method::GET,
+                "/api/notifications?status=delivered",
+                None,
+            )
+            .await;
+        let texts = delivered.as_array().unwrap().iter();
+        if texts.clone().any(|n| {
+            n["payload"]["text"]
+                .as_str()
+                .unwrap_or("")
+                .contains(&agent.to_string())
+        }) {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "no delivered notification: {delivered}"
+        );
+        sleep(Duration::from_millis(200)).await;
+    }
+    browser.click("#tab-notifications").await;
+    let webhook = browser
+        .wait(
+            "the delivered notification on the Notifications tab",
+            "[...document.querySelectorAll('#notifications-rows tr[data-status=\"delivered\"]')].find((tr) => tr.textContent.includes(arguments[0]))?.querySelector('td.mono')?.textContent",
+            json!(agent.to_string()),
+        )
+        .await;
+    assert_eq!(webhook, hook.trim_end_matches("/hook"));
+    browser.screenshot("4b-notifications").await;
+    browser.click("#tab-partners").await;
+    browser
+        .wait(
+            "the partner requests again",
+            "document.querySelector('#partners-rows .btn.accept')",
+            json!(null),
+        )
+        .await;
 
     // Tablet width still shows the table and its actions.
     browser.window(820, 1180).await;

@@ -80,6 +80,7 @@ const TABLE: &[(&str, &str, Least)] = &[
     ("POST", "/api/reports/daily/run", Least::Operator),
     ("GET", "/api/outbox", Least::Viewer),
     ("GET", "/api/outbox/relay", Least::Viewer),
+    ("GET", "/api/notifications", Least::Viewer),
     ("GET", "/api/tokens", Least::Admin),
     ("POST", "/api/tokens", Least::Admin),
     ("DELETE", "/api/tokens/<id>", Least::Admin),

@@ -48,6 +48,13 @@ pub struct RelayConfig {
     /// Whether record rows wait for the chain's answer (default) or are done once the
     /// broker has them (`MES_RECORD_REPLIES`).
     pub record_replies: RecordReplies,
+    /// Attempts after which a row the chain never answered is failed for good, with the
+    /// reason (`MES_OUTBOX_MAX_ATTEMPTS`; default `None`, no limit).
+    pub max_attempts: Option<u32>,
+    /// Age after which an undelivered row is failed for good, with the reason
+    /// (`MES_OUTBOX_MAX_AGE`; default 7 days, `None` no limit). A row an operator
+    /// retried counts its age from the retry.
+    pub max_age: Option<Duration>,
 }
 
 /// Whether the relay waits for the chain's reply to `BLK_Rty`/`BLK_Rec` messages.
@@ -103,6 +110,8 @@ impl Default for RelayConfig {
             breaker_backoff: Duration::from_secs(30),
             breaker_backoff_max: Duration::from_secs(300),
             record_replies: RecordReplies::Wait,
+            max_attempts: None,
+            max_age: Some(DEFAULT_MAX_AGE),
         }
     }
 }
@@ -125,6 +134,9 @@ impl RelayConfig {
         if self.backoff_max < self.backoff_base {
             return fail("backoff_max must not be below backoff_base");
         }
+        if self.max_attempts == Some(0) || self.max_age.is_some_and(|age| age.is_zero()) {
+            return fail("max_attempts and max_age must be positive (None: no limit)");
+        }
         if self.breaker_backoff.is_zero() || self.breaker_backoff_max < self.breaker_backoff {
             return fail("breaker_backoff must be positive and breaker_backoff_max not below it");
         }
@@ -144,6 +156,9 @@ impl RelayConfig {
         (self.lease / 10).max(LEASE_MARGIN_MIN)
     }
 }
+
+/// Default of [`RelayConfig::max_age`]: a week.
+pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// The longest lease accepted: a crashed relay's rows would wait that long.
 const MAX_LEASE: Duration = Duration::from_secs(24 * 3600);

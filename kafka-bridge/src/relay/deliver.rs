@@ -33,6 +33,8 @@ pub(super) enum Verdict {
     Done(String),
     /// The chain refused it, or it is no request: never retried.
     Failed(String),
+    /// Never answered, and past a cap (attempts or age): failed, with the reason.
+    Capped(String),
     /// No answer: try again after a backoff.
     Retry(String),
     /// Not sent, through no fault of the row (relay stopping, lease over): due again now.
@@ -111,7 +113,7 @@ impl Inner {
                 } else {
                     let options = CallOptions {
                         corr: None,
-                        idem: Some(row.dedup_key.clone()),
+                        idem: Some(row.idem_key().to_owned()),
                         timeout: Some(self.config.send_timeout.min(left)),
                         // Operators go first for the legacy slot.
                         priority: Priority::Background,
@@ -200,8 +202,13 @@ impl Inner {
                 Verdict::Failed(truncate(&redact(&text, token), MAX_ERROR_CHARS))
             }
             Verdict::Retry(text) => {
-                Verdict::Retry(truncate(&redact(&text, token), MAX_ERROR_CHARS))
+                let text = truncate(&redact(&text, token), MAX_ERROR_CHARS);
+                match self.cap_reached(row) {
+                    Some(why) => Verdict::Capped(format!("{why}; last error: {text}")),
+                    None => Verdict::Retry(text),
+                }
             }
+            Verdict::Capped(text) => Verdict::Capped(text),
             Verdict::Release(text) => Verdict::Release(text),
             Verdict::Held(text) => Verdict::Held(text),
         };
@@ -224,11 +231,13 @@ impl Inner {
         // The key's next row, claimed in the same transaction, once this one is settled
         // for good.
         let then = match (&verdict, chrono::Duration::from_std(self.config.lease)) {
-            (Verdict::Done(_) | Verdict::Failed(_), Ok(lease)) if then => Some((
-                row.ordering_key.clone(),
-                lease,
-                self.held_topics(Utc::now()),
-            )),
+            (Verdict::Done(_) | Verdict::Failed(_) | Verdict::Capped(_), Ok(lease)) if then => {
+                Some((
+                    row.ordering_key.clone(),
+                    lease,
+                    self.held_topics(Utc::now()),
+                ))
+            }
             _ => None,
         };
         let pool = self.pool.clone();
@@ -238,6 +247,7 @@ impl Inner {
             let settle = |conn: &mut mes_core::db::DbConnection| match &write {
                 Verdict::Done(message) => outbox::mark_done(conn, id, Some(message)),
                 Verdict::Failed(error) => outbox::mark_failed(conn, id, error),
+                Verdict::Capped(reason) => outbox::give_up(conn, id, reason),
                 Verdict::Retry(error) | Verdict::Release(error) => {
                     outbox::retry_later(conn, id, next_attempt, error)
                 }
@@ -285,26 +295,53 @@ impl Inner {
         match &verdict {
             Verdict::Done(_) => {
                 stats.done.inc();
+                stats.delivery(&row.topic, "delivered");
                 tracing::debug!(relay = %name, id, trace_id = trace_id(row), "outbox row delivered");
             }
-            Verdict::Failed(error) => {
+            Verdict::Failed(error) | Verdict::Capped(error) => {
                 stats.failed.inc();
+                let capped = matches!(verdict, Verdict::Capped(_));
+                stats.delivery(&row.topic, if capped { "capped" } else { "failed" });
                 tracing::warn!(relay = %name, id, trace_id = trace_id(row), dedup_key = %row.dedup_key, "outbox row failed: {error}");
                 self.last_error("refused", error);
             }
             Verdict::Retry(error) => {
                 stats.retried.inc();
+                stats.delivery(&row.topic, "retried");
                 tracing::info!(relay = %name, id, trace_id = trace_id(row), attempts = row.attempts, "outbox row retried later: {error}");
                 self.last_error("no_answer", error);
             }
             Verdict::Release(_) => {
                 stats.retried.inc();
+                stats.delivery(&row.topic, "released");
             }
             Verdict::Held(_) => {
                 stats.held.inc();
+                stats.delivery(&row.topic, "held");
             }
         }
         (Some(verdict), claimed)
+    }
+
+    /// Why `row`, whose attempt got no answer, is not tried again: it reached
+    /// [`RelayConfig::max_attempts`] or [`RelayConfig::max_age`] (counted from an
+    /// operator's retry, if any). `None` while it may.
+    ///
+    /// [`RelayConfig::max_attempts`]: super::RelayConfig::max_attempts
+    /// [`RelayConfig::max_age`]: super::RelayConfig::max_age
+    fn cap_reached(&self, row: &OutboxRow) -> Option<String> {
+        if let Some(max) = self.config.max_attempts
+            && i64::from(row.attempts) >= i64::from(max)
+        {
+            return Some(format!(
+                "given up: not delivered after {} attempts (MES_OUTBOX_MAX_ATTEMPTS)",
+                row.attempts
+            ));
+        }
+        let age = self.config.max_age?;
+        let since = row.retried_at.unwrap_or(row.created_at);
+        let limit = chrono::Duration::from_std(age).ok()?;
+        (mes_core::db::now() - since >= limit).then(|| age_reason(age))
     }
 
     fn last_error(&self, kind: &'static str, error: &str) {
@@ -314,6 +351,29 @@ impl Inner {
     pub(super) fn count_database_error(&self, error: &Error) {
         self.stats.database_errors.inc();
         self.last_error("database", &error.to_string());
+    }
+}
+
+/// Why a row older than `age` is failed.
+pub(super) fn age_reason(age: Duration) -> String {
+    format!(
+        "given up: not delivered within {} (MES_OUTBOX_MAX_AGE)",
+        humantime_like(age)
+    )
+}
+
+/// `age` in the largest whole unit that fits it: `7d`, `36h`, `90s`.
+fn humantime_like(age: Duration) -> String {
+    let secs = age.as_secs();
+    for (unit, size) in [("d", 86_400), ("h", 3600), ("m", 60)] {
+        if secs >= size && secs.is_multiple_of(size) {
+            return format!("{}{unit}", secs / size);
+        }
+    }
+    if age.subsec_nanos() == 0 {
+        format!("{secs}s")
+    } else {
+        format!("{}ms", age.as_millis())
     }
 }
 

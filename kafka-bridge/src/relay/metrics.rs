@@ -5,8 +5,9 @@
 use std::sync::{Arc, Mutex, Weak};
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::DescriptorEncoder;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet};
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::registry::Registry;
 
@@ -23,12 +24,35 @@ pub(super) struct Stats {
     pub(super) database_errors: Counter,
     pub(super) passes: Counter,
     pub(super) held: Counter,
+    /// Settled attempts by record topic and outcome (`mes_outbox_deliveries_total`).
+    pub(super) deliveries: Family<DeliveryLabels, Counter>,
     /// 1 while no master token is configured.
     pub(super) waiting_for_token: Gauge,
     pub(super) last_error: Mutex<Option<(&'static str, String)>>,
 }
 
+/// The labels of `mes_outbox_deliveries_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct DeliveryLabels {
+    /// The record topic's name (`BLK_Rty`, `BLK_Rec` or the configured one).
+    pub(super) topic: String,
+    /// `delivered`, `failed` (refused by the chain), `capped` (past
+    /// `MES_OUTBOX_MAX_ATTEMPTS`/`MES_OUTBOX_MAX_AGE`), `retried` (no answer: later),
+    /// `released` (put back unsent) or `held` (its topic on hold).
+    pub(super) outcome: &'static str,
+}
+
 impl Stats {
+    /// Counts one settled attempt of a row of `topic`.
+    pub(super) fn delivery(&self, topic: &str, outcome: &'static str) {
+        self.deliveries
+            .get_or_create(&DeliveryLabels {
+                topic: topic.to_owned(),
+                outcome,
+            })
+            .inc();
+    }
+
     fn register(&self, registry: &mut Registry) {
         register_counters(
             registry,
@@ -69,6 +93,11 @@ impl Stats {
                     &self.held,
                 ),
             ],
+        );
+        registry.register(
+            "mes_outbox_deliveries",
+            "Outbox rows settled by this relay, by record topic and outcome: delivered, failed (refused), capped (past the attempts or age cap), retried (no answer), released (unsent), held (topic on hold)",
+            self.deliveries.clone(),
         );
         registry.register(
             "mes_outbox_relay_waiting_for_token",

@@ -225,9 +225,15 @@ impl KeyAnswer {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OperatorAdd {
-    /// Unique name, 1–100 characters, no control characters.
+    /// Unique name, 1–100 characters, no control characters (spaces around it are
+    /// dropped).
+    #[schema(
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$",
+        max_length = 100
+    )]
     pub name: String,
     /// `viewer`, `operator` or `admin`.
+    #[schema(pattern = "^(viewer|operator|admin)$")]
     pub role: String,
 }
 

@@ -16,6 +16,7 @@ use crate::app::App;
 use crate::auth::{Reader, Writer};
 use crate::error::{ApiError, ApiResult, Body, ChainCall, ErrorCode, Errors, Params};
 use crate::request_id::Trace;
+use crate::routes::paging::{MAX_OFFSET, Strict, whole_number};
 use crate::routes::records::{DecisionView, ProductionOrderView};
 use crate::routes::units::body_error;
 use crate::service::requests::{AnswerOutcome, Kind};
@@ -30,11 +31,11 @@ pub const MAX_LIMIT: u32 = 100;
 #[derive(Debug, FromForm, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
-    /// Index of the first item (default 0)
-    #[param(value_type = Option<u32>, minimum = 0, default = 0)]
+    /// Index of the first item, 0–2147483647 (default 0)
+    #[param(value_type = Option<i64>, minimum = 0, maximum = 2147483647, default = 0)]
     start: Option<String>,
     /// Most items, 1–100 (default 10)
-    #[param(value_type = Option<u32>, minimum = 1, maximum = 100, default = 10)]
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 100, default = 10)]
     limit: Option<String>,
     /// Only items with this status (OPEN, ACCEPTED, REJECTED; any case); the filter applies to the chain's whole list (at most 5,000 items) and `start`/`limit` page over the matching items
     #[param(min_length = 1)]
@@ -45,16 +46,16 @@ impl ListQuery {
     fn parse(&self) -> ApiResult<(Page, Option<&str>)> {
         let mut page = Page::default();
         if let Some(start) = &self.start {
-            page.start = start
-                .trim()
-                .parse()
-                .map_err(|_| ApiError::invalid("start", "must be a whole number ≥ 0"))?;
+            page.start = whole_number(start)
+                .filter(|s| (0..=MAX_OFFSET).contains(s))
+                .and_then(|s| u32::try_from(s).ok())
+                .ok_or_else(|| {
+                    ApiError::invalid("start", format!("must be between 0 and {MAX_OFFSET}"))
+                })?;
         }
         if let Some(limit) = &self.limit {
-            page.limit = limit
-                .trim()
-                .parse()
-                .ok()
+            page.limit = whole_number(limit)
+                .and_then(|l| u32::try_from(l).ok())
                 .filter(|l| (1..=MAX_LIMIT).contains(l))
                 .ok_or_else(|| ApiError::invalid("limit", "must be between 1 and 100"))?;
         }
@@ -85,7 +86,7 @@ impl AnsQuery {
     fn parse(&self) -> ApiResult<(RequestId, Answer)> {
         let id = self.id.as_deref().ok_or_else(|| ApiError::missing("ID"))?;
         let id = parse_id("ID", id)?;
-        let answer = match self.response.as_deref().map(str::trim) {
+        let answer = match self.response.as_deref() {
             None => return Err(ApiError::missing("Response")),
             Some("1") => Answer::Accept,
             Some("0") => Answer::Reject,
@@ -113,8 +114,9 @@ async fn list_route(
     caller: Reader,
     trace: Trace,
     kind: Kind,
-    query: ListQuery,
+    query: Strict<ListQuery>,
 ) -> ApiResult<Json<Vec<Value>>> {
+    let query = query.checked()?;
     let (page, status) = query.parse()?;
     app.limits.chain_call(caller.0.id)?;
     let items = trace.scope(app.requests.list(kind, page, status)).await?;
@@ -128,9 +130,9 @@ async fn ans_route(
     caller: Writer,
     trace: Trace,
     kind: Kind,
-    query: AnsQuery,
+    query: Strict<AnsQuery>,
 ) -> ApiResult<Json<Value>> {
-    let (id, answer) = query.parse()?;
+    let (id, answer) = query.checked()?.parse()?;
     app.limits.chain_call(caller.0.id)?;
     let outcome = trace
         .scope(app.requests.answer(kind, id, answer, &caller.0.name))
@@ -149,7 +151,7 @@ macro_rules! original_routes {
     ) => {
         #[doc = $list_doc]
         #[utoipa::path(get, path = $list_path, tag = $tag,
-            params(ListQuery),
+            params(Strict<ListQuery>),
             responses(
                 (status = 200, description = "The chain's `data` list, as it sent it", body = Vec<Object>),
                 Errors<Reader, Params, ChainCall>,
@@ -159,16 +161,16 @@ macro_rules! original_routes {
             app: &State<App>,
             caller: Reader,
             trace: Trace,
-            query: ListQuery,
+            query: Strict<ListQuery>,
         ) -> ApiResult<Json<Vec<Value>>> {
             list_route(app, caller, trace, $kind, query).await
         }
 
         #[doc = $ans_doc]
         #[utoipa::path(get, path = $ans_path, tag = $tag,
-            params(("ID" = String, Query, description = $id_doc), AnsQuery),
+            params(("ID" = String, Query, description = $id_doc, pattern = r"^[A-Za-z0-9_-]{1,128}$"), Strict<AnsQuery>),
             responses(
-                (status = 200, description = "The chain's `message`", body = Object),
+                (status = 200, description = "The chain's `message`, as it sent it (usually a string)", body = Value),
                 Errors<Writer, Params, ChainCall>,
             ))]
         #[get($ans_uri)]
@@ -176,7 +178,7 @@ macro_rules! original_routes {
             app: &State<App>,
             caller: Writer,
             trace: Trace,
-            query: AnsQuery,
+            query: Strict<AnsQuery>,
         ) -> ApiResult<Json<Value>> {
             ans_route(app, caller, trace, $kind, query).await
         }
@@ -224,10 +226,30 @@ fn is_unconfirmed(outcome: &AnswerOutcome) -> bool {
 
 /// Body of `POST /api/{partners,orders}/<id>/answer`.
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct AnswerRequest {
-    /// `"accept"` or `"reject"`, or `1` or `0`.
-    #[schema(value_type = Object, example = "accept")]
+    /// `"accept"` or `"reject"` (any case), or `1` or `0`.
+    #[schema(schema_with = answer_schema, example = "accept")]
     pub response: Value,
+}
+
+/// The schema of [`AnswerRequest::response`]: one of two words or two numbers.
+fn answer_schema() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
+    Schema::OneOf(
+        OneOfBuilder::new()
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .enum_values(Some(["accept", "reject"])),
+            )
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .enum_values(Some([1, 0])),
+            )
+            .build(),
+    )
 }
 
 impl AnswerRequest {
@@ -248,8 +270,8 @@ impl AnswerRequest {
 /// What `POST …/answer` returns.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AnswerResponse {
-    /// The chain's `message`; `"sent; the chain has not confirmed yet"` with 202.
-    #[schema(value_type = Object)]
+    /// The chain's `message` (usually a string); `"sent; the chain has not confirmed
+    /// yet"` with 202.
     pub message: Value,
     /// The recorded decision: its `outcome` is `accepted`/`rejected` with 200, and
     /// `unknown` with 202 (it turns by itself once the chain's list shows the answer).
@@ -299,7 +321,7 @@ async fn answer_route(
 /// A 503 `broker_unavailable`, `overloaded` or `chain_behind` means the answer was not
 /// sent (decision `not_sent`): answering again is safe.
 #[utoipa::path(post, path = "/api/partners/{id}/answer", tag = "partners",
-    params(("id" = String, Path, description = "The partner request id (1–128 characters from A-Z, a-z, 0-9, `_` and `-`, exactly as the chain spells it)")),
+    params(("id" = String, Path, description = "The partner request id (1–128 characters from A-Z, a-z, 0-9, `_` and `-`, exactly as the chain spells it)", pattern = r"^[A-Za-z0-9_-]{1,128}$")),
     request_body = AnswerRequest,
     responses(
         (status = 200, description = "The chain applied the answer", body = AnswerResponse),
@@ -323,7 +345,7 @@ pub async fn partner_answer(
 /// A 503 `broker_unavailable`, `overloaded` or `chain_behind` means the answer was not
 /// sent (decision `not_sent`): answering again is safe.
 #[utoipa::path(post, path = "/api/orders/{id}/answer", tag = "orders",
-    params(("id" = String, Path, description = "The order id, `abs_action_id` (1–128 characters from A-Z, a-z, 0-9, `_` and `-`, exactly as the chain spells it)")),
+    params(("id" = String, Path, description = "The order id, `abs_action_id` (1–128 characters from A-Z, a-z, 0-9, `_` and `-`, exactly as the chain spells it)", pattern = r"^[A-Za-z0-9_-]{1,128}$")),
     request_body = AnswerRequest,
     responses(
         (status = 200, description = "The chain applied the answer", body = AnswerResponse),

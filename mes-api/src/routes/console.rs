@@ -37,6 +37,7 @@ const ASSETS: &[(&str, &str)] = console_files![
     "units.js",
     "outbox.js",
     "decisions.js",
+    "notifications.js",
     "delivery.js",
     "live.js",
     "style.css",
@@ -238,6 +239,18 @@ enum Next {
     Stop,
 }
 
+/// One event of `GET /api/events` as a client's SSE parser reads it, for the OpenAPI
+/// document: a `text/event-stream` answer is a sequence of these, not one string.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub struct ServerSentEvent {
+    /// The event's name: `hello`, `watching`, `request`, `status`, `decision`,
+    /// `outbox`, `poll_error`, `lagged` or `signed_out`.
+    event: String,
+    /// The event's JSON object, as text.
+    data: String,
+}
+
 /// `GET /api/events`: server-sent events for the console. Events: `hello` (at once:
 /// who you are and whether the poller watches yet), `watching`, `request`, `status`,
 /// `decision`, `outbox`, `poll_error`, `lagged`, and `signed_out` (the key was removed
@@ -245,7 +258,7 @@ enum Next {
 /// its key or session every `MES_SESSION_RECHECK_SECS` (default 60) (docs/console.md).
 #[utoipa::path(get, path = "/api/events", tag = "console",
     responses(
-        (status = 200, description = "An event stream", body = String, content_type = "text/event-stream"),
+        (status = 200, description = "An event stream: one event per `event:`/`data:` block, and a comment line every 15 s", body = ServerSentEvent, content_type = "text/event-stream"),
         Errors<StreamReader>,
     ))]
 #[get("/api/events")]

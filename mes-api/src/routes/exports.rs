@@ -20,6 +20,7 @@ use utoipa::IntoParams;
 use crate::app::App;
 use crate::auth::Reader;
 use crate::error::{ApiError, ApiResult, Errors, Lookup, Params};
+use crate::routes::paging::Strict;
 use crate::routes::performance::{check_range, date, required, unit_code};
 use crate::routes::records::{DecisionView, ProductionOrderView};
 use crate::routes::rfc3339;
@@ -123,7 +124,7 @@ pub const DAY_REPORT_COLUMNS: [&str; 18] = [
 /// `to` (of one unit, or of every unit), one row per unit, day and shift (`A`, `B`,
 /// `C`, `DAY`), inputs and indicators as stored; at most 10 000 rows.
 #[utoipa::path(get, path = "/api/DayReport.csv", tag = "exports",
-    params(DayReportCsvQuery),
+    params(Strict<DayReportCsvQuery>),
     responses(
         (status = 200, description = "The day reports as CSV (a header row only when none is stored)", content_type = "text/csv", body = String),
         Errors<Reader, Params, Lookup>,
@@ -132,8 +133,9 @@ pub const DAY_REPORT_COLUMNS: [&str; 18] = [
 pub async fn day_report_csv(
     app: &State<App>,
     _caller: Reader,
-    query: DayReportCsvQuery,
+    query: Strict<DayReportCsvQuery>,
 ) -> ApiResult<CsvFile> {
+    let query = query.checked()?;
     let unit = query.unit.as_deref().map(unit_code).transpose()?;
     let from = date("from", required(query.from.as_deref(), "from")?)?;
     let to = date("to", required(query.to.as_deref(), "to")?)?;

@@ -15,7 +15,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::app::App;
 use crate::auth::Reader;
 use crate::error::{ApiError, ApiResult, Errors, Params};
-use crate::routes::paging::Paged;
+use crate::routes::paging::{Paged, Strict};
 use crate::routes::rfc3339;
 
 /// Longest `status` filter accepted.
@@ -29,10 +29,13 @@ const MAX_Q_LEN: usize = 200;
 #[into_params(parameter_in = Query)]
 pub struct InboxQuery {
     /// partner or order (default: both)
+    #[param(value_type = Option<String>, pattern = "^(partner|order)$")]
     kind: Option<String>,
-    /// Only this status, e.g. OPEN (case-insensitive)
+    /// Only this status, e.g. OPEN (case-insensitive); empty: every status
+    #[param(value_type = Option<String>, pattern = "^[A-Za-z0-9_]{0,32}$")]
     status: Option<String>,
     /// Only requests whose id, issuing agent or description contain this (case-insensitive)
+    #[param(value_type = Option<String>, max_length = 200)]
     q: Option<String>,
 }
 
@@ -49,13 +52,13 @@ struct Checked {
 impl Paged<InboxQuery> {
     fn parse(&self) -> ApiResult<Checked> {
         let filter = &self.filter;
-        let kind = match filter.kind.as_deref().map(str::trim) {
-            None | Some("") => None,
-            Some(k) if k.eq_ignore_ascii_case(mirror::KIND_PARTNER) => Some(mirror::KIND_PARTNER),
-            Some(k) if k.eq_ignore_ascii_case(mirror::KIND_ORDER) => Some(mirror::KIND_ORDER),
+        let kind = match filter.kind.as_deref() {
+            None => None,
+            Some(mirror::KIND_PARTNER) => Some(mirror::KIND_PARTNER),
+            Some(mirror::KIND_ORDER) => Some(mirror::KIND_ORDER),
             Some(_) => return Err(ApiError::invalid("kind", "must be partner or order")),
         };
-        let status = match filter.status.as_deref().map(str::trim) {
+        let status = match filter.status.as_deref() {
             None | Some("") => None,
             Some(s)
                 if s.len() <= MAX_STATUS_LEN
@@ -181,7 +184,7 @@ fn as_of(states: &[ScanState], kind: Option<&str>) -> Option<String> {
 
 /// `GET /api/requests`: partner and order requests from the mirror of the chain.
 #[utoipa::path(get, path = "/api/requests", tag = "inbox",
-    params(Paged<InboxQuery>),
+    params(Strict<Paged<InboxQuery>>),
     responses(
         (status = 200, description = "One page of the filtered requests, newest first, with the total and the mirror's freshness", body = InboxPage),
         Errors<Reader, Params>,
@@ -190,9 +193,9 @@ fn as_of(states: &[ScanState], kind: Option<&str>) -> Option<String> {
 pub async fn request_list(
     app: &State<App>,
     _caller: Reader,
-    query: Paged<InboxQuery>,
+    query: Strict<Paged<InboxQuery>>,
 ) -> ApiResult<Json<InboxPage>> {
-    let checked = query.parse()?;
+    let checked = query.checked()?.parse()?;
     let (page, states) = app
         .db
         .run(move |conn| {
@@ -263,7 +266,7 @@ mod tests {
     #[test]
     fn the_query_is_checked_and_normalised() {
         let checked = query(&[
-            ("kind", "Order"),
+            ("kind", "order"),
             ("status", "open"),
             ("q", " wheel "),
             ("limit", "10"),
@@ -288,6 +291,9 @@ mod tests {
         );
         for (name, value) in [
             ("kind", "partners"),
+            ("kind", "Order"),
+            ("kind", ""),
+            ("status", " OPEN"),
             ("status", "OPEN;DROP"),
             ("limit", "0"),
             ("limit", "501"),

@@ -8,6 +8,7 @@ pub mod chain;
 pub mod console;
 pub mod exports;
 pub mod inbox;
+pub mod notifications;
 pub mod ops;
 pub mod paging;
 pub mod performance;
@@ -62,11 +63,14 @@ api! {
     reports::day_report_get,
     reports::daily_run,
     reports::outbox_list,
+    reports::outbox_retry,
+    reports::outbox_discard,
     reports::outbox_relay,
     exports::day_report_csv,
     exports::decision_csv,
     exports::production_order_csv,
     exports::outbox_csv,
+    notifications::notification_list,
     admin::token_list,
     admin::token_put,
     admin::token_delete,

@@ -195,7 +195,17 @@ pub fn reply_verification(bridge: &kafka_bridge::bridge::Bridge) -> ReplyVerific
     responses((status = 200, description = "OpenMetrics text format 1.0.0", body = String, content_type = "application/openmetrics-text")))]
 #[get("/metrics")]
 pub async fn metrics(app: &State<App>) -> (ContentType, String) {
-    let text = app.metrics.encode(app.outbox_depth().await);
+    let notifications = app.events.notification_counts(&app.db).await;
+    let oldest = app
+        .db
+        .run(|conn| Ok(mes_core::db::outbox::oldest_unsettled(conn)?))
+        .await
+        .ok();
+    let outbox = app
+        .outbox_depth()
+        .await
+        .map(|depth| (depth, oldest.flatten()));
+    let text = app.metrics.encode(outbox, notifications);
     let openmetrics = ContentType::new("application", "openmetrics-text")
         .with_params([("version", "1.0.0"), ("charset", "utf-8")]);
     (openmetrics, text)

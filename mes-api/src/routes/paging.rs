@@ -12,6 +12,20 @@ use crate::error::{ApiError, ApiResult};
 pub const MAX_PAGE: i64 = 500;
 /// Rows per page when `limit` is not given.
 pub const DEFAULT_PAGE: i64 = 50;
+/// Largest `offset` (and the chain lists' `start`): a bound the OpenAPI document can
+/// state, far beyond any list's length.
+pub const MAX_OFFSET: i64 = i32::MAX as i64;
+
+/// A query parameter's whole number, written strictly: an optional `-` and decimal
+/// digits, nothing else (no spaces, no `+`, no fraction); `None` otherwise or if it
+/// does not fit an `i64`.
+pub fn whole_number(text: &str) -> Option<i64> {
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
 
 /// `limit` and `offset` of the local lists. The fields are text so that a bad value
 /// gets this API's own 400 naming it (see [`PageQuery::parse`]), not Rocket's; the
@@ -23,8 +37,8 @@ pub struct PageQuery {
     /// Rows per page, 1–500 (default 50)
     #[param(value_type = Option<i64>, minimum = 1, maximum = 500, default = 50)]
     limit: Option<String>,
-    /// Rows to skip (default 0)
-    #[param(value_type = Option<i64>, minimum = 0, default = 0)]
+    /// Rows to skip, 0–2147483647 (default 0)
+    #[param(value_type = Option<i64>, minimum = 0, maximum = 2147483647, default = 0)]
     offset: Option<String>,
 }
 
@@ -35,10 +49,7 @@ impl PageQuery {
     pub fn parse(&self) -> ApiResult<(i64, i64)> {
         let limit = match self.limit.as_deref() {
             None => DEFAULT_PAGE,
-            Some(l) => l
-                .trim()
-                .parse()
-                .ok()
+            Some(l) => whole_number(l)
                 .filter(|l| (1..=MAX_PAGE).contains(l))
                 .ok_or_else(|| {
                     ApiError::invalid("limit", format!("must be between 1 and {MAX_PAGE}"))
@@ -46,12 +57,11 @@ impl PageQuery {
         };
         let offset = match self.offset.as_deref() {
             None => 0,
-            Some(o) => o
-                .trim()
-                .parse()
-                .ok()
-                .filter(|o: &i64| *o >= 0)
-                .ok_or_else(|| ApiError::invalid("offset", "must be a whole number ≥ 0"))?,
+            Some(o) => whole_number(o)
+                .filter(|o| (0..=MAX_OFFSET).contains(o))
+                .ok_or_else(|| {
+                    ApiError::invalid("offset", format!("must be between 0 and {MAX_OFFSET}"))
+                })?,
         };
         Ok((limit, offset))
     }
@@ -120,6 +130,75 @@ impl<F: IntoParams> IntoParams for Paged<F> {
     }
 }
 
+/// A query `F` in which no key may appear twice. Rocket's query forms keep the first
+/// of a repeated key, or turn the field into `None` (`offset=1&offset=2` read as no
+/// offset): either would answer something else than what was asked. Every route
+/// with a query takes its query through this, and [`Strict::checked`] answers 400
+/// `invalid_parameter` naming the repeated key.
+#[derive(Debug)]
+pub struct Strict<F> {
+    inner: F,
+    repeated: Option<String>,
+}
+
+impl<F> Strict<F> {
+    /// The query, or a 400 naming the first key that was given more than once.
+    pub fn checked(self) -> ApiResult<F> {
+        match self.repeated {
+            Some(name) => Err(ApiError::invalid(&name, "given more than once")),
+            None => Ok(self.inner),
+        }
+    }
+}
+
+/// Records `name` as seen; returns it if it was seen before.
+fn note_key(seen: &mut Vec<String>, name: &form::name::NameView<'_>) -> Option<String> {
+    let key = name.key_lossy().as_str().to_owned();
+    if seen.contains(&key) {
+        return Some(key);
+    }
+    seen.push(key);
+    None
+}
+
+#[rocket::async_trait]
+impl<'r, F: FromForm<'r>> FromForm<'r> for Strict<F> {
+    type Context = (F::Context, Vec<String>, Option<String>);
+
+    fn init(opts: Options) -> Self::Context {
+        (F::init(opts), Vec::new(), None)
+    }
+
+    fn push_value((inner, seen, repeated): &mut Self::Context, field: ValueField<'r>) {
+        if let Some(key) = note_key(seen, &field.name) {
+            repeated.get_or_insert(key);
+            return;
+        }
+        F::push_value(inner, field);
+    }
+
+    async fn push_data((inner, seen, repeated): &mut Self::Context, field: DataField<'r, '_>) {
+        if let Some(key) = note_key(seen, &field.name) {
+            repeated.get_or_insert(key);
+            return;
+        }
+        F::push_data(inner, field).await;
+    }
+
+    fn finalize((inner, _, repeated): Self::Context) -> form::Result<'r, Self> {
+        Ok(Strict {
+            inner: F::finalize(inner)?,
+            repeated,
+        })
+    }
+}
+
+impl<F: IntoParams> IntoParams for Strict<F> {
+    fn into_params(parameter_in_provider: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        F::into_params(parameter_in_provider)
+    }
+}
+
 /// The schema of the query parameter `name` of `P`, as the OpenAPI document shows it;
 /// for the tests that keep documented bounds equal to the checked ones.
 #[cfg(test)]
@@ -161,9 +240,23 @@ mod tests {
         assert_eq!(page("").unwrap(), (DEFAULT_PAGE, 0));
         let offset = query_param_schema::<PageQuery>("offset");
         assert_eq!(offset["minimum"], json!(0));
+        assert_eq!(offset["maximum"], json!(MAX_OFFSET));
         let e = page("offset=-1").unwrap_err();
-        assert_eq!(e.message, "offset: must be a whole number ≥ 0");
+        assert_eq!(e.message, "offset: must be between 0 and 2147483647");
+        assert!(page(&format!("offset={}", MAX_OFFSET + 1)).is_err());
+        assert!(page("offset=+1").is_err());
+        assert!(page("offset= 1").is_err());
+        assert!(page("offset=null").is_err());
         assert_eq!(page("offset=0").unwrap(), (DEFAULT_PAGE, 0));
+    }
+
+    #[test]
+    fn a_repeated_key_is_refused_by_name() {
+        let strict = Form::<Strict<PageQuery>>::parse("offset=1&limit=2&offset=1").unwrap();
+        let e = strict.checked().unwrap_err();
+        assert_eq!(e.message, "offset: given more than once");
+        let strict = Form::<Strict<PageQuery>>::parse("offset=1&limit=2").unwrap();
+        assert_eq!(strict.checked().unwrap().parse().unwrap(), (2, 1));
     }
 
     /// A filter of some list, for [`Paged`].

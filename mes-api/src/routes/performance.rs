@@ -10,6 +10,7 @@ use utoipa::IntoParams;
 use crate::app::App;
 use crate::auth::{Reader, Writer};
 use crate::error::{ApiError, ApiResult, Body, Errors, Lookup, Params};
+use crate::routes::paging::Strict;
 use crate::routes::units::{ObjectBody, UnitView, object_body};
 use crate::service::performance::{self, MAX_SERIES_DAYS, Series, SeriesShift, Target};
 use crate::service::units::check_code;
@@ -111,7 +112,7 @@ pub struct SeriesQuery {
 /// day), whether the OEE is under the unit's target, the targets, and a summary as of
 /// `to` (last day's OEE, 7-day average, trend, days under target this month).
 #[utoipa::path(get, path = "/api/DayReport/series", tag = "daily report",
-    params(SeriesQuery),
+    params(Strict<SeriesQuery>),
     responses(
         (status = 200, description = "The series (empty points when no day is stored)", body = Series),
         Errors<Reader, Params, Lookup>,
@@ -120,8 +121,9 @@ pub struct SeriesQuery {
 pub async fn day_report_series(
     app: &State<App>,
     _caller: Reader,
-    query: SeriesQuery,
+    query: Strict<SeriesQuery>,
 ) -> ApiResult<Json<Series>> {
+    let query = query.checked()?;
     let unit = unit_code(required(query.unit.as_deref(), "unit")?)?;
     let from = date("from", required(query.from.as_deref(), "from")?)?;
     let to = date("to", required(query.to.as_deref(), "to")?)?;

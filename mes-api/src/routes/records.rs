@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 use crate::app::App;
 use crate::auth::Reader;
 use crate::error::{ApiResult, Errors, Params};
-use crate::routes::paging::PageQuery;
+use crate::routes::paging::{PageQuery, Strict};
 use crate::routes::rfc3339;
 
 /// A decision as the API shows it.
@@ -119,14 +119,14 @@ impl From<ProductionOrder> for ProductionOrderView {
 /// this module differ only in the table they read.
 async fn page_of<Row, View>(
     app: &State<App>,
-    query: PageQuery,
+    query: Strict<PageQuery>,
     list: fn(&mut DbConnection, i64, i64) -> QueryResult<Vec<Row>>,
 ) -> ApiResult<Json<Vec<View>>>
 where
     Row: Send + 'static,
     View: From<Row>,
 {
-    let (limit, offset) = query.parse()?;
+    let (limit, offset) = query.checked()?.parse()?;
     let rows = app
         .db
         .run(move |conn| Ok(list(conn, limit, offset)?))
@@ -136,7 +136,7 @@ where
 
 /// `GET /api/decisions`: every accept/reject, newest first.
 #[utoipa::path(get, path = "/api/decisions", tag = "audit",
-    params(PageQuery),
+    params(Strict<PageQuery>),
     responses(
         (status = 200, description = "Decisions, newest first", body = Vec<DecisionView>),
         Errors<Reader, Params>,
@@ -145,14 +145,14 @@ where
 pub async fn decision_list(
     app: &State<App>,
     _caller: Reader,
-    query: PageQuery,
+    query: Strict<PageQuery>,
 ) -> ApiResult<Json<Vec<DecisionView>>> {
     page_of(app, query, decisions::list).await
 }
 
 /// `GET /api/production-orders`: orders taken over from the chain, newest first.
 #[utoipa::path(get, path = "/api/production-orders", tag = "orders",
-    params(PageQuery),
+    params(Strict<PageQuery>),
     responses(
         (status = 200, description = "Production orders, newest first", body = Vec<ProductionOrderView>),
         Errors<Reader, Params>,
@@ -161,7 +161,7 @@ pub async fn decision_list(
 pub async fn production_order_list(
     app: &State<App>,
     _caller: Reader,
-    query: PageQuery,
+    query: Strict<PageQuery>,
 ) -> ApiResult<Json<Vec<ProductionOrderView>>> {
     page_of(app, query, orders::list).await
 }

@@ -118,17 +118,30 @@ impl UnitView {
     }
 }
 
-/// Body of `POST /api/ProductionUnit` (for the OpenAPI document).
+/// Body of `POST /api/ProductionUnit` (for the OpenAPI document; [`NewUnit`] is what
+/// the route reads, with the same keys, and refuses other keys). The patterns say what
+/// the service checks: texts without control characters, the required ones not blank.
 #[derive(Debug, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[allow(non_snake_case, dead_code)]
 pub struct NewUnitBody {
     /// 1–64 ASCII letters, digits, `-` or `.`; the chain record id.
+    #[schema(pattern = r"^[A-Za-z0-9.-]{1,64}$")]
     code: String,
     /// Display name.
+    #[schema(
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$",
+        max_length = 200
+    )]
     name: String,
     /// Initial status.
+    #[schema(
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$",
+        max_length = 200
+    )]
     Status: String,
     /// Initial process, if any.
+    #[schema(pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$", max_length = 200)]
     ProcessName: Option<String>,
 }
 
@@ -136,11 +149,17 @@ pub struct NewUnitBody {
 /// original's `{"Status": "...", "ProcessName": "..."}`. A key left out keeps the
 /// field as it is; `"ProcessName": null` clears the process. Other keys are refused.
 #[derive(Debug, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[allow(non_snake_case, dead_code)]
 pub struct UnitPatchBody {
     /// New status (not empty); absent: unchanged.
+    #[schema(
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$",
+        max_length = 200
+    )]
     Status: Option<String>,
     /// New process; absent: unchanged; `null`: none.
+    #[schema(pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$", max_length = 200)]
     ProcessName: Option<String>,
 }
 

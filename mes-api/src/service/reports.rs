@@ -307,6 +307,11 @@ pub fn store_day_report(
     conn: &mut DbConnection,
     input: &DayReportInput,
 ) -> Result<StoredDayReport, ReportError> {
+    // An unknown unit first: whatever else the body says, there is nothing to store it
+    // on (404 before 400, as for any resource).
+    if units::get_by_code(conn, &input.unit)?.is_none() {
+        return Err(ReportError::UnknownUnit(input.unit.clone()));
+    }
     let date = parse_date(&input.date)?;
     let given = input.shifts.given();
     if given.is_empty() {

@@ -31,6 +31,7 @@ macro_rules! per_backend {
 pub mod chain_requests;
 pub mod day_reports;
 pub mod decisions;
+pub mod notifications;
 pub mod operators;
 pub mod orders;
 pub mod outbox;

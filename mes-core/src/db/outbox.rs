@@ -21,8 +21,15 @@ pub const PENDING: &str = "pending";
 pub const IN_FLIGHT: &str = "in_flight";
 /// Delivered; the chain's answer is in `chain_message`.
 pub const DONE: &str = "done";
-/// The chain answered with an error: retrying would not help.
+/// The chain answered with an error, or the row reached a cap
+/// ([`fail_overdue`]): nothing retries it until an operator does ([`retry_failed`]).
 pub const FAILED: &str = "failed";
+/// A failed row an operator gave up on ([`discard_failed`]), with who and why: it stays
+/// as the record of that decision and is never sent.
+pub const DISCARDED: &str = "discarded";
+
+/// Every status, in the order a row can go through them.
+pub const STATUSES: [&str; 5] = [PENDING, IN_FLIGHT, DONE, FAILED, DISCARDED];
 
 /// A stored outbox message.
 #[derive(Debug, Clone, PartialEq, Queryable, Selectable, Identifiable)]
@@ -38,7 +45,7 @@ pub struct OutboxRow {
     pub ordering_key: String,
     /// JSON of the envelope body.
     pub payload: String,
-    /// One of [`PENDING`], [`IN_FLIGHT`], [`DONE`], [`FAILED`].
+    /// One of [`STATUSES`].
     pub status: String,
     /// How many times a relay has claimed the row.
     pub attempts: i32,
@@ -60,6 +67,36 @@ pub struct OutboxRow {
     /// sends for it continues that trace ([`crate::trace`]). `None` on rows enqueued
     /// before traces were kept.
     pub traceparent: Option<String>,
+    /// Who discarded the row (the operator's name), for [`DISCARDED`] rows.
+    pub discarded_by: Option<String>,
+    /// Why it was discarded, in the operator's words.
+    pub discard_reason: Option<String>,
+    /// When it was discarded (UTC).
+    pub discarded_at: Option<NaiveDateTime>,
+    /// When an operator last put it back to pending ([`retry_failed`]); the age cap
+    /// counts from then rather than from `created_at`.
+    pub retried_at: Option<NaiveDateTime>,
+    /// When retention emptied its payload ([`purge_delivered`]); the row stays, a
+    /// tombstone whose `dedup_key` still refuses a second enqueue.
+    pub purged_at: Option<NaiveDateTime>,
+    /// The row failed on the chain's answer (or is no request), not on a cap: a retry
+    /// sends it under a new idempotency key ([`OutboxRow::idem_key`]).
+    pub refused: bool,
+    /// The idempotency key a retry of a refused row is sent under; `None`: the
+    /// `dedup_key`.
+    pub idem: Option<String>,
+}
+
+impl OutboxRow {
+    /// The idempotency key (`idem`) the relay sends the row with: its `dedup_key`, until
+    /// an operator retried it after the chain refused it. A gateway answers a key it has
+    /// seen with its first answer (docs/protocol.md §2), so the same key would only
+    /// fetch the refusal again; a refusal applied nothing, so a new key cannot apply
+    /// anything twice. A row failed on a cap keeps its key: its last send may have
+    /// arrived, and the same key makes sending it again harmless.
+    pub fn idem_key(&self) -> &str {
+        self.idem.as_deref().unwrap_or(&self.dedup_key)
+    }
 }
 
 /// A message to [`enqueue`]; it becomes due at once.
@@ -87,8 +124,24 @@ pub struct OutboxDepth {
     pub in_flight: i64,
     /// Delivered rows.
     pub done: i64,
-    /// Rows the chain refused.
+    /// Rows the chain refused, or that reached a cap.
     pub failed: i64,
+    /// Failed rows an operator discarded.
+    pub discarded: i64,
+}
+
+impl OutboxDepth {
+    /// Each status with its count, in [`STATUSES`] order: what `/metrics` and the
+    /// console show.
+    pub fn by_status(&self) -> [(&'static str, i64); 5] {
+        [
+            (PENDING, self.pending),
+            (IN_FLIGHT, self.in_flight),
+            (DONE, self.done),
+            (FAILED, self.failed),
+            (DISCARDED, self.discarded),
+        ]
+    }
 }
 
 /// Adds `new` unless a row with its `dedup_key` exists; returns whether it inserted.
@@ -326,7 +379,16 @@ pub fn mark_done(
 ///
 /// `NotFound` if the row is not in flight (missing, or settled by someone else).
 pub fn mark_failed(conn: &mut DbConnection, id: i64, error: &str) -> QueryResult<OutboxRow> {
-    leave_flight(conn, id, FAILED, None, error, false)
+    leave_flight(conn, id, FAILED, None, error, Flags::REFUSED)
+}
+
+/// Gives up on an in-flight row the chain never answered, because it reached a cap
+/// (`MES_OUTBOX_MAX_ATTEMPTS`, `MES_OUTBOX_MAX_AGE`); `reason` says which. Unlike
+/// [`mark_failed`], a retry keeps its idempotency key ([`OutboxRow::idem_key`]).
+///
+/// `NotFound` if the row is not in flight (missing, or settled by someone else).
+pub fn give_up(conn: &mut DbConnection, id: i64, reason: &str) -> QueryResult<OutboxRow> {
+    leave_flight(conn, id, FAILED, None, reason, Flags::default())
 }
 
 /// Returns an in-flight row to pending after a transient failure; it is not claimed
@@ -339,7 +401,14 @@ pub fn retry_later(
     next_attempt_at: NaiveDateTime,
     error: &str,
 ) -> QueryResult<OutboxRow> {
-    leave_flight(conn, id, PENDING, Some(next_attempt_at), error, false)
+    leave_flight(
+        conn,
+        id,
+        PENDING,
+        Some(next_attempt_at),
+        error,
+        Flags::default(),
+    )
 }
 
 /// Returns an in-flight row to pending without counting its claim as an attempt: it
@@ -353,21 +422,49 @@ pub fn release_unsent(
     next_attempt_at: NaiveDateTime,
     note: &str,
 ) -> QueryResult<OutboxRow> {
-    leave_flight(conn, id, PENDING, Some(next_attempt_at), note, true)
+    leave_flight(
+        conn,
+        id,
+        PENDING,
+        Some(next_attempt_at),
+        note,
+        Flags::UNCOUNT,
+    )
+}
+
+/// How [`leave_flight`] leaves flight.
+#[derive(Debug, Clone, Copy, Default)]
+struct Flags {
+    /// The claim is not counted as an attempt.
+    uncount_claim: bool,
+    /// The chain refused the row ([`OutboxRow::refused`]).
+    refused: bool,
+}
+
+impl Flags {
+    const UNCOUNT: Flags = Flags {
+        uncount_claim: true,
+        refused: false,
+    };
+    const REFUSED: Flags = Flags {
+        uncount_claim: false,
+        refused: true,
+    };
 }
 
 /// Takes an in-flight row out of flight undelivered, what [`mark_failed`],
-/// [`retry_later`] and [`release_unsent`] have in common: `status` with `note` as the
-/// last error, due again at `next_attempt_at` if given, its claim not counted as an
-/// attempt if `uncount_claim`. `NotFound` if the row is not in flight.
+/// [`give_up`], [`retry_later`] and [`release_unsent`] have in common: `status` with
+/// `note` as the last error, due again at `next_attempt_at` if given, as `flags` say.
+/// `NotFound` if the row is not in flight.
 fn leave_flight(
     conn: &mut DbConnection,
     id: i64,
     status: &str,
     next_attempt_at: Option<NaiveDateTime>,
     note: &str,
-    uncount_claim: bool,
+    flags: Flags,
 ) -> QueryResult<OutboxRow> {
+    let uncount_claim = flags.uncount_claim;
     diesel::update(
         chain_outbox::table
             .find(id)
@@ -378,6 +475,7 @@ fn leave_flight(
         uncount_claim.then(|| chain_outbox::attempts.eq(chain_outbox::attempts - 1)),
         next_attempt_at.map(|at| chain_outbox::next_attempt_at.eq(at)),
         chain_outbox::last_error.eq(Some(note)),
+        chain_outbox::refused.eq(flags.refused),
         chain_outbox::locked_until.eq(None::<NaiveDateTime>),
         chain_outbox::updated_at.eq(now()),
     ))
@@ -398,6 +496,7 @@ pub fn depth(conn: &mut DbConnection) -> QueryResult<OutboxDepth> {
             IN_FLIGHT => depth.in_flight = count,
             DONE => depth.done = count,
             FAILED => depth.failed = count,
+            DISCARDED => depth.discarded = count,
             _ => {}
         }
     }
@@ -466,4 +565,197 @@ pub fn changed_since(
         query = query.filter(chain_outbox::updated_at.ge(since));
     }
     query.load(conn)
+}
+
+/// What became of an operator's action on one row ([`retry_failed`],
+/// [`discard_failed`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Acted {
+    /// Done: the row as it is now.
+    Done(Box<OutboxRow>),
+    /// The row is not failed (its status is given): only failed rows are acted on.
+    NotFailed(String),
+    /// No row has this id.
+    Missing,
+}
+
+/// Applies `change` to row `id` if it is failed, telling a missing row from one in
+/// another status.
+fn act_on_failed(
+    conn: &mut DbConnection,
+    id: i64,
+    change: impl FnOnce(&mut DbConnection) -> QueryResult<OutboxRow>,
+) -> QueryResult<Acted> {
+    conn.transaction(|conn| match change(conn) {
+        Ok(row) => Ok(Acted::Done(Box::new(row))),
+        Err(diesel::result::Error::NotFound) => Ok(chain_outbox::table
+            .find(id)
+            .select(chain_outbox::status)
+            .first::<String>(conn)
+            .optional()?
+            .map_or(Acted::Missing, Acted::NotFailed)),
+        Err(e) => Err(e),
+    })
+}
+
+/// Puts failed row `id` back to pending, due now: an operator's retry once the cause
+/// is fixed. Its attempts and `dedup_key` are kept (the history of what it cost, and
+/// what keeps it enqueued once); a row the chain refused gets a new idempotency key
+/// (see [`OutboxRow::idem_key`] for why), `{dedup_key}#retry-{attempts}`, unique since
+/// every retry is followed by an attempt. `retried_at` restarts the age cap.
+pub fn retry_failed(conn: &mut DbConnection, id: i64) -> QueryResult<Acted> {
+    act_on_failed(conn, id, |conn| {
+        let failed: OutboxRow = chain_outbox::table
+            .find(id)
+            .filter(chain_outbox::status.eq(FAILED))
+            .select(OutboxRow::as_select())
+            .first(conn)?;
+        let idem = if failed.refused {
+            Some(format!("{}#retry-{}", failed.dedup_key, failed.attempts))
+        } else {
+            failed.idem
+        };
+        let at = now();
+        diesel::update(
+            chain_outbox::table
+                .find(id)
+                .filter(chain_outbox::status.eq(FAILED)),
+        )
+        .set((
+            chain_outbox::status.eq(PENDING),
+            chain_outbox::next_attempt_at.eq(at),
+            chain_outbox::locked_until.eq(None::<NaiveDateTime>),
+            chain_outbox::retried_at.eq(Some(at)),
+            chain_outbox::idem.eq(idem),
+            chain_outbox::refused.eq(false),
+            chain_outbox::updated_at.eq(at),
+        ))
+        .returning(returning::<OutboxRow>())
+        .get_result(conn)
+    })
+}
+
+/// Marks failed row `id` discarded by operator `by` for `reason`: it is never sent,
+/// and stays as the record of that decision.
+pub fn discard_failed(
+    conn: &mut DbConnection,
+    id: i64,
+    by: &str,
+    reason: &str,
+) -> QueryResult<Acted> {
+    act_on_failed(conn, id, |conn| {
+        let at = now();
+        diesel::update(
+            chain_outbox::table
+                .find(id)
+                .filter(chain_outbox::status.eq(FAILED)),
+        )
+        .set((
+            chain_outbox::status.eq(DISCARDED),
+            chain_outbox::discarded_by.eq(Some(by)),
+            chain_outbox::discard_reason.eq(Some(reason)),
+            chain_outbox::discarded_at.eq(Some(at)),
+            chain_outbox::updated_at.eq(at),
+        ))
+        .returning(returning::<OutboxRow>())
+        .get_result(conn)
+    })
+}
+
+/// Fails up to `limit` pending rows that were enqueued (or last retried by an
+/// operator) before `cutoff`: the age cap (`MES_OUTBOX_MAX_AGE`), for rows no attempt
+/// settles, such as those of a topic on hold or behind a stuck row of their key.
+/// `why` is the reason stored as `last_error`, followed by the row's own last error.
+/// Returns the rows failed.
+pub fn fail_overdue(
+    conn: &mut DbConnection,
+    cutoff: NaiveDateTime,
+    why: &str,
+    limit: i64,
+) -> QueryResult<Vec<OutboxRow>> {
+    conn.transaction(|conn| {
+        let overdue: Vec<(i64, Option<String>)> = chain_outbox::table
+            .filter(chain_outbox::status.eq(PENDING))
+            .filter(
+                chain_outbox::retried_at
+                    .is_null()
+                    .and(chain_outbox::created_at.lt(cutoff))
+                    .or(chain_outbox::retried_at.lt(cutoff)),
+            )
+            .order(chain_outbox::id)
+            .limit(limit)
+            .select((chain_outbox::id, chain_outbox::last_error))
+            .load(conn)?;
+        let mut failed = Vec::with_capacity(overdue.len());
+        for (id, last_error) in overdue {
+            let reason = match last_error {
+                Some(last) => format!("{why} (last error: {last})"),
+                None => why.to_owned(),
+            };
+            let row = diesel::update(
+                chain_outbox::table
+                    .find(id)
+                    .filter(chain_outbox::status.eq(PENDING)),
+            )
+            .set((
+                chain_outbox::status.eq(FAILED),
+                chain_outbox::last_error.eq(Some(reason)),
+                chain_outbox::updated_at.eq(now()),
+            ))
+            .returning(returning::<OutboxRow>())
+            .get_result::<OutboxRow>(conn)
+            .optional()?;
+            failed.extend(row);
+        }
+        Ok(failed)
+    })
+}
+
+/// Empties the payload of up to `batch` delivered rows delivered before `before`, in
+/// one transaction, and returns how many: retention (`MES_OUTBOX_RETENTION_DAYS`). Each
+/// row stays as a tombstone (`purged_at` set) with its `dedup_key`, so a "once per
+/// unit" or "once per day" key still refuses a second enqueue. Failed and discarded
+/// rows are never purged. Call it again until it returns less than `batch`.
+pub fn purge_delivered(
+    conn: &mut DbConnection,
+    before: NaiveDateTime,
+    batch: i64,
+) -> QueryResult<usize> {
+    conn.transaction(|conn| {
+        let ids: Vec<i64> = chain_outbox::table
+            .filter(chain_outbox::status.eq(DONE))
+            .filter(chain_outbox::purged_at.is_null())
+            .filter(chain_outbox::delivered_at.lt(before))
+            .order(chain_outbox::delivered_at)
+            .limit(batch)
+            .select(chain_outbox::id)
+            .load(conn)?;
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        diesel::update(chain_outbox::table.filter(chain_outbox::id.eq_any(&ids)))
+            .set((
+                chain_outbox::payload.eq(""),
+                chain_outbox::purged_at.eq(Some(now())),
+            ))
+            .execute(conn)
+    })
+}
+
+/// When the oldest row still waiting (pending or in flight) was enqueued: how far
+/// behind delivery is (`mes_outbox_oldest_pending_seconds`).
+pub fn oldest_unsettled(conn: &mut DbConnection) -> QueryResult<Option<NaiveDateTime>> {
+    chain_outbox::table
+        .filter(chain_outbox::status.eq_any([PENDING, IN_FLIGHT]))
+        .select(diesel::dsl::min(chain_outbox::created_at))
+        .first(conn)
+}
+
+/// The row with id `id`, if any.
+pub fn get(conn: &mut DbConnection, id: i64) -> QueryResult<Option<OutboxRow>> {
+    chain_outbox::table
+        .find(id)
+        .select(OutboxRow::as_select())
+        .first(conn)
+        .optional()
 }

@@ -22,6 +22,13 @@ diesel::table! {
         updated_at -> Timestamp,
         delivered_at -> Nullable<Timestamp>,
         traceparent -> Nullable<Text>,
+        discarded_by -> Nullable<Text>,
+        discard_reason -> Nullable<Text>,
+        discarded_at -> Nullable<Timestamp>,
+        retried_at -> Nullable<Timestamp>,
+        purged_at -> Nullable<Timestamp>,
+        refused -> Bool,
+        idem -> Nullable<Text>,
     }
 }
 
@@ -116,6 +123,26 @@ diesel::table! {
 }
 
 diesel::table! {
+    /// Webhook notifications, one row per event and webhook, until delivered or failed.
+    notifications (id) {
+        id -> BigInt,
+        event_id -> Text,
+        kind -> Text,
+        url -> Text,
+        target -> Text,
+        payload -> Text,
+        status -> Text,
+        attempts -> Integer,
+        next_attempt_at -> Timestamp,
+        locked_until -> Nullable<Timestamp>,
+        last_error -> Nullable<Text>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+        delivered_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
     /// People and programs allowed to use the HTTP API, with the hash of their key.
     operators (id) {
         id -> BigInt,
@@ -192,6 +219,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     day_reports,
     decisions,
     kafka_tokens,
+    notifications,
     operators,
     production_orders,
     production_units,
