@@ -11,7 +11,7 @@ use std::time::Duration;
 use chain_sim::{SimConfig, SimHandle, SimTopics, Simulator};
 use mes_api::config::{ReplyTrust, Settings};
 use mes_api::service::units::{NewUnit, UnitService};
-use mes_core::db::{self, operators, tokens};
+use mes_core::db::{self, operators, outbox, tokens};
 use mes_core::domain::Status as ChainStatus;
 use mes_e2e::db::PgSchema;
 use mes_e2e::kafka_brokers;
@@ -80,6 +80,14 @@ const TABLE: &[(&str, &str, Least)] = &[
     ("POST", "/api/reports/daily/run", Least::Operator),
     ("GET", "/api/outbox", Least::Viewer),
     ("GET", "/api/outbox/relay", Least::Viewer),
+    ("POST", "/api/outbox/<id>/retry", Least::Operator),
+    ("POST", "/api/outbox/<id>/discard", Least::Operator),
+    ("PUT", "/api/ProductionUnit/<id>/target", Least::Operator),
+    ("GET", "/api/DayReport/series", Least::Viewer),
+    ("GET", "/api/DayReport.csv", Least::Viewer),
+    ("GET", "/api/decisions.csv", Least::Viewer),
+    ("GET", "/api/production-orders.csv", Least::Viewer),
+    ("GET", "/api/outbox.csv", Least::Viewer),
     ("GET", "/api/notifications", Least::Viewer),
     ("GET", "/api/tokens", Least::Admin),
     ("POST", "/api/tokens", Least::Admin),
@@ -109,6 +117,8 @@ struct Fixture {
     open_orders: Vec<String>,
     /// Spare tokens, by [`Who::n`], to delete.
     spare_tokens: Vec<i64>,
+    /// Failed outbox rows, by [`Who::n`], to retry and to discard.
+    failed_rows: Vec<(i64, i64)>,
 }
 
 impl Fixture {
@@ -175,6 +185,25 @@ impl Fixture {
                 (format!("/api/operators/spin{n}/rotate"), None)
             }
             ("GET", "/assets/<name>") => ("/assets/app.js".to_owned(), None),
+            ("POST", "/api/outbox/<id>/retry") => {
+                (format!("/api/outbox/{}/retry", self.failed_rows[n].0), None)
+            }
+            ("POST", "/api/outbox/<id>/discard") => (
+                format!("/api/outbox/{}/discard", self.failed_rows[n].1),
+                Some(json!({"reason": "matrix"})),
+            ),
+            ("PUT", "/api/ProductionUnit/<id>/target") => (
+                "/api/ProductionUnit/MX/target".to_owned(),
+                Some(json!({"oee": 0.8})),
+            ),
+            ("GET", "/api/DayReport/series") => (
+                "/api/DayReport/series?unit=MX&from=2021-01-01&to=2021-01-31".to_owned(),
+                None,
+            ),
+            ("GET", "/api/DayReport.csv") => (
+                "/api/DayReport.csv?from=2021-01-01&to=2021-01-31".to_owned(),
+                None,
+            ),
             (_, path) => (path.to_owned(), None),
         }
     }
@@ -305,7 +334,7 @@ async fn every_mounted_route_answers_each_role_as_its_table_says() {
 
     let setup_url = url.clone();
     let master = token.clone();
-    let (keys, spare_tokens) = tokio::task::spawn_blocking(move || {
+    let (keys, spare_tokens, failed_rows) = tokio::task::spawn_blocking(move || {
         let mut conn = db::connect(&setup_url).unwrap();
         mes_e2e::db::put_master(&mut conn, &master).unwrap();
         let (operator, viewer) = mes_e2e::db::add_operators(&mut conn).unwrap();
@@ -326,6 +355,38 @@ async fn every_mounted_route_answers_each_role_as_its_table_says() {
             .unwrap();
             spare.push(row.id);
         }
+        // Two failed rows per caller (one to retry, one to discard), failed before the
+        // server (and its relay) starts.
+        let mut failed = Vec::new();
+        for n in 0..EVERYONE.len() {
+            let mut fail = |what: &str| {
+                let key = format!("matrix:{what}:{n}");
+                outbox::enqueue(
+                    &mut conn,
+                    &outbox::NewOutboxRow {
+                        topic: "BLK_Rec",
+                        dedup_key: &key,
+                        ordering_key: &key,
+                        payload: "{}",
+                        traceparent: None,
+                    },
+                )
+                .unwrap();
+                let row = outbox::claim_next_of_key(
+                    &mut conn,
+                    db::now(),
+                    &key,
+                    chrono::Duration::minutes(5),
+                    &[],
+                )
+                .unwrap()
+                .unwrap();
+                outbox::mark_failed(&mut conn, row.id, "refused by the matrix").unwrap();
+                row.id
+            };
+            let retry = fail("retry");
+            failed.push((retry, fail("discard")));
+        }
         UnitService::default()
             .create(
                 &mut conn,
@@ -337,7 +398,7 @@ async fn every_mounted_route_answers_each_role_as_its_table_says() {
                 },
             )
             .unwrap();
-        ([viewer, operator, admin, removed], spare)
+        ([viewer, operator, admin, removed], spare, failed)
     })
     .await
     .unwrap();
@@ -361,6 +422,7 @@ async fn every_mounted_route_answers_each_role_as_its_table_says() {
             .map(|o| o.abs_action_id.to_string())
             .collect(),
         spare_tokens,
+        failed_rows,
     };
     assert!(fixture.open_partners.len() >= 6 && fixture.open_orders.len() >= 6);
 

@@ -6,10 +6,12 @@
 pub mod admin;
 pub mod chain;
 pub mod console;
+pub mod exports;
 pub mod inbox;
 pub mod notifications;
 pub mod ops;
 pub mod paging;
+pub mod performance;
 pub mod records;
 pub mod reports;
 pub mod units;
@@ -55,6 +57,8 @@ api! {
     units::unit_list,
     units::unit_get,
     units::unit_patch,
+    performance::unit_target_put,
+    performance::day_report_series,
     reports::day_report_store,
     reports::day_report_get,
     reports::daily_run,
@@ -62,6 +66,10 @@ api! {
     reports::outbox_retry,
     reports::outbox_discard,
     reports::outbox_relay,
+    exports::day_report_csv,
+    exports::decision_csv,
+    exports::production_order_csv,
+    exports::outbox_csv,
     notifications::notification_list,
     admin::token_list,
     admin::token_put,

@@ -460,18 +460,31 @@ pub async fn outbox_retry(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DiscardBody {
-    /// Why the message is given up on (1 to 1000 characters), kept with the row.
-    #[schema(min_length = 1, max_length = 1000)]
+    /// Why the message is given up on (1 to 1000 characters, at least one that is
+    /// neither a space nor a control character, no NUL), kept with the row.
+    #[schema(
+        min_length = 1,
+        max_length = 1000,
+        pattern = "^[^\\u0000]*[^\\s\\u0000-\\u001F\\u007F-\\u009F][^\\u0000]*$"
+    )]
     pub reason: String,
 }
 
 /// Longest discard reason, in characters.
 pub const MAX_REASON_CHARS: usize = 1000;
 
-/// `reason` trimmed, or 400 when it is empty or too long.
+/// `reason` trimmed, or 400 when it says nothing (only spaces and control characters),
+/// holds a NUL (which PostgreSQL cannot store in text) or is too long: what
+/// [`DiscardBody`]'s pattern states.
 pub fn discard_reason(reason: &str) -> Result<String, String> {
+    if reason.contains('\0') {
+        return Err("reason: must not contain NUL characters".to_owned());
+    }
     let reason = reason.trim();
-    if reason.is_empty() {
+    if !reason
+        .chars()
+        .any(|c| !c.is_whitespace() && !c.is_control())
+    {
         return Err("reason: must not be empty: say why the message is given up on".to_owned());
     }
     if reason.chars().count() > MAX_REASON_CHARS {

@@ -17,6 +17,7 @@ use crate::auth::{Reader, Writer};
 use crate::error::{ApiError, ApiResult, Body, ErrorCode, Errors, Lookup, Unique};
 use crate::request_id::Trace;
 use crate::routes::rfc3339;
+use crate::service::performance::{self, Target};
 use crate::service::units::{NewUnit, Unit, UnitPatch, UnitService};
 
 /// Where a unit's (or a day report's) chain messages stand, from `chain_outbox`.
@@ -86,12 +87,15 @@ pub struct UnitView {
     pub updated_at: String,
     /// The delivery of its newest chain message (record, reporter or update).
     pub chain: Delivery,
+    /// Its targets (`PUT /api/ProductionUnit/<id>/target`); `null` when none is set.
+    pub target: Option<Target>,
 }
 
 impl UnitView {
-    fn new(unit: Unit, newest: Option<&OutboxRow>) -> UnitView {
+    fn new(unit: Unit, newest: Option<&OutboxRow>, target: Option<Target>) -> UnitView {
         UnitView {
             id: unit.id,
+            target,
             chain: Delivery::of(newest),
             code: unit.code,
             name: unit.name,
@@ -102,9 +106,15 @@ impl UnitView {
         }
     }
 
-    fn load(conn: &mut DbConnection, units: &UnitService, unit: Unit) -> ApiResult<UnitView> {
+    /// The view of `unit` as stored: its newest chain message and its targets.
+    pub(crate) fn load(
+        conn: &mut DbConnection,
+        units: &UnitService,
+        unit: Unit,
+    ) -> ApiResult<UnitView> {
         let newest = units.newest_message(conn, &unit.code)?;
-        Ok(UnitView::new(unit, newest.as_ref()))
+        let target = performance::target_of(conn, unit.id).map_err(ApiError::database)?;
+        Ok(UnitView::new(unit, newest.as_ref(), target))
     }
 }
 

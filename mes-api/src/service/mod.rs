@@ -5,6 +5,8 @@
 //!   built-in [`units::ChainHook`] enqueues the chain update in `chain_outbox`.
 //! - [`reports`]: store a unit's day report, enqueue each unit's report once per day
 //!   ([`reports::daily_run`]) and catch up days missed while no server ran.
+//! - [`performance`]: each unit's targets and the series of its day reports drawn
+//!   against them (local data only).
 //! - [`schedule`]: the cron job that calls [`reports::daily_run`] every day.
 //! - [`chain`]: the outbox rows these enqueue (topics, keys, bodies).
 //! - [`requests`]: list and answer the chain's partner and order requests, record
@@ -16,6 +18,7 @@
 //! does); [`requests`] is async, because it waits for the chain.
 
 pub mod chain;
+pub mod performance;
 pub mod reports;
 pub mod requests;
 pub mod schedule;

@@ -182,3 +182,32 @@ pub fn units_with_reports_on(conn: &mut DbConnection, date: NaiveDate) -> QueryR
         .order(day_reports::unit_code)
         .load(conn)
 }
+
+/// The reports of `unit_code` (or of every unit) from `from` to `to` inclusive, of
+/// one `shift` (or of all), by unit code, date and shift; at most `limit` rows.
+pub fn between(
+    conn: &mut DbConnection,
+    unit_code: Option<&str>,
+    shift: Option<i32>,
+    (from, to): (NaiveDate, NaiveDate),
+    limit: i64,
+) -> QueryResult<Vec<DayReport>> {
+    let mut query = day_reports::table
+        .filter(day_reports::report_date.between(from, to))
+        .into_boxed();
+    if let Some(code) = unit_code {
+        query = query.filter(day_reports::unit_code.eq(code));
+    }
+    if let Some(shift) = shift {
+        query = query.filter(day_reports::shift.eq(shift));
+    }
+    query
+        .order((
+            day_reports::unit_code,
+            day_reports::report_date,
+            day_reports::shift,
+        ))
+        .limit(limit)
+        .select(DayReport::as_select())
+        .load(conn)
+}

@@ -37,6 +37,7 @@ pub mod orders;
 pub mod outbox;
 pub mod schema;
 pub mod sessions;
+pub mod targets;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod tokens;

@@ -196,8 +196,21 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    /// Each unit's targets for its day reports' indicators (local, never on the chain).
+    unit_targets (unit_id) {
+        unit_id -> BigInt,
+        oee -> Double,
+        availability -> Nullable<Double>,
+        performance -> Nullable<Double>,
+        quality -> Nullable<Double>,
+        updated_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(production_orders -> decisions (decision_id));
 diesel::joinable!(sessions -> operators (operator_id));
+diesel::joinable!(unit_targets -> production_units (unit_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     chain_outbox,
@@ -211,4 +224,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     production_orders,
     production_units,
     sessions,
+    unit_targets,
 );
