@@ -119,6 +119,26 @@ pub fn run_migrations(conn: &mut DbConnection) -> Result<()> {
     }
 }
 
+/// Runs `f` in a SQLite transaction that holds the write lock from its start
+/// (`BEGIN IMMEDIATE`), or in a savepoint when the caller's transaction is already open
+/// (`BEGIN IMMEDIATE` is only valid outside one): how a claim (outbox relay,
+/// notification worker) reads due rows and takes them without another writer coming
+/// in between, since SQLite has no row locks.
+pub(crate) fn sqlite_write_transaction<T>(
+    lite: &mut SqliteConnection,
+    f: impl FnOnce(&mut SqliteConnection) -> QueryResult<T>,
+) -> QueryResult<T> {
+    use diesel::connection::{AnsiTransactionManager, TransactionManager as _};
+    let nested = AnsiTransactionManager::transaction_manager_status_mut(lite)
+        .transaction_depth()?
+        .is_some();
+    if nested {
+        lite.transaction(f)
+    } else {
+        lite.immediate_transaction(f)
+    }
+}
+
 /// The embedded migrations this build has that the database has not applied, by
 /// name, oldest first: what a check of the configuration (`mes-api check-config`) reports
 /// without migrating anything.

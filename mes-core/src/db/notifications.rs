@@ -15,7 +15,6 @@
 //! cannot settle it.
 
 use chrono::{Duration, NaiveDateTime};
-use diesel::connection::{AnsiTransactionManager, TransactionManager};
 use diesel::dsl::{count_star, min};
 use diesel::prelude::*;
 
@@ -196,15 +195,7 @@ pub fn claim_due(
                 }
                 take!(lite, &ids, until)
             };
-            // BEGIN IMMEDIATE is only valid outside a transaction.
-            let nested = AnsiTransactionManager::transaction_manager_status_mut(lite)
-                .transaction_depth()?
-                .is_some();
-            if nested {
-                lite.transaction(claim)
-            } else {
-                lite.immediate_transaction(claim)
-            }
+            super::sqlite_write_transaction(lite, claim)
         }
     }?;
     rows.sort_by_key(|row| row.id);

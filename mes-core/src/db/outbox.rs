@@ -7,7 +7,6 @@
 //! and rows sharing an ordering key are delivered one at a time, in id order.
 
 use chrono::{Duration, NaiveDateTime};
-use diesel::connection::{AnsiTransactionManager, TransactionManager};
 use diesel::dsl::count_star;
 use diesel::prelude::*;
 use diesel::sql_types::Bool;
@@ -340,16 +339,7 @@ fn claim(
                 }
                 take!(lite, &ids, until)
             };
-            // BEGIN IMMEDIATE is only valid outside a transaction; inside the caller's
-            // transaction a savepoint is all there is.
-            let nested = AnsiTransactionManager::transaction_manager_status_mut(lite)
-                .transaction_depth()?
-                .is_some();
-            if nested {
-                lite.transaction(claim)
-            } else {
-                lite.immediate_transaction(claim)
-            }
+            super::sqlite_write_transaction(lite, claim)
         }
     }?;
     rows.sort_by_key(|row| row.id);
