@@ -1,7 +1,7 @@
 // The API as the console calls it: the operator's session (key and who it is), one
 // fetch wrapper that sends the key, and every error turned into a sentence.
 
-import { sentence } from "./dom.js";
+import { sentence, toast } from "./dom.js";
 
 const KEY = "mes.operatorKey";
 
@@ -83,6 +83,42 @@ export async function api(method, path, body) {
     throw err;
   }
   return data;
+}
+
+// Downloads a file the API answers (the CSV exports) with the operator's key: fetched,
+// then saved under the name the server gives (Content-Disposition). `button`, if
+// given, is disabled meanwhile. An error is shown as a toast, as a sentence.
+export async function download(path, button) {
+  if (button) button.disabled = true;
+  try {
+    let res;
+    try {
+      res = await fetch(path, { headers: session.key ? { Authorization: `Bearer ${session.key}` } : {}, credentials: "same-origin" });
+    } catch {
+      throw new ApiError(0, "network", human(0, "network"));
+    }
+    if (!res.ok) {
+      let data = null;
+      try { data = await res.json(); } catch { data = null; }
+      const code = data?.error?.code ?? `http_${res.status}`;
+      if (res.status === 401) signedOut("Your key is no longer accepted. Sign in again.");
+      throw new ApiError(res.status, code, human(res.status, code, data?.error?.message ?? ""));
+    }
+    const name = /filename="?([^";]+)"?/.exec(res.headers.get("Content-Disposition") ?? "")?.[1] ?? path.split("/").pop().split("?")[0];
+    const url = URL.createObjectURL(await res.blob());
+    const link = document.createElement("a");
+    link.href = url;
+    link.download = name;
+    document.body.append(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 60_000);
+    toast(`Downloaded ${name}.`);
+  } catch (e) {
+    toast(e.message);
+  } finally {
+    if (button) button.disabled = false;
+  }
 }
 
 // `POST /api/session` with `key`: the server checks it, answers who it is and sets the

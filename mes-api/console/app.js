@@ -5,7 +5,12 @@
 //   dom.js        element helpers (text and attributes only, never HTML)
 //   tabs.js       which tab is shown, keyboard moves between tabs
 //   requests.js   partner and order requests: inbox, answer flow, detail view
-//   units.js      production units, edited in place
+//   production.js the production orders taken over from accepted order requests
+//   units.js      production units, edited in place (and their targets)
+//   performance.js  per unit: OEE summary and chart against the target
+//   chart.js      the inline-SVG line chart the performance tab draws
+//   dayreport.js  a day report: the stored shifts, the form that enters one by hand
+//   targets.js    the editor of a unit's OEE (and A, P, Q) targets
 //   outbox.js     day reports, the outbox and the relay's state
 //   decisions.js  the audit trail
 //   notifications.js  the webhook notifications: pending, delivered, failed and why
@@ -20,7 +25,7 @@ import { $ } from "./dom.js";
 import { closeSession, dropKey, openSession, session, setHooks } from "./api.js";
 import { forgetSeen } from "./delivery.js";
 import { checkVerification, connect, disconnect, setBehind } from "./live.js";
-import { resetLists } from "./requests.js";
+import { resetLists, showRequest } from "./requests.js";
 import { TABS, currentTab, selectTab, wireTabs } from "./tabs.js";
 import { resetUnits } from "./units.js";
 
@@ -43,7 +48,10 @@ async function signIn(key) {
   $("app").hidden = false;
   document.body.dataset.role = me.role;
   connect();
-  selectTab(location.hash.slice(1).split("/")[0] || currentTab(), false);
+  const [tab, id] = location.hash.slice(1).split("/");
+  selectTab(tab || currentTab(), false);
+  // A link to one request (#orders/<id>, as the production orders tab makes) opens it.
+  if ((tab === "orders" || tab === "partners") && id) showRequest(tab, decodeURIComponent(id));
 }
 
 function signOut(message = "") {

@@ -1,12 +1,14 @@
 // The decisions tab: the audit trail of answers sent to the chain, newest first.
 
 import { $, badge, h, isoCell, sentence, short } from "./dom.js";
-import { api } from "./api.js";
+import { api, download } from "./api.js";
 
 export async function loadDecisions() {
   const panel = $("panel-decisions");
   panel.replaceChildren(
-    h("div", { class: "toolbar" }, h("h2", {}, "Decisions"), h("button", { type: "button", class: "btn", onclick: loadDecisions }, "Refresh")),
+    h("div", { class: "toolbar" }, h("h2", {}, "Decisions"),
+      h("button", { type: "button", class: "btn", id: "decisions-csv", onclick: (e) => download("/api/decisions.csv", e.currentTarget) }, "Download CSV"),
+      h("button", { type: "button", class: "btn", onclick: loadDecisions }, "Refresh")),
     h("p", { class: "notice bad", id: "decisions-error", role: "alert", hidden: true }),
     h("div", { class: "table-wrap" }, h("table", { "aria-label": "Decisions" },
       h("thead", {}, h("tr", {}, ...["When", "Operator", "Request", "Answer", "Outcome", "Chain's message or error"].map((c) => h("th", { scope: "col" }, c)))),

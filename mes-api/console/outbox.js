@@ -3,7 +3,7 @@
 // delivery, and the relay's view of each record topic.
 
 import { $, badge, h, isoCell, sentence } from "./dom.js";
-import { api, canAnswer } from "./api.js";
+import { api, canAnswer, download } from "./api.js";
 import { chainOf, deliveryCell, isNews, seenRows } from "./delivery.js";
 
 const OUTBOX_LIMIT = 200;
@@ -64,6 +64,7 @@ export function loadOutbox() {
       h("div", { class: "toolbar" }, h("h2", { id: "reports-title" }, "Day reports"),
         h("label", { for: "report-date" }, "Day"), date,
         canAnswer() ? h("button", { type: "button", class: "btn primary", id: "report-run", onclick: runReport }, "Run the daily report for this day") : null,
+        h("button", { type: "button", class: "btn", id: "reports-csv", onclick: (e) => { if (o.date) download(`/api/DayReport.csv?${new URLSearchParams({ from: o.date, to: o.date })}`, e.currentTarget); } }, "Download CSV"),
         h("button", { type: "button", class: "btn", onclick: loadDayReports }, "Refresh")),
       h("p", { class: "result", id: "report-result", role: "status" }),
       h("p", { class: "notice bad", id: "reports-error", role: "alert", hidden: true }),
@@ -74,6 +75,7 @@ export function loadOutbox() {
       h("div", { class: "toolbar" }, h("h2", { id: "outbox-title" }, "Outbox: messages to the chain"),
         h("label", { for: "outbox-status" }, "Status"), filter,
         h("label", {}, dayOnly, " Day reports only"),
+        h("button", { type: "button", class: "btn", id: "outbox-csv", onclick: (e) => download("/api/outbox.csv", e.currentTarget) }, "Download CSV"),
         h("button", { type: "button", class: "btn", onclick: loadOutboxRows }, "Refresh")),
       h("div", { class: "stats", id: "outbox-stats" }),
       h("div", { id: "outbox-relay", role: "status" }),

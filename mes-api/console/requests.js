@@ -254,6 +254,20 @@ function openDetail(tab, item, tx) {
   $("detail").showModal();
 }
 
+// Opens the detail of request `id` (kind of `tab`), looked up in the mirror: the
+// production orders tab links each order to the request it came from.
+export async function showRequest(tab, id) {
+  const params = new URLSearchParams({ kind: KINDS[tab].kind, q: id, limit: 25 });
+  try {
+    const page = await api("GET", `/api/requests?${params}`);
+    const item = (page?.items ?? []).map((r) => r.item).find((i) => itemId(tab, i) === id);
+    if (item) openDetail(tab, item);
+    else toast(`The chain request ${short(id, 8, 4)} is not in the MES's copy of the chain.`);
+  } catch (e) {
+    toast(e.message);
+  }
+}
+
 export function onRequest(data) {
   const tab = TAB_OF_KIND[data.kind];
   if (!tab) return;

@@ -1,4 +1,4 @@
-// The six tabs: which one is shown (kept in the URL's hash), loading it when it is
+// The tabs: which one is shown (kept in the URL's hash), loading it when it is
 // selected, and moving between them with the arrow keys, Home and End.
 
 import { $ } from "./dom.js";
@@ -7,8 +7,10 @@ import { loadUnits } from "./units.js";
 import { loadOutbox } from "./outbox.js";
 import { loadDecisions } from "./decisions.js";
 import { loadNotifications } from "./notifications.js";
+import { loadPerformance } from "./performance.js";
+import { loadProduction } from "./production.js";
 
-export const TABS = ["partners", "orders", "units", "outbox", "decisions", "notifications"];
+export const TABS = ["partners", "orders", "production", "units", "performance", "outbox", "decisions", "notifications"];
 
 let current = "partners";
 
@@ -33,7 +35,9 @@ export function selectTab(tab, focus = true) {
 // Loads `tab` again.
 export function refresh(tab) {
   if (tab === "partners" || tab === "orders") return loadList(tab);
+  if (tab === "production") return loadProduction();
   if (tab === "units") return loadUnits();
+  if (tab === "performance") return loadPerformance();
   if (tab === "outbox") return loadOutbox();
   if (tab === "decisions") return loadDecisions();
   if (tab === "notifications") return loadNotifications();

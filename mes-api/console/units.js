@@ -1,10 +1,12 @@
 // The production units tab: each unit's status and process name, editable in place
 // (PATCH answers the unit, whose row replaces the old one), and the delivery of its
-// latest change to the chain, moved on by the event stream's outbox rows.
+// latest change to the chain, moved on by the event stream's outbox rows; and its OEE
+// target (local, never sent to the chain), edited in place too.
 
 import { $, h, isoCell } from "./dom.js";
 import { api, canAnswer } from "./api.js";
 import { chainOf, deliveryCell, isNews, seenRows } from "./delivery.js";
+import { targetEditor, targetText } from "./targets.js";
 
 // The units as last loaded (and patched since).
 let units = [];
@@ -21,7 +23,7 @@ export async function loadUnits() {
     h("p", { class: "hint" }, "Each change of status or process name is sent to the chain through the outbox; “Chain delivery” says whether the latest one arrived."),
     h("p", { class: "notice bad", id: "units-error", role: "alert", hidden: true }),
     h("div", { class: "table-wrap" }, h("table", { "aria-label": "Production units" },
-      h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Unit"), h("th", { scope: "col" }, "Name"), h("th", { scope: "col" }, "Status"), h("th", { scope: "col" }, "Process"), h("th", { scope: "col", class: "opt" }, "Changed"), h("th", { scope: "col" }, "Chain delivery"), h("th", { scope: "col" }, "Action"))),
+      h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Unit"), h("th", { scope: "col" }, "Name"), h("th", { scope: "col" }, "Status"), h("th", { scope: "col" }, "Process"), h("th", { scope: "col" }, "Target"), h("th", { scope: "col", class: "opt" }, "Changed"), h("th", { scope: "col" }, "Chain delivery"), h("th", { scope: "col" }, "Action"))),
       h("tbody", { id: "units-rows" }))));
   try {
     units = await api("GET", "/api/ProductionUnit");
@@ -38,7 +40,7 @@ function renderUnits() {
   const body = $("units-rows");
   if (!body) return;
   body.replaceChildren(...units.map(unitRow));
-  if (!units.length) body.append(h("tr", {}, h("td", { class: "empty", colspan: 7 }, "No production units yet. They are created through the API (POST /api/ProductionUnit).")));
+  if (!units.length) body.append(h("tr", {}, h("td", { class: "empty", colspan: 8 }, "No production units yet. They are created through the API (POST /api/ProductionUnit).")));
 }
 
 function unitRow(unit) {
@@ -46,9 +48,25 @@ function unitRow(unit) {
   const row = h("tr", { "data-unit": unit.code },
     h("td", { class: "mono" }, unit.code), h("td", {}, unit.name),
     h("td", { class: "unit-status" }, unit.Status), h("td", { class: "unit-process" }, unit.ProcessName ?? h("span", { class: "muted" }, "—")),
+    targetCell(unit),
     h("td", { class: "opt" }, isoCell(unit.updated_at)), h("td", { class: "delivery" }, deliveryCell(unit.chain)), actions);
   if (canAnswer()) actions.append(h("button", { type: "button", class: "btn small", "aria-label": `Edit unit ${unit.code}`, onclick: () => editUnit(unit.code) }, "Edit"));
   return row;
+}
+
+// The unit's targets; operators change them in place.
+function targetCell(unit) {
+  const cell = h("td", { class: "unit-target", "data-oee": unit.target?.oee ?? "" }, targetText(unit.target) ?? h("span", { class: "muted" }, "none"));
+  if (!canAnswer()) return cell;
+  const edit = h("button", { type: "button", class: "btn small edit-target", "aria-label": `Change the targets of ${unit.code}` }, "Change");
+  edit.addEventListener("click", () => {
+    cell.replaceChildren(targetEditor(unit.target, unit.code, (saved) => {
+      unit.target = saved.target;
+      cell.replaceWith(targetCell(unit));
+    }, () => { const fresh = targetCell(unit); cell.replaceWith(fresh); fresh.querySelector("button")?.focus(); }));
+  });
+  cell.append(" ", edit);
+  return cell;
 }
 
 function unitRowElement(code) {

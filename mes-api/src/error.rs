@@ -284,6 +284,7 @@ impl From<ReportError> for ApiError {
             ReportError::BadDate { .. }
             | ReportError::OutOfRange { .. }
             | ReportError::Invalid(_) => ApiError::new(ErrorCode::InvalidBody, e.to_string()),
+            ReportError::AlreadySent { .. } => ApiError::new(ErrorCode::Conflict, e.to_string()),
             ReportError::LookbackTooLong { .. } => {
                 ApiError::new(ErrorCode::InvalidParameter, e.to_string())
             }

@@ -416,12 +416,15 @@ struct Browser {
     session: String,
     driver: Child,
     shots: PathBuf,
+    /// Where the browser saves downloads (a directory of this browser's own).
+    downloads: PathBuf,
 }
 
 impl Drop for Browser {
     fn drop(&mut self) {
         let _ = self.driver.kill();
         let _ = self.driver.wait();
+        let _ = std::fs::remove_dir_all(&self.downloads);
     }
 }
 
@@ -453,6 +456,12 @@ impl Browser {
             assert!(Instant::now() < until, "chromedriver did not start");
             sleep(Duration::from_millis(200)).await;
         }
+        let downloads = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../target/downloads")
+            .join(uuid::Uuid::new_v4().simple().to_string());
+        std::fs::create_dir_all(&downloads).unwrap();
+        // Chromium leaves a download as `.crdownload` in a path that has a `..`.
+        let downloads = downloads.canonicalize().unwrap();
         let created: Value = http
             .post(format!("{base}/session"))
             .json(&json!({"capabilities": {"alwaysMatch": {
@@ -462,6 +471,10 @@ impl Browser {
                     "args": ["--headless", "--no-sandbox", "--disable-gpu",
                              "--disable-background-networking", "--disable-dev-shm-usage",
                              "--window-size=1280,800"],
+                    "prefs": {
+                        "download.default_directory": downloads.to_string_lossy(),
+                        "download.prompt_for_download": false,
+                    },
                 },
             }}}))
             .send()
@@ -476,11 +489,63 @@ impl Browser {
             .to_owned();
         let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots");
         std::fs::create_dir_all(&shots).unwrap();
-        Browser {
+        let browser = Browser {
             http,
             session: format!("{base}/session/{session}"),
             driver,
             shots,
+            downloads,
+        };
+        // Headless Chromium saves downloads only where it is told to.
+        browser
+            .call(
+                reqwest::Method::POST,
+                "/goog/cdp/execute",
+                Some(json!({"cmd": "Browser.setDownloadBehavior", "params": {
+                    "behavior": "allow",
+                    "downloadPath": browser.downloads.to_string_lossy(),
+                }})),
+            )
+            .await;
+        browser
+    }
+
+    /// Moves the mouse onto the middle of `css`, as a user hovering it.
+    async fn hover(&self, css: &str) {
+        let id = self.find(css).await;
+        self.call(
+            reqwest::Method::POST,
+            "/actions",
+            Some(json!({"actions": [{
+                "type": "pointer", "id": "mouse", "parameters": {"pointerType": "mouse"},
+                "actions": [{"type": "pointerMove", "duration": 0, "x": 0, "y": 0,
+                             "origin": {ELEMENT: id}}],
+            }]})),
+        )
+        .await;
+    }
+
+    /// The text of the download named `name`, once the browser has saved all of it.
+    async fn downloaded(&self, name: &str) -> String {
+        let path = self.downloads.join(name);
+        let partial = self.downloads.join(format!("{name}.crdownload"));
+        let until = Instant::now() + DEADLINE;
+        loop {
+            if path.exists()
+                && !partial.exists()
+                && let Ok(text) = std::fs::read_to_string(&path)
+                && !text.is_empty()
+            {
+                return text;
+            }
+            if Instant::now() > until {
+                self.screenshot("failure").await;
+                let saved: Vec<_> = std::fs::read_dir(&self.downloads)
+                    .map(|d| d.filter_map(Result::ok).map(|e| e.file_name()).collect())
+                    .unwrap_or_default();
+                panic!("{name} was not downloaded; the folder has {saved:?}");
+            }
+            sleep(Duration::from_millis(200)).await;
         }
     }
 
@@ -1438,6 +1503,450 @@ async fn the_console_in_chromium_retries_a_failed_outbox_row_until_delivered_and
         )
         .await;
     assert_eq!(seen, json!([0, 0]), "no action for a viewer");
+    browser.quit().await;
+    server.stop();
+}
+
+/// One shift of a seeded day: 480 planned minutes, `downtime` of them lost, `produced`
+/// parts at a 26 s ideal cycle, 10 of them bad.
+fn seeded_shift(downtime_min: f64, produced: f64) -> Value {
+    json!({
+        "planned_busy_time_s": 480.0 * 60.0,
+        "actual_production_time_s": (480.0 - downtime_min) * 60.0,
+        "planned_unit_time_s": 26.0,
+        "produced_quantity": produced,
+        "good_quantity": produced - 10.0,
+        "failure_count": 1,
+        "repair_time_s": 900.0,
+    })
+}
+
+/// Days back from today (of the 30 seeded) that went badly: OEE about 0.49.
+const BAD_DAYS: [u64; 3] = [2, 9, 17];
+
+/// The performance tab against a unit with 30 days of reports and an OEE target of
+/// 65 %, the day-report form (a refused entry, then a valid one), a target change, the
+/// production orders tab with an order accepted here, and every CSV download.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_in_chromium_charts_oee_against_the_target_takes_a_day_report_lists_production_orders_and_downloads_csv()
+ {
+    let server = start(None).await;
+    server
+        .api(
+            reqwest::Method::POST,
+            "/api/ProductionUnit",
+            Some(json!({"code": "PT10", "name": "Press PT10", "Status": "RUNNING", "ProcessName": "Stamping"})),
+        )
+        .await;
+    server
+        .api(
+            reqwest::Method::PUT,
+            "/api/ProductionUnit/PT10/target",
+            Some(json!({"oee": 0.65})),
+        )
+        .await;
+    // 30 days before today: OEE 0.68–0.71 (over 65 %, under 75 %), three bad days.
+    let today = chrono::Local::now().date_naive();
+    for back in 1..=30u64 {
+        let date = today - chrono::Days::new(back);
+        let bad = BAD_DAYS.contains(&back);
+        let (downtime, produced) = if bad {
+            (150.0, 550.0)
+        } else {
+            (40.0, 800.0 - (back % 5) as f64 * 10.0)
+        };
+        let shifts: serde_json::Map<String, Value> = ["A", "B", "C"]
+            .into_iter()
+            .map(|s| (s.to_owned(), seeded_shift(downtime, produced)))
+            .collect();
+        server
+            .api(
+                reqwest::Method::POST,
+                "/api/DayReport",
+                Some(json!({"unit": "PT10", "date": date.to_string(), "shifts": shifts})),
+            )
+            .await;
+    }
+    // An order accepted in this test becomes a production order.
+    let open = loop {
+        let page = server
+            .api(
+                reqwest::Method::GET,
+                "/api/requests?kind=order&status=OPEN&limit=1",
+                None,
+            )
+            .await;
+        if let Some(id) = page["items"][0]["item"]["abs_action_id"].as_str() {
+            break id.to_owned();
+        }
+        sleep(Duration::from_millis(200)).await;
+    };
+    let answer = server
+        .api(
+            reqwest::Method::POST,
+            &format!("/api/orders/{open}/answer"),
+            Some(json!({"response": "accept"})),
+        )
+        .await;
+    assert_eq!(
+        answer["production_order"]["accepted_by"], "olga",
+        "{answer}"
+    );
+
+    let browser = Browser::start().await;
+    browser.window(1400, 1000).await;
+    browser.goto(&server.base).await;
+    browser.sign_in(&server.operator).await;
+    browser.click("#tab-performance").await;
+
+    // The chart: 30 points, the target line at 65 %, the three bad days marked.
+    let chart = "svg.chart[data-unit=\"PT10\"]";
+    let points = browser
+        .wait(
+            "PT10's chart",
+            "document.querySelector(arguments[0])?.dataset.points",
+            json!(chart),
+        )
+        .await;
+    assert_eq!(points, "30");
+    let drawn = browser
+        .js(
+            "const c = document.querySelector(arguments[0]); \
+             return [c.querySelectorAll('circle.point').length, c.querySelectorAll('circle.point.under').length, \
+                     c.querySelector('g.target')?.dataset.value, c.querySelector('g.target line')?.getAttribute('y1'), \
+                     [...c.querySelectorAll('g.line')].map(g => g.dataset.line + ':' + g.querySelectorAll('polyline').length)]",
+            json!([chart]),
+        )
+        .await;
+    assert_eq!(drawn[0], 30, "{drawn}");
+    assert_eq!(drawn[1], BAD_DAYS.len(), "the bad days are marked: {drawn}");
+    assert_eq!(drawn[2], "0.65", "{drawn}");
+    let line_at_65: f64 = drawn[3].as_str().unwrap().parse().unwrap();
+    assert_eq!(
+        drawn[4],
+        json!(["availability:1", "performance:1", "quality:1", "oee:1"]),
+        "four unbroken lines"
+    );
+    let under_before: u32 = browser
+        .js(
+            "return document.querySelector('#perf-summary tr[data-unit=\"PT10\"] [data-summary=\"under\"]').textContent",
+            json!([]),
+        )
+        .await
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    browser.screenshot("20-performance").await;
+
+    // Hovering a bad day shows its values, as the series has them.
+    let bad_day = (today - chrono::Days::new(BAD_DAYS[0])).to_string();
+    let series = server
+        .api(
+            reqwest::Method::GET,
+            &format!(
+                "/api/DayReport/series?unit=PT10&from={}&to={today}",
+                today - chrono::Days::new(30)
+            ),
+            None,
+        )
+        .await;
+    let point = series["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["date"] == bad_day.as_str())
+        .unwrap()
+        .clone();
+    browser
+        .hover(&format!("{chart} rect.hit[data-date=\"{bad_day}\"]"))
+        .await;
+    let tip = browser
+        .wait(
+            "the day's values",
+            "(() => { const t = document.querySelector('.unit-chart[data-unit=\"PT10\"] .chart-tip'); \
+               return t && !t.hidden ? [t.querySelector('[data-value=\"oee\"]').textContent, \
+                 t.querySelector('[data-value=\"availability\"]').textContent, t.textContent] : null; })()",
+            json!(null),
+        )
+        .await;
+    let percent = |x: &Value| format!("{:.1} %", x.as_f64().unwrap() * 100.0);
+    assert_eq!(tip[0], percent(&point["oee"]), "{tip}");
+    assert_eq!(tip[1], percent(&point["availability"]), "{tip}");
+    assert!(
+        tip[2].as_str().unwrap().contains("Under the OEE target"),
+        "{tip}"
+    );
+    browser.screenshot("21-performance-hover").await;
+
+    // Clicking it opens that day report.
+    browser
+        .click(&format!("{chart} rect.hit[data-date=\"{bad_day}\"]"))
+        .await;
+    let shown = browser
+        .wait(
+            "the day report",
+            "document.querySelector(`#detail[open] table[aria-label=\"Day report of PT10 for ${arguments[0]}\"] tr[data-shift=\"DAY\"] [data-kpi=\"oee\"]`)?.textContent",
+            json!(bad_day),
+        )
+        .await;
+    assert_eq!(shown, percent(&point["oee"]));
+    browser.screenshot("22-day-report").await;
+    browser.click("#detail-close").await;
+
+    // The form refuses good parts above parts produced, with a sentence, and stores
+    // nothing.
+    browser.click("#perf-enter").await;
+    let ready = "document.querySelector('#dr-form')?.dataset.state === 'ready'";
+    browser.wait("the form", ready, json!(null)).await;
+    browser.set_value("#dr-date", &today.to_string()).await;
+    browser.wait("the form", ready, json!(null)).await;
+    for (field, value) in [
+        ("planned", "480"),
+        ("downtime", "40"),
+        ("failures", "1"),
+        ("repair", "15"),
+        ("produced", "100"),
+        ("good", "120"),
+        ("cycle", "26"),
+    ] {
+        browser.type_into(&format!("#dr-{field}"), value).await;
+    }
+    browser.click("#dr-save").await;
+    let sentence = browser
+        .wait(
+            "the sentence next to Good",
+            "document.getElementById('dr-good-error')?.textContent",
+            json!(null),
+        )
+        .await;
+    assert_eq!(
+        sentence,
+        "Good parts cannot be more than the parts produced (100)."
+    );
+    let result = browser
+        .js(
+            "return [document.getElementById('dr-result').textContent, \
+                     document.getElementById('dr-good').getAttribute('aria-invalid'), \
+                     document.activeElement.id, document.getElementById('detail').textContent]",
+            json!([]),
+        )
+        .await;
+    assert_eq!(
+        result[0], "One value needs a look: nothing was saved.",
+        "{result}"
+    );
+    assert_eq!(result[1], "true");
+    assert_eq!(result[2], "dr-good", "the field in question has the focus");
+    assert!(
+        !result[3].as_str().unwrap().contains('{'),
+        "no raw JSON: {result}"
+    );
+    browser.screenshot("23-day-report-refused").await;
+    let stored = server
+        .api(
+            reqwest::Method::GET,
+            &format!("/api/DayReport?date={today}&unit=PT10"),
+            None,
+        )
+        .await;
+    assert_eq!(stored, json!([]), "nothing was saved");
+
+    // A valid shift: the indicators are shown before saving, and the day joins the
+    // chart.
+    browser.type_into("#dr-produced", "800").await;
+    browser.type_into("#dr-good", "790").await;
+    let oee = browser
+        .wait(
+            "the computed OEE",
+            "(() => { const t = document.querySelector('#dr-kpis [data-kpi=\"oee\"]')?.textContent; return t && t !== '—' ? t : null; })()",
+            json!(null),
+        )
+        .await;
+    // A = 440/480, P = 26 s × 800 / 440 min, Q = 790/800.
+    let expected = (440.0 / 480.0) * (26.0 * 800.0 / (440.0 * 60.0)) * (790.0 / 800.0);
+    assert_eq!(oee, format!("{:.1} %", expected * 100.0));
+    let kpis = browser
+        .js(
+            "return [...document.querySelectorAll('#dr-kpis [data-kpi]')].map(d => d.dataset.kpi + '=' + d.textContent)",
+            json!([]),
+        )
+        .await;
+    assert_eq!(
+        kpis,
+        json!([
+            "availability=91.7 %",
+            "performance=78.8 %",
+            "quality=98.8 %",
+            format!("oee={:.1} %", expected * 100.0),
+            "mtbf=3 h 40 min",
+            "mttr=15 min",
+            "production_time=7 h 20 min"
+        ]),
+    );
+    browser.screenshot("24-day-report-form").await;
+    browser.click("#dr-save").await;
+    browser
+        .wait(
+            "the saved answer",
+            "document.getElementById('dr-result')?.className === 'result ok'",
+            json!(null),
+        )
+        .await;
+    browser.click("#detail-close").await;
+    browser
+        .wait(
+            "today on the chart",
+            &format!(
+                "document.querySelector(arguments[0])?.dataset.points === '31' && \
+                 document.querySelector(arguments[0] + ' circle.point[data-date=\"{today}\"]')"
+            ),
+            json!(chart),
+        )
+        .await;
+    let stored = server
+        .api(
+            reqwest::Method::GET,
+            &format!("/api/DayReport?date={today}&unit=PT10"),
+            None,
+        )
+        .await;
+    let day_oee = stored[0]["shifts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["shift"] == "DAY")
+        .map(|s| s["kpis"]["oee"].as_f64().unwrap())
+        .unwrap();
+    assert!((day_oee - expected).abs() < 1e-9, "{stored}");
+
+    // A target of 75 %: the line moves up, every day is under it, and so is every
+    // reported day of this month (today's at least).
+    browser
+        .click("#perf-summary tr[data-unit=\"PT10\"] td.target-cell button")
+        .await;
+    browser
+        .type_into(
+            "#perf-summary tr[data-unit=\"PT10\"] input[data-target=\"oee\"]",
+            "75",
+        )
+        .await;
+    browser
+        .click("#perf-summary tr[data-unit=\"PT10\"] .save-target")
+        .await;
+    browser
+        .wait(
+            "the target line at 75 %",
+            "document.querySelector(arguments[0] + ' g.target')?.dataset.value === '0.75'",
+            json!(chart),
+        )
+        .await;
+    let moved = browser
+        .js(
+            "const c = document.querySelector(arguments[0]); \
+             return [Number(c.querySelector('g.target line').getAttribute('y1')), \
+                     c.querySelectorAll('circle.point.under').length, \
+                     document.querySelector('#perf-summary tr[data-unit=\"PT10\"] [data-summary=\"under\"]').textContent]",
+            json!([chart]),
+        )
+        .await;
+    assert!(
+        moved[0].as_f64().unwrap() < line_at_65,
+        "the line moved up: {moved} from {line_at_65}"
+    );
+    assert_eq!(moved[1], 31, "every day is under 75 %: {moved}");
+    let under_after: u32 = moved[2].as_str().unwrap().parse().unwrap();
+    let this_month = u32::try_from(
+        (0..=30u64)
+            .map(|back| today - chrono::Days::new(back))
+            .filter(|d| chrono::Datelike::month(d) == chrono::Datelike::month(&today))
+            .count(),
+    )
+    .unwrap();
+    assert_eq!(under_after, this_month, "{moved}");
+    assert!(under_after > under_before, "{under_after} > {under_before}");
+    browser.screenshot("25-performance-target-75").await;
+
+    // The units tab shows the new target.
+    browser.click("#tab-units").await;
+    browser
+        .wait(
+            "PT10's target",
+            "document.querySelector('#units-rows tr[data-unit=\"PT10\"] td.unit-target')?.dataset.oee === '0.75'",
+            json!(null),
+        )
+        .await;
+
+    // The production orders tab: the order accepted above, by olga, with its link.
+    browser.click("#tab-production").await;
+    let row = format!("#production-rows tr[data-order=\"{open}\"]");
+    let listed = browser
+        .wait(
+            "the accepted order",
+            "(() => { const r = document.querySelector(arguments[0]); return r ? \
+               [r.querySelector('td.accepted').textContent, r.querySelector('td.issuer .mono').title, \
+                r.querySelector('dl.meta')?.textContent ?? ''] : null; })()",
+            json!(row),
+        )
+        .await;
+    assert!(listed[0].as_str().unwrap().contains("by olga"), "{listed}");
+    assert_eq!(
+        listed[1], answer["production_order"]["issuing_agent"],
+        "the full key on hover"
+    );
+    browser.screenshot("26-production-orders").await;
+    browser.click(&format!("{row} a.chain-link")).await;
+    browser
+        .wait(
+            "the chain request",
+            "document.querySelector('#detail[open]') && document.getElementById('detail-body').textContent.includes(arguments[0])",
+            json!(open),
+        )
+        .await;
+    browser.click("#detail-close").await;
+
+    // Each CSV downloads, with the rows shown.
+    browser.click("#production-csv").await;
+    let orders = browser.downloaded("production-orders.csv").await;
+    assert!(orders.starts_with("id,chain_order_id,"), "{orders}");
+    assert!(
+        orders.contains(&open) && orders.contains("olga"),
+        "{orders}"
+    );
+    browser.click("#tab-performance").await;
+    browser
+        .wait(
+            "the chart",
+            "document.querySelector(arguments[0])",
+            json!(chart),
+        )
+        .await;
+    browser.click("#perf-csv").await;
+    let reports = browser
+        .downloaded(&format!(
+            "day-reports-{}-{today}.csv",
+            today - chrono::Days::new(30)
+        ))
+        .await;
+    assert!(reports.contains(&format!("PT10,{today}")), "{reports}");
+    assert!(reports.contains(&format!("PT10,{bad_day}")), "{reports}");
+    browser.click("#tab-decisions").await;
+    browser.click("#decisions-csv").await;
+    let decisions = browser.downloaded("decisions.csv").await;
+    assert!(decisions.contains(&open), "{decisions}");
+    browser.click("#tab-outbox").await;
+    browser.click("#outbox-csv").await;
+    let outbox = browser.downloaded("outbox.csv").await;
+    assert!(outbox.starts_with("id,"), "{outbox}");
+    assert!(outbox.contains("unit:PT10"), "{outbox}");
+    browser.set_value("#report-date", &bad_day).await;
+    browser.click("#reports-csv").await;
+    let day = browser
+        .downloaded(&format!("day-reports-{bad_day}-{bad_day}.csv"))
+        .await;
+    assert!(day.contains(&format!("PT10,{bad_day}")), "{day}");
+    browser.screenshot("27-downloads").await;
+
     browser.quit().await;
     server.stop();
 }

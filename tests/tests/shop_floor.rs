@@ -532,6 +532,13 @@ async fn the_csv_exports_quote_rfc_4180_and_defuse_formulas() {
     assert_eq!(cell("chain_order_id", &header, &rows[0]), "'-act-1");
     let metadata: Value = serde_json::from_str(&cell("metadata", &header, &rows[0])).unwrap();
     assert_eq!(metadata, json!({"Part": "A,1", "Size": "5\""}));
+    // Who accepted it and when, from its decision, in the export and in the list.
+    assert_eq!(cell("accepted_by", &header, &rows[0]), "'+olga");
+    let accepted_at = cell("accepted_at", &header, &rows[0]);
+    assert_eq!(accepted_at, created, "accepted when the decision was taken");
+    let listed = server.get("/api/production-orders").await.json();
+    assert_eq!(listed[0]["accepted_by"], "+olga", "{listed}");
+    assert_eq!(listed[0]["accepted_at"], created.as_str(), "{listed}");
 
     // Outbox.
     let answer = server.get("/api/outbox.csv").await;
@@ -626,5 +633,101 @@ async fn the_csv_exports_quote_rfc_4180_and_defuse_formulas() {
             .await
             .assert_error(Status::Unauthorized, "unauthenticated");
     }
+    server.stop().await;
+}
+
+/// One shift's inputs, as the console's form sends them.
+fn shift_inputs(planned_min: f64, downtime_min: f64, produced: f64, good: f64) -> Value {
+    json!({
+        "planned_busy_time_s": planned_min * 60.0,
+        "actual_production_time_s": (planned_min - downtime_min) * 60.0,
+        "planned_unit_time_s": 30.0,
+        "produced_quantity": produced,
+        "good_quantity": good,
+        "failure_count": 1,
+        "repair_time_s": 600.0,
+    })
+}
+
+/// Shifts entered one at a time (as the console's form does) make a day of all of
+/// them; once the daily run enqueued the day, it is read-only: a change is a 409 and
+/// nothing of it is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shifts_entered_one_by_one_sum_up_and_a_day_sent_to_the_chain_is_read_only() {
+    let server = server().await;
+    let date = "2026-10-05";
+    for (shift, inputs) in [
+        ("A", shift_inputs(480.0, 60.0, 700.0, 690.0)),
+        ("B", shift_inputs(480.0, 0.0, 900.0, 880.0)),
+    ] {
+        let body = json!({"unit": "PT10", "date": date, "shifts": {shift: inputs}});
+        let answer = server
+            .call(
+                Method::Post,
+                "/api/DayReport",
+                Some(&server.operator),
+                Some(body),
+            )
+            .await;
+        assert_eq!(answer.status, Status::Ok, "{}", answer.text);
+    }
+    let stored = server
+        .get(&format!("/api/DayReport?date={date}&unit=PT10"))
+        .await
+        .json();
+    let day = stored[0]["shifts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["shift"] == "DAY")
+        .cloned()
+        .unwrap_or_else(|| panic!("no day row: {stored}"));
+    assert_eq!(day["inputs"]["planned_busy_time_s"], 960.0 * 60.0, "{day}");
+    assert_eq!(day["inputs"]["produced_quantity"], 1600.0, "{day}");
+    assert_eq!(day["inputs"]["good_quantity"], 1570.0, "{day}");
+    // A = 900/960, P = 30 s × 1600 / 900 min, Q = 1570/1600.
+    let oee = day["kpis"]["oee"].as_f64().unwrap();
+    let expected = (900.0 / 960.0) * (30.0 * 1600.0 / (900.0 * 60.0)) * (1570.0 / 1600.0);
+    assert!((oee - expected).abs() < 1e-9, "{oee} against {expected}");
+    assert_eq!(stored[0]["enqueued"], false);
+
+    let run = server
+        .call(
+            Method::Post,
+            &format!("/api/reports/daily/run?date={date}"),
+            Some(&server.operator),
+            None,
+        )
+        .await;
+    assert_eq!(run.status, Status::Ok, "{}", run.text);
+    assert_eq!(run.json()["enqueued"], json!(["PT10"]), "{}", run.text);
+
+    let late = json!({"unit": "PT10", "date": date, "shifts": {"C": shift_inputs(480.0, 0.0, 10.0, 10.0)}});
+    let answer = server
+        .call(
+            Method::Post,
+            "/api/DayReport",
+            Some(&server.operator),
+            Some(late),
+        )
+        .await;
+    answer.assert_error(Status::Conflict, "conflict");
+    assert!(
+        answer.json()["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("already sent to the chain"),
+        "{}",
+        answer.text
+    );
+    let after = server
+        .get(&format!("/api/DayReport?date={date}&unit=PT10"))
+        .await
+        .json();
+    assert_eq!(after[0]["enqueued"], true);
+    assert_eq!(
+        after[0]["shifts"], stored[0]["shifts"],
+        "nothing of the refused change is stored"
+    );
     server.stop().await;
 }

@@ -304,6 +304,9 @@ async fn answer_route(
     } else {
         Status::Ok
     };
+    let production_order = outcome
+        .production_order
+        .map(|o: ProductionOrder| ProductionOrderView::with_decision(o, Some(&outcome.decision)));
     Ok((
         status,
         Json(AnswerResponse {
@@ -311,7 +314,7 @@ async fn answer_route(
             decision_id: outcome.decision.id,
             correlation_id: outcome.decision.correlation_id.clone(),
             decision: outcome.decision.into(),
-            production_order: outcome.production_order.map(|o: ProductionOrder| o.into()),
+            production_order,
         }),
     ))
 }

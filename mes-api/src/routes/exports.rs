@@ -11,7 +11,7 @@ use std::io::Cursor;
 
 use mes_codec::report::Shift;
 use mes_core::db::day_reports;
-use mes_core::db::{decisions, orders, outbox};
+use mes_core::db::{decisions, outbox};
 use rocket::http::{ContentType, Status};
 use rocket::response::{self, Responder};
 use rocket::{FromForm, Request, Response, State, get};
@@ -22,7 +22,7 @@ use crate::auth::Reader;
 use crate::error::{ApiError, ApiResult, Errors, Lookup, Params};
 use crate::routes::paging::Strict;
 use crate::routes::performance::{check_range, date, required, unit_code};
-use crate::routes::records::{DecisionView, ProductionOrderView};
+use crate::routes::records::{self, DecisionView};
 use crate::routes::rfc3339;
 
 /// Most rows one export holds: the newest for the lists, the first by unit, date and
@@ -245,9 +245,9 @@ pub async fn decision_csv(app: &State<App>, _caller: Reader) -> ApiResult<CsvFil
 pub async fn production_order_csv(app: &State<App>, _caller: Reader) -> ApiResult<CsvFile> {
     let rows = app
         .db
-        .run(|conn| orders::list(conn, MAX_EXPORT_ROWS, 0).map_err(ApiError::database))
+        .run(|conn| records::production_orders(conn, MAX_EXPORT_ROWS, 0))
         .await?;
-    let rows = rows.into_iter().map(ProductionOrderView::from).map(|o| {
+    let rows = rows.into_iter().map(|o| {
         vec![
             o.id.to_string(),
             o.chain_order_id,
@@ -257,6 +257,8 @@ pub async fn production_order_csv(app: &State<App>, _caller: Reader) -> ApiResul
             o.metadata.to_string(),
             o.chain_timestamp.to_string(),
             text(o.decision_id),
+            text(o.accepted_by),
+            text(o.accepted_at),
             o.status,
             o.created_at,
             o.updated_at,
@@ -271,6 +273,8 @@ pub async fn production_order_csv(app: &State<App>, _caller: Reader) -> ApiResul
         "metadata",
         "chain_timestamp",
         "decision_id",
+        "accepted_by",
+        "accepted_at",
         "status",
         "created_at",
         "updated_at",

@@ -131,10 +131,10 @@ impl utoipa::ToSchema for DayReportBody {}
 /// `POST /api/DayReport`: stores a unit's day (per shift A, B, C and DAY, the seven
 /// indicators or the inputs they are computed from).
 #[utoipa::path(post, path = "/api/DayReport", tag = "daily report",
-    request_body(content = DayReportBody, description = "`{\"unit\": \"PT10\", \"date\": \"YYYY-MM-DD\", \"shifts\": {\"A\": {...}, \"B\": {...}, \"C\": {...}, \"DAY\": {...}}}`; per shift the inputs (`planned_busy_time_s`, `actual_production_time_s`, `planned_unit_time_s`, `produced_quantity`, `good_quantity`, `failure_count`, `repair_time_s`) and/or the indicators (`availability`, `performance`, `quality`, `oee`, `mtbf_s`, `mttr_s`, `production_time_s`). Shifts given replace the stored ones."),
+    request_body(content = DayReportBody, description = "`{\"unit\": \"PT10\", \"date\": \"YYYY-MM-DD\", \"shifts\": {\"A\": {...}, \"B\": {...}, \"C\": {...}, \"DAY\": {...}}}`; per shift the inputs (`planned_busy_time_s`, `actual_production_time_s`, `planned_unit_time_s`, `produced_quantity`, `good_quantity`, `failure_count`, `repair_time_s`) and/or the indicators (`availability`, `performance`, `quality`, `oee`, `mtbf_s`, `mttr_s`, `production_time_s`). Shifts given replace the stored ones. A day already sent to the chain is read-only (409)."),
     responses(
         (status = 200, description = "The day as stored", body = DayReportView),
-        Errors<Writer, Body, Lookup>,
+        Errors<Writer, Body, Lookup, Unique>,
     ))]
 #[post("/api/DayReport", data = "<body>")]
 pub async fn day_report_store(

@@ -12,9 +12,10 @@
 //!
 //! **A unit without a stored report for the date is skipped**: nothing is enqueued
 //! and nothing is marked, so a later run for that date (the start-up catch-up, or an
-//! on-demand run) publishes the report once it has been stored. A report stored or
-//! changed *after* its day was enqueued does not reach the chain: a day report on the
-//! chain is written once (`already_exists`); [`StoredDayReport::enqueued`] says so.
+//! on-demand run) publishes the report once it has been stored. **A day once enqueued
+//! is read-only**: a day report on the chain is written once (`already_exists`), so
+//! [`store_day_report`] refuses to change it ([`ReportError::AlreadySent`]) rather
+//! than let the MES and the chain disagree; [`StoredDayReport::enqueued`] says so.
 
 use chrono::{Datelike, Days, NaiveDate, Utc};
 use diesel::Connection;
@@ -72,6 +73,17 @@ pub enum ReportError {
         days: u32,
         /// [`MAX_LOOKBACK_DAYS`].
         max: u32,
+    },
+    /// The day was already enqueued for the chain, whose day report is written once:
+    /// a change stored now would never reach it.
+    #[error(
+        "the day report of {unit} for {date} was already sent to the chain, which keeps a day report as first written; it can no longer be changed"
+    )]
+    AlreadySent {
+        /// The unit's code.
+        unit: String,
+        /// The day.
+        date: NaiveDate,
     },
     /// The database failed.
     #[error("database error: {0}")]
@@ -267,8 +279,8 @@ pub struct StoredDayReport {
     pub report_id: String,
     /// Stored shifts, in order A, B, C, DAY.
     pub shifts: Vec<StoredShift>,
-    /// Whether this day was already enqueued for the chain: if so, changes stored now
-    /// will not be published (a day report is written once on the chain).
+    /// Whether this day was already enqueued for the chain: if so, it is read-only (a
+    /// day report is written once on the chain) and a store is refused.
     pub enqueued: bool,
 }
 
@@ -326,20 +338,44 @@ pub fn store_day_report(
         .iter()
         .map(|(shift, values)| (*shift, values.inputs(), values.kpis()))
         .collect();
-    if input.shifts.day.is_none() {
-        let with_inputs: Vec<KpiInputs> = given
-            .iter()
-            .filter(|(_, values)| values.has_inputs())
-            .map(|(_, values)| values.inputs())
-            .collect();
-        if !with_inputs.is_empty() {
-            let day = KpiInputs::sum(&with_inputs);
-            rows.push((Shift::Day, day, Kpis::compute(&day)));
-        }
-    }
     conn.transaction(|conn| {
-        if units::get_by_code(conn, &input.unit)?.is_none() {
+        // The unit's row lock orders this store against a daily run of the same unit
+        // (which takes it too): a day is either changed before it is enqueued, and
+        // the chain gets the change, or refused after.
+        if units::lock_by_code(conn, &input.unit)?.is_none() {
             return Err(ReportError::UnknownUnit(input.unit.clone()));
+        }
+        if outbox::get_by_dedup_key(conn, &chain::day_report_dedup_key(&input.unit, date))?
+            .is_some()
+        {
+            return Err(ReportError::AlreadySent {
+                unit: input.unit.clone(),
+                date,
+            });
+        }
+        if input.shifts.day.is_none() {
+            // The day from every shift's inputs as they will be stored: those given
+            // here and, for a shift not given, the stored one (a form that enters
+            // one shift at a time still gets the whole day's totals).
+            let mut with_inputs: Vec<KpiInputs> = given
+                .iter()
+                .filter(|(_, values)| values.has_inputs())
+                .map(|(_, values)| values.inputs())
+                .collect();
+            for stored in repo::for_unit_and_date(conn, &input.unit, date)?
+                .iter()
+                .filter_map(stored_shift)
+            {
+                let replaced = given.iter().any(|(shift, _)| *shift == stored.shift);
+                if stored.shift != Shift::Day && !replaced && stored.inputs != KpiInputs::default()
+                {
+                    with_inputs.push(stored.inputs);
+                }
+            }
+            if !with_inputs.is_empty() {
+                let day = KpiInputs::sum(&with_inputs);
+                rows.push((Shift::Day, day, Kpis::compute(&day)));
+            }
         }
         for (shift, inputs, kpis) in &rows {
             repo::upsert(
@@ -417,6 +453,14 @@ pub fn report_message(
     Ok(outbox::get_by_dedup_key(conn, &key)?)
 }
 
+/// What [`daily_run`] did with one unit.
+enum Enqueue {
+    NoReport,
+    InvalidCode,
+    Enqueued,
+    Already,
+}
+
 /// What one [`daily_run`] did, unit by unit (codes sorted).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DailyRun {
@@ -447,29 +491,39 @@ pub fn daily_run(conn: &mut DbConnection, date: NaiveDate) -> Result<DailyRun, R
     };
     for unit in units::list(conn)? {
         let code = unit.code;
-        let rows = repo::for_unit_and_date(conn, &code, date)?;
-        let shifts: Vec<(Shift, Kpis)> = rows
-            .iter()
-            .filter_map(stored_shift)
-            .map(|s| (s.shift, s.kpis))
-            .collect();
-        if shifts.is_empty() {
-            run.no_report.push(code);
-            continue;
-        }
-        let Ok(report) = chain::day_report(date, &code, &shifts) else {
-            tracing::warn!(unit = %code, "unit code cannot form a day-report id; report skipped");
-            run.invalid_code.push(code);
-            continue;
-        };
-        let inserted = conn.transaction(|conn| {
+        // Read and enqueued under the unit's row lock, as [`store_day_report`] stores:
+        // what is enqueued is what is stored, and nothing is stored after it.
+        let outcome = conn.transaction(|conn| {
+            if units::lock_by_code(conn, &code)?.is_none() {
+                return Ok(Enqueue::NoReport);
+            }
+            let rows = repo::for_unit_and_date(conn, &code, date)?;
+            let shifts: Vec<(Shift, Kpis)> = rows
+                .iter()
+                .filter_map(stored_shift)
+                .map(|s| (s.shift, s.kpis))
+                .collect();
+            if shifts.is_empty() {
+                return Ok(Enqueue::NoReport);
+            }
+            let Ok(report) = chain::day_report(date, &code, &shifts) else {
+                return Ok(Enqueue::InvalidCode);
+            };
             chain::day_report_record_type(&code).enqueue(conn)?;
-            report.enqueue(conn)
+            Ok::<_, ReportError>(if report.enqueue(conn)? {
+                Enqueue::Enqueued
+            } else {
+                Enqueue::Already
+            })
         })?;
-        if inserted {
-            run.enqueued.push(code);
-        } else {
-            run.already_enqueued.push(code);
+        match outcome {
+            Enqueue::NoReport => run.no_report.push(code),
+            Enqueue::InvalidCode => {
+                tracing::warn!(unit = %code, "unit code cannot form a day-report id; report skipped");
+                run.invalid_code.push(code);
+            }
+            Enqueue::Enqueued => run.enqueued.push(code),
+            Enqueue::Already => run.already_enqueued.push(code),
         }
     }
     Ok(run)

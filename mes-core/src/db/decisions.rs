@@ -307,6 +307,18 @@ pub fn get(conn: &mut DbConnection, id: i64) -> QueryResult<Option<Decision>> {
         .optional()
 }
 
+/// The decisions with these ids (in no particular order; unknown ids are left out):
+/// one query for a page of rows that each point at one.
+pub fn by_ids(conn: &mut DbConnection, ids: &[i64]) -> QueryResult<Vec<Decision>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    decisions::table
+        .filter(decisions::id.eq_any(ids))
+        .select(Decision::as_select())
+        .load(conn)
+}
+
 /// A page of decisions, newest first.
 pub fn list(conn: &mut DbConnection, limit: i64, offset: i64) -> QueryResult<Vec<Decision>> {
     decisions::table
