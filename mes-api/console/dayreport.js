@@ -48,21 +48,33 @@ export async function openDay({ unit, date, units, onSaved }) {
     showDialog(`Day report · ${unit} · ${dayLabel(date)}`, h("p", { class: "result bad" }, e.message));
     return;
   }
-  const rows = (report?.shifts ?? []).map((s) => {
+  const shifts = report?.shifts ?? [];
+  const label = (s) => h("th", { scope: "row" }, s.shift === "DAY" ? "Day" : `Shift ${s.shift}`);
+  const inputs = shifts.map((s) => {
     const i = s.inputs ?? {};
-    const k = s.kpis ?? {};
     const down = typeof i.planned_busy_time_s === "number" && typeof i.actual_production_time_s === "number" ? i.planned_busy_time_s - i.actual_production_time_s : null;
-    return h("tr", { "data-shift": s.shift },
-      h("th", { scope: "row" }, s.shift === "DAY" ? "Day" : `Shift ${s.shift}`),
+    return h("tr", { "data-shift": s.shift }, label(s),
       h("td", {}, duration(i.planned_busy_time_s)), h("td", {}, duration(down)), h("td", {}, num(i.failure_count)),
       h("td", {}, duration(i.repair_time_s)), h("td", {}, num(i.produced_quantity)), h("td", {}, num(i.good_quantity)),
-      h("td", {}, typeof i.planned_unit_time_s === "number" ? `${num(i.planned_unit_time_s, 2)} s` : "—"),
-      h("td", {}, pct(k.availability)), h("td", {}, pct(k.performance)), h("td", {}, pct(k.quality)),
-      h("td", { class: "oee", "data-kpi": "oee" }, pct(k.oee)), h("td", {}, duration(k.mtbf_s)), h("td", {}, duration(k.mttr_s)));
+      h("td", {}, typeof i.planned_unit_time_s === "number" ? `${num(i.planned_unit_time_s, 2)} s` : "—"));
   });
-  const table = h("div", { class: "table-wrap" }, h("table", { class: "compact", "aria-label": `Day report of ${unit} for ${date}` },
-    h("thead", {}, h("tr", {}, ...["", "Planned", "Downtime", "Failures", "Repair", "Produced", "Good", "Ideal cycle", "Avail.", "Perf.", "Quality", "OEE", "MTBF", "MTTR"].map((c) => h("th", { scope: "col" }, c)))),
-    h("tbody", {}, rows.length ? rows : h("tr", {}, h("td", { class: "empty", colspan: 14 }, "No day report is stored for this day.")))));
+  const kpis = shifts.map((s) => {
+    const k = s.kpis ?? {};
+    return h("tr", { "data-shift": s.shift }, label(s),
+      h("td", {}, pct(k.availability)), h("td", {}, pct(k.performance)), h("td", {}, pct(k.quality)),
+      h("td", { class: "oee", "data-kpi": "oee" }, pct(k.oee)), h("td", {}, duration(k.mtbf_s)), h("td", {}, duration(k.mttr_s)),
+      h("td", {}, duration(k.production_time_s)));
+  });
+  const grid = (aria, head, rows) => h("div", { class: "table-wrap" }, h("table", { class: "compact", "aria-label": aria },
+    h("thead", {}, h("tr", {}, h("td", {}), ...head.map((c) => h("th", { scope: "col" }, c)))),
+    h("tbody", {}, rows)));
+  const table = shifts.length
+    ? h("div", { class: "day-tables" },
+      h("h3", {}, "Indicators"),
+      grid(`Day report of ${unit} for ${date}`, ["Availability", "Performance", "Quality", "OEE", "MTBF", "MTTR", "Production time"], kpis),
+      h("h3", {}, "Inputs"),
+      grid(`Inputs of ${unit} for ${date}`, ["Planned", "Downtime", "Failures", "Repair", "Produced", "Good", "Ideal cycle"], inputs))
+    : h("p", { class: "empty" }, "No day report is stored for this day.");
   const actions = [];
   if (report?.enqueued) actions.push(sentNotice(report));
   else if (canAnswer()) {

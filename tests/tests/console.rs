@@ -1679,7 +1679,17 @@ async fn the_console_in_chromium_charts_oee_against_the_target_takes_a_day_repor
     );
     browser.screenshot("21-performance-hover").await;
 
-    // Clicking it opens that day report.
+    // Clicking it opens that day report; once sent to the chain, it is read-only.
+    let run = server
+        .api(
+            reqwest::Method::POST,
+            &format!("/api/reports/daily/run?date={bad_day}"),
+            None,
+        )
+        .await;
+    // The server's start-up catch-up may have sent it already, as the seeding stored it.
+    let sent = [&run["enqueued"], &run["already_enqueued"]];
+    assert!(sent.iter().any(|units| **units == json!(["PT10"])), "{run}");
     browser
         .click(&format!("{chart} rect.hit[data-date=\"{bad_day}\"]"))
         .await;
@@ -1691,6 +1701,19 @@ async fn the_console_in_chromium_charts_oee_against_the_target_takes_a_day_repor
         )
         .await;
     assert_eq!(shown, percent(&point["oee"]));
+    let sent = browser
+        .js(
+            "return [document.getElementById('dr-sent')?.textContent, document.querySelectorAll('#detail [data-enter]').length]",
+            json!([]),
+        )
+        .await;
+    assert!(
+        sent[0].as_str().is_some_and(
+            |t| t.contains("sent to the chain") && t.contains("can no longer be changed")
+        ),
+        "{sent}"
+    );
+    assert_eq!(sent[1], 0, "no way to change a day sent: {sent}");
     browser.screenshot("22-day-report").await;
     browser.click("#detail-close").await;
 
@@ -1699,6 +1722,31 @@ async fn the_console_in_chromium_charts_oee_against_the_target_takes_a_day_repor
     browser.click("#perf-enter").await;
     let ready = "document.querySelector('#dr-form')?.dataset.state === 'ready'";
     browser.wait("the form", ready, json!(null)).await;
+    // The day sent is read-only in the form too, and says why.
+    browser.set_value("#dr-date", &bad_day).await;
+    browser
+        .wait(
+            "the form of a day sent",
+            "document.querySelector('#dr-form')?.dataset.state === 'sent'",
+            json!(null),
+        )
+        .await;
+    let locked = browser
+        .js(
+            "return [[...document.querySelectorAll('#dr-form .fields-grid input')].every(i => i.disabled), \
+                     document.getElementById('dr-save').hidden, document.getElementById('dr-planned').value, \
+                     document.getElementById('dr-sent')?.textContent ?? '']",
+            json!([]),
+        )
+        .await;
+    assert_eq!(locked[0], true, "{locked}");
+    assert_eq!(locked[1], true, "{locked}");
+    assert_eq!(locked[2], "480", "the stored shift is shown: {locked}");
+    assert!(
+        locked[3].as_str().unwrap().contains("sent to the chain"),
+        "{locked}"
+    );
+    browser.screenshot("23a-day-report-sent").await;
     browser.set_value("#dr-date", &today.to_string()).await;
     browser.wait("the form", ready, json!(null)).await;
     for (field, value) in [
