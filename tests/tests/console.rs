@@ -255,6 +255,16 @@ impl Server {
         mes_e2e::live::read_events(response)
     }
 
+    /// Creates production unit `code` (named "Press `code`", process Stamping).
+    async fn create_unit(&self, code: &str, status: &str) -> Value {
+        self.api(
+            reqwest::Method::POST,
+            "/api/ProductionUnit",
+            Some(json!({"code": code, "name": format!("Press {code}"), "Status": status, "ProcessName": "Stamping"})),
+        )
+        .await
+    }
+
     /// An API call as operator `olga`; panics unless it succeeds.
     async fn api(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
         let mut request = self
@@ -977,17 +987,8 @@ async fn the_console_in_chromium_accepts_a_request_shows_a_new_one_live_and_hide
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_in_chromium_edits_a_unit_shows_its_delivery_the_outbox_and_a_day_report_run() {
     let mut server = start(None).await;
-    for (code, name, status) in [
-        ("PT10", "Press PT10", "RUNNING"),
-        ("PT20", "Press PT20", "IDLE"),
-    ] {
-        server
-            .api(
-                reqwest::Method::POST,
-                "/api/ProductionUnit",
-                Some(json!({"code": code, "name": name, "Status": status, "ProcessName": "Stamping"})),
-            )
-            .await;
+    for (code, status) in [("PT10", "RUNNING"), ("PT20", "IDLE")] {
+        server.create_unit(code, status).await;
     }
     // A past day, before the daily job's catch-up window: only an operator's run
     // sends it.
@@ -1334,13 +1335,7 @@ fn failed_copy_of_newest(url: &str, code: &str) -> i64 {
 async fn the_console_in_chromium_retries_a_failed_outbox_row_until_delivered_and_discards_another()
 {
     let server = start(None).await;
-    server
-        .api(
-            reqwest::Method::POST,
-            "/api/ProductionUnit",
-            Some(json!({"code": "PT30", "name": "Press PT30", "Status": "RUNNING", "ProcessName": "Stamping"})),
-        )
-        .await;
+    server.create_unit("PT30", "RUNNING").await;
     server
         .api(
             reqwest::Method::PATCH,
@@ -1531,13 +1526,7 @@ const BAD_DAYS: [u64; 3] = [2, 9, 17];
 async fn the_console_in_chromium_charts_oee_against_the_target_takes_a_day_report_lists_production_orders_and_downloads_csv()
  {
     let server = start(None).await;
-    server
-        .api(
-            reqwest::Method::POST,
-            "/api/ProductionUnit",
-            Some(json!({"code": "PT10", "name": "Press PT10", "Status": "RUNNING", "ProcessName": "Stamping"})),
-        )
-        .await;
+    server.create_unit("PT10", "RUNNING").await;
     server
         .api(
             reqwest::Method::PUT,

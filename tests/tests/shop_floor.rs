@@ -152,18 +152,22 @@ impl Server {
             .await
     }
 
+    /// `POST /api/DayReport` with `body`, as the operator.
+    async fn post_report(&self, body: Value) -> Answer {
+        self.call(
+            Method::Post,
+            "/api/DayReport",
+            Some(&self.operator),
+            Some(body),
+        )
+        .await
+    }
+
     /// Stores a day of `unit` whose whole-day indicators are given.
     async fn day(&self, unit: &str, date: &str, oee: f64) {
         let body = json!({"unit": unit, "date": date, "shifts": {"DAY": {
             "availability": 0.9, "performance": 0.95, "quality": 0.99, "oee": oee}}});
-        let answer = self
-            .call(
-                Method::Post,
-                "/api/DayReport",
-                Some(&self.operator),
-                Some(body),
-            )
-            .await;
+        let answer = self.post_report(body).await;
         assert_eq!(answer.status, Status::Ok, "{}", answer.text);
     }
 
@@ -262,14 +266,7 @@ async fn the_series_marks_days_under_target_and_sums_up() {
     let body = json!({"unit": "PT10", "date": "2026-11-03", "shifts": {"A": {
         "planned_busy_time_s": 28800, "actual_production_time_s": 21600,
         "planned_unit_time_s": 10, "produced_quantity": 1800, "good_quantity": 1710}}});
-    let stored = server
-        .call(
-            Method::Post,
-            "/api/DayReport",
-            Some(&server.operator),
-            Some(body),
-        )
-        .await;
+    let stored = server.post_report(body).await;
     assert_eq!(stored.status, Status::Ok, "{}", stored.text);
 
     // Without a target: nothing is under it.
@@ -661,14 +658,7 @@ async fn shifts_entered_one_by_one_sum_up_and_a_day_sent_to_the_chain_is_read_on
         ("B", shift_inputs(480.0, 0.0, 900.0, 880.0)),
     ] {
         let body = json!({"unit": "PT10", "date": date, "shifts": {shift: inputs}});
-        let answer = server
-            .call(
-                Method::Post,
-                "/api/DayReport",
-                Some(&server.operator),
-                Some(body),
-            )
-            .await;
+        let answer = server.post_report(body).await;
         assert_eq!(answer.status, Status::Ok, "{}", answer.text);
     }
     let stored = server
@@ -703,14 +693,7 @@ async fn shifts_entered_one_by_one_sum_up_and_a_day_sent_to_the_chain_is_read_on
     assert_eq!(run.json()["enqueued"], json!(["PT10"]), "{}", run.text);
 
     let late = json!({"unit": "PT10", "date": date, "shifts": {"C": shift_inputs(480.0, 0.0, 10.0, 10.0)}});
-    let answer = server
-        .call(
-            Method::Post,
-            "/api/DayReport",
-            Some(&server.operator),
-            Some(late),
-        )
-        .await;
+    let answer = server.post_report(late).await;
     answer.assert_error(Status::Conflict, "conflict");
     assert!(
         answer.json()["error"]["message"]
