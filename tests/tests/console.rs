@@ -1984,6 +1984,61 @@ async fn the_console_in_chromium_charts_oee_against_the_target_takes_a_day_repor
     assert!(day.contains(&format!("PT10,{bad_day}")), "{day}");
     browser.screenshot("27-downloads").await;
 
+    // A viewer sees the performance, and no way to enter a report or change a target.
+    browser.click("#tab-partners").await;
+    browser.click("#sign-out").await;
+    browser.sign_in(&server.viewer).await;
+    browser.click("#tab-performance").await;
+    browser
+        .wait(
+            "the chart",
+            "document.querySelector(arguments[0])",
+            json!(chart),
+        )
+        .await;
+    let offered = browser
+        .js(
+            "return [!!document.getElementById('perf-enter'), \
+                     document.querySelectorAll('#perf-summary button').length, \
+                     !!document.getElementById('perf-csv')]",
+            json!([]),
+        )
+        .await;
+    assert_eq!(offered, json!([false, 0, true]), "{offered}");
+    browser
+        .click(&format!("{chart} rect.hit[data-date=\"{today}\"]"))
+        .await;
+    browser
+        .wait(
+            "today's report",
+            "document.querySelector('#detail[open] table.compact')",
+            json!(null),
+        )
+        .await;
+    let enter = browser
+        .js(
+            "return document.querySelectorAll('#detail [data-enter]').length",
+            json!([]),
+        )
+        .await;
+    assert_eq!(enter, 0, "a viewer cannot enter a shift");
+    browser.click("#detail-close").await;
+    browser.click("#tab-units").await;
+    browser
+        .wait(
+            "the units",
+            "document.querySelector('#units-rows tr[data-unit=\"PT10\"] td.unit-target')",
+            json!(null),
+        )
+        .await;
+    let edit = browser
+        .js(
+            "return document.querySelectorAll('#units-rows .edit-target').length",
+            json!([]),
+        )
+        .await;
+    assert_eq!(edit, 0, "a viewer cannot change a target");
+
     browser.quit().await;
     server.stop();
 }
