@@ -15,9 +15,7 @@ export const LINES = [
   { key: "oee", label: "OEE", cls: "oee" },
 ];
 
-// The drawing's size in SVG units; it scales to the card's width.
-const W = 1000;
-const H = 280;
+// Room for the axis labels (left, bottom) and the target's label (right).
 const PAD = { left: 46, right: 70, top: 14, bottom: 30 };
 
 function svg(tag, attrs = {}, ...children) {
@@ -50,8 +48,11 @@ export function dayLabel(iso, opts = { weekday: "short", day: "numeric", month: 
 }
 
 // The chart of `series` (the answer of GET /api/DayReport/series); `onOpen(date)` is
-// called when a day is clicked or chosen with Enter.
-export function chart(series, onOpen) {
+// called when a day is clicked or chosen with Enter. It is drawn for `width` pixels
+// (one SVG unit a pixel, so its text keeps its size on a tablet) and scales from there.
+export function chart(series, onOpen, width = 1000) {
+  const W = Math.round(Math.min(1600, Math.max(360, width)));
+  const H = W < 700 ? 240 : 280;
   const points = Array.isArray(series.points) ? series.points : [];
   const target = typeof series.target?.oee === "number" ? series.target.oee : null;
   const first = day(series.from);

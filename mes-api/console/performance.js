@@ -85,6 +85,13 @@ async function loadSeries() {
   render();
 }
 
+// Drawn again for the new width when the window is resized (once it settles).
+let resizing = null;
+window.addEventListener("resize", () => {
+  clearTimeout(resizing);
+  resizing = setTimeout(() => { if (!$("panel-performance")?.hidden && view.series.size) render(); }, 200);
+});
+
 function render() {
   const summary = $("perf-summary");
   const charts = $("perf-charts");
@@ -123,5 +130,7 @@ function unitCard(unit, series) {
       h("p", { class: "result bad" }, series?.error ?? "Not loaded."));
   }
   const open = (date) => openDay({ unit: unit.code, date, units: view.units, onSaved: loadSeries });
-  return h("section", { class: "card unit-chart", "data-unit": unit.code, "aria-label": `Performance of ${unit.code}` }, head, chart(series, open));
+  // The card's inner width: the chart is drawn at the size it is shown.
+  const width = ($("perf-charts")?.clientWidth ?? 1000) - 50;
+  return h("section", { class: "card unit-chart", "data-unit": unit.code, "aria-label": `Performance of ${unit.code}` }, head, chart(series, open, width));
 }
