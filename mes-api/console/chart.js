@@ -98,6 +98,12 @@ export function chart(series, onOpen, width = 1000) {
     svg("text", { x: W - PAD.right + 6, y: y(target) - 3 }, "Target"),
     svg("text", { x: W - PAD.right + 6, y: y(target) + 11 }, pct(target)));
 
+  // The optional availability, performance and quality targets: thin dashed lines in
+  // their indicator's colour.
+  const auxTargets = LINES.filter((l) => l.key !== "oee" && typeof series.target?.[l.key] === "number").map((l) =>
+    svg("line", { class: `target-aux ${l.cls}`, "data-target": l.key, "data-value": series.target[l.key], x1: PAD.left, x2: W - PAD.right, y1: y(series.target[l.key]), y2: y(series.target[l.key]) },
+      svg("title", {}, `${l.label} target ${pct(series.target[l.key])}`)));
+
   const dots = points.filter((p) => typeof p.oee === "number").map((p) =>
     svg("circle", { class: `point${p.under_target ? " under" : ""}`, "data-date": p.date, cx: x(p.date), cy: y(p.oee), r: p.under_target ? 5 : 3.5 }));
 
@@ -133,10 +139,11 @@ export function chart(series, onOpen, width = 1000) {
   const drawing = svg("svg", {
     class: "chart", viewBox: `0 0 ${W} ${H}`, role: "group", "data-unit": series.unit, "data-points": points.length,
     "aria-label": `${series.unit}: indicators per day from ${series.from} to ${series.to}`,
-  }, grid, targetLine, lines, dots, guide, hits);
+  }, grid, auxTargets, targetLine, lines, dots, guide, hits);
   const legend = h("ul", { class: "legend" },
     ...LINES.slice().reverse().map((l) => h("li", { class: l.cls }, l.label)),
     target === null ? null : h("li", { class: "target" }, "OEE target"),
+    auxTargets.length ? h("li", { class: "target-aux" }, "A, P, Q targets") : null,
     h("li", { class: "under" }, "Under target"));
   return h("figure", { class: "chart-box" }, drawing, tip,
     points.length ? null : h("p", { class: "chart-empty" }, "No day report stored in this period."), legend);

@@ -1,12 +1,16 @@
-// The production orders tab: the orders accepted from the chain, newest first, with
-// what to make (description and the order's metadata as fields), the ERP that issued
-// it, who accepted it and when, and a link to the chain request it came from.
+// The production orders tab: the orders accepted from the chain, newest first, 50 a
+// page, with what to make (description and the order's metadata as fields), the ERP
+// that issued it, who accepted it and when, and a link to the chain request it came
+// from.
 
 import { $, badge, h, isoCell, keyCell, timeCell } from "./dom.js";
 import { api, download } from "./api.js";
 import { showRequest } from "./requests.js";
 
-const LIMIT = 100;
+const PAGE = 50;
+
+// The page shown: its first row's offset, newest first.
+let offset = 0;
 
 // A metadata value as text: a list of plain values joined by commas, others as JSON.
 function fieldText(v) {
@@ -41,6 +45,7 @@ function orderRow(o) {
 
 export async function loadProduction() {
   const panel = $("panel-production");
+  const page = (by) => () => { offset = Math.max(0, offset + by); loadProduction(); };
   panel.replaceChildren(
     h("div", { class: "toolbar" }, h("h2", {}, "Production orders"),
       h("button", { type: "button", class: "btn", id: "production-csv", onclick: (e) => download("/api/production-orders.csv", e.currentTarget) }, "Download CSV"),
@@ -49,11 +54,20 @@ export async function loadProduction() {
     h("p", { class: "notice bad", id: "production-error", role: "alert", hidden: true }),
     h("div", { class: "table-wrap" }, h("table", { "aria-label": "Production orders" },
       h("thead", {}, h("tr", {}, ...["Order", "Details", "Issuing ERP", "Accepted", "Status", "From"].map((c) => h("th", { scope: "col" }, c)))),
-      h("tbody", { id: "production-rows" }))));
+      h("tbody", { id: "production-rows" }))),
+    h("div", { class: "pager" },
+      h("span", { id: "production-range" }),
+      h("button", { type: "button", class: "btn small", id: "production-prev", disabled: true, onclick: page(-PAGE) }, "Previous"),
+      h("button", { type: "button", class: "btn small", id: "production-next", disabled: true, onclick: page(PAGE) }, "Next")));
   try {
-    const rows = await api("GET", `/api/production-orders?limit=${LIMIT}`);
-    $("production-rows").replaceChildren(...rows.map(orderRow));
-    if (!rows.length) $("production-rows").append(h("tr", {}, h("td", { class: "empty", colspan: 6 }, "No production orders yet. Accepting an order request makes one.")));
+    // One row more than a page says whether there is a next one.
+    const rows = await api("GET", `/api/production-orders?${new URLSearchParams({ limit: PAGE + 1, offset })}`);
+    const shown = rows.slice(0, PAGE);
+    $("production-rows").replaceChildren(...shown.map(orderRow));
+    if (!shown.length) $("production-rows").append(h("tr", {}, h("td", { class: "empty", colspan: 6 }, offset ? "No more production orders." : "No production orders yet. Accepting an order request makes one.")));
+    $("production-range").textContent = shown.length ? `${offset + 1}–${offset + shown.length}` : "";
+    $("production-prev").disabled = offset === 0;
+    $("production-next").disabled = rows.length <= PAGE;
   } catch (e) {
     $("production-error").textContent = e.message;
     $("production-error").hidden = false;

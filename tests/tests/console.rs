@@ -1869,6 +1869,12 @@ async fn the_console_in_chromium_charts_oee_against_the_target_takes_a_day_repor
         )
         .await;
     browser
+        .type_into(
+            "#perf-summary tr[data-unit=\"PT10\"] input[data-target=\"availability\"]",
+            "90",
+        )
+        .await;
+    browser
         .click("#perf-summary tr[data-unit=\"PT10\"] .save-target")
         .await;
     browser
@@ -1892,6 +1898,13 @@ async fn the_console_in_chromium_charts_oee_against_the_target_takes_a_day_repor
         "the line moved up: {moved} from {line_at_65}"
     );
     assert_eq!(moved[1], 31, "every day is under 75 %: {moved}");
+    let availability = browser
+        .js(
+            "return document.querySelector(arguments[0] + ' line.target-aux[data-target=\"availability\"]')?.dataset.value",
+            json!([chart]),
+        )
+        .await;
+    assert_eq!(availability, "0.9", "the availability target is drawn too");
     let under_after: u32 = moved[2].as_str().unwrap().parse().unwrap();
     let this_month = u32::try_from(
         (0..=30u64)
