@@ -714,3 +714,37 @@ async fn shifts_entered_one_by_one_sum_up_and_a_day_sent_to_the_chain_is_read_on
     );
     server.stop().await;
 }
+
+/// A day a feed stored as indicators only (no inputs) keeps its day when one shift is
+/// then entered by hand: the shifts cannot be summed, and a part of the day is not the
+/// day.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shift_entered_by_hand_leaves_a_day_given_as_indicators_alone() {
+    let server = server().await;
+    let date = "2026-10-06";
+    let given = json!({"availability": 0.9, "performance": 0.9, "quality": 0.99, "oee": 0.8});
+    let feed = json!({"unit": "PT10", "date": date,
+        "shifts": {"A": given, "B": given, "DAY": given}});
+    let answer = server.post_report(feed).await;
+    assert_eq!(answer.status, Status::Ok, "{}", answer.text);
+    let by_hand = json!({"unit": "PT10", "date": date,
+        "shifts": {"C": shift_inputs(480.0, 240.0, 300.0, 200.0)}});
+    let answer = server.post_report(by_hand).await;
+    assert_eq!(answer.status, Status::Ok, "{}", answer.text);
+    let stored = answer.json();
+    let shift = |name: &str| {
+        stored["shifts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["shift"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {name}: {stored}"))
+    };
+    assert_eq!(shift("DAY")["kpis"]["oee"], 0.8, "{stored}");
+    assert!(
+        shift("C")["kpis"]["oee"].as_f64().unwrap() < 0.5,
+        "{stored}"
+    );
+    server.stop().await;
+}

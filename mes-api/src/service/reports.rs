@@ -356,23 +356,30 @@ pub fn store_day_report(
         if input.shifts.day.is_none() {
             // The day from every shift's inputs as they will be stored: those given
             // here and, for a shift not given, the stored one (a form that enters
-            // one shift at a time still gets the whole day's totals).
+            // one shift at a time still gets the whole day's totals). A stored shift
+            // with indicators only (a feed's) cannot be summed: the stored day is then
+            // left as it is rather than replaced by a part of it.
             let mut with_inputs: Vec<KpiInputs> = given
                 .iter()
                 .filter(|(_, values)| values.has_inputs())
                 .map(|(_, values)| values.inputs())
                 .collect();
+            let mut complete = true;
             for stored in repo::for_unit_and_date(conn, &input.unit, date)?
                 .iter()
                 .filter_map(stored_shift)
             {
                 let replaced = given.iter().any(|(shift, _)| *shift == stored.shift);
-                if stored.shift != Shift::Day && !replaced && stored.inputs != KpiInputs::default()
-                {
+                if stored.shift == Shift::Day || replaced {
+                    continue;
+                }
+                if stored.inputs == KpiInputs::default() {
+                    complete = false;
+                } else {
                     with_inputs.push(stored.inputs);
                 }
             }
-            if !with_inputs.is_empty() {
+            if complete && !with_inputs.is_empty() {
                 let day = KpiInputs::sum(&with_inputs);
                 rows.push((Shift::Day, day, Kpis::compute(&day)));
             }
