@@ -231,7 +231,9 @@ impl App {
         let (late, requests) = (self.bridge.late_replies(), self.requests.clone());
         self.spawn_background(|stop| settle_late_replies(late, requests, stop));
         let (db, days) = (self.db.clone(), self.settings.outbox_retention_days);
-        self.spawn_background(|stop| outbox_retention(db, days, stop));
+        self.spawn_background(|stop| retention(db, days, stop, OUTBOX_RETENTION));
+        let (db, days) = (self.db.clone(), self.settings.notification_retention_days);
+        self.spawn_background(|stop| retention(db, days, stop, NOTIFICATION_RETENTION));
     }
 
     /// Runs `task` as one of the server's background jobs, like the relay and the
@@ -337,29 +339,54 @@ async fn watch_fences(bridge: Bridge, events: Hub, mut stop: StopSignal) {
 /// How often retention looks for delivered rows to purge.
 const RETENTION_INTERVAL: Duration = Duration::from_secs(3600);
 
-/// Outbox retention (`MES_OUTBOX_RETENTION_DAYS`): at start and then hourly, empties
-/// the payload of rows delivered more than `days` days ago, [`crate::cli::PURGE_BATCH`]
-/// rows per transaction, keeping each as a tombstone with its dedup key
-/// ([`outbox::purge_delivered`]). Safe on several instances at once: a row is purged
-/// once whoever gets there first.
-async fn outbox_retention(db: Db, days: u32, mut stop: StopSignal) {
+/// What one retention job purges, and how it says so.
+struct Retention {
+    /// The job's name in the logs.
+    job: &'static str,
+    /// What its log line says it purged.
+    purged: &'static str,
+    /// Purges up to a batch of rows settled before a time; answers how many.
+    purge: fn(
+        &mut mes_core::db::DbConnection,
+        chrono::NaiveDateTime,
+        i64,
+    ) -> diesel::QueryResult<usize>,
+}
+
+/// Outbox retention (`MES_OUTBOX_RETENTION_DAYS`): empties the payload of rows delivered
+/// more than the days ago, keeping each as a tombstone with its dedup key
+/// ([`outbox::purge_delivered`]).
+const OUTBOX_RETENTION: Retention = Retention {
+    job: "outbox-retention",
+    purged: "purged delivered outbox rows",
+    purge: outbox::purge_delivered,
+};
+
+/// Notification retention (`MES_NOTIFICATION_RETENTION_DAYS`): deletes webhook
+/// notifications delivered more than the days ago
+/// ([`mes_core::db::notifications::purge_delivered`]).
+const NOTIFICATION_RETENTION: Retention = Retention {
+    job: "notification-retention",
+    purged: "deleted delivered notifications",
+    purge: mes_core::db::notifications::purge_delivered,
+};
+
+/// A retention job: at start and then hourly, purges what was settled more than `days`
+/// days ago, [`crate::cli::PURGE_BATCH`] rows per transaction. Safe on several
+/// instances at once: a row is purged once, whoever gets there first.
+async fn retention(db: Db, days: u32, mut stop: StopSignal, what: Retention) {
     let age = chrono::Duration::days(i64::from(days));
     loop {
         let mut purged = 0;
         while let Some(before) = mes_core::db::now().checked_sub_signed(age) {
+            let purge = what.purge;
             let batch = db
-                .run(move |conn| {
-                    Ok(outbox::purge_delivered(
-                        conn,
-                        before,
-                        crate::cli::PURGE_BATCH,
-                    )?)
-                })
+                .run(move |conn| Ok(purge(conn, before, crate::cli::PURGE_BATCH)?))
                 .await;
             let n = match batch {
                 Ok(n) => n,
                 Err(e) => {
-                    tracing::warn!(job = "outbox-retention", "{}", e.message);
+                    tracing::warn!(job = what.job, "{}", e.message);
                     break;
                 }
             };
@@ -369,12 +396,7 @@ async fn outbox_retention(db: Db, days: u32, mut stop: StopSignal) {
             }
         }
         if purged > 0 {
-            tracing::info!(
-                job = "outbox-retention",
-                purged,
-                days,
-                "purged delivered outbox rows"
-            );
+            tracing::info!(job = what.job, purged, days, "{}", what.purged);
         }
         rocket::tokio::select! {
             () = rocket::tokio::time::sleep(RETENTION_INTERVAL) => {}

@@ -174,6 +174,10 @@ settings! {
         /// keeping the row (and its dedup key) as a tombstone. Failed rows are kept whole.
         pub outbox_retention_days: u32 = 30
             => (1..=36_500).contains(outbox_retention_days), "must be 1 to 36500 (days)";
+        /// Days a delivered webhook notification is kept (`GET /api/notifications`
+        /// lists it); then retention deletes it. Pending and failed ones are kept.
+        pub notification_retention_days: u32 = 30
+            => (1..=36_500).contains(notification_retention_days), "must be 1 to 36500 (days)";
         /// Most chain requests in flight before calls are refused with 503.
         pub max_in_flight: usize = 1024
             => (1..=Semaphore::MAX_PERMITS).contains(max_in_flight),

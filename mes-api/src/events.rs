@@ -179,7 +179,10 @@ pub fn stage() -> AdHoc {
             };
             let hub = app.events.clone();
             let hooks = match app.settings.webhooks() {
-                Ok(hooks) => hooks,
+                Ok(hooks) => {
+                    fail_orphans(app, &hooks).await;
+                    hooks
+                }
                 Err(e) => {
                     tracing::error!("webhooks disabled: {e}");
                     Vec::new()
@@ -206,6 +209,32 @@ pub fn stage() -> AdHoc {
             });
         })
     })
+}
+
+/// Fails the pending notifications of webhooks no longer configured (none at all
+/// when `hooks` is empty): nobody would send them. Each says why; the console's
+/// Notifications tab and `mes_notification_rows{status="failed"}` show them.
+async fn fail_orphans(app: &App, hooks: &[crate::notify::Webhook]) {
+    let urls: Vec<String> = hooks.iter().map(|h| h.url.clone()).collect();
+    let failed = app
+        .db
+        .run(move |conn| {
+            let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+            Ok(notifications::fail_orphans(
+                conn,
+                &urls,
+                "its webhook is no longer in MES_WEBHOOKS",
+            )?)
+        })
+        .await;
+    match failed {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(
+            failed = n,
+            "webhooks: notifications of webhooks no longer configured are failed"
+        ),
+        Err(e) => tracing::warn!("webhooks: {}", e.message),
+    }
 }
 
 /// Scans the chain's list of `kind` into the mirror: continues the scan in progress

@@ -77,6 +77,49 @@ backend_tests! {
         assert_eq!((counts.pending, counts.delivered, counts.oldest_pending), (0, 1, None));
     }
 
+    fn pending_rows_of_a_webhook_no_longer_configured_fail_unless_claimed(conn: &mut DbConnection) {
+        n::insert(conn, &[event("e1", HOOK), event("e1", OTHER), event("e2", OTHER), event("e3", OTHER)]).unwrap();
+        // e1 to OTHER is being sent by a worker (of an instance still configured so).
+        let claimed = n::claim_due(conn, OTHER, db::now(), 1, lease()).unwrap().remove(0);
+        assert_eq!(claimed.event_id, "e1");
+        let delivered = n::claim_due(conn, OTHER, db::now(), 1, lease()).unwrap().remove(0);
+        n::mark_delivered(conn, &delivered).unwrap();
+        // OTHER is taken out of the configuration: its unclaimed pending row fails.
+        assert_eq!(n::fail_orphans(conn, &[HOOK], "gone").unwrap(), 1);
+        let rows = n::list(conn, None, 50, 0).unwrap();
+        let status = |event: &str, url: &str| {
+            let row = rows.iter().find(|r| r.event_id == event && r.url == url).unwrap();
+            (row.status.clone(), row.last_error.clone())
+        };
+        assert_eq!(status("e3", OTHER), (n::FAILED.to_owned(), Some("gone".to_owned())));
+        assert_eq!(status("e1", OTHER).0, n::PENDING, "a claimed row is its worker's");
+        assert_eq!(status("e2", OTHER).0, n::DELIVERED);
+        assert_eq!(status("e1", HOOK), (n::PENDING.to_owned(), None));
+        // No webhook at all: every unclaimed pending row fails.
+        assert_eq!(n::fail_orphans(conn, &[], "none").unwrap(), 1);
+        assert_eq!(n::counts(conn).unwrap().pending, 1, "the claimed one");
+    }
+
+    fn delivered_rows_are_deleted_after_retention_in_batches_and_others_kept(conn: &mut DbConnection) {
+        n::insert(conn, &[event("e1", HOOK), event("e2", HOOK), event("e3", HOOK), event("e4", HOOK)]).unwrap();
+        for _ in 0..3 {
+            let claimed = n::claim_due(conn, HOOK, db::now(), 1, lease()).unwrap().remove(0);
+            n::mark_delivered(conn, &claimed).unwrap();
+        }
+        let failed = n::claim_due(conn, HOOK, db::now(), 1, lease()).unwrap().remove(0);
+        n::record_failure(conn, &failed, "answered 404", Failure::Final).unwrap();
+        // Delivered just now: not older than a day.
+        assert_eq!(n::purge_delivered(conn, db::now() - Duration::days(1), 500).unwrap(), 0);
+        let later = db::now() + Duration::seconds(1);
+        assert_eq!(n::purge_delivered(conn, later, 2).unwrap(), 2, "a batch at a time");
+        assert_eq!(n::purge_delivered(conn, later, 2).unwrap(), 1);
+        assert_eq!(n::purge_delivered(conn, later, 2).unwrap(), 0);
+        let rows = n::list(conn, None, 50, 0).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].status, n::FAILED, "a failed row is never deleted");
+        assert_eq!(n::counts(conn).unwrap().delivered, 0);
+    }
+
     fn a_retry_waits_for_the_backoff_or_retry_after(conn: &mut DbConnection) {
         n::insert(conn, &[event("e1", HOOK)]).unwrap();
         let claimed = n::claim_due(conn, HOOK, db::now(), 1, lease()).unwrap().remove(0);

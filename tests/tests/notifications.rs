@@ -416,3 +416,59 @@ async fn two_instances_on_one_database_post_each_event_exactly_once() {
     assert!(b.terminate().await.success());
     stack.sim.shutdown().await.unwrap();
 }
+
+/// A server started without a webhook that has pending notifications fails them,
+/// saying why, instead of holding them (and the oldest-pending age) for good; the
+/// configured webhook's rows stay pending and are sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_notifications_of_a_webhook_taken_out_of_the_configuration_fail_at_start() {
+    let receiver = Receiver::start(200).await;
+    let stack = Stack::start().await;
+    let (url, kept) = (stack.schema.url().to_owned(), receiver.url.clone());
+    tokio::task::spawn_blocking(move || {
+        let mut conn = db::connect(&url).unwrap();
+        let row = |url| db::notifications::NewNotification {
+            event_id: "new_request:partner:gone",
+            kind: "new_request",
+            url,
+            target: "http://127.0.0.1:9",
+            payload: r#"{"text": "New partner request"}"#,
+        };
+        let rows = [row("http://127.0.0.1:9/removed"), row(kept.as_str())];
+        db::notifications::insert(&mut conn, &rows).unwrap();
+    })
+    .await
+    .unwrap();
+
+    let mut server = stack.server(&receiver.url);
+    server.wait_ready().await;
+    let failed = wait_until(
+        "the removed webhook's row to fail",
+        || stack.notifications(&server, "status=failed"),
+        |rows| rows.len() == 1,
+    )
+    .await;
+    assert_eq!(
+        failed.len(),
+        1,
+        "only the removed webhook's row: {failed:?}"
+    );
+    assert_eq!(
+        failed[0]["last_error"], "its webhook is no longer in MES_WEBHOOKS",
+        "{failed:?}"
+    );
+    assert_eq!(failed[0]["attempts"], 0, "never tried: {failed:?}");
+    wait_until(
+        "the configured webhook's row to be delivered",
+        || stack.notifications(&server, "status=delivered"),
+        |rows| rows.len() == 1,
+    )
+    .await;
+    wait_until(
+        "no pending row in /metrics",
+        || metric(server.port, "mes_notification_rows{status=\"pending\"}"),
+        |n| *n == Some(0.0),
+    )
+    .await;
+    server.assert_running();
+}

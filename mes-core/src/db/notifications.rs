@@ -289,6 +289,55 @@ pub fn record_failure(
         .get_result(conn)
 }
 
+/// Fails every pending row, not claimed now, whose webhook is not among `urls` (a URL
+/// taken out of the configuration): no worker would ever send it, and it would hold
+/// the oldest pending row's age up for good. `reason` becomes its `last_error`.
+/// Returns how many rows it failed.
+pub fn fail_orphans(conn: &mut DbConnection, urls: &[&str], reason: &str) -> QueryResult<usize> {
+    let at = now();
+    diesel::update(
+        notifications::table
+            .filter(notifications::status.eq(PENDING))
+            .filter(notifications::url.ne_all(urls))
+            .filter(
+                notifications::locked_until
+                    .is_null()
+                    .or(notifications::locked_until.lt(at)),
+            ),
+    )
+    .set((
+        notifications::status.eq(FAILED),
+        notifications::locked_until.eq(None::<NaiveDateTime>),
+        notifications::last_error.eq(Some(reason)),
+        notifications::updated_at.eq(at),
+    ))
+    .execute(conn)
+}
+
+/// Deletes up to `batch` rows delivered before `before`, oldest first; returns how
+/// many. Pending and failed rows are never deleted. A deleted event is not recorded
+/// again: a new request is recorded when the mirror first inserts it, and an outbox
+/// failure's event id names the row and its attempts.
+pub fn purge_delivered(
+    conn: &mut DbConnection,
+    before: NaiveDateTime,
+    batch: i64,
+) -> QueryResult<usize> {
+    conn.transaction(|conn| {
+        let ids: Vec<i64> = notifications::table
+            .filter(notifications::status.eq(DELIVERED))
+            .filter(notifications::delivered_at.lt(before))
+            .order(notifications::delivered_at)
+            .limit(batch)
+            .select(notifications::id)
+            .load(conn)?;
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        diesel::delete(notifications::table.filter(notifications::id.eq_any(&ids))).execute(conn)
+    })
+}
+
 /// Gives back `claimed` unsent (the server is stopping): due again at once, its
 /// claim not counted as an attempt.
 ///
