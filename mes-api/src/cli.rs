@@ -452,7 +452,7 @@ fn demo_key(url: &str, key: &str, format: LogFormat) -> Result<(), ConfigError> 
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "Demo operator key (shown once, valid until the next start):\n  {key}\nTry:\n  curl -H 'Authorization: Bearer {key}' {url}/api/KafkaPartner/LIST\n  curl {url}/api/openapi.json"
+        "Demo operator key (shown once, valid until the next start):\n  {key}\nTry:\n  {url}/#performance   (the console, in a browser: sign in with the key)\n  curl -H 'Authorization: Bearer {key}' {url}/api/KafkaPartner/LIST\n  curl {url}/api/openapi.json"
     )
     .and_then(|()| out.flush())
     .map_err(io_error)
