@@ -193,6 +193,7 @@ export function openForm({ unit, date, shift = "A", units = [], onSaved = () => 
   errors.date = h("p", { class: "field-error", id: "dr-date-error", role: "alert" });
   const computed = h("dl", { class: "kpis", id: "dr-kpis", "aria-live": "polite" });
   const warning = h("p", { class: "hint warn" });
+  const storedTitle = h("h3", {}, "What will be stored");
   const status = h("div", { id: "dr-status" });
   const result = h("p", { class: "result", id: "dr-result", role: "status" });
   const save = h("button", { type: "submit", class: "btn primary", id: "dr-save" }, "Save the day report");
@@ -203,7 +204,7 @@ export function openForm({ unit, date, shift = "A", units = [], onSaved = () => 
       h("div", { class: "field" }, h("label", { for: "dr-shift" }, "Shift"), shiftSelect)),
     status,
     h("div", { class: "fields-grid" }, fields),
-    h("h3", {}, "What will be stored"), computed, warning,
+    storedTitle, computed, warning,
     h("div", { class: "row" }, save, h("button", { type: "button", class: "btn ghost", onclick: () => $("detail").close() }, "Cancel")),
     result);
 
@@ -268,6 +269,7 @@ export function openForm({ unit, date, shift = "A", units = [], onSaved = () => 
     for (const [key] of FIELDS) inputs[key].disabled = readOnly;
     save.hidden = readOnly;
     save.disabled = false;
+    storedTitle.textContent = readOnly ? "What the chain has" : "What will be stored";
     form.dataset.state = readOnly ? "sent" : "ready";
     status.replaceChildren(readOnly ? sentNotice(report)
       : h("p", { class: "hint" }, shiftRow ? `Shift ${shiftSelect.value} of this day is stored: saving replaces it.` : `Nothing is stored for shift ${shiftSelect.value} of this day yet.`));
