@@ -281,7 +281,13 @@ async fn notifications_survive_a_sigkill_and_are_delivered_after_the_restart() {
     let rows = wait_until(
         "two notifications tried at least once",
         || stack.notifications(&first, "status=pending"),
-        |rows| rows.len() == 2 && rows.iter().all(|r| r["attempts"].as_i64() >= Some(1)),
+        // An attempt counts from its claim; its error is written once the answer came.
+        |rows| {
+            rows.len() == 2
+                && rows
+                    .iter()
+                    .all(|r| r["attempts"].as_i64() >= Some(1) && r["last_error"].is_string())
+        },
     )
     .await;
     for row in &rows {
