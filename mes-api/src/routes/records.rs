@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 
-use diesel::QueryResult;
 use mes_core::db::DbConnection;
 use mes_core::db::decisions::{self, Decision};
 use mes_core::db::orders::{self, ProductionOrder};
@@ -124,25 +123,6 @@ impl ProductionOrderView {
     }
 }
 
-/// One page of a local list, newest first, as the API shows its rows: the lists of
-/// this module differ only in the table they read.
-async fn page_of<Row, View>(
-    app: &State<App>,
-    query: Strict<PageQuery>,
-    list: fn(&mut DbConnection, i64, i64) -> QueryResult<Vec<Row>>,
-) -> ApiResult<Json<Vec<View>>>
-where
-    Row: Send + 'static,
-    View: From<Row>,
-{
-    let (limit, offset) = query.checked()?.parse()?;
-    let rows = app
-        .db
-        .run(move |conn| Ok(list(conn, limit, offset)?))
-        .await?;
-    Ok(Json(rows.into_iter().map(Into::into).collect()))
-}
-
 /// `GET /api/decisions`: every accept/reject, newest first.
 #[utoipa::path(get, path = "/api/decisions", tag = "audit",
     params(Strict<PageQuery>),
@@ -156,7 +136,12 @@ pub async fn decision_list(
     _caller: Reader,
     query: Strict<PageQuery>,
 ) -> ApiResult<Json<Vec<DecisionView>>> {
-    page_of(app, query, decisions::list).await
+    let (limit, offset) = query.checked()?.parse()?;
+    let rows = app
+        .db
+        .run(move |conn| Ok(decisions::list(conn, limit, offset)?))
+        .await?;
+    Ok(Json(rows.into_iter().map(DecisionView::from).collect()))
 }
 
 /// `GET /api/production-orders`: orders taken over from the chain, newest first.

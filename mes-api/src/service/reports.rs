@@ -498,6 +498,13 @@ pub fn daily_run(conn: &mut DbConnection, date: NaiveDate) -> Result<DailyRun, R
     };
     for unit in units::list(conn)? {
         let code = unit.code;
+        // A day already enqueued (every day of a restart's catch-up but the newest)
+        // costs one lookup and no lock: it is read-only, so nothing can change it.
+        let key = chain::day_report_dedup_key(&code, date);
+        if outbox::get_by_dedup_key(conn, &key)?.is_some() {
+            run.already_enqueued.push(code);
+            continue;
+        }
         // Read and enqueued under the unit's row lock, as [`store_day_report`] stores:
         // what is enqueued is what is stored, and nothing is stored after it.
         let outcome = conn.transaction(|conn| {
