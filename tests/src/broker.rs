@@ -1,33 +1,47 @@
-//! A private tansu broker per test, for the tests that stop and restart the broker
-//! (the shared one from `./scripts/test` must stay up for everyone else).
+//! A private tansu broker per test, for the tests that take the broker away and bring it
+//! back (the shared one from `./scripts/test` must stay up for everyone else).
+//!
+//! Clients reach the broker through a TCP relay on the port they were given. Taking the
+//! broker away closes the relay: every connection is cut and new ones are refused, as
+//! when a broker process dies. Bringing it back opens the relay again on the same port,
+//! and the broker behind it still holds its topics, their ids, logs and groups, as a real
+//! cluster keeps them across a restart.
+//!
+//! Killing tansu itself would not do: its memory storage forgets the topics, and the
+//! topics a test makes again get new topic ids under the same names. librdkafka 2.12's
+//! metadata cache can be corrupted by such a change and crash the whole test process
+//! (SIGSEGV in `rd_kafka_metadata_cache_find`, from `rd_kafka_metadata_update_op`;
+//! confluentinc/librdkafka#4964 and #5280), which CI hit in one run out of many. A broker
+//! that keeps its topics is also what the tests mean to model.
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use rdkafka::consumer::{BaseConsumer, Consumer as _};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use tokio::sync::oneshot;
 
 /// Environment variable holding the path of the tansu binary (set by `./scripts/test`).
 pub const TANSU_BIN_ENV: &str = "MES_TEST_TANSU_BIN";
 
-/// A tansu process on a loopback port of its own, in-memory storage; killed on drop.
-///
-/// tansu's memory storage forgets topics when it stops, so after [`PrivateBroker::restart`]
-/// the test recreates its topics, as a real cluster would have kept them (and, where a
-/// client keeps reading at its old position, their offsets: [`LogEnd`]).
+/// A tansu process of a test's own (memory storage) behind a relay the test can close
+/// and open again; both go on drop.
 #[derive(Debug)]
 pub struct PrivateBroker {
-    bin: PathBuf,
-    port: u16,
+    child: Child,
     dir: PathBuf,
-    child: Option<Child>,
+    /// Where clients connect, and what the broker advertises in its metadata.
+    public: SocketAddr,
+    /// Where tansu itself listens.
+    upstream: SocketAddr,
+    relay: Option<Relay>,
 }
 
 impl PrivateBroker {
-    /// Starts a broker on a free port and waits until it accepts connections.
+    /// Starts a broker on free ports, waits until it accepts connections, and opens the
+    /// relay to it.
     ///
     /// # Errors
     ///
@@ -38,29 +52,19 @@ impl PrivateBroker {
             .with_context(|| {
                 format!("{TANSU_BIN_ENV} is not set: run the tests with ./scripts/test")
             })?;
-        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
-            .local_addr()?
-            .port();
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+        let public = listener.local_addr()?;
+        let upstream = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?;
         let dir = std::env::temp_dir().join(format!("mes-e2e-tansu-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir)?;
-        let mut broker = PrivateBroker {
-            bin,
-            port,
-            dir,
-            child: None,
-        };
-        broker.spawn()?;
-        Ok(broker)
-    }
-
-    fn spawn(&mut self) -> anyhow::Result<()> {
-        let url = format!("tcp://127.0.0.1:{}", self.port);
-        let log = std::fs::File::create(self.dir.join("tansu.log"))?;
-        let child = Command::new(&self.bin)
+        let log = std::fs::File::create(dir.join("tansu.log"))?;
+        let advertised = format!("tcp://{public}");
+        let child = Command::new(&bin)
             .args(["broker", "--cluster-id", "mes-e2e-private"])
-            .args(["--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--listener-url", &format!("tcp://{upstream}")])
+            .args(["--advertised-listener-url", &advertised])
             .args(["--storage-engine", "memory://tansu/"])
-            .current_dir(&self.dir)
+            .current_dir(&dir)
             .env("RUST_LOG", "warn")
             .env_remove("SCHEMA_REGISTRY")
             .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
@@ -68,126 +72,113 @@ impl PrivateBroker {
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
-            .with_context(|| format!("starting {}", self.bin.display()))?;
-        self.child = Some(child);
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let mut broker = PrivateBroker {
+            child,
+            dir,
+            public,
+            upstream,
+            relay: None,
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        while TcpStream::connect_timeout(&upstream, Duration::from_millis(200)).is_err() {
             if Instant::now() > deadline {
-                bail!("private tansu did not accept connections on {addr} within 30 s");
+                bail!("private tansu did not accept connections on {upstream} within 30 s");
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        Ok(())
+        broker.relay = Some(Relay::open(listener, upstream)?);
+        Ok(broker)
     }
 
-    /// `host:port` of this broker.
+    /// `host:port` of this broker, as clients reach it.
     pub fn brokers(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        self.public.to_string()
     }
 
-    /// Kills the broker (like a crash: no clean shutdown) and waits for it to exit.
+    /// Takes the broker away, like a crash: cuts every client connection and refuses new
+    /// ones until [`PrivateBroker::restart`]. Returns once the port is closed.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(relay) = self.relay.take() {
+            relay.close();
         }
     }
 
-    /// Starts the broker again on the same port (empty: memory storage).
+    /// Brings the broker back on the same port, with the topics, logs and groups it held.
     ///
     /// # Errors
     ///
-    /// As [`PrivateBroker::start`].
+    /// When the port cannot be bound again.
     pub fn restart(&mut self) -> anyhow::Result<()> {
         self.stop();
-        self.spawn()
+        let listener = TcpListener::bind(self.public)
+            .with_context(|| format!("binding {} again", self.public))?;
+        self.relay = Some(Relay::open(listener, self.upstream)?);
+        Ok(())
     }
 }
 
 impl Drop for PrivateBroker {
     fn drop(&mut self) {
         self.stop();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
-/// Where each partition of a topic ends, read before a [`PrivateBroker`] stops, to make
-/// the topic end there again after [`PrivateBroker::restart`].
+/// A thread that copies bytes between each client and the broker until it is closed.
 ///
-/// A real cluster keeps a topic's log across a restart, and a consumer goes on from its
-/// position. tansu's memory storage starts the recreated topic at offset 0, and a
-/// consumer positioned past the new end (the bridge's reply consumer, assigned at the
-/// old end) waits there: tansu answers such a fetch with no records instead of
-/// `OFFSET_OUT_OF_RANGE`, so the consumer never resets and misses every record until
-/// the log has grown back to its position. [`LogEnd::restore`] fills the gap with
-/// empty records, which a reader drops as undecodable.
-#[derive(Debug, Clone)]
-pub struct LogEnd {
-    topic: String,
-    ends: Vec<(i32, i64)>,
+/// It runs its own single-threaded runtime, so closing it does not depend on the test's
+/// runtime: when the thread ends, its runtime drops the listener and every connection.
+#[derive(Debug)]
+struct Relay {
+    close: oneshot::Sender<()>,
+    thread: JoinHandle<()>,
 }
 
-impl LogEnd {
-    /// The end (high watermark) of every partition of `topic` on `brokers`.
-    ///
-    /// # Errors
-    ///
-    /// When the broker does not answer within [`crate::BROKER_TIMEOUT`].
-    pub async fn read(brokers: &str, topic: &str) -> anyhow::Result<LogEnd> {
-        let (brokers, topic) = (brokers.to_owned(), topic.to_owned());
-        tokio::task::spawn_blocking(move || {
-            let consumer: BaseConsumer = crate::client_config(&brokers).create()?;
-            let metadata = consumer.fetch_metadata(Some(&topic), crate::BROKER_TIMEOUT)?;
-            let mut ends = Vec::new();
-            for partition in metadata
-                .topics()
-                .iter()
-                .filter(|t| t.name() == topic)
-                .flat_map(|t| t.partitions())
-            {
-                let (_, high) =
-                    consumer.fetch_watermarks(&topic, partition.id(), crate::BROKER_TIMEOUT)?;
-                ends.push((partition.id(), high));
-            }
-            if ends.is_empty() {
-                bail!("topic {topic} has no partitions on {brokers}");
-            }
-            Ok(LogEnd { topic, ends })
-        })
-        .await?
-        .context("reading where the log ends")
+impl Relay {
+    fn open(listener: TcpListener, upstream: SocketAddr) -> anyhow::Result<Relay> {
+        listener.set_nonblocking(true)?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let (close, closed) = oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("broker-relay".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = closed => {}
+                        () = accept(listener, upstream) => {}
+                    }
+                });
+                // Dropping the runtime drops every connection task with its sockets.
+                drop(runtime);
+            })?;
+        Ok(Relay { close, thread })
     }
 
-    /// Appends empty records to each partition of the (recreated) topic on `brokers`
-    /// until it ends where it ended when read.
-    ///
-    /// # Errors
-    ///
-    /// When the broker refuses a record or does not answer.
-    pub async fn restore(&self, brokers: &str) -> anyhow::Result<()> {
-        let now = LogEnd::read(brokers, &self.topic).await?;
-        let producer: FutureProducer = crate::client_config(brokers)
-            .set("linger.ms", "0")
-            .create()?;
-        for &(partition, end) in &self.ends {
-            let from = now
-                .ends
-                .iter()
-                .find(|(p, _)| *p == partition)
-                .map(|(_, high)| *high)
-                .with_context(|| format!("{} has no partition {partition}", self.topic))?;
-            for _ in from..end {
-                producer
-                    .send(
-                        FutureRecord::<(), ()>::to(&self.topic).partition(partition),
-                        crate::BROKER_TIMEOUT,
-                    )
-                    .await
-                    .map_err(|(e, _)| e)
-                    .with_context(|| format!("padding {}/{partition}", self.topic))?;
+    fn close(self) {
+        let _ = self.close.send(());
+        let _ = self.thread.join();
+    }
+}
+
+async fn accept(listener: tokio::net::TcpListener, upstream: SocketAddr) {
+    loop {
+        let Ok((mut client, _)) = listener.accept().await else {
+            // Out of descriptors, say: try again without spinning.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        tokio::spawn(async move {
+            if let Ok(mut broker) = tokio::net::TcpStream::connect(upstream).await {
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut broker).await;
             }
-        }
-        Ok(())
+        });
     }
 }

@@ -28,7 +28,7 @@ use rdkafka::{
 };
 use tokio::time::{Instant, sleep};
 
-pub use broker::{LogEnd, PrivateBroker, TANSU_BIN_ENV};
+pub use broker::{PrivateBroker, TANSU_BIN_ENV};
 
 /// Environment variable holding the bootstrap servers of the test broker (`host:port`).
 pub const KAFKA_BROKERS_ENV: &str = "MES_TEST_KAFKA_BROKERS";

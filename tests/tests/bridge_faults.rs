@@ -285,10 +285,6 @@ async fn a_broker_that_goes_away_gives_typed_errors_and_service_resumes_when_it_
     assert!(matches!(down, Err(Error::BrokerUnavailable(_))), "{down:?}");
 
     broker.restart().unwrap();
-    // tansu's memory storage forgot the topics; a real cluster keeps them.
-    mes_e2e::create_topics(&brokers, &topics.all(), 1)
-        .await
-        .unwrap();
     gateway.abort();
     let gateway = tiny_gateway(&brokers, &topics, true);
     let deadline = Instant::now() + Duration::from_secs(60);
