@@ -7,9 +7,10 @@ import { api, renewSession, session, signedOut } from "./api.js";
 import { remember } from "./delivery.js";
 import { loadDecisions } from "./decisions.js";
 import { describe, onOutboxRows, showOutbox } from "./outbox.js";
+import { onUnitChanged } from "./performance.js";
 import { onDecision, onRequest, onStatus, reloadLists } from "./requests.js";
 import { currentTab, refresh } from "./tabs.js";
-import { onUnitOutboxRow } from "./units.js";
+import { onUnitOutboxRow, onUnitTarget } from "./units.js";
 
 // The open stream, and how long to wait before opening a new one after the browser
 // gave up on it.
@@ -72,6 +73,13 @@ export function connect() {
     if (onDecision(JSON.parse(e.data)) && currentTab() === "decisions") loadDecisions();
   });
   source.addEventListener("outbox", (e) => onOutbox(JSON.parse(e.data)));
+  // A day report stored or a unit's targets changed (through this server).
+  source.addEventListener("day_report", (e) => onUnitChanged(JSON.parse(e.data).unit));
+  source.addEventListener("target", (e) => {
+    const { unit, target } = JSON.parse(e.data);
+    onUnitChanged(unit);
+    onUnitTarget(unit, target);
+  });
   source.addEventListener("chain", (e) => setBehind(JSON.parse(e.data).fences.length > 0));
   source.addEventListener("poll_error", () => setLive("Live (the chain is not answering)", "on"));
   // The key was removed or rotated, or the session ended: a new session with the key
@@ -89,7 +97,7 @@ export function connect() {
   });
   source.addEventListener("lagged", () => {
     reloadLists();
-    if (currentTab() === "units" || currentTab() === "outbox") refresh(currentTab());
+    if (["units", "outbox", "performance"].includes(currentTab())) refresh(currentTab());
   });
   source.onerror = () => {
     if (source !== events) return;

@@ -12,6 +12,9 @@ import { targetEditor } from "./targets.js";
 
 // What the tab shows: the period in days back from today, and the shift.
 const view = { days: 30, shift: "day", units: [], series: new Map() };
+// Units changed since they were drawn (live updates), and the pending redraw.
+const stale = new Set();
+let redrawing = null;
 
 // A local calendar day as YYYY-MM-DD.
 export function isoDay(d) {
@@ -63,8 +66,10 @@ function showError(text) {
   error.hidden = !text;
 }
 
-// Loads every unit's series for the period and shift, then draws them.
-async function loadSeries() {
+// The series of each of `units` for the period and shift, six calls at a time (a plant
+// with many units does not queue a hundred calls at once), or null when the period or
+// shift changed meanwhile (the newer call draws).
+async function fetchSeries(units) {
   const { from, to } = period();
   const shift = view.shift;
   const one = async (u) => {
@@ -74,14 +79,42 @@ async function loadSeries() {
       return [u.code, { error: e.message }];
     }
   };
-  // Six at a time: a plant with many units does not queue a hundred calls at once.
   const answers = [];
-  for (let i = 0; i < view.units.length; i += 6) answers.push(...await Promise.all(view.units.slice(i, i + 6).map(one)));
-  // An answer for a period or shift changed meanwhile is dropped: the newer call draws.
-  if (shift !== view.shift || from !== period().from) return;
+  for (let i = 0; i < units.length; i += 6) answers.push(...await Promise.all(units.slice(i, i + 6).map(one)));
+  return shift === view.shift && from === period().from ? answers : null;
+}
+
+// Loads every unit's series for the period and shift, then draws them.
+async function loadSeries() {
+  stale.clear();
+  const answers = await fetchSeries(view.units);
+  if (!answers) return;
   view.series = new Map(answers);
   const failed = answers.find(([, s]) => s.error);
   showError(failed ? `${failed[0]}: ${failed[1].error}` : "");
+  render();
+}
+
+// Live updates (live.js): a unit whose day reports or targets changed on this server is
+// drawn again shortly (changes that come together are drawn once). An open target
+// editor would be lost, so the redraw waits until it is saved or cancelled.
+export function onUnitChanged(code) {
+  if (typeof code !== "string") return;
+  stale.add(code);
+  clearTimeout(redrawing);
+  redrawing = setTimeout(redrawStale, 250);
+}
+
+async function redrawStale() {
+  if (!stale.size || $("panel-performance")?.hidden || !$("perf-summary")) return;
+  if (document.querySelector("#perf-summary .target-edit")) return;
+  // A unit this tab does not know yet (made since it loaded): load the whole tab.
+  if ([...stale].some((code) => !view.units.some((u) => u.code === code))) return loadPerformance();
+  const units = view.units.filter((u) => stale.has(u.code));
+  stale.clear();
+  const answers = await fetchSeries(units);
+  if (!answers) return;
+  for (const [code, series] of answers) view.series.set(code, series);
   render();
 }
 
@@ -99,6 +132,8 @@ function render() {
   summary.replaceChildren(...view.units.map((u) => summaryRow(u, view.series.get(u.code))));
   if (!view.units.length) summary.append(h("tr", {}, h("td", { class: "empty", colspan: 6 }, "No production units yet.")));
   charts.replaceChildren(...view.units.map((u) => unitCard(u, view.series.get(u.code))));
+  // Changes that came while a target editor was open.
+  if (stale.size) onUnitChanged([...stale][0]);
 }
 
 function summaryRow(unit, series) {

@@ -129,6 +129,16 @@ function editUnit(code) {
   status.focus();
 }
 
+// A unit's targets changed (the event stream's `target`): its target cell shows them,
+// unless an editor is open there (the operator's own Save shows what was stored).
+export function onUnitTarget(code, target) {
+  const unit = units.find((u) => u.code === code);
+  if (!unit) return;
+  unit.target = target ?? null;
+  const cell = unitRowElement(code)?.querySelector("td.unit-target");
+  if (cell && !cell.querySelector(".target-edit")) cell.replaceWith(targetCell(unit));
+}
+
 // A row of `unit:CODE` is the unit's state when it is news for it.
 export function onUnitOutboxRow(row) {
   const m = /^unit:(.+)$/.exec(String(row.ordering_key ?? ""));

@@ -65,8 +65,10 @@ pub struct LiveEvent {
     /// `request` (a new OPEN request), `status` (a request's status changed on the
     /// chain), `decision` (an operator answered), `outbox` (rows changed), `watching`
     /// (both kinds have a complete scan in the mirror: news are announced from now
-    /// on), `poll_error` (the chain could not be listed) or `chain` (a reply-shape
-    /// fence went up or came down: "the chain is behind", docs/protocol.md §9).
+    /// on), `poll_error` (the chain could not be listed), `chain` (a reply-shape
+    /// fence went up or came down: "the chain is behind", docs/protocol.md §9),
+    /// `day_report` (a unit's day report was stored) or `target` (a unit's targets
+    /// changed).
     pub name: &'static str,
     /// The details.
     pub data: Value,

@@ -1516,6 +1516,78 @@ fn seeded_shift(downtime_min: f64, produced: f64) -> Value {
     })
 }
 
+/// The next `day_report` or `target` event, whichever comes first.
+async fn next_unit_event(rx: &mut mpsc::UnboundedReceiver<(String, Value)>) -> (String, Value) {
+    let until = Instant::now() + DEADLINE;
+    loop {
+        let (name, data) = timeout(until.saturating_duration_since(Instant::now()), rx.recv())
+            .await
+            .expect("no day_report or target event in time")
+            .expect("the event stream ended");
+        if name == "day_report" || name == "target" {
+            return (name, data);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_day_reports_and_changed_targets_are_announced_and_refused_ones_are_not() {
+    let server = start(None).await;
+    server.create_unit("PT20", "RUNNING").await;
+    let mut events = server.events().await;
+    next_event(&mut events, "hello", |_| true).await;
+    let date = chrono::Local::now().date_naive().to_string();
+
+    // Refused (good > produced, then an unknown unit): nothing is announced, so the
+    // first unit event is the target's below.
+    let mut bad = seeded_shift(40.0, 100.0);
+    bad["good_quantity"] = json!(120.0);
+    for (unit, shift) in [("PT20", bad), ("NOPE", seeded_shift(40.0, 800.0))] {
+        let refused = server
+            .http
+            .post(format!("{}/api/DayReport", server.base))
+            .bearer_auth(&server.operator)
+            .json(&json!({"unit": unit, "date": date, "shifts": {"A": shift}}))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            refused.status().is_client_error(),
+            "{unit}: {}",
+            refused.status()
+        );
+    }
+    server
+        .api(
+            reqwest::Method::PUT,
+            "/api/ProductionUnit/PT20/target",
+            Some(json!({"oee": 0.6, "quality": 0.99})),
+        )
+        .await;
+    let (name, target) = next_unit_event(&mut events).await;
+    assert_eq!(name, "target", "{target}");
+    assert_eq!(target["unit"], "PT20");
+    assert_eq!(target["target"]["oee"], 0.6);
+    assert_eq!(target["target"]["quality"], 0.99);
+
+    server
+        .api(
+            reqwest::Method::POST,
+            "/api/DayReport",
+            Some(json!({"unit": "PT20", "date": date, "shifts": {"B": seeded_shift(40.0, 800.0)}})),
+        )
+        .await;
+    let (name, stored) = next_unit_event(&mut events).await;
+    assert_eq!(
+        (name.as_str(), stored),
+        (
+            "day_report",
+            json!({"unit": "PT20", "date": date, "shifts": ["B", "DAY"]})
+        )
+    );
+    server.stop();
+}
+
 /// Days back from today (of the 30 seeded) that went badly: OEE about 0.49.
 const BAD_DAYS: [u64; 3] = [2, 9, 17];
 
@@ -1917,12 +1989,46 @@ async fn the_console_in_chromium_charts_oee_against_the_target_takes_a_day_repor
     assert!(under_after > under_before, "{under_after} > {under_before}");
     browser.screenshot("25-performance-target-75").await;
 
+    // Live, without a Refresh: a feed's day report for a unit made after the tab
+    // loaded, then a target changed elsewhere (another operator, a script).
+    server.create_unit("PT11", "RUNNING").await;
+    server
+        .api(
+            reqwest::Method::POST,
+            "/api/DayReport",
+            Some(json!({"unit": "PT11", "date": today.to_string(), "shifts": {"A": seeded_shift(40.0, 800.0)}})),
+        )
+        .await;
+    browser
+        .wait(
+            "PT11's chart, drawn live",
+            "document.querySelector('svg.chart[data-unit=\"PT11\"]')?.dataset.points === '1'",
+            json!(null),
+        )
+        .await;
+    server
+        .api(
+            reqwest::Method::PUT,
+            "/api/ProductionUnit/PT10/target",
+            Some(json!({"oee": 0.7})),
+        )
+        .await;
+    browser
+        .wait(
+            "the target line at 70 %, drawn live",
+            "document.querySelector(arguments[0] + ' g.target')?.dataset.value === '0.7' && \
+             !document.querySelector(arguments[0] + ' line.target-aux')",
+            json!(chart),
+        )
+        .await;
+    browser.screenshot("25a-performance-live").await;
+
     // The units tab shows the new target.
     browser.click("#tab-units").await;
     browser
         .wait(
             "PT10's target",
-            "document.querySelector('#units-rows tr[data-unit=\"PT10\"] td.unit-target')?.dataset.oee === '0.75'",
+            "document.querySelector('#units-rows tr[data-unit=\"PT10\"] td.unit-target')?.dataset.oee === '0.7'",
             json!(null),
         )
         .await;

@@ -250,7 +250,8 @@ enum Next {
 #[allow(dead_code)]
 pub struct ServerSentEvent {
     /// The event's name: `hello`, `watching`, `request`, `status`, `decision`,
-    /// `outbox`, `poll_error`, `lagged` or `signed_out`.
+    /// `outbox`, `poll_error`, `chain`, `day_report`, `target`, `lagged` or
+    /// `signed_out`.
     event: String,
     /// The event's JSON object, as text.
     data: String,
@@ -258,7 +259,8 @@ pub struct ServerSentEvent {
 
 /// `GET /api/events`: server-sent events for the console. Events: `hello` (at once:
 /// who you are and whether the poller watches yet), `watching`, `request`, `status`,
-/// `decision`, `outbox`, `poll_error`, `lagged`, and `signed_out` (the key was removed
+/// `decision`, `outbox`, `poll_error`, `chain`, `day_report`, `target`, `lagged`, and
+/// `signed_out` (the key was removed
 /// or rotated, or the session ended: the stream closes after it). The stream checks
 /// its key or session every `MES_SESSION_RECHECK_SECS` (default 60) (docs/console.md).
 #[utoipa::path(get, path = "/api/events", tag = "console",

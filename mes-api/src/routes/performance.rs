@@ -47,6 +47,11 @@ pub async fn unit_target_put(
             UnitView::load(conn, &units, unit)
         })
         .await?;
+    // The Performance and units tabs open on this server show the new line.
+    app.events.publish(
+        "target",
+        serde_json::json!({"unit": view.code, "target": view.target}),
+    );
     Ok(Json(view))
 }
 

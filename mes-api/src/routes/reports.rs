@@ -160,6 +160,12 @@ pub async fn day_report_store(
             view(conn, stored)
         })
         .await?;
+    // The Performance tabs open on this server redraw the unit (docs/console.md).
+    let shifts: Vec<_> = stored.report.shifts.iter().map(|s| s.shift).collect();
+    app.events.publish(
+        "day_report",
+        serde_json::json!({"unit": stored.report.unit, "date": stored.report.date, "shifts": shifts}),
+    );
     Ok(Json(stored))
 }
 
