@@ -101,6 +101,10 @@ async function loadSeries() {
 export function onUnitChanged(code) {
   if (typeof code !== "string") return;
   stale.add(code);
+  scheduleRedraw();
+}
+
+function scheduleRedraw() {
   clearTimeout(redrawing);
   redrawing = setTimeout(redrawStale, 250);
 }
@@ -133,7 +137,7 @@ function render() {
   if (!view.units.length) summary.append(h("tr", {}, h("td", { class: "empty", colspan: 6 }, "No production units yet.")));
   charts.replaceChildren(...view.units.map((u) => unitCard(u, view.series.get(u.code))));
   // Changes that came while a target editor was open.
-  if (stale.size) onUnitChanged([...stale][0]);
+  if (stale.size) scheduleRedraw();
 }
 
 function summaryRow(unit, series) {

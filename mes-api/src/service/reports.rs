@@ -345,9 +345,7 @@ pub fn store_day_report(
         if units::lock_by_code(conn, &input.unit)?.is_none() {
             return Err(ReportError::UnknownUnit(input.unit.clone()));
         }
-        if outbox::get_by_dedup_key(conn, &chain::day_report_dedup_key(&input.unit, date))?
-            .is_some()
-        {
+        if day_message(conn, &input.unit, date)?.is_some() {
             return Err(ReportError::AlreadySent {
                 unit: input.unit.clone(),
                 date,
@@ -414,8 +412,7 @@ pub fn get_day_report(
     let report_id = mes_codec::report::FlowId::new(date, unit)
         .map_err(|e| ReportError::Invalid(e.to_string()))?
         .to_string();
-    let enqueued =
-        outbox::get_by_dedup_key(conn, &chain::day_report_dedup_key(unit, date))?.is_some();
+    let enqueued = day_message(conn, unit, date)?.is_some();
     Ok(Some(StoredDayReport {
         unit: unit.to_owned(),
         date,
@@ -456,8 +453,17 @@ pub fn report_message(
     conn: &mut DbConnection,
     report: &StoredDayReport,
 ) -> Result<Option<outbox::OutboxRow>, ReportError> {
-    let key = chain::day_report_dedup_key(&report.unit, report.date);
-    Ok(outbox::get_by_dedup_key(conn, &key)?)
+    Ok(day_message(conn, &report.unit, report.date)?)
+}
+
+/// The outbox row of `unit`'s `create_day_report` for `date`, if enqueued: a day with
+/// one is read-only.
+fn day_message(
+    conn: &mut DbConnection,
+    unit: &str,
+    date: NaiveDate,
+) -> Result<Option<outbox::OutboxRow>, DieselError> {
+    outbox::get_by_dedup_key(conn, &chain::day_report_dedup_key(unit, date))
 }
 
 /// What [`daily_run`] did with one unit.
@@ -500,8 +506,7 @@ pub fn daily_run(conn: &mut DbConnection, date: NaiveDate) -> Result<DailyRun, R
         let code = unit.code;
         // A day already enqueued (every day of a restart's catch-up but the newest)
         // costs one lookup and no lock: it is read-only, so nothing can change it.
-        let key = chain::day_report_dedup_key(&code, date);
-        if outbox::get_by_dedup_key(conn, &key)?.is_some() {
+        if day_message(conn, &code, date)?.is_some() {
             run.already_enqueued.push(code);
             continue;
         }
